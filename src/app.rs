@@ -1,0 +1,354 @@
+//! Application state, router assembly and the server lifecycle.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::middleware;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+use watchpost_media::MediaEngine;
+
+use crate::auth::cookies::CookieSettings;
+use crate::auth::rate_limit::RateLimiter;
+use crate::auth::{self, AuthSettings};
+use crate::config::{Config, DatabaseTarget};
+use crate::db::Db;
+use crate::error::{ApiError, not_found_fallback};
+use crate::health::{self, ComponentHealth};
+use crate::http::{csrf, metrics::Metrics};
+use crate::openapi::ApiDoc;
+
+/// Largest JSON body any API route accepts. Uploads never pass through here.
+pub const JSON_BODY_LIMIT: usize = 1024 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub auth: Arc<AuthSettings>,
+    pub metrics: Arc<Metrics>,
+    pub media: MediaEngine,
+}
+
+impl AppState {
+    pub async fn storage_health(&self) -> ComponentHealth {
+        let dir = self.config.data_dir.clone();
+        let probe = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir)?;
+            tempfile_probe(&dir)
+        })
+        .await;
+        match probe {
+            Ok(Ok(())) => ComponentHealth {
+                ok: true,
+                backend: "local".to_string(),
+                error: None,
+            },
+            Ok(Err(e)) => ComponentHealth {
+                ok: false,
+                backend: "local".to_string(),
+                error: Some(e.to_string()),
+            },
+            Err(e) => ComponentHealth {
+                ok: false,
+                backend: "local".to_string(),
+                error: Some(e.to_string()),
+            },
+        }
+    }
+}
+
+fn tempfile_probe(dir: &Path) -> std::io::Result<()> {
+    let path = dir.join(format!(".healthz-{}", std::process::id()));
+    std::fs::write(&path, b"ok")?;
+    std::fs::remove_file(path)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot open the database ({target}): {source}")]
+    Database { target: String, source: sqlx::Error },
+    #[error("cannot apply database migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot read or create the auth secret at {path}: {source}")]
+    Secret {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+pub fn describe_target(target: &DatabaseTarget) -> String {
+    match target {
+        DatabaseTarget::Sqlite(path) => format!("sqlite {}", path.display()),
+        // Never log the password.
+        DatabaseTarget::Postgres(url) => match url.split_once('@') {
+            Some((_, host)) => format!("postgres …@{host}"),
+            None => "postgres".to_string(),
+        },
+    }
+}
+
+pub async fn connect_and_migrate(config: &Config) -> Result<Db, StartupError> {
+    let db = Db::connect(&config.database)
+        .await
+        .map_err(|source| StartupError::Database {
+            target: describe_target(&config.database),
+            source,
+        })?;
+    db.migrate().await?;
+    Ok(db)
+}
+
+/// The configured secret, or one generated once and kept in `<data_dir>/secret`.
+fn load_or_create_secret(config: &Config) -> Result<String, StartupError> {
+    if let Some(secret) = &config.auth_secret {
+        return Ok(secret.clone());
+    }
+    let path = config.data_dir.join("secret");
+    let wrap = |source| StartupError::Secret {
+        path: path.display().to_string(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(s) if s.trim().len() >= 32 => {
+            tracing::warn!(path = %path.display(), "BETTER_AUTH_SECRET is not set; using the generated secret");
+            return Ok(s.trim().to_string());
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(wrap(e)),
+    }
+    std::fs::create_dir_all(&config.data_dir).map_err(wrap)?;
+    let secret = format!(
+        "{}{}",
+        auth::tokens::generate_id(),
+        auth::tokens::generate_id()
+    );
+    write_private(&path, secret.as_bytes()).map_err(wrap)?;
+    tracing::warn!(path = %path.display(), "BETTER_AUTH_SECRET is not set; generated a random secret and saved it");
+    Ok(secret)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(bytes)
+}
+
+/// Everything that serves: origins are known only once the listener is bound (the port may
+/// be ephemeral), so state is built here.
+pub struct Server {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+}
+
+impl Server {
+    pub async fn build(config: Config) -> Result<Server, StartupError> {
+        let addr = SocketAddr::new(config.host, config.port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        let secret = load_or_create_secret(&config)?;
+        let db = connect_and_migrate(&config).await?;
+
+        let (base_url, mut trusted) = match &config.base_url {
+            Some(url) => {
+                let origin = auth::origin_of(url).unwrap_or_else(|| url.clone());
+                (url.clone(), vec![origin])
+            }
+            None => {
+                let port = bound.port();
+                (
+                    format!("http://localhost:{port}"),
+                    vec![
+                        format!("http://localhost:{port}"),
+                        format!("http://127.0.0.1:{port}"),
+                        format!("http://[::1]:{port}"),
+                    ],
+                )
+            }
+        };
+        trusted.extend(config.trusted_origins.iter().cloned());
+        let auth = AuthSettings {
+            secret: secret.into_bytes(),
+            cookies: CookieSettings {
+                secure: base_url.starts_with("https://"),
+            },
+            base_url,
+            trusted_origins: trusted,
+            rate_limiter: RateLimiter::new(
+                config.rate_limit.max,
+                Duration::from_secs(config.rate_limit.window_secs),
+            ),
+        };
+        let media = MediaEngine::new(config.media_mode, config.media_limits);
+        let state = AppState {
+            config: Arc::new(config),
+            db,
+            auth: Arc::new(auth),
+            metrics: Arc::new(Metrics::default()),
+            media,
+        };
+        let router = router(state.clone());
+        Ok(Server {
+            listener,
+            router,
+            state,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Server {
+            listener,
+            router,
+            state,
+        } = self;
+        let janitor = tokio::spawn(janitor(state.clone()));
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            base_url = %state.auth.base_url,
+            database = state.db.kind(),
+            "watchpost listening"
+        );
+        let result = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
+        janitor.abort();
+        state.db.close().await;
+        result
+    }
+}
+
+/// Periodic housekeeping that must not depend on traffic.
+async fn janitor(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        match auth::service::purge_expired_sessions(&state.db).await {
+            Ok(n) if n > 0 => tracing::info!(removed = n, "purged expired sessions"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = ?e, "session purge failed"),
+        }
+    }
+}
+
+pub fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(auth::routes::router())
+        .merge(health::router())
+}
+
+fn cors(state: &AppState) -> CorsLayer {
+    let origins: Vec<HeaderValue> = state
+        .auth
+        .trusted_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_credentials(true)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            header::ACCEPT,
+            header::IF_MATCH,
+            HeaderName::from_static("x-requested-with"),
+        ])
+        .expose_headers([
+            HeaderName::from_static("set-auth-token"),
+            header::LOCATION,
+            header::ETAG,
+            header::LINK,
+        ])
+        .max_age(Duration::from_secs(600))
+}
+
+pub fn router(state: AppState) -> Router {
+    let (api, openapi) = api_router().split_for_parts();
+    let openapi_json = openapi.clone();
+    api.route(
+        "/openapi.json",
+        axum::routing::get(move || async move { axum::Json(openapi_json) }),
+    )
+    .merge(SwaggerUi::new("/docs").url("/docs/openapi.json", openapi))
+    .fallback(not_found_fallback)
+    .method_not_allowed_fallback(|| async {
+        ApiError::new(
+            axum::http::StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            "Method not allowed on this route",
+        )
+    })
+    .layer(middleware::from_fn_with_state(
+        state.clone(),
+        csrf::auth_rate_limit,
+    ))
+    .layer(middleware::from_fn_with_state(
+        state.clone(),
+        csrf::origin_check,
+    ))
+    .layer(middleware::from_fn_with_state(
+        state.clone(),
+        crate::http::metrics::track,
+    ))
+    .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+    .layer(CatchPanicLayer::custom(|_| {
+        use axum::response::IntoResponse;
+        ApiError::internal("handler panicked").into_response()
+    }))
+    .layer(TraceLayer::new_for_http())
+    .layer(cors(&state))
+    .with_state(state)
+}

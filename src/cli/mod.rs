@@ -1,0 +1,3 @@
+//! Command-line maintenance tasks.
+
+pub mod auth_migrate;

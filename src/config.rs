@@ -1,0 +1,443 @@
+//! One typed configuration, read from the environment (and `.env`), validated at startup.
+//!
+//! Every invalid value is reported as a single line naming the variable and what was expected,
+//! so a misconfigured server stops with something a person can act on.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use watchpost_media::{MediaLimits, MediaMode};
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("invalid {var}={value:?}: expected {expected}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub value: String,
+    pub expected: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DatabaseTarget {
+    /// Path of the SQLite file (created if missing).
+    Sqlite(PathBuf),
+    /// A `postgres://` connection URL.
+    Postgres(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    pub endpoint: String,
+    pub port: Option<u16>,
+    pub use_ssl: bool,
+    pub access_key: String,
+    pub secret_key: String,
+    pub bucket: String,
+    pub region: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminCredentials {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct TurnConfig {
+    pub urls: Vec<String>,
+    pub username: Option<String>,
+    pub credential: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RateLimitConfig {
+    /// Attempts allowed per window on sign-in/sign-up, per client and path.
+    pub max: u32,
+    pub window_secs: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: IpAddr,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub database: DatabaseTarget,
+    /// `None` means: use (or create) `<data_dir>/secret`.
+    pub auth_secret: Option<String>,
+    /// `None` means: derived from the bound address once the listener is up.
+    pub base_url: Option<String>,
+    pub trusted_origins: Vec<String>,
+    pub trust_proxy_headers: bool,
+    pub rate_limit: RateLimitConfig,
+    pub media_mode: MediaMode,
+    pub media_provider: String,
+    pub media_limits: MediaLimits,
+    pub media_recordings_dir: PathBuf,
+    pub turn: TurnConfig,
+    pub s3: Option<S3Config>,
+    pub presign_ttl_secs: u64,
+    pub admin: Option<AdminCredentials>,
+}
+
+/// Reads the process environment after loading `.env` (existing variables win).
+pub fn load() -> Result<Config, ConfigError> {
+    // A missing .env is normal; a malformed one is reported but does not stop the server.
+    if let Err(e) = dotenvy::dotenv()
+        && !e.not_found()
+    {
+        eprintln!("warning: ignoring .env: {e}");
+    }
+    Config::from_vars(&std::env::vars().collect())
+}
+
+struct Vars<'a>(&'a HashMap<String, String>);
+
+impl Vars<'_> {
+    /// A variable set to an empty string counts as unset, as in most .env tooling.
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    fn parse<T: std::str::FromStr>(
+        &self,
+        name: &'static str,
+        default: T,
+        expected: &str,
+    ) -> Result<T, ConfigError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| err(name, v, expected)),
+        }
+    }
+
+    fn bool(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(name).map(|v| v.to_ascii_lowercase()) {
+            None => Ok(default),
+            Some(v) => match v.as_str() {
+                "1" | "true" | "yes" | "on" => Ok(true),
+                "0" | "false" | "no" | "off" => Ok(false),
+                _ => Err(err(name, &v, "true or false")),
+            },
+        }
+    }
+
+    fn list(&self, name: &str) -> Vec<String> {
+        self.get(name)
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn err(var: &'static str, value: &str, expected: &str) -> ConfigError {
+    ConfigError {
+        var,
+        value: value.to_string(),
+        expected: expected.to_string(),
+    }
+}
+
+fn validate_origin(var: &'static str, value: &str) -> Result<String, ConfigError> {
+    let trimmed = value.trim_end_matches('/');
+    let rest = trimmed
+        .strip_prefix("http://")
+        .or_else(|| trimmed.strip_prefix("https://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => {
+            Ok(trimmed.to_string())
+        }
+        _ => Err(err(
+            var,
+            value,
+            "an absolute http:// or https:// URL such as http://localhost:3000",
+        )),
+    }
+}
+
+impl Config {
+    pub fn from_vars(map: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        let v = Vars(map);
+
+        let host = v.parse("HOST", IpAddr::from([0, 0, 0, 0]), "an IP address")?;
+        let port = v.parse("PORT", 3000u16, "a TCP port number 0-65535")?;
+        let data_dir = PathBuf::from(v.get("WATCHPOST_DATA_DIR").unwrap_or("./data"));
+
+        let database = match v.get("DATABASE_URL") {
+            None => DatabaseTarget::Sqlite(data_dir.join("watchpost.db")),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                DatabaseTarget::Postgres(url.to_string())
+            }
+            Some(url) if url.starts_with("sqlite:") => {
+                let path = url
+                    .trim_start_matches("sqlite://")
+                    .trim_start_matches("sqlite:");
+                let path = path.split('?').next().unwrap_or_default();
+                if path.is_empty() || path == ":memory:" {
+                    return Err(err(
+                        "DATABASE_URL",
+                        url,
+                        "sqlite://<path to a file> (in-memory databases lose data)",
+                    ));
+                }
+                DatabaseTarget::Sqlite(PathBuf::from(path))
+            }
+            Some(url) => {
+                return Err(err(
+                    "DATABASE_URL",
+                    url,
+                    "a postgres://user:pass@host/db or sqlite://path URL",
+                ));
+            }
+        };
+
+        let auth_secret = match v.get("BETTER_AUTH_SECRET") {
+            None => None,
+            Some(s) if s.len() < 16 => {
+                return Err(err(
+                    "BETTER_AUTH_SECRET",
+                    "<redacted>",
+                    "at least 16 characters (32+ recommended)",
+                ));
+            }
+            Some(s) => Some(s.to_string()),
+        };
+
+        let base_url = match v
+            .get("BETTER_AUTH_BASE_URL")
+            .map(|u| ("BETTER_AUTH_BASE_URL", u))
+            .or_else(|| v.get("BETTER_AUTH_URL").map(|u| ("BETTER_AUTH_URL", u)))
+        {
+            None => None,
+            Some((var, url)) => Some(validate_origin(var, url)?),
+        };
+
+        let trusted_origins = v
+            .list("BETTER_AUTH_TRUSTED_ORIGINS")
+            .iter()
+            .map(|o| validate_origin("BETTER_AUTH_TRUSTED_ORIGINS", o))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let rate_limit = RateLimitConfig {
+            max: v.parse("AUTH_RATE_LIMIT_MAX", 3u32, "a whole number of attempts")?,
+            window_secs: v.parse("AUTH_RATE_LIMIT_WINDOW_SECS", 10u64, "a number of seconds")?,
+        };
+        if rate_limit.window_secs == 0 {
+            return Err(err("AUTH_RATE_LIMIT_WINDOW_SECS", "0", "at least 1 second"));
+        }
+
+        let media_mode = match v.get("MEDIA_MODE").unwrap_or("single_server_sfu") {
+            "single_server_sfu" => MediaMode::SingleServerSfu,
+            "legacy" => MediaMode::Legacy,
+            other => {
+                return Err(err("MEDIA_MODE", other, "single_server_sfu or legacy"));
+            }
+        };
+        let media_provider = match v.get("MEDIA_PROVIDER").unwrap_or("embedded") {
+            // `mock` was the old backend's default; it maps to the real in-process engine.
+            "embedded" | "mock" => "embedded".to_string(),
+            other => return Err(err("MEDIA_PROVIDER", other, "embedded")),
+        };
+        let positive = "a whole number greater than 0";
+        let media_limits = MediaLimits {
+            max_publishers: v.parse("MEDIA_MAX_PUBLISHERS", 16u32, positive)?,
+            max_subscribers_per_room: v.parse("MEDIA_MAX_SUBSCRIBERS_PER_ROOM", 32u32, positive)?,
+        };
+        if media_limits.max_publishers == 0 {
+            return Err(err("MEDIA_MAX_PUBLISHERS", "0", positive));
+        }
+        if media_limits.max_subscribers_per_room == 0 {
+            return Err(err("MEDIA_MAX_SUBSCRIBERS_PER_ROOM", "0", positive));
+        }
+        let media_recordings_dir =
+            PathBuf::from(v.get("MEDIA_RECORDINGS_DIR").unwrap_or("./recordings"));
+
+        let turn = TurnConfig {
+            urls: v.list("TURN_URLS"),
+            username: v.get("TURN_USERNAME").map(str::to_string),
+            credential: v.get("TURN_CREDENTIAL").map(str::to_string),
+        };
+        for url in &turn.urls {
+            if !(url.starts_with("turn:") || url.starts_with("turns:") || url.starts_with("stun:"))
+            {
+                return Err(err(
+                    "TURN_URLS",
+                    url,
+                    "comma-separated turn:, turns: or stun: URLs",
+                ));
+            }
+        }
+
+        let s3 = match v.get("MINIO_ENDPOINT") {
+            None => None,
+            Some(endpoint) => {
+                let access_key = v.get("MINIO_ACCESS_KEY").ok_or_else(|| {
+                    err(
+                        "MINIO_ACCESS_KEY",
+                        "",
+                        "an access key when MINIO_ENDPOINT is set",
+                    )
+                })?;
+                let secret_key = v.get("MINIO_SECRET_KEY").ok_or_else(|| {
+                    err(
+                        "MINIO_SECRET_KEY",
+                        "",
+                        "a secret key when MINIO_ENDPOINT is set",
+                    )
+                })?;
+                let port = match v.get("MINIO_PORT") {
+                    None => None,
+                    Some(p) => Some(
+                        p.parse::<u16>()
+                            .ok()
+                            .filter(|p| *p > 0)
+                            .ok_or_else(|| err("MINIO_PORT", p, "a TCP port number 1-65535"))?,
+                    ),
+                };
+                let bucket = v.get("MINIO_BUCKET").unwrap_or("watchpost").to_string();
+                if bucket.len() < 3
+                    || bucket.len() > 63
+                    || !bucket.chars().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.'
+                    })
+                {
+                    return Err(err(
+                        "MINIO_BUCKET",
+                        &bucket,
+                        "a bucket name of 3-63 lowercase letters, digits, '-' or '.'",
+                    ));
+                }
+                Some(S3Config {
+                    endpoint: endpoint.to_string(),
+                    port,
+                    use_ssl: v.bool("MINIO_USE_SSL", false)?,
+                    access_key: access_key.to_string(),
+                    secret_key: secret_key.to_string(),
+                    bucket,
+                    region: v.get("MINIO_REGION").unwrap_or("us-east-1").to_string(),
+                })
+            }
+        };
+        let presign_ttl_secs = v.parse(
+            "PRESIGN_TTL_SECS",
+            900u64,
+            "a number of seconds between 1 and 604800",
+        )?;
+        if !(1..=604_800).contains(&presign_ttl_secs) {
+            return Err(err(
+                "PRESIGN_TTL_SECS",
+                &presign_ttl_secs.to_string(),
+                "a number of seconds between 1 and 604800",
+            ));
+        }
+
+        let admin = match (v.get("ADMIN_USERNAME"), v.get("ADMIN_PASSWORD")) {
+            (None, None) => None,
+            (Some(u), Some(p)) => Some(AdminCredentials {
+                username: u.to_string(),
+                password: p.to_string(),
+            }),
+            (Some(_), None) => {
+                return Err(err(
+                    "ADMIN_PASSWORD",
+                    "",
+                    "a password when ADMIN_USERNAME is set",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(err(
+                    "ADMIN_USERNAME",
+                    "",
+                    "a username when ADMIN_PASSWORD is set",
+                ));
+            }
+        };
+
+        Ok(Config {
+            host,
+            port,
+            data_dir,
+            database,
+            auth_secret,
+            base_url,
+            trusted_origins,
+            trust_proxy_headers: v.bool("TRUST_PROXY_HEADERS", false)?,
+            rate_limit,
+            media_mode,
+            media_provider,
+            media_limits,
+            media_recordings_dir,
+            turn,
+            s3,
+            presign_ttl_secs,
+            admin,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn zero_config_uses_embedded_defaults() {
+        let c = Config::from_vars(&HashMap::new()).unwrap();
+        assert_eq!(c.port, 3000);
+        assert_eq!(
+            c.database,
+            DatabaseTarget::Sqlite(PathBuf::from("./data/watchpost.db"))
+        );
+        assert!(c.auth_secret.is_none());
+        assert!(c.s3.is_none());
+        assert!(c.admin.is_none());
+        assert_eq!(c.media_mode, MediaMode::SingleServerSfu);
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        let e = Config::from_vars(&vars(&[("PORT", "abc")])).unwrap_err();
+        assert_eq!(e.var, "PORT");
+        assert!(e.to_string().starts_with("invalid PORT=\"abc\": expected"));
+        let e = Config::from_vars(&vars(&[("MEDIA_MODE", "p2p")])).unwrap_err();
+        assert_eq!(e.var, "MEDIA_MODE");
+        let e = Config::from_vars(&vars(&[("DATABASE_URL", "mysql://x")])).unwrap_err();
+        assert_eq!(e.var, "DATABASE_URL");
+        let e = Config::from_vars(&vars(&[("BETTER_AUTH_TRUSTED_ORIGINS", "a.com")])).unwrap_err();
+        assert_eq!(e.var, "BETTER_AUTH_TRUSTED_ORIGINS");
+        let e = Config::from_vars(&vars(&[("ADMIN_USERNAME", "root")])).unwrap_err();
+        assert_eq!(e.var, "ADMIN_PASSWORD");
+        let e = Config::from_vars(&vars(&[("MEDIA_MAX_PUBLISHERS", "0")])).unwrap_err();
+        assert_eq!(e.var, "MEDIA_MAX_PUBLISHERS");
+        let e = Config::from_vars(&vars(&[("MINIO_ENDPOINT", "localhost")])).unwrap_err();
+        assert_eq!(e.var, "MINIO_ACCESS_KEY");
+    }
+
+    #[test]
+    fn base_url_falls_back_to_legacy_name() {
+        let c = Config::from_vars(&vars(&[("BETTER_AUTH_URL", "https://cam.example/")])).unwrap();
+        assert_eq!(c.base_url.as_deref(), Some("https://cam.example"));
+        let c = Config::from_vars(&vars(&[
+            ("BETTER_AUTH_URL", "https://old.example"),
+            ("BETTER_AUTH_BASE_URL", "https://new.example"),
+        ]))
+        .unwrap();
+        assert_eq!(c.base_url.as_deref(), Some("https://new.example"));
+    }
+
+    #[test]
+    fn postgres_url_selects_postgres() {
+        let c =
+            Config::from_vars(&vars(&[("DATABASE_URL", "postgres://u:p@127.0.0.1/db")])).unwrap();
+        assert!(matches!(c.database, DatabaseTarget::Postgres(_)));
+    }
+}

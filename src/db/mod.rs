@@ -1,0 +1,186 @@
+//! Database access for both supported backends.
+//!
+//! Queries are written once, in the SQL subset both SQLite and PostgreSQL accept (`$1`
+//! placeholders, `RETURNING`, `ON CONFLICT`), and run against whichever pool is configured
+//! through the `db_*!` macros. Rows decode into the same typed structs on both.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+use crate::config::DatabaseTarget;
+
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+impl Db {
+    pub async fn connect(target: &DatabaseTarget) -> Result<Db, sqlx::Error> {
+        match target {
+            DatabaseTarget::Sqlite(path) => {
+                if let Some(parent) = path.parent()
+                    && !parent.as_os_str().is_empty()
+                {
+                    std::fs::create_dir_all(parent)?;
+                }
+                let options = SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(10));
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(options)
+                    .await?;
+                Ok(Db::Sqlite(pool))
+            }
+            DatabaseTarget::Postgres(url) => {
+                let options = PgConnectOptions::from_str(url)?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(options)
+                    .await?;
+                Ok(Db::Postgres(pool))
+            }
+        }
+    }
+
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        match self {
+            Db::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
+            Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        match self {
+            Db::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()),
+            Db::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()),
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Db::Sqlite(pool) => pool.close().await,
+            Db::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+/// `db_fetch_optional!(db, RowType, "SQL", [args...])` → `Result<Option<RowType>, sqlx::Error>`
+#[macro_export]
+macro_rules! db_fetch_optional {
+    ($db:expr, $ty:ty, $sql:expr, [$($arg:expr),* $(,)?]) => {
+        match $db {
+            $crate::db::Db::Sqlite(pool) => {
+                sqlx::query_as::<_, $ty>($sql)$(.bind($arg))*.fetch_optional(pool).await
+            }
+            $crate::db::Db::Postgres(pool) => {
+                sqlx::query_as::<_, $ty>($sql)$(.bind($arg))*.fetch_optional(pool).await
+            }
+        }
+    };
+}
+
+/// `db_fetch_one!(db, RowType, "SQL", [args...])` → `Result<RowType, sqlx::Error>`
+#[macro_export]
+macro_rules! db_fetch_one {
+    ($db:expr, $ty:ty, $sql:expr, [$($arg:expr),* $(,)?]) => {
+        match $db {
+            $crate::db::Db::Sqlite(pool) => {
+                sqlx::query_as::<_, $ty>($sql)$(.bind($arg))*.fetch_one(pool).await
+            }
+            $crate::db::Db::Postgres(pool) => {
+                sqlx::query_as::<_, $ty>($sql)$(.bind($arg))*.fetch_one(pool).await
+            }
+        }
+    };
+}
+
+/// `db_fetch_all!(db, RowType, "SQL", [args...])` → `Result<Vec<RowType>, sqlx::Error>`
+#[macro_export]
+macro_rules! db_fetch_all {
+    ($db:expr, $ty:ty, $sql:expr, [$($arg:expr),* $(,)?]) => {
+        match $db {
+            $crate::db::Db::Sqlite(pool) => {
+                sqlx::query_as::<_, $ty>($sql)$(.bind($arg))*.fetch_all(pool).await
+            }
+            $crate::db::Db::Postgres(pool) => {
+                sqlx::query_as::<_, $ty>($sql)$(.bind($arg))*.fetch_all(pool).await
+            }
+        }
+    };
+}
+
+/// `db_execute!(db, "SQL", [args...])` → `Result<u64 /* rows affected */, sqlx::Error>`
+#[macro_export]
+macro_rules! db_execute {
+    ($db:expr, $sql:expr, [$($arg:expr),* $(,)?]) => {
+        match $db {
+            $crate::db::Db::Sqlite(pool) => {
+                sqlx::query($sql)$(.bind($arg))*.execute(pool).await.map(|r| r.rows_affected())
+            }
+            $crate::db::Db::Postgres(pool) => {
+                sqlx::query($sql)$(.bind($arg))*.execute(pool).await.map(|r| r.rows_affected())
+            }
+        }
+    };
+}
+
+/// A transaction on either backend; `tx_execute!` runs statements inside it.
+pub enum Tx {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl Db {
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        Ok(match self {
+            Db::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
+            Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        })
+    }
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit().await,
+            Tx::Postgres(tx) => tx.commit().await,
+        }
+    }
+}
+
+/// `tx_execute!(tx, "SQL", [args...])` → `Result<u64, sqlx::Error>`
+#[macro_export]
+macro_rules! tx_execute {
+    ($tx:expr, $sql:expr, [$($arg:expr),* $(,)?]) => {
+        match $tx {
+            $crate::db::Tx::Sqlite(tx) => {
+                sqlx::query($sql)$(.bind($arg))*.execute(&mut **tx).await.map(|r| r.rows_affected())
+            }
+            $crate::db::Tx::Postgres(tx) => {
+                sqlx::query($sql)$(.bind($arg))*.execute(&mut **tx).await.map(|r| r.rows_affected())
+            }
+        }
+    };
+}

@@ -1,0 +1,105 @@
+//! `/healthz` and `/metrics`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(metrics))
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentHealth {
+    pub ok: bool,
+    pub backend: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    /// `ok` when every component is healthy, otherwise `degraded`.
+    pub status: String,
+    pub database: ComponentHealth,
+    pub storage: ComponentHealth,
+    #[schema(value_type = Object)]
+    pub media: watchpost_media::MediaStatus,
+}
+
+#[utoipa::path(
+    get, path = "/healthz", tag = "operations",
+    responses(
+        (status = 200, body = Health, description = "Everything is healthy"),
+        (status = 503, body = Health, description = "A component is failing"),
+    )
+)]
+pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    let database = match state.db.ping().await {
+        Ok(()) => ComponentHealth {
+            ok: true,
+            backend: state.db.kind().to_string(),
+            error: None,
+        },
+        Err(e) => ComponentHealth {
+            ok: false,
+            backend: state.db.kind().to_string(),
+            error: Some(e.to_string()),
+        },
+    };
+    let storage = state.storage_health().await;
+    let healthy = database.ok && storage.ok;
+    let body = Health {
+        status: if healthy { "ok" } else { "degraded" }.to_string(),
+        database,
+        storage,
+        media: state.media.status(),
+    };
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body))
+}
+
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations",
+    responses((status = 200, content_type = "text/plain", body = String, description = "Prometheus text exposition"))
+)]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let mut out = String::with_capacity(4096);
+    state.metrics.render_http(&mut out);
+    let media = state.media.status();
+    for (name, help, value) in [
+        ("watchpost_media_rooms", "Live media rooms.", media.rooms),
+        (
+            "watchpost_media_publishers",
+            "Live publishers.",
+            media.publishers,
+        ),
+        (
+            "watchpost_media_subscribers",
+            "Live subscribers.",
+            media.subscribers,
+        ),
+    ] {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+        ));
+    }
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        out,
+    )
+}

@@ -1,0 +1,17 @@
+//! Watchpost: a self-hosted home-camera server. The control plane (accounts, devices,
+//! commands, events, streams, recordings) and the media plane (an SFU, in the
+//! `watchpost-media` crate) run in this one process.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod openapi;
+pub mod time;
+
+pub use app::{AppState, Server};
+pub use config::Config;

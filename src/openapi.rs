@@ -1,0 +1,37 @@
+//! The OpenAPI document. Routes register themselves through `utoipa_axum`'s router, so a
+//! route cannot exist without appearing here.
+
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Watchpost",
+        description = "Self-hosted home-camera server: accounts, devices, commands, motion events, live streams and recordings.",
+    ),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "auth", description = "Better Auth-compatible email/password accounts"),
+        (name = "operations", description = "Health and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "cookie",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Cookie(
+                utoipa::openapi::security::ApiKeyValue::new("better-auth.session_token"),
+            )),
+        );
+    }
+}
