@@ -276,7 +276,7 @@ pub async fn get_session(
 
 #[utoipa::path(
     get, path = "/api/auth/ok", tag = "auth",
-    responses((status = 200, body = OkResponse))
+    responses((status = 200, body = OkResponse, description = "The auth service is up"))
 )]
 pub async fn ok() -> impl IntoResponse {
     (StatusCode::OK, axum::Json(OkResponse { ok: true }))

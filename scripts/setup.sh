@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Installs whatever Watchpost needs that is missing on a Debian/Ubuntu machine.
+#   scripts/setup.sh run    - what the server needs to build and run
+#   scripts/setup.sh test   - plus what the test suite needs (PostgreSQL, Chromium, Node, ...)
+# Safe to run repeatedly: it only installs what is absent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODE="${1:-run}"
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null && SUDO="sudo" || true
+fi
+
+need_pkgs=()
+want() { # want <command-or-file> <debian package>
+  if ! command -v "$1" >/dev/null 2>&1 && [ ! -e "$1" ]; then need_pkgs+=("$2"); fi
+}
+
+want cc build-essential
+want pkg-config pkg-config
+want curl curl
+if [ "$MODE" = "test" ]; then
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then need_pkgs+=(postgresql); fi
+  want chromium chromium
+  want chromedriver chromium-driver
+  want node nodejs
+  want npm npm
+  want python3 python3
+  want turnserver coturn
+fi
+
+if [ "${#need_pkgs[@]}" -gt 0 ]; then
+  if ! command -v apt-get >/dev/null; then
+    log "missing packages (${need_pkgs[*]}) and no apt-get: install them by hand"; exit 1
+  fi
+  log "installing: ${need_pkgs[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    log "no Rust toolchain found: install rustup (https://rustup.rs) and re-run"; exit 1
+  fi
+fi
+
+if [ "$MODE" = "test" ]; then
+  # Node packages for the client-compatibility and browser tests (exact versions, lockfile).
+  if [ ! -d tests/node/node_modules ] || [ tests/node/package-lock.json -nt tests/node/node_modules ]; then
+    log "installing Node test packages"
+    (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+  # OpenAPI 3.1 validator for the spec test.
+  if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then
+    log "installing openapi-spec-validator"
+    python3 -m pip install --quiet --disable-pip-version-check openapi-spec-validator 2>/dev/null \
+      || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages openapi-spec-validator
+  fi
+fi

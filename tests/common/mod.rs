@@ -1,0 +1,256 @@
+//! Test harness: starts the real server on an ephemeral loopback port against a fresh
+//! SQLite file or a fresh PostgreSQL database, and drives it over HTTP.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use watchpost::{AppState, Config, Server};
+
+pub const SECRET: &str = "test-secret-0123456789-abcdefghijklmnop";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates one `#[tokio::test]` per backend for an `async fn name(backend: Backend)`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+/// A fresh PostgreSQL database on the server named by `WATCHPOST_TEST_DATABASE_URL`
+/// (scripts/test.sh starts a local one). Never silently skipped.
+pub async fn fresh_postgres_url() -> String {
+    let admin_url = std::env::var("WATCHPOST_TEST_DATABASE_URL").expect(
+        "WATCHPOST_TEST_DATABASE_URL is not set: run the suite with scripts/test.sh, which starts a local PostgreSQL",
+    );
+    let name = format!(
+        "wp_test_{}",
+        watchpost::auth::tokens::generate_id().to_lowercase()
+    );
+    let admin = sqlx::PgPool::connect(&admin_url)
+        .await
+        .expect("connect to the test PostgreSQL server");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .expect("create test database");
+    admin.close().await;
+    let (base, _) = admin_url.rsplit_once('/').expect("URL has a database path");
+    format!("{base}/{name}")
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub state: AppState,
+    pub dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+pub struct Options {
+    pub vars: Vec<(String, String)>,
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> TestServer {
+        Self::start_with(backend, &[]).await
+    }
+
+    pub async fn start_with(backend: Backend, extra: &[(&str, &str)]) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut vars: HashMap<String, String> = HashMap::new();
+        vars.insert("HOST".into(), "127.0.0.1".into());
+        vars.insert("PORT".into(), "0".into());
+        vars.insert(
+            "WATCHPOST_DATA_DIR".into(),
+            dir.path().join("data").display().to_string(),
+        );
+        vars.insert(
+            "MEDIA_RECORDINGS_DIR".into(),
+            dir.path().join("rec").display().to_string(),
+        );
+        vars.insert("BETTER_AUTH_SECRET".into(), SECRET.into());
+        // Tests sign many users up from one address; the limiter has its own test.
+        vars.insert("AUTH_RATE_LIMIT_MAX".into(), "100000".into());
+        if backend == Backend::Postgres {
+            vars.insert("DATABASE_URL".into(), fresh_postgres_url().await);
+        }
+        for (k, v) in extra {
+            vars.insert(k.to_string(), v.to_string());
+        }
+        let config = Config::from_vars(&vars).expect("valid test config");
+        Self::start_config(config, dir).await
+    }
+
+    pub async fn start_config(config: Config, dir: tempfile::TempDir) -> TestServer {
+        let server = Server::build(config).await.expect("server starts");
+        let addr = server.local_addr();
+        let state = server.state().clone();
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(server.run(async move {
+            let _ = rx.await;
+        }));
+        TestServer {
+            addr,
+            base: format!("http://127.0.0.1:{}", addr.port()),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            state,
+            dir,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            let _ = h.await;
+        }
+    }
+
+    pub async fn post_json(&self, path: &str, body: Value) -> Reply {
+        Reply::from(
+            self.http
+                .post(self.url(path))
+                .json(&body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        Reply::from(self.http.get(self.url(path)).send().await.unwrap()).await
+    }
+
+    pub async fn get_bearer(&self, path: &str, token: &str) -> Reply {
+        Reply::from(
+            self.http
+                .get(self.url(path))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// Signs a new user up and returns (token, user JSON).
+    pub async fn sign_up(&self, email: &str, password: &str) -> (String, Value) {
+        let r = self
+            .post_json(
+                "/api/auth/sign-up/email",
+                serde_json::json!({"name": "Test User", "email": email, "password": password}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "sign-up failed: {}", r.text);
+        (
+            r.json["token"].as_str().unwrap().to_string(),
+            r.json["user"].clone(),
+        )
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub text: String,
+    pub json: Value,
+}
+
+impl Reply {
+    pub async fn from(r: reqwest::Response) -> Reply {
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            text,
+            json,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// Asserts the API's error shape and returns the code.
+    pub fn expect_error(&self, status: u16, code: &str) {
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        assert_eq!(
+            self.json["code"], code,
+            "unexpected code; body: {}",
+            self.text
+        );
+        assert!(
+            self.json["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "error without message: {}",
+            self.text
+        );
+    }
+}
+
+pub fn unique_email(tag: &str) -> String {
+    format!(
+        "{tag}-{}@example.com",
+        watchpost::auth::tokens::generate_id().to_lowercase()
+    )
+}

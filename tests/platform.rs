@@ -1,0 +1,316 @@
+//! The server as an operator sees it: zero-config start, configuration errors, the CLI,
+//! OpenAPI, health, metrics, and the real Better Auth client.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Backend, TestServer, unique_email};
+use serde_json::json;
+
+fn binary() -> String {
+    // scripts/test.sh points this at the release build (the acceptance criterion is about
+    // release start-up); a plain `cargo test` falls back to the debug binary.
+    std::env::var("WATCHPOST_RELEASE_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_watchpost").to_string())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills the child when the test ends, pass or fail.
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn zero_config_start_answers_within_two_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let started = Instant::now();
+    let _child = Child(
+        Command::new(binary())
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://127.0.0.1:{port}/api/auth/ok");
+    let answered = loop {
+        if let Ok(body) = ureq_get(&url) {
+            break body;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "no answer within 2 s of launch"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let elapsed = started.elapsed();
+    assert_eq!(answered, r#"{"ok":true}"#);
+    assert!(
+        elapsed < Duration::from_secs(2),
+        "answered after {elapsed:?}"
+    );
+    eprintln!("zero-config start answered after {elapsed:?}");
+    // Embedded defaults were created in the working directory.
+    assert!(dir.path().join("data/watchpost.db").exists());
+    let secret = std::fs::read_to_string(dir.path().join("data/secret")).unwrap();
+    assert!(secret.len() >= 32);
+}
+
+/// Minimal blocking HTTP GET (the test must not depend on an async runtime for timing).
+fn ureq_get(url: &str) -> Result<String, std::io::Error> {
+    use std::io::Write;
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut stream = std::net::TcpStream::connect(host)?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(
+        stream,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or(std::io::ErrorKind::InvalidData)?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(std::io::ErrorKind::InvalidData.into());
+    }
+    Ok(body.to_string())
+}
+
+#[test]
+fn invalid_configuration_stops_with_one_clear_line() {
+    for (var, value) in [
+        ("PORT", "not-a-port"),
+        ("MEDIA_MODE", "p2p"),
+        ("DATABASE_URL", "mysql://x/y"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(binary())
+            .current_dir(dir.path())
+            .env_clear()
+            .env(var, value)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{var}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
+        assert!(
+            lines[0].contains(var) && lines[0].contains("expected"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let out = Command::new(binary()).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["serve", "migrate", "auth-migrate"] {
+        assert!(text.contains(cmd), "{cmd} missing from --help: {text}");
+    }
+}
+
+#[test]
+fn migrate_and_auth_migrate_commands_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(binary())
+            .current_dir(dir.path())
+            .env_clear()
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["migrate"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied"));
+    let out = run(&["auth-migrate"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("auth-migrate:"));
+}
+
+async fn auth_migrate_backfills_legacy_users(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let hash = watchpost::auth::password::better_auth_scrypt_hash(
+        "old secret 1",
+        "aabbccddeeff00112233445566778899",
+    );
+    let email = unique_email("legacy");
+    let db = &s.state.db;
+    macro_rules! exec {
+        ($sql:expr $(, $arg:expr)*) => {
+            match db {
+                watchpost::db::Db::Sqlite(p) => { sqlx::query($sql)$(.bind($arg))*.execute(p).await.unwrap(); }
+                watchpost::db::Db::Postgres(p) => { sqlx::query($sql)$(.bind($arg))*.execute(p).await.unwrap(); }
+            }
+        };
+    }
+    exec!(
+        "CREATE TABLE users (id TEXT PRIMARY KEY, email TEXT NOT NULL, username TEXT, password TEXT)"
+    );
+    exec!(
+        "INSERT INTO users (id, email, username, password) VALUES ('1', $1, 'grandma', $2)",
+        email.to_uppercase(),
+        hash.clone()
+    );
+    exec!(
+        "INSERT INTO users (id, email, username, password) VALUES ('2', $1, NULL, NULL)",
+        unique_email("nohash")
+    );
+    let report = watchpost::cli::auth_migrate::run(db).await.unwrap();
+    assert_eq!(report.users_created, 2);
+    assert_eq!(report.accounts_created, 1);
+    assert_eq!(report.users_without_password, 1);
+    // Idempotent.
+    let again = watchpost::cli::auth_migrate::run(db).await.unwrap();
+    assert_eq!((again.users_created, again.accounts_created), (0, 0));
+    let r = s
+        .post_json(
+            "/api/auth/sign-in/email",
+            json!({"email": email, "password": "old secret 1"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["user"]["name"], "grandma");
+}
+
+async fn healthz_and_metrics(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let r = s.get("/healthz").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["status"], "ok");
+    assert_eq!(r.json["database"]["ok"], true);
+    assert_eq!(
+        r.json["database"]["backend"],
+        if backend == Backend::Sqlite {
+            "sqlite"
+        } else {
+            "postgres"
+        }
+    );
+    assert_eq!(r.json["storage"]["ok"], true);
+    assert_eq!(r.json["media"]["mode"], "single_server_sfu");
+    s.get("/api/auth/ok").await;
+    s.get("/api/auth/ok").await;
+    let r = s.get("/metrics").await;
+    assert!(r.header("content-type").unwrap().starts_with("text/plain"));
+    assert!(
+        r.text.contains(
+            r#"watchpost_http_requests_total{method="GET",route="/api/auth/ok",status="200"} 2"#
+        ),
+        "{}",
+        r.text
+    );
+    assert!(r.text.contains(
+        r#"watchpost_http_request_duration_seconds_count{method="GET",route="/api/auth/ok"} 2"#
+    ));
+    assert!(r.text.contains("watchpost_media_publishers 0"));
+}
+
+async fn openapi_is_valid_3_1_and_lists_every_route(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let r = s.get("/openapi.json").await;
+    assert_eq!(r.status, 200);
+    assert!(r.json["openapi"].as_str().unwrap().starts_with("3.1"));
+    let paths = r.json["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/api/auth/sign-up/email", "post"),
+        ("/api/auth/sign-in/email", "post"),
+        ("/api/auth/sign-out", "post"),
+        ("/api/auth/get-session", "get"),
+        ("/api/auth/ok", "get"),
+        ("/healthz", "get"),
+        ("/metrics", "get"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing from the spec"
+        );
+    }
+    // Validate with an independent OpenAPI 3.1 validator.
+    let file = s.dir.path().join("openapi.json");
+    std::fs::write(&file, &r.text).unwrap();
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import json,sys; from openapi_spec_validator import validate; from openapi_spec_validator.validation import OpenAPIV31SpecValidator; validate(json.load(open(sys.argv[1])), cls=OpenAPIV31SpecValidator); print('valid')",
+        ])
+        .arg(&file)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "OpenAPI validation failed (scripts/setup.sh test installs openapi-spec-validator): {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = s.get("/docs/").await;
+    assert_eq!(r.status, 200);
+    assert!(r.text.contains("swagger"), "Swagger UI page expected");
+}
+
+async fn real_better_auth_client(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/node/better-auth-client.mjs"
+    );
+    assert!(
+        std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/node/node_modules/better-auth"
+        ))
+        .exists(),
+        "tests/node/node_modules is missing: scripts/setup.sh test installs it"
+    );
+    let out = tokio::process::Command::new("node")
+        .arg(script)
+        .arg(&s.base)
+        .output()
+        .await
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "better-auth client failed:\n{stdout}\n{stderr}"
+    );
+    eprintln!("{stdout}");
+}
+
+both_backends!(
+    auth_migrate_backfills_legacy_users,
+    healthz_and_metrics,
+    openapi_is_valid_3_1_and_lists_every_route,
+    real_better_auth_client,
+);
