@@ -30,10 +30,7 @@ fn has_sec_fetch(headers: &HeaderMap) -> bool {
         .any(|h| headers.contains_key(*h))
 }
 
-fn header<'a>(
-    headers: &'a HeaderMap,
-    name: impl axum::http::header::AsHeaderName,
-) -> Option<&'a str> {
+fn header(headers: &HeaderMap, name: impl axum::http::header::AsHeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
