@@ -378,24 +378,13 @@ async fn sliding_refresh_and_expiry(backend: Backend) {
         let token = token.clone();
         async move {
             match db {
-                watchpost::db::Db::Sqlite(p) => sqlx::query(sql)
-                    .bind(a)
-                    .bind(b)
-                    .bind(token)
-                    .execute(&p)
-                    .await
-                    .unwrap(),
-                watchpost::db::Db::Postgres(p) => {
-                    sqlx::query(sql)
-                        .bind(a)
-                        .bind(b)
-                        .bind(token)
-                        .execute(&p)
-                        .await
-                        .unwrap();
-                    return;
+                watchpost::db::Db::Sqlite(p) => {
+                    sqlx::query(sql).bind(a).bind(b).bind(token).execute(&p).await.unwrap();
                 }
-            };
+                watchpost::db::Db::Postgres(p) => {
+                    sqlx::query(sql).bind(a).bind(b).bind(token).execute(&p).await.unwrap();
+                }
+            }
         }
     };
     exec(

@@ -2,5 +2,6 @@
 //! rate limit and request metrics.
 
 pub mod csrf;
+pub mod extract;
 pub mod json;
 pub mod metrics;

@@ -1,0 +1,232 @@
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+use crate::auth::model::User;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::extract::Query;
+use crate::http::json::Json;
+use crate::storage::ObjectInfo;
+use crate::videos::service::{sanitize_file_name, sanitize_prefix};
+use crate::{db_execute, db_fetch_all};
+
+const ADMIN_PAGE: &str = include_str!("../../static/admin.html");
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(admin_page))
+        .routes(routes!(upload_url))
+        .routes(routes!(list_objects))
+        .routes(routes!(delete_object))
+        .routes(routes!(list_users))
+}
+
+fn equal(a: &str, b: &str) -> bool {
+    // Hash first so the comparison takes the same time whatever the lengths.
+    use sha2::Digest;
+    let ha = sha2::Sha256::digest(a.as_bytes());
+    let hb = sha2::Sha256::digest(b.as_bytes());
+    ha.ct_eq(&hb).into()
+}
+
+/// Guards every `/admin` route.
+pub async fn basic_auth(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if path != "/admin" && !path.starts_with("/admin/") {
+        return next.run(request).await;
+    }
+    let Some(admin) = &state.config.admin else {
+        return ApiError::not_found("No such route").into_response();
+    };
+    let presented = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))
+        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok())
+        .and_then(|raw| String::from_utf8(raw).ok());
+    let authorised = presented
+        .as_deref()
+        .and_then(|p| p.split_once(':'))
+        .is_some_and(|(user, pass)| {
+            // Evaluate both so timing does not reveal which one was wrong.
+            let u = equal(user, &admin.username);
+            let p = equal(pass, &admin.password);
+            u & p
+        });
+    if !authorised {
+        return ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "Admin credentials required")
+            .with_header(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"Watchpost admin\", charset=\"UTF-8\""))
+            .into_response();
+    }
+    next.run(request).await
+}
+
+#[utoipa::path(
+    get, path = "/admin", tag = "admin",
+    security(("basic" = [])),
+    responses(
+        (status = 200, content_type = "text/html", body = String, description = "The dashboard page"),
+        (status = 401, body = ErrorBody, description = "Missing or wrong credentials"),
+        (status = 404, body = ErrorBody, description = "Dashboard disabled"),
+    )
+)]
+pub async fn admin_page() -> impl IntoResponse {
+    (
+        [
+            (CONTENT_TYPE, "text/html; charset=utf-8"),
+            (CACHE_CONTROL, "no-store"),
+        ],
+        ADMIN_PAGE,
+    )
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdminUploadBody {
+    pub file_name: String,
+    pub prefix: Option<String>,
+    pub content_type: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminUploadResponse {
+    pub upload_url: String,
+    pub object_key: String,
+    #[schema(value_type = String, format = DateTime)]
+    #[serde(with = "crate::time::iso_millis")]
+    pub expires_at: crate::time::Timestamp,
+}
+
+#[utoipa::path(
+    post, path = "/admin/upload-url", tag = "admin",
+    request_body = AdminUploadBody,
+    security(("basic" = [])),
+    responses((status = 200, body = AdminUploadResponse, description = "Presigned PUT URL"))
+)]
+pub async fn upload_url(
+    State(state): State<AppState>,
+    Json(body): Json<AdminUploadBody>,
+) -> ApiResult<axum::Json<AdminUploadResponse>> {
+    if body.file_name.trim().is_empty() {
+        return Err(ApiError::validation("fileName must not be empty"));
+    }
+    let mut key = String::from("admin/");
+    if let Some(prefix) = body.prefix.as_deref().and_then(sanitize_prefix) {
+        key.push_str(&prefix);
+        key.push('/');
+    }
+    key.push_str(&format!("{}-{}", uuid::Uuid::new_v4(), sanitize_file_name(&body.file_name)));
+    let presigned = state
+        .storage
+        .presign_put(&key, body.content_type.as_deref(), state.presign_ttl())
+        .await?;
+    Ok(axum::Json(AdminUploadResponse {
+        upload_url: presigned.url,
+        object_key: key,
+        expires_at: presigned.expires_at,
+    }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ObjectsQuery {
+    pub prefix: Option<String>,
+    pub cursor: Option<String>,
+    pub limit: Option<usize>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectWithUrl {
+    #[serde(flatten)]
+    pub object: ObjectInfo,
+    /// A short-lived download link.
+    pub download_url: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectList {
+    pub bucket: String,
+    pub items: Vec<ObjectWithUrl>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[utoipa::path(
+    get, path = "/admin/objects", tag = "admin",
+    params(ObjectsQuery),
+    security(("basic" = [])),
+    responses((status = 200, body = ObjectList, description = "Every object in the bucket"))
+)]
+pub async fn list_objects(
+    State(state): State<AppState>,
+    Query(q): Query<ObjectsQuery>,
+) -> ApiResult<axum::Json<ObjectList>> {
+    let limit = q.limit.unwrap_or(200).clamp(1, 1000);
+    let page = state.storage.list(q.prefix.as_deref(), q.cursor.as_deref(), limit).await?;
+    let mut items = Vec::with_capacity(page.objects.len());
+    for object in page.objects {
+        let url = state.storage.presign_get(&object.key, Duration::from_secs(600)).await;
+        items.push(ObjectWithUrl {
+            download_url: url.map(|p| p.url).unwrap_or_default(),
+            object,
+        });
+    }
+    Ok(axum::Json(ObjectList {
+        bucket: state.storage.bucket().to_string(),
+        items,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdminDeleteBody {
+    pub object_key: String,
+}
+
+#[utoipa::path(
+    delete, path = "/admin/object", tag = "admin",
+    request_body = AdminDeleteBody,
+    security(("basic" = [])),
+    responses((status = 200, body = crate::videos::routes::DeleteResponse, description = "Deleted"))
+)]
+pub async fn delete_object(
+    State(state): State<AppState>,
+    Json(body): Json<AdminDeleteBody>,
+) -> ApiResult<axum::Json<crate::videos::routes::DeleteResponse>> {
+    let existed = state.storage.head(&body.object_key).await?.is_some();
+    state.storage.delete(&body.object_key).await?;
+    // A user's video row must not outlive its object.
+    db_execute!(&state.db, "DELETE FROM videos WHERE object_key = $1", [&body.object_key])?;
+    Ok(axum::Json(crate::videos::routes::DeleteResponse { deleted: existed }))
+}
+
+#[utoipa::path(
+    get, path = "/admin/users", tag = "admin",
+    security(("basic" = [])),
+    responses((status = 200, body = Vec<User>, description = "All accounts, newest first"))
+)]
+pub async fn list_users(State(state): State<AppState>) -> ApiResult<axum::Json<Vec<User>>> {
+    let users = db_fetch_all!(
+        &state.db,
+        User,
+        r#"SELECT id, name, email, email_verified, image, created_at, updated_at FROM "user" ORDER BY created_at DESC LIMIT 500"#,
+        []
+    )?;
+    Ok(axum::Json(users))
+}

@@ -1,0 +1,231 @@
+//! The embedded object store: files under `<root>/<bucket>/<key>`, served by this process
+//! on `/storage/<bucket>/<key>?expires=…&signature=…` so clients use the same presigned-URL
+//! flow as with S3.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use super::{ObjectInfo, ObjectPage, Presigned, StorageError, validate_key};
+
+#[derive(Clone)]
+pub struct LocalStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: PathBuf,
+    bucket: String,
+    base_url: String,
+    secret: Vec<u8>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl LocalStore {
+    pub fn new(root: PathBuf, bucket: String, base_url: String, secret: &[u8]) -> Self {
+        // A key derived from (not equal to) the session secret, so storage signatures and
+        // session signatures can never be swapped for one another.
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("any key length");
+        mac.update(b"watchpost-local-object-store");
+        Self {
+            inner: Arc::new(Inner {
+                root,
+                bucket,
+                base_url,
+                secret: mac.finalize().into_bytes().to_vec(),
+            }),
+        }
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.inner.bucket
+    }
+
+    fn bucket_dir(&self) -> PathBuf {
+        self.inner.root.join(&self.inner.bucket)
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.inner.root.join(".tmp")
+    }
+
+    /// The file for a key; `validate_key` guarantees it stays inside the bucket directory.
+    pub fn path_for(&self, key: &str) -> Result<PathBuf, StorageError> {
+        validate_key(key)?;
+        Ok(self.bucket_dir().join(key))
+    }
+
+    fn signature(&self, method: &str, key: &str, expires: i64) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.inner.secret).expect("any key length");
+        mac.update(format!("{method}\n{}/{key}\n{expires}", self.inner.bucket).as_bytes());
+        hex(&mac.finalize().into_bytes())
+    }
+
+    pub fn presign(&self, method: &str, key: &str, ttl: Duration) -> Presigned {
+        let expires_at = crate::time::now() + chrono::Duration::from_std(ttl).unwrap_or_default();
+        let expires = expires_at.timestamp();
+        let signature = self.signature(method, key, expires);
+        Presigned {
+            url: format!(
+                "{}/storage/{}/{key}?expires={expires}&signature={signature}",
+                self.inner.base_url, self.inner.bucket
+            ),
+            expires_at,
+        }
+    }
+
+    /// Checks a presigned request: right bucket, valid key, unexpired, signature matches.
+    pub fn verify(
+        &self,
+        method: &str,
+        bucket: &str,
+        key: &str,
+        expires: i64,
+        signature: &str,
+    ) -> Result<(), &'static str> {
+        if bucket != self.inner.bucket || validate_key(key).is_err() {
+            return Err("unknown object");
+        }
+        let expected = self.signature(method, key, expires);
+        if !bool::from(expected.as_bytes().ct_eq(signature.as_bytes())) {
+            return Err("signature does not match");
+        }
+        if Utc::now().timestamp() > expires {
+            return Err("the URL has expired");
+        }
+        Ok(())
+    }
+
+    /// Moves a fully written temporary file into place atomically.
+    pub async fn commit_temp(&self, temp: &Path, key: &str) -> Result<(), StorageError> {
+        let dest = self.path_for(key)?;
+        if let Some(parent) = dest.parent() {
+            tokio::fs::create_dir_all(parent).await?;
+        }
+        tokio::fs::rename(temp, &dest).await?;
+        Ok(())
+    }
+
+    pub async fn new_temp_path(&self) -> Result<PathBuf, StorageError> {
+        let dir = self.tmp_dir();
+        tokio::fs::create_dir_all(&dir).await?;
+        Ok(dir.join(uuid::Uuid::new_v4().to_string()))
+    }
+
+    pub async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError> {
+        let path = self.path_for(key)?;
+        match tokio::fs::metadata(&path).await {
+            Ok(meta) if meta.is_file() => Ok(Some(ObjectInfo {
+                key: key.to_string(),
+                size: meta.len(),
+                last_modified: meta.modified().ok().map(DateTime::<Utc>::from),
+            })),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        let path = self.path_for(key)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        // Tidy empty parent directories, but never the bucket directory itself.
+        let bucket_dir = self.bucket_dir();
+        let mut dir = path.parent().map(Path::to_path_buf);
+        while let Some(d) = dir {
+            if d == bucket_dir || tokio::fs::remove_dir(&d).await.is_err() {
+                break;
+            }
+            dir = d.parent().map(Path::to_path_buf);
+        }
+        Ok(())
+    }
+
+    pub async fn put_file(&self, key: &str, source: &Path) -> Result<(), StorageError> {
+        let temp = self.new_temp_path().await?;
+        tokio::fs::copy(source, &temp).await?;
+        self.commit_temp(&temp, key).await
+    }
+
+    pub async fn list(
+        &self,
+        prefix: Option<&str>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<ObjectPage, StorageError> {
+        let dir = self.bucket_dir();
+        let prefix = prefix.unwrap_or("").to_string();
+        let cursor = cursor.map(str::to_string);
+        tokio::task::spawn_blocking(move || {
+            let mut all = Vec::new();
+            walk(&dir, &dir, &mut all)?;
+            all.sort_by(|a, b| a.key.cmp(&b.key));
+            let mut objects: Vec<ObjectInfo> = all
+                .into_iter()
+                .filter(|o| o.key.starts_with(&prefix))
+                .filter(|o| cursor.as_ref().is_none_or(|c| o.key.as_str() > c.as_str()))
+                .take(limit + 1)
+                .collect();
+            let next_cursor = if objects.len() > limit {
+                objects.truncate(limit);
+                objects.last().map(|o| o.key.clone())
+            } else {
+                None
+            };
+            Ok(ObjectPage {
+                objects,
+                next_cursor,
+            })
+        })
+        .await
+        .map_err(|e| StorageError::Service(e.to_string()))?
+    }
+
+    pub async fn check(&self) -> Result<(), StorageError> {
+        let dir = self.bucket_dir();
+        tokio::fs::create_dir_all(&dir).await?;
+        let probe = self.tmp_dir().join(format!(".probe-{}", uuid::Uuid::new_v4()));
+        tokio::fs::create_dir_all(self.tmp_dir()).await?;
+        tokio::fs::write(&probe, b"ok").await?;
+        tokio::fs::remove_file(&probe).await?;
+        Ok(())
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectInfo>) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        let path = entry.path();
+        if meta.is_dir() {
+            walk(root, &path, out)?;
+        } else if meta.is_file()
+            && let Ok(rel) = path.strip_prefix(root)
+            && let Some(key) = rel.to_str()
+        {
+            out.push(ObjectInfo {
+                key: key.to_string(),
+                size: meta.len(),
+                last_modified: meta.modified().ok().map(DateTime::<Utc>::from),
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,230 @@
+//! `/storage/{bucket}/{*key}`: the embedded store's presigned PUT/GET endpoints. Only
+//! mounted when the embedded store is in use; S3 clients talk to S3 directly.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::header::{ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, RANGE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{LocalStore, ObjectStore, StorageError};
+use crate::app::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::http::extract::{Path, Query};
+
+/// Largest object the embedded store accepts in one PUT (S3's single-PUT limit).
+pub const MAX_OBJECT_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_object, put_object))
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::NotFound => ApiError::not_found("Object not found"),
+            StorageError::InvalidKey => ApiError::bad_request("INVALID_OBJECT_KEY", "Invalid object key"),
+            StorageError::Io(e) => ApiError::internal(e),
+            StorageError::Service(e) => {
+                tracing::warn!(error = %e, "object storage request failed");
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "STORAGE_UNAVAILABLE",
+                    "Object storage is unavailable; try again",
+                )
+            }
+        }
+    }
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct SignedQuery {
+    /// Unix time after which the URL is refused.
+    pub expires: i64,
+    /// Hex HMAC over method, bucket/key and expiry.
+    pub signature: String,
+}
+
+fn local(state: &AppState) -> ApiResult<&LocalStore> {
+    match &state.storage {
+        ObjectStore::Local(store) => Ok(store),
+        ObjectStore::S3(_) => Err(ApiError::not_found("No such route")),
+    }
+}
+
+fn verify(store: &LocalStore, method: &str, bucket: &str, key: &str, q: &SignedQuery) -> ApiResult<()> {
+    store
+        .verify(method, bucket, key, q.expires, &q.signature)
+        .map_err(|reason| ApiError::forbidden("INVALID_SIGNATURE", format!("Access denied: {reason}")))
+}
+
+fn content_type_for(key: &str) -> &'static str {
+    let ext = key.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    match ext.as_str() {
+        "mp4" | "m4v" => "video/mp4",
+        "webm" => "video/webm",
+        "mkv" => "video/x-matroska",
+        "ts" => "video/mp2t",
+        "mov" => "video/quicktime",
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "gif" => "image/gif",
+        "json" => "application/json",
+        "txt" | "log" => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+/// `bytes=a-b`, `bytes=a-` or `bytes=-n` → inclusive range within `size`.
+fn parse_range(header: &str, size: u64) -> Option<(u64, u64)> {
+    let spec = header.strip_prefix("bytes=")?;
+    if spec.contains(',') || size == 0 {
+        return None;
+    }
+    let (start, end) = spec.split_once('-')?;
+    let (start, end) = match (start.trim(), end.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().ok()?;
+            (size.saturating_sub(n), size - 1)
+        }
+        (a, "") => (a.parse().ok()?, size - 1),
+        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.min(size - 1)),
+    };
+    (start <= end && start < size).then_some((start, end))
+}
+
+#[utoipa::path(
+    get, path = "/storage/{bucket}/{key}", tag = "storage",
+    params(("bucket" = String, Path), ("key" = String, Path, description = "Object key (may contain '/')"), SignedQuery),
+    responses(
+        (status = 200, description = "The object's bytes"),
+        (status = 206, description = "A byte range of the object"),
+        (status = 403, body = crate::error::ErrorBody, description = "Bad signature or expired URL"),
+        (status = 404, body = crate::error::ErrorBody, description = "No such object"),
+    )
+)]
+pub async fn get_object(
+    State(state): State<AppState>,
+    Path((bucket, key)): Path<(String, String)>,
+    Query(q): Query<SignedQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let store = local(&state)?;
+    verify(store, "GET", &bucket, &key, &q)?;
+    let path = store.path_for(&key)?;
+    let mut file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StorageError::NotFound.into()),
+        Err(e) => return Err(StorageError::Io(e).into()),
+    };
+    let size = file.metadata().await.map_err(StorageError::Io)?.len();
+    let range = headers
+        .get(RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(|r| parse_range(r, size));
+    let (status, start, len) = match range {
+        None => (StatusCode::OK, 0, size),
+        Some(Some((start, end))) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        Some(None) => {
+            return Ok((
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(CONTENT_RANGE, format!("bytes */{size}"))],
+            )
+                .into_response());
+        }
+    };
+    if start > 0 {
+        file.seek(std::io::SeekFrom::Start(start)).await.map_err(StorageError::Io)?;
+    }
+    let stream = tokio_util::io::ReaderStream::new(file.take(len));
+    let mut response = Response::new(Body::from_stream(stream));
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type_for(&key)));
+    h.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if status == StatusCode::PARTIAL_CONTENT {
+        let value = format!("bytes {start}-{}/{size}", start + len - 1);
+        h.insert(CONTENT_RANGE, HeaderValue::from_str(&value).expect("ASCII"));
+    }
+    Ok(response)
+}
+
+#[utoipa::path(
+    put, path = "/storage/{bucket}/{key}", tag = "storage",
+    params(("bucket" = String, Path), ("key" = String, Path, description = "Object key (may contain '/')"), SignedQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The object's bytes"),
+    responses(
+        (status = 200, description = "Stored"),
+        (status = 403, body = crate::error::ErrorBody, description = "Bad signature or expired URL"),
+        (status = 413, body = crate::error::ErrorBody, description = "Object too large"),
+    )
+)]
+pub async fn put_object(
+    State(state): State<AppState>,
+    Path((bucket, key)): Path<(String, String)>,
+    Query(q): Query<SignedQuery>,
+    request: Request,
+) -> ApiResult<Response> {
+    let store = local(&state)?;
+    verify(store, "PUT", &bucket, &key, &q)?;
+    let temp = store.new_temp_path().await?;
+    let result = write_body(&temp, request.into_body()).await;
+    let written = match result {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&temp).await;
+            return Err(e);
+        }
+    };
+    store.commit_temp(&temp, &key).await?;
+    let etag = format!("\"{written:x}-{}\"", chrono::Utc::now().timestamp_millis());
+    Ok((StatusCode::OK, [(ETAG, etag)]).into_response())
+}
+
+/// Streams the body to `path`, flushed to disk before returning, so a rename after this
+/// never exposes a partial object.
+async fn write_body(path: &std::path::Path, body: Body) -> ApiResult<u64> {
+    let mut file = tokio::fs::File::create(path).await.map_err(StorageError::Io)?;
+    let mut body = body;
+    let mut written: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad_request("UPLOAD_INTERRUPTED", format!("Upload interrupted: {e}")))?;
+        if let Ok(chunk) = frame.into_data() {
+            written += chunk.len() as u64;
+            if written > MAX_OBJECT_BYTES {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "PAYLOAD_TOO_LARGE",
+                    "Object exceeds the 5 GiB limit",
+                ));
+            }
+            file.write_all(&chunk).await.map_err(StorageError::Io)?;
+        }
+    }
+    file.sync_all().await.map_err(StorageError::Io)?;
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 9)));
+        assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=-10", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=50-500", 100), Some((50, 99)));
+        assert_eq!(parse_range("bytes=100-", 100), None);
+        assert_eq!(parse_range("bytes=5-1", 100), None);
+        assert_eq!(parse_range("bytes=0-1,3-4", 100), None);
+        assert_eq!(parse_range("items=0-1", 100), None);
+    }
+}

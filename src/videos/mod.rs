@@ -1,0 +1,5 @@
+//! Video objects: presigned uploads and downloads, namespaced per user.
+
+pub mod model;
+pub mod routes;
+pub mod service;

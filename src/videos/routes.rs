@@ -1,0 +1,187 @@
+//! `/videos`: the signed-in user's video objects.
+
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+use crate::auth::CurrentUser;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::extract::{Path, Query};
+use crate::http::json::Json;
+use crate::pagination::{Page, PageQuery};
+use crate::videos::model::Video;
+use crate::videos::service::{self, UploadRequest};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_upload_url))
+        .routes(routes!(download_url))
+        .routes(routes!(list_videos, delete_video))
+        .routes(routes!(complete_upload))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UploadUrlBody {
+    pub file_name: String,
+    /// The device the video belongs to (one of the caller's devices).
+    pub device_id: String,
+    /// Optional folder inside the caller's namespace, e.g. `clips/2026`.
+    pub prefix: Option<String>,
+    pub content_type: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadUrlResponse {
+    /// PUT the bytes here (send the same Content-Type if one was given).
+    pub upload_url: String,
+    pub object_key: String,
+    #[schema(value_type = String, format = DateTime)]
+    #[serde(with = "crate::time::iso_millis")]
+    pub expires_at: crate::time::Timestamp,
+    pub video: Video,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct DownloadQuery {
+    pub object_key: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DownloadUrlResponse {
+    pub download_url: String,
+    #[schema(value_type = String, format = DateTime)]
+    #[serde(with = "crate::time::iso_millis")]
+    pub expires_at: crate::time::Timestamp,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeleteBody {
+    pub object_key: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeleteResponse {
+    /// False when the object was already gone.
+    pub deleted: bool,
+}
+
+#[utoipa::path(
+    post, path = "/videos/upload-url", tag = "videos",
+    request_body = UploadUrlBody,
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, body = UploadUrlResponse, description = "Presigned PUT URL and the pending video"),
+        (status = 400, body = ErrorBody, description = "Invalid input"),
+        (status = 401, body = ErrorBody, description = "Not signed in"),
+        (status = 404, body = ErrorBody, description = "Unknown device"),
+    )
+)]
+pub async fn create_upload_url(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Json(body): Json<UploadUrlBody>,
+) -> ApiResult<axum::Json<UploadUrlResponse>> {
+    state.check_device_owner(&current.user.id, &body.device_id).await?;
+    let (video, presigned) = service::create_upload(
+        &state.db,
+        &state.storage,
+        state.presign_ttl(),
+        UploadRequest {
+            user_id: current.user.id,
+            device_id: body.device_id,
+            file_name: body.file_name,
+            prefix: body.prefix,
+            content_type: body.content_type,
+        },
+    )
+    .await?;
+    Ok(axum::Json(UploadUrlResponse {
+        upload_url: presigned.url,
+        object_key: video.object_key.clone(),
+        expires_at: presigned.expires_at,
+        video,
+    }))
+}
+
+#[utoipa::path(
+    get, path = "/videos/download-url", tag = "videos",
+    params(DownloadQuery),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, body = DownloadUrlResponse, description = "Presigned GET URL"),
+        (status = 404, body = ErrorBody, description = "No such video of the caller's"),
+    )
+)]
+pub async fn download_url(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Query(q): Query<DownloadQuery>,
+) -> ApiResult<axum::Json<DownloadUrlResponse>> {
+    let video = service::find_by_key(&state.db, &current.user.id, &q.object_key)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Video not found"))?;
+    let presigned = state.storage.presign_get(&video.object_key, state.presign_ttl()).await?;
+    Ok(axum::Json(DownloadUrlResponse {
+        download_url: presigned.url,
+        expires_at: presigned.expires_at,
+    }))
+}
+
+#[utoipa::path(
+    get, path = "/videos", tag = "videos",
+    params(PageQuery),
+    security(("bearer" = []), ("cookie" = [])),
+    responses((status = 200, body = Page<Video>, description = "The caller's videos, newest first"))
+)]
+pub async fn list_videos(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Query(page): Query<PageQuery>,
+) -> ApiResult<axum::Json<Page<Video>>> {
+    Ok(axum::Json(service::list(&state.db, &current.user.id, &page).await?))
+}
+
+#[utoipa::path(
+    delete, path = "/videos", tag = "videos",
+    request_body = DeleteBody,
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, body = DeleteResponse, description = "Deleted (or already gone)"),
+        (status = 404, body = ErrorBody, description = "Not the caller's object"),
+    )
+)]
+pub async fn delete_video(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Json(body): Json<DeleteBody>,
+) -> ApiResult<axum::Json<DeleteResponse>> {
+    let deleted = service::delete(&state.db, &state.storage, &current.user.id, &body.object_key).await?;
+    Ok(axum::Json(DeleteResponse { deleted }))
+}
+
+#[utoipa::path(
+    post, path = "/videos/{id}/complete", tag = "videos",
+    params(("id" = String, Path, description = "Video id")),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, body = Video, description = "Marked uploaded, with its size"),
+        (status = 404, body = ErrorBody, description = "No such video of the caller's"),
+        (status = 409, body = ErrorBody, description = "UPLOAD_NOT_FOUND: nothing was uploaded yet"),
+    )
+)]
+pub async fn complete_upload(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Video>> {
+    Ok(axum::Json(service::complete(&state.db, &state.storage, &current.user.id, &id).await?))
+}

@@ -1,0 +1,218 @@
+//! Video logic: naming, ownership and state, independent of HTTP.
+
+use std::time::Duration;
+
+use crate::db::Db;
+use crate::error::{ApiError, ApiResult};
+use crate::pagination::{Page, PageQuery};
+use crate::storage::{ObjectStore, Presigned};
+use crate::time;
+use crate::videos::model::Video;
+use crate::{db_execute, db_fetch_all, db_fetch_optional};
+
+const MAX_FILE_NAME: usize = 128;
+
+/// Reduces a client-supplied file name to a safe single path segment: the last component
+/// only, `[A-Za-z0-9._-]`, no leading dots, at most 128 characters.
+pub fn sanitize_file_name(name: &str) -> String {
+    let last = name.rsplit(['/', '\\']).next().unwrap_or("");
+    let cleaned: String = last
+        .chars()
+        .filter(|c| !c.is_control())
+        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' { c } else { '_' })
+        .collect();
+    let trimmed = cleaned.trim_start_matches('.');
+    let mut out: String = trimmed.chars().take(MAX_FILE_NAME).collect();
+    if out.is_empty() || out.chars().all(|c| c == '_') {
+        out = "file".to_string();
+    }
+    out
+}
+
+/// A prefix is up to four `/`-separated segments, each sanitised like a file name; empty
+/// segments, `.` and `..` are dropped.
+pub fn sanitize_prefix(prefix: &str) -> Option<String> {
+    let segments: Vec<String> = prefix
+        .split(['/', '\\'])
+        .filter(|s| !s.is_empty() && *s != "." && *s != "..")
+        .take(4)
+        .map(sanitize_file_name)
+        .collect();
+    (!segments.is_empty()).then(|| segments.join("/"))
+}
+
+pub fn user_namespace(user_id: &str) -> String {
+    format!("users/{user_id}/")
+}
+
+fn valid_content_type(ct: &str) -> bool {
+    let Some((kind, sub)) = ct.split_once('/') else { return false };
+    let token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b));
+    ct.len() <= 127 && token(kind) && token(sub.split(';').next().unwrap_or("").trim())
+}
+
+pub struct UploadRequest {
+    pub user_id: String,
+    pub device_id: String,
+    pub file_name: String,
+    pub prefix: Option<String>,
+    pub content_type: Option<String>,
+}
+
+pub async fn create_upload(
+    db: &Db,
+    store: &ObjectStore,
+    ttl: Duration,
+    req: UploadRequest,
+) -> ApiResult<(Video, Presigned)> {
+    if req.file_name.trim().is_empty() {
+        return Err(ApiError::validation("fileName must not be empty"));
+    }
+    if let Some(ct) = &req.content_type
+        && !valid_content_type(ct)
+    {
+        return Err(ApiError::validation("contentType must be a MIME type such as video/mp4"));
+    }
+    let file_name = sanitize_file_name(&req.file_name);
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut key = user_namespace(&req.user_id);
+    if let Some(prefix) = req.prefix.as_deref().and_then(sanitize_prefix) {
+        key.push_str(&prefix);
+        key.push('/');
+    }
+    key.push_str(&format!("{id}-{file_name}"));
+    let presigned = store.presign_put(&key, req.content_type.as_deref(), ttl).await?;
+    let now = time::now();
+    let video = Video {
+        id,
+        device_id: req.device_id,
+        object_key: key,
+        bucket: store.bucket().to_string(),
+        file_name,
+        content_type: req.content_type,
+        size: None,
+        status: "pending".to_string(),
+        created_at: now,
+        updated_at: now,
+        uploaded_at: None,
+    };
+    db_execute!(
+        db,
+        "INSERT INTO videos (id, user_id, device_id, object_key, bucket, file_name, content_type, status, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        [
+            &video.id,
+            &req.user_id,
+            &video.device_id,
+            &video.object_key,
+            &video.bucket,
+            &video.file_name,
+            &video.content_type,
+            &video.status,
+            now,
+            now
+        ]
+    )?;
+    Ok((video, presigned))
+}
+
+pub async fn find_by_key(db: &Db, user_id: &str, key: &str) -> ApiResult<Option<Video>> {
+    Ok(db_fetch_optional!(
+        db,
+        Video,
+        "SELECT id, device_id, object_key, bucket, file_name, content_type, size, status, created_at, updated_at, uploaded_at
+         FROM videos WHERE user_id = $1 AND object_key = $2",
+        [user_id, key]
+    )?)
+}
+
+pub async fn find_by_id(db: &Db, user_id: &str, id: &str) -> ApiResult<Option<Video>> {
+    Ok(db_fetch_optional!(
+        db,
+        Video,
+        "SELECT id, device_id, object_key, bucket, file_name, content_type, size, status, created_at, updated_at, uploaded_at
+         FROM videos WHERE user_id = $1 AND id = $2",
+        [user_id, id]
+    )?)
+}
+
+pub async fn list(db: &Db, user_id: &str, page: &PageQuery) -> ApiResult<Page<Video>> {
+    let limit = page.limit()?;
+    let cursor = page.cursor()?;
+    let rows = db_fetch_all!(
+        db,
+        Video,
+        "SELECT id, device_id, object_key, bucket, file_name, content_type, size, status, created_at, updated_at, uploaded_at
+         FROM videos WHERE user_id = $1 AND (created_at < $2 OR (created_at = $3 AND id < $4))
+         ORDER BY created_at DESC, id DESC LIMIT $5",
+        [user_id, cursor.at, cursor.at, &cursor.id, limit + 1]
+    )?;
+    Ok(Page::from_rows(rows, limit, |v| (v.created_at, v.id.clone())))
+}
+
+/// Confirms an upload by looking at the stored object; records its size.
+pub async fn complete(db: &Db, store: &ObjectStore, user_id: &str, id: &str) -> ApiResult<Video> {
+    let mut video = find_by_id(db, user_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Video not found"))?;
+    let Some(info) = store.head(&video.object_key).await? else {
+        return Err(ApiError::conflict(
+            "UPLOAD_NOT_FOUND",
+            "The object has not been uploaded yet",
+        ));
+    };
+    let now = time::now();
+    let size = info.size as i64;
+    db_execute!(
+        db,
+        "UPDATE videos SET status = 'uploaded', size = $1, uploaded_at = $2, updated_at = $3 WHERE id = $4",
+        [size, now, now, &video.id]
+    )?;
+    video.status = "uploaded".to_string();
+    video.size = Some(size);
+    video.uploaded_at = Some(now);
+    video.updated_at = now;
+    Ok(video)
+}
+
+/// Deletes the user's object and its row. Deleting again is fine; a key outside the
+/// user's namespace (someone else's) is "not found".
+pub async fn delete(db: &Db, store: &ObjectStore, user_id: &str, key: &str) -> ApiResult<bool> {
+    match find_by_key(db, user_id, key).await? {
+        Some(video) => {
+            store.delete(&video.object_key).await?;
+            db_execute!(db, "DELETE FROM videos WHERE id = $1", [&video.id])?;
+            Ok(true)
+        }
+        None if key.starts_with(&user_namespace(user_id)) => Ok(false),
+        None => Err(ApiError::not_found("Video not found")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_neutralised() {
+        assert_eq!(sanitize_file_name("../../etc/passwd"), "passwd");
+        assert_eq!(sanitize_file_name("/abs/path/clip.mp4"), "clip.mp4");
+        assert_eq!(sanitize_file_name("C:\\Users\\me\\clip.mp4"), "clip.mp4");
+        assert_eq!(sanitize_file_name("a\0b.mp4"), "ab.mp4");
+        assert_eq!(sanitize_file_name(".."), "file");
+        assert_eq!(sanitize_file_name("..."), "file");
+        assert_eq!(sanitize_file_name(".hidden"), "hidden");
+        assert_eq!(sanitize_file_name("my clip (1).mp4"), "my_clip__1_.mp4");
+        assert_eq!(sanitize_file_name(&"x".repeat(500)).len(), 128);
+        assert_eq!(sanitize_prefix("../a/./b//c"), Some("a/b/c".to_string()));
+        assert_eq!(sanitize_prefix("../.."), None);
+    }
+
+    #[test]
+    fn content_types() {
+        assert!(valid_content_type("video/mp4"));
+        assert!(valid_content_type("text/plain; charset=utf-8"));
+        assert!(!valid_content_type("video"));
+        assert!(!valid_content_type("video/mp4\r\nX: y"));
+    }
+}
