@@ -55,6 +55,11 @@ if [ "$MODE" = "test" ]; then
     log "installing Node test packages"
     (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
   fi
+  # S3-compatible test server that verifies SigV4 signatures and expiry.
+  if ! command -v s3s-fs >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/s3s-fs" ]; then
+    log "installing s3s-fs 0.14.1 (S3 test server)"
+    cargo install s3s-fs --version 0.14.1 --locked --features binary
+  fi
   # OpenAPI 3.1 validator for the spec test.
   if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then
     log "installing openapi-spec-validator"

@@ -15,6 +15,9 @@ trap stop_services EXIT
 if [ -z "${WATCHPOST_TEST_DATABASE_URL:-}" ]; then
   start_postgres
 fi
+if [ -z "${WATCHPOST_TEST_S3_ENDPOINT:-}" ]; then
+  start_s3
+fi
 
 echo "==> building (release binary for the zero-config start test)"
 cargo build --release --locked --bin watchpost

@@ -28,6 +28,7 @@ use crate::error::{ApiError, not_found_fallback};
 use crate::health::{self, ComponentHealth};
 use crate::http::{csrf, metrics::Metrics};
 use crate::openapi::ApiDoc;
+use crate::storage::{LocalStore, ObjectStore, S3Store};
 
 /// Largest JSON body any API route accepts. Uploads never pass through here.
 pub const JSON_BODY_LIMIT: usize = 1024 * 1024;
@@ -39,40 +40,45 @@ pub struct AppState {
     pub auth: Arc<AuthSettings>,
     pub metrics: Arc<Metrics>,
     pub media: MediaEngine,
+    pub storage: ObjectStore,
 }
 
 impl AppState {
     pub async fn storage_health(&self) -> ComponentHealth {
-        let dir = self.config.data_dir.clone();
-        let probe = tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&dir)?;
-            tempfile_probe(&dir)
-        })
-        .await;
-        match probe {
+        let backend = self.storage.backend().to_string();
+        match tokio::time::timeout(Duration::from_secs(5), self.storage.check()).await {
             Ok(Ok(())) => ComponentHealth {
                 ok: true,
-                backend: "local".to_string(),
+                backend,
                 error: None,
             },
             Ok(Err(e)) => ComponentHealth {
                 ok: false,
-                backend: "local".to_string(),
+                backend,
                 error: Some(e.to_string()),
             },
-            Err(e) => ComponentHealth {
+            Err(_) => ComponentHealth {
                 ok: false,
-                backend: "local".to_string(),
-                error: Some(e.to_string()),
+                backend,
+                error: Some("timed out".to_string()),
             },
         }
     }
-}
 
-fn tempfile_probe(dir: &Path) -> std::io::Result<()> {
-    let path = dir.join(format!(".healthz-{}", std::process::id()));
-    std::fs::write(&path, b"ok")?;
-    std::fs::remove_file(path)
+    pub fn presign_ttl(&self) -> Duration {
+        Duration::from_secs(self.config.presign_ttl_secs)
+    }
+
+    /// Checks that `device_id` names a device the user may attach objects to.
+    pub async fn check_device_owner(
+        &self,
+        _user_id: &str,
+        device_id: &str,
+    ) -> Result<(), ApiError> {
+        uuid::Uuid::parse_str(device_id)
+            .map(|_| ())
+            .map_err(|_| ApiError::validation("deviceId must be a UUID"))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +92,8 @@ pub enum StartupError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot reach object storage at {endpoint}: {reason}")]
+    Storage { endpoint: String, reason: String },
     #[error("cannot read or create the auth secret at {path}: {source}")]
     Secret {
         path: String,
@@ -207,6 +215,7 @@ impl Server {
                 Duration::from_secs(config.rate_limit.window_secs),
             ),
         };
+        let storage = open_storage(&config, &auth).await?;
         let media = MediaEngine::new(config.media_mode, config.media_limits);
         let state = AppState {
             config: Arc::new(config),
@@ -214,6 +223,7 @@ impl Server {
             auth: Arc::new(auth),
             metrics: Arc::new(Metrics::default()),
             media,
+            storage,
         };
         let router = router(state.clone());
         Ok(Server {
@@ -262,6 +272,37 @@ impl Server {
     }
 }
 
+/// The configured object store; S3 must be reachable (and its bucket present) to boot.
+async fn open_storage(config: &Config, auth: &AuthSettings) -> Result<ObjectStore, StartupError> {
+    match &config.s3 {
+        Some(s3) => {
+            let store = S3Store::new(s3);
+            let unreachable = |reason: String| StartupError::Storage {
+                endpoint: store.endpoint().to_string(),
+                reason,
+            };
+            match tokio::time::timeout(Duration::from_secs(20), store.ensure_bucket()).await {
+                Ok(Ok(())) => Ok(ObjectStore::S3(store.clone())),
+                Ok(Err(e)) => Err(unreachable(e.to_string())),
+                Err(_) => Err(unreachable("no answer within 20 s".to_string())),
+            }
+        }
+        None => {
+            let store = LocalStore::new(
+                config.data_dir.join("objects"),
+                config.bucket.clone(),
+                auth.base_url.clone(),
+                &auth.secret,
+            );
+            store.check().await.map_err(|e| StartupError::Storage {
+                endpoint: config.data_dir.join("objects").display().to_string(),
+                reason: e.to_string(),
+            })?;
+            Ok(ObjectStore::Local(store))
+        }
+    }
+}
+
 /// Periodic housekeeping that must not depend on traffic.
 async fn janitor(state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
@@ -279,6 +320,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(auth::routes::router())
         .merge(health::router())
+        .merge(crate::videos::routes::router())
+        .merge(crate::admin::routes::router())
 }
 
 fn cors(state: &AppState) -> CorsLayer {
@@ -322,6 +365,7 @@ pub fn router(state: AppState) -> Router {
         "/openapi.json",
         axum::routing::get(move || async move { axum::Json(openapi_json) }),
     )
+    .merge(crate::storage::routes::router())
     .merge(SwaggerUi::new("/docs").url("/docs/openapi.json", openapi))
     .fallback(not_found_fallback)
     .method_not_allowed_fallback(|| async {
@@ -331,6 +375,10 @@ pub fn router(state: AppState) -> Router {
             "Method not allowed on this route",
         )
     })
+    .layer(middleware::from_fn_with_state(
+        state.clone(),
+        crate::admin::routes::basic_auth,
+    ))
     .layer(middleware::from_fn_with_state(
         state.clone(),
         csrf::auth_rate_limit,

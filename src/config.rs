@@ -74,6 +74,8 @@ pub struct Config {
     pub media_limits: MediaLimits,
     pub media_recordings_dir: PathBuf,
     pub turn: TurnConfig,
+    /// Bucket name for both the S3 store and the embedded store.
+    pub bucket: String,
     pub s3: Option<S3Config>,
     pub presign_ttl_secs: u64,
     pub admin: Option<AdminCredentials>,
@@ -271,6 +273,20 @@ impl Config {
             }
         }
 
+        let bucket = v.get("MINIO_BUCKET").unwrap_or("watchpost").to_string();
+        if bucket.len() < 3
+            || bucket.len() > 63
+            || !bucket
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        {
+            return Err(err(
+                "MINIO_BUCKET",
+                &bucket,
+                "a bucket name of 3-63 lowercase letters, digits, '-' or '.'",
+            ));
+        }
+
         let s3 = match v.get("MINIO_ENDPOINT") {
             None => None,
             Some(endpoint) => {
@@ -297,26 +313,13 @@ impl Config {
                             .ok_or_else(|| err("MINIO_PORT", p, "a TCP port number 1-65535"))?,
                     ),
                 };
-                let bucket = v.get("MINIO_BUCKET").unwrap_or("watchpost").to_string();
-                if bucket.len() < 3
-                    || bucket.len() > 63
-                    || !bucket.chars().all(|c| {
-                        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.'
-                    })
-                {
-                    return Err(err(
-                        "MINIO_BUCKET",
-                        &bucket,
-                        "a bucket name of 3-63 lowercase letters, digits, '-' or '.'",
-                    ));
-                }
                 Some(S3Config {
                     endpoint: endpoint.to_string(),
                     port,
                     use_ssl: v.bool("MINIO_USE_SSL", false)?,
                     access_key: access_key.to_string(),
                     secret_key: secret_key.to_string(),
-                    bucket,
+                    bucket: bucket.clone(),
                     region: v.get("MINIO_REGION").unwrap_or("us-east-1").to_string(),
                 })
             }
@@ -371,6 +374,7 @@ impl Config {
             media_limits,
             media_recordings_dir,
             turn,
+            bucket,
             s3,
             presign_ttl_secs,
             admin,

@@ -2,6 +2,7 @@
 //! commands, events, streams, recordings) and the media plane (an SFU, in the
 //! `watchpost-media` crate) run in this one process.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod cli;
@@ -11,7 +12,10 @@ pub mod error;
 pub mod health;
 pub mod http;
 pub mod openapi;
+pub mod pagination;
+pub mod storage;
 pub mod time;
+pub mod videos;
 
 pub use app::{AppState, Server};
 pub use config::Config;

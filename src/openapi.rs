@@ -11,9 +11,13 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         description = "Self-hosted home-camera server: accounts, devices, commands, motion events, live streams and recordings.",
     ),
     modifiers(&SecuritySchemes),
+    paths(crate::storage::routes::get_object, crate::storage::routes::put_object),
     tags(
         (name = "auth", description = "Better Auth-compatible email/password accounts"),
         (name = "operations", description = "Health and metrics"),
+        (name = "videos", description = "The signed-in user's video objects (presigned upload/download)"),
+        (name = "storage", description = "The embedded object store's presigned endpoints"),
+        (name = "admin", description = "Operator dashboard (HTTP Basic auth)"),
     )
 )]
 pub struct ApiDoc;
@@ -26,6 +30,10 @@ impl utoipa::Modify for SecuritySchemes {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
         );
         components.add_security_scheme(
             "cookie",

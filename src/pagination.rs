@@ -32,7 +32,9 @@ impl PageQuery {
         match self.limit {
             None => Ok(DEFAULT_LIMIT as i64),
             Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n as i64),
-            Some(_) => Err(ApiError::validation(format!("limit must be between 1 and {MAX_LIMIT}"))),
+            Some(_) => Err(ApiError::validation(format!(
+                "limit must be between 1 and {MAX_LIMIT}"
+            ))),
         }
     }
 
@@ -45,7 +47,9 @@ impl PageQuery {
                 at: DateTime::<Utc>::from_timestamp(253_402_300_799, 0).expect("valid date"),
                 id: String::new(),
             }),
-            Some(raw) => decode(raw).ok_or_else(|| ApiError::bad_request("INVALID_CURSOR", "Invalid cursor")),
+            Some(raw) => {
+                decode(raw).ok_or_else(|| ApiError::bad_request("INVALID_CURSOR", "Invalid cursor"))
+            }
         }
     }
 }
@@ -55,7 +59,10 @@ fn decode(raw: &str) -> Option<Cursor> {
     let text = String::from_utf8(bytes).ok()?;
     let (millis, id) = text.split_once('|')?;
     let at = DateTime::<Utc>::from_timestamp_millis(millis.parse().ok()?)?;
-    Some(Cursor { at, id: id.to_string() })
+    Some(Cursor {
+        at,
+        id: id.to_string(),
+    })
 }
 
 pub fn encode(at: &Timestamp, id: &str) -> String {
@@ -73,7 +80,11 @@ pub struct Page<T> {
 
 impl<T> Page<T> {
     /// Builds a page from `limit + 1` fetched rows (the extra row only signals "more").
-    pub fn from_rows(mut rows: Vec<T>, limit: i64, key: impl Fn(&T) -> (Timestamp, String)) -> Page<T> {
+    pub fn from_rows(
+        mut rows: Vec<T>,
+        limit: i64,
+        key: impl Fn(&T) -> (Timestamp, String),
+    ) -> Page<T> {
         let next_cursor = if rows.len() as i64 > limit {
             rows.truncate(limit as usize);
             rows.last().map(|last| {
@@ -83,6 +94,9 @@ impl<T> Page<T> {
         } else {
             None
         };
-        Page { items: rows, next_cursor }
+        Page {
+            items: rows,
+            next_cursor,
+        }
     }
 }

@@ -379,10 +379,22 @@ async fn sliding_refresh_and_expiry(backend: Backend) {
         async move {
             match db {
                 watchpost::db::Db::Sqlite(p) => {
-                    sqlx::query(sql).bind(a).bind(b).bind(token).execute(&p).await.unwrap();
+                    sqlx::query(sql)
+                        .bind(a)
+                        .bind(b)
+                        .bind(token)
+                        .execute(&p)
+                        .await
+                        .unwrap();
                 }
                 watchpost::db::Db::Postgres(p) => {
-                    sqlx::query(sql).bind(a).bind(b).bind(token).execute(&p).await.unwrap();
+                    sqlx::query(sql)
+                        .bind(a)
+                        .bind(b)
+                        .bind(token)
+                        .execute(&p)
+                        .await
+                        .unwrap();
                 }
             }
         }

@@ -251,6 +251,18 @@ async fn openapi_is_valid_3_1_and_lists_every_route(backend: Backend) {
         ("/api/auth/ok", "get"),
         ("/healthz", "get"),
         ("/metrics", "get"),
+        ("/videos/upload-url", "post"),
+        ("/videos/download-url", "get"),
+        ("/videos", "get"),
+        ("/videos", "delete"),
+        ("/videos/{id}/complete", "post"),
+        ("/storage/{bucket}/{key}", "get"),
+        ("/storage/{bucket}/{key}", "put"),
+        ("/admin", "get"),
+        ("/admin/upload-url", "post"),
+        ("/admin/objects", "get"),
+        ("/admin/object", "delete"),
+        ("/admin/users", "get"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),

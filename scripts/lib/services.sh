@@ -28,6 +28,29 @@ start_postgres() {
   echo "==> PostgreSQL on 127.0.0.1:$port"
 }
 
+wait_for_port() { # wait_for_port <port> <name>
+  for _ in $(seq 1 100); do
+    (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "$2 did not start on port $1" >&2; exit 1
+}
+
+# An S3-compatible server (s3s-fs) that checks SigV4 signatures and expiry.
+start_s3() {
+  local port; port="$(free_port)"
+  local dir="$SERVICES_DIR/s3"
+  mkdir -p "$dir"
+  local bin; bin="$(command -v s3s-fs || echo "$HOME/.cargo/bin/s3s-fs")"
+  "$bin" --host 127.0.0.1 --port "$port" --access-key watchpost-test --secret-key watchpost-test-secret "$dir" \
+    >"$SERVICES_DIR/s3.log" 2>&1 &
+  echo $! >"$SERVICES_DIR/s3.pid"
+  wait_for_port "$port" s3s-fs
+  export WATCHPOST_TEST_S3_ENDPOINT=127.0.0.1 WATCHPOST_TEST_S3_PORT="$port"
+  export WATCHPOST_TEST_S3_ACCESS_KEY=watchpost-test WATCHPOST_TEST_S3_SECRET_KEY=watchpost-test-secret
+  echo "==> s3s-fs on 127.0.0.1:$port"
+}
+
 stop_services() {
   local rc=$?
   if [ -n "$PG_DATA" ] && [ -f "$PG_DATA/postmaster.pid" ]; then

@@ -53,8 +53,15 @@ pub async fn basic_auth(State(state): State<AppState>, request: Request, next: N
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))
-        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok())
+        .and_then(|v| {
+            v.strip_prefix("Basic ")
+                .or_else(|| v.strip_prefix("basic "))
+        })
+        .and_then(|b64| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .ok()
+        })
         .and_then(|raw| String::from_utf8(raw).ok());
     let authorised = presented
         .as_deref()
@@ -66,9 +73,16 @@ pub async fn basic_auth(State(state): State<AppState>, request: Request, next: N
             u & p
         });
     if !authorised {
-        return ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "Admin credentials required")
-            .with_header(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"Watchpost admin\", charset=\"UTF-8\""))
-            .into_response();
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "Admin credentials required",
+        )
+        .with_header(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"Watchpost admin\", charset=\"UTF-8\""),
+        )
+        .into_response();
     }
     next.run(request).await
 }
@@ -128,7 +142,11 @@ pub async fn upload_url(
         key.push_str(&prefix);
         key.push('/');
     }
-    key.push_str(&format!("{}-{}", uuid::Uuid::new_v4(), sanitize_file_name(&body.file_name)));
+    key.push_str(&format!(
+        "{}-{}",
+        uuid::Uuid::new_v4(),
+        sanitize_file_name(&body.file_name)
+    ));
     let presigned = state
         .storage
         .presign_put(&key, body.content_type.as_deref(), state.presign_ttl())
@@ -177,10 +195,16 @@ pub async fn list_objects(
     Query(q): Query<ObjectsQuery>,
 ) -> ApiResult<axum::Json<ObjectList>> {
     let limit = q.limit.unwrap_or(200).clamp(1, 1000);
-    let page = state.storage.list(q.prefix.as_deref(), q.cursor.as_deref(), limit).await?;
+    let page = state
+        .storage
+        .list(q.prefix.as_deref(), q.cursor.as_deref(), limit)
+        .await?;
     let mut items = Vec::with_capacity(page.objects.len());
     for object in page.objects {
-        let url = state.storage.presign_get(&object.key, Duration::from_secs(600)).await;
+        let url = state
+            .storage
+            .presign_get(&object.key, Duration::from_secs(600))
+            .await;
         items.push(ObjectWithUrl {
             download_url: url.map(|p| p.url).unwrap_or_default(),
             object,
@@ -212,8 +236,14 @@ pub async fn delete_object(
     let existed = state.storage.head(&body.object_key).await?.is_some();
     state.storage.delete(&body.object_key).await?;
     // A user's video row must not outlive its object.
-    db_execute!(&state.db, "DELETE FROM videos WHERE object_key = $1", [&body.object_key])?;
-    Ok(axum::Json(crate::videos::routes::DeleteResponse { deleted: existed }))
+    db_execute!(
+        &state.db,
+        "DELETE FROM videos WHERE object_key = $1",
+        [&body.object_key]
+    )?;
+    Ok(axum::Json(crate::videos::routes::DeleteResponse {
+        deleted: existed,
+    }))
 }
 
 #[utoipa::path(

@@ -1,7 +1,7 @@
 //! Origin checks for state-changing requests, following Better Auth's rules.
 //!
-//! Credentials a browser attaches by itself (cookies, HTTP Basic) make cross-site request
-//! forgery possible, so such requests must come from this server's own origin or a trusted
+//! Credentials a browser attaches by itself (cookies; HTTP Basic inside a browser) make
+//! cross-site request forgery possible, so such requests must come from this server's own origin or a trusted
 //! one. Bearer-token clients (apps, devices) are not affected. Sign-in and sign-up are also
 //! checked whenever the request looks like it came from a browser (`Sec-Fetch-*`, `Origin`
 //! or `Referer` present), which stops login CSRF.
@@ -47,12 +47,15 @@ pub fn check(
     if EXEMPT_PREFIXES.iter().any(|p| path.starts_with(p)) {
         return Ok(());
     }
-    let ambient_credentials = headers.contains_key(COOKIE)
-        || header(headers, AUTHORIZATION)
-            .is_some_and(|v| v.len() > 6 && v[..6].eq_ignore_ascii_case("basic "));
+    let has_cookie = headers.contains_key(COOKIE);
+    let has_basic = header(headers, AUTHORIZATION)
+        .is_some_and(|v| v.len() > 6 && v[..6].eq_ignore_ascii_case("basic "));
     let browser_like =
         has_sec_fetch(headers) || headers.contains_key(ORIGIN) || headers.contains_key(REFERER);
-    let must_check = ambient_credentials
+    // Basic credentials are only ambient inside a browser, which always identifies itself
+    // with Sec-Fetch-* or Origin; scripts (curl) using Basic auth are not at risk.
+    let must_check = has_cookie
+        || (has_basic && browser_like)
         || (is_login(path) && browser_like)
         || (path.starts_with("/api/auth/") && has_sec_fetch(headers));
     if !must_check {

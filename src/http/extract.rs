@@ -18,10 +18,15 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(Query(v)),
-            Err(QueryRejection::FailedToDeserializeQueryString(e)) => Err(ApiError::validation(format!(
-                "Invalid query string: {}",
-                e.body_text().rsplit_once(": ").map(|(_, m)| m).unwrap_or_default()
-            ))),
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
+                Err(ApiError::validation(format!(
+                    "Invalid query string: {}",
+                    e.body_text()
+                        .rsplit_once(": ")
+                        .map(|(_, m)| m)
+                        .unwrap_or_default()
+                )))
+            }
             Err(e) => Err(ApiError::validation(e.body_text())),
         }
     }
@@ -39,9 +44,9 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(v)) => Ok(Path(v)),
-            Err(PathRejection::FailedToDeserializePathParams(e)) => {
-                Err(ApiError::validation(format!("Invalid path parameter: {}", e.body_text())))
-            }
+            Err(PathRejection::FailedToDeserializePathParams(e)) => Err(ApiError::validation(
+                format!("Invalid path parameter: {}", e.body_text()),
+            )),
             Err(e) => Err(ApiError::validation(e.body_text())),
         }
     }

@@ -196,7 +196,9 @@ impl LocalStore {
     pub async fn check(&self) -> Result<(), StorageError> {
         let dir = self.bucket_dir();
         tokio::fs::create_dir_all(&dir).await?;
-        let probe = self.tmp_dir().join(format!(".probe-{}", uuid::Uuid::new_v4()));
+        let probe = self
+            .tmp_dir()
+            .join(format!(".probe-{}", uuid::Uuid::new_v4()));
         tokio::fs::create_dir_all(self.tmp_dir()).await?;
         tokio::fs::write(&probe, b"ok").await?;
         tokio::fs::remove_file(&probe).await?;

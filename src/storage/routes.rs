@@ -10,8 +10,6 @@ use http_body_util::BodyExt;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use utoipa::IntoParams;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use super::{LocalStore, ObjectStore, StorageError};
 use crate::app::AppState;
@@ -21,15 +19,22 @@ use crate::http::extract::{Path, Query};
 /// Largest object the embedded store accepts in one PUT (S3's single-PUT limit).
 pub const MAX_OBJECT_BYTES: u64 = 5 * 1024 * 1024 * 1024;
 
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(get_object, put_object))
+/// Mounted directly (not through the OpenAPI router) because keys contain `/`, which needs
+/// axum's `{*key}` wildcard; the operations are documented via `ApiDoc`'s `paths(...)`.
+pub fn router() -> axum::Router<AppState> {
+    axum::Router::new().route(
+        "/storage/{bucket}/{*key}",
+        axum::routing::get(get_object).put(put_object),
+    )
 }
 
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         match e {
             StorageError::NotFound => ApiError::not_found("Object not found"),
-            StorageError::InvalidKey => ApiError::bad_request("INVALID_OBJECT_KEY", "Invalid object key"),
+            StorageError::InvalidKey => {
+                ApiError::bad_request("INVALID_OBJECT_KEY", "Invalid object key")
+            }
             StorageError::Io(e) => ApiError::internal(e),
             StorageError::Service(e) => {
                 tracing::warn!(error = %e, "object storage request failed");
@@ -58,14 +63,25 @@ fn local(state: &AppState) -> ApiResult<&LocalStore> {
     }
 }
 
-fn verify(store: &LocalStore, method: &str, bucket: &str, key: &str, q: &SignedQuery) -> ApiResult<()> {
+fn verify(
+    store: &LocalStore,
+    method: &str,
+    bucket: &str,
+    key: &str,
+    q: &SignedQuery,
+) -> ApiResult<()> {
     store
         .verify(method, bucket, key, q.expires, &q.signature)
-        .map_err(|reason| ApiError::forbidden("INVALID_SIGNATURE", format!("Access denied: {reason}")))
+        .map_err(|reason| {
+            ApiError::forbidden("INVALID_SIGNATURE", format!("Access denied: {reason}"))
+        })
 }
 
 fn content_type_for(key: &str) -> &'static str {
-    let ext = key.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    let ext = key
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
     match ext.as_str() {
         "mp4" | "m4v" => "video/mp4",
         "webm" => "video/webm",
@@ -120,7 +136,9 @@ pub async fn get_object(
     let path = store.path_for(&key)?;
     let mut file = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StorageError::NotFound.into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(StorageError::NotFound.into());
+        }
         Err(e) => return Err(StorageError::Io(e).into()),
     };
     let size = file.metadata().await.map_err(StorageError::Io)?.len();
@@ -140,13 +158,18 @@ pub async fn get_object(
         }
     };
     if start > 0 {
-        file.seek(std::io::SeekFrom::Start(start)).await.map_err(StorageError::Io)?;
+        file.seek(std::io::SeekFrom::Start(start))
+            .await
+            .map_err(StorageError::Io)?;
     }
     let stream = tokio_util::io::ReaderStream::new(file.take(len));
     let mut response = Response::new(Body::from_stream(stream));
     *response.status_mut() = status;
     let h = response.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type_for(&key)));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(content_type_for(&key)),
+    );
     h.insert(CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if status == StatusCode::PARTIAL_CONTENT {
@@ -191,11 +214,15 @@ pub async fn put_object(
 /// Streams the body to `path`, flushed to disk before returning, so a rename after this
 /// never exposes a partial object.
 async fn write_body(path: &std::path::Path, body: Body) -> ApiResult<u64> {
-    let mut file = tokio::fs::File::create(path).await.map_err(StorageError::Io)?;
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .map_err(StorageError::Io)?;
     let mut body = body;
     let mut written: u64 = 0;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ApiError::bad_request("UPLOAD_INTERRUPTED", format!("Upload interrupted: {e}")))?;
+        let frame = frame.map_err(|e| {
+            ApiError::bad_request("UPLOAD_INTERRUPTED", format!("Upload interrupted: {e}"))
+        })?;
         if let Ok(chunk) = frame.into_data() {
             written += chunk.len() as u64;
             if written > MAX_OBJECT_BYTES {

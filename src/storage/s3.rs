@@ -5,7 +5,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use chrono::{DateTime, Utc};
@@ -35,7 +37,13 @@ impl S3Store {
             Some(port) => format!("{scheme}://{}:{port}", config.endpoint),
             None => format!("{scheme}://{}", config.endpoint),
         };
-        let credentials = Credentials::new(&config.access_key, &config.secret_key, None, None, "watchpost-config");
+        let credentials = Credentials::new(
+            &config.access_key,
+            &config.secret_key,
+            None,
+            None,
+            "watchpost-config",
+        );
         let conf = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(config.region.clone()))
@@ -90,12 +98,20 @@ impl S3Store {
         crate::time::now() + chrono::Duration::from_std(ttl).unwrap_or_default()
     }
 
-    pub async fn presign_put(&self, key: &str, content_type: Option<&str>, ttl: Duration) -> Result<Presigned, StorageError> {
+    pub async fn presign_put(
+        &self,
+        key: &str,
+        content_type: Option<&str>,
+        ttl: Duration,
+    ) -> Result<Presigned, StorageError> {
         let mut request = self.client.put_object().bucket(&self.bucket).key(key);
         if let Some(ct) = content_type {
             request = request.content_type(ct);
         }
-        let presigned = request.presigned(Self::presigning(ttl)?).await.map_err(service_error)?;
+        let presigned = request
+            .presigned(Self::presigning(ttl)?)
+            .await
+            .map_err(service_error)?;
         Ok(Presigned {
             url: presigned.uri().to_string(),
             expires_at: Self::expiry(ttl),
@@ -118,7 +134,14 @@ impl S3Store {
     }
 
     pub async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError> {
-        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(out) => Ok(Some(ObjectInfo {
                 key: key.to_string(),
                 size: out.content_length().unwrap_or(0).max(0) as u64,
@@ -140,7 +163,12 @@ impl S3Store {
         Ok(())
     }
 
-    pub async fn put_file(&self, key: &str, path: &Path, content_type: &str) -> Result<(), StorageError> {
+    pub async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        content_type: &str,
+    ) -> Result<(), StorageError> {
         let body = ByteStream::from_path(path).await.map_err(service_error)?;
         self.client
             .put_object()
@@ -154,7 +182,12 @@ impl S3Store {
         Ok(())
     }
 
-    pub async fn list(&self, prefix: Option<&str>, cursor: Option<&str>, limit: usize) -> Result<ObjectPage, StorageError> {
+    pub async fn list(
+        &self,
+        prefix: Option<&str>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<ObjectPage, StorageError> {
         let mut request = self
             .client
             .list_objects_v2()
@@ -186,7 +219,10 @@ impl S3Store {
         } else {
             None
         };
-        Ok(ObjectPage { objects, next_cursor })
+        Ok(ObjectPage {
+            objects,
+            next_cursor,
+        })
     }
 
     pub async fn check(&self) -> Result<(), StorageError> {

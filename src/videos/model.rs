@@ -25,4 +25,3 @@ pub struct Video {
     #[serde(with = "crate::time::iso_millis_opt")]
     pub uploaded_at: Option<Timestamp>,
 }
-

@@ -90,7 +90,9 @@ pub async fn create_upload_url(
     current: CurrentUser,
     Json(body): Json<UploadUrlBody>,
 ) -> ApiResult<axum::Json<UploadUrlResponse>> {
-    state.check_device_owner(&current.user.id, &body.device_id).await?;
+    state
+        .check_device_owner(&current.user.id, &body.device_id)
+        .await?;
     let (video, presigned) = service::create_upload(
         &state.db,
         &state.storage,
@@ -129,7 +131,10 @@ pub async fn download_url(
     let video = service::find_by_key(&state.db, &current.user.id, &q.object_key)
         .await?
         .ok_or_else(|| ApiError::not_found("Video not found"))?;
-    let presigned = state.storage.presign_get(&video.object_key, state.presign_ttl()).await?;
+    let presigned = state
+        .storage
+        .presign_get(&video.object_key, state.presign_ttl())
+        .await?;
     Ok(axum::Json(DownloadUrlResponse {
         download_url: presigned.url,
         expires_at: presigned.expires_at,
@@ -147,7 +152,9 @@ pub async fn list_videos(
     current: CurrentUser,
     Query(page): Query<PageQuery>,
 ) -> ApiResult<axum::Json<Page<Video>>> {
-    Ok(axum::Json(service::list(&state.db, &current.user.id, &page).await?))
+    Ok(axum::Json(
+        service::list(&state.db, &current.user.id, &page).await?,
+    ))
 }
 
 #[utoipa::path(
@@ -164,7 +171,13 @@ pub async fn delete_video(
     current: CurrentUser,
     Json(body): Json<DeleteBody>,
 ) -> ApiResult<axum::Json<DeleteResponse>> {
-    let deleted = service::delete(&state.db, &state.storage, &current.user.id, &body.object_key).await?;
+    let deleted = service::delete(
+        &state.db,
+        &state.storage,
+        &current.user.id,
+        &body.object_key,
+    )
+    .await?;
     Ok(axum::Json(DeleteResponse { deleted }))
 }
 
@@ -183,5 +196,7 @@ pub async fn complete_upload(
     current: CurrentUser,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Video>> {
-    Ok(axum::Json(service::complete(&state.db, &state.storage, &current.user.id, &id).await?))
+    Ok(axum::Json(
+        service::complete(&state.db, &state.storage, &current.user.id, &id).await?,
+    ))
 }

@@ -19,7 +19,13 @@ pub fn sanitize_file_name(name: &str) -> String {
     let cleaned: String = last
         .chars()
         .filter(|c| !c.is_control())
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let trimmed = cleaned.trim_start_matches('.');
     let mut out: String = trimmed.chars().take(MAX_FILE_NAME).collect();
@@ -46,8 +52,14 @@ pub fn user_namespace(user_id: &str) -> String {
 }
 
 fn valid_content_type(ct: &str) -> bool {
-    let Some((kind, sub)) = ct.split_once('/') else { return false };
-    let token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b));
+    let Some((kind, sub)) = ct.split_once('/') else {
+        return false;
+    };
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
+    };
     ct.len() <= 127 && token(kind) && token(sub.split(';').next().unwrap_or("").trim())
 }
 
@@ -71,7 +83,9 @@ pub async fn create_upload(
     if let Some(ct) = &req.content_type
         && !valid_content_type(ct)
     {
-        return Err(ApiError::validation("contentType must be a MIME type such as video/mp4"));
+        return Err(ApiError::validation(
+            "contentType must be a MIME type such as video/mp4",
+        ));
     }
     let file_name = sanitize_file_name(&req.file_name);
     let id = uuid::Uuid::new_v4().to_string();
@@ -81,7 +95,9 @@ pub async fn create_upload(
         key.push('/');
     }
     key.push_str(&format!("{id}-{file_name}"));
-    let presigned = store.presign_put(&key, req.content_type.as_deref(), ttl).await?;
+    let presigned = store
+        .presign_put(&key, req.content_type.as_deref(), ttl)
+        .await?;
     let now = time::now();
     let video = Video {
         id,
@@ -147,7 +163,9 @@ pub async fn list(db: &Db, user_id: &str, page: &PageQuery) -> ApiResult<Page<Vi
          ORDER BY created_at DESC, id DESC LIMIT $5",
         [user_id, cursor.at, cursor.at, &cursor.id, limit + 1]
     )?;
-    Ok(Page::from_rows(rows, limit, |v| (v.created_at, v.id.clone())))
+    Ok(Page::from_rows(rows, limit, |v| {
+        (v.created_at, v.id.clone())
+    }))
 }
 
 /// Confirms an upload by looking at the stored object; records its size.

@@ -18,6 +18,83 @@ pub enum Backend {
     Postgres,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Store {
+    /// The embedded store under the data dir.
+    Local,
+    /// The s3s-fs server scripts/test.sh starts (fresh bucket per test).
+    S3,
+}
+
+/// Environment for a fresh bucket on the test S3 server. Never silently skipped.
+pub fn s3_vars() -> Vec<(String, String)> {
+    let get = |k: &str| {
+        std::env::var(k).unwrap_or_else(|_| {
+            panic!("{k} is not set: run the suite with scripts/test.sh, which starts s3s-fs")
+        })
+    };
+    vec![
+        ("MINIO_ENDPOINT".into(), get("WATCHPOST_TEST_S3_ENDPOINT")),
+        ("MINIO_PORT".into(), get("WATCHPOST_TEST_S3_PORT")),
+        (
+            "MINIO_ACCESS_KEY".into(),
+            get("WATCHPOST_TEST_S3_ACCESS_KEY"),
+        ),
+        (
+            "MINIO_SECRET_KEY".into(),
+            get("WATCHPOST_TEST_S3_SECRET_KEY"),
+        ),
+        ("MINIO_USE_SSL".into(), "false".into()),
+        (
+            "MINIO_BUCKET".into(),
+            format!(
+                "wp-{}",
+                watchpost::auth::tokens::generate_id().to_lowercase()
+            ),
+        ),
+    ]
+}
+
+/// Generates one `#[tokio::test]` per (database, object store) pair for an
+/// `async fn name(backend: Backend, store: Store)`.
+#[macro_export]
+macro_rules! all_stores {
+    ($($name:ident),* $(,)?) => {
+        mod local_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite, $crate::common::Store::Local).await;
+                }
+            )*
+        }
+        mod s3_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite, $crate::common::Store::S3).await;
+                }
+            )*
+        }
+        mod local_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Postgres, $crate::common::Store::Local).await;
+                }
+            )*
+        }
+        mod s3_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Postgres, $crate::common::Store::S3).await;
+                }
+            )*
+        }
+    };
+}
+
 /// Generates one `#[tokio::test]` per backend for an `async fn name(backend: Backend)`.
 #[macro_export]
 macro_rules! both_backends {
@@ -73,13 +150,20 @@ pub struct TestServer {
     handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
-pub struct Options {
-    pub vars: Vec<(String, String)>,
-}
-
 impl TestServer {
     pub async fn start(backend: Backend) -> TestServer {
         Self::start_with(backend, &[]).await
+    }
+
+    pub async fn start_store(backend: Backend, store: Store, extra: &[(&str, &str)]) -> TestServer {
+        let mut vars: Vec<(String, String)> = if store == Store::S3 {
+            s3_vars()
+        } else {
+            Vec::new()
+        };
+        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Self::start_with(backend, &refs).await
     }
 
     pub async fn start_with(backend: Backend, extra: &[(&str, &str)]) -> TestServer {

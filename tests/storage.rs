@@ -1,0 +1,600 @@
+//! Object storage, videos and the admin dashboard, on the embedded store and on a real
+//! S3-compatible server (s3s-fs, which verifies SigV4 signatures and expiry), with SQLite
+//! and PostgreSQL.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Backend, Reply, Store, TestServer, unique_email};
+use serde_json::{Value, json};
+
+const DEVICE: &str = "6f1c2a7e-4b7d-4d0a-9d59-0b1b8f0e2a11";
+
+async fn upload_url(s: &TestServer, token: &str, body: Value) -> Reply {
+    Reply::from(
+        s.http
+            .post(s.url("/videos/upload-url"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+async fn put_bytes(s: &TestServer, url: &str, content_type: &str, bytes: Vec<u8>) -> u16 {
+    s.http
+        .put(url)
+        .header("content-type", content_type)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn authed(
+    s: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> Reply {
+    let mut req = s.http.request(method, s.url(path)).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    Reply::from(req.send().await.unwrap()).await
+}
+
+fn sample_bytes() -> Vec<u8> {
+    (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
+}
+
+/// Uploads through the presigned URL and confirms; returns the object key.
+async fn upload(s: &TestServer, token: &str, name: &str, bytes: Vec<u8>) -> String {
+    let r = upload_url(
+        s,
+        token,
+        json!({"fileName": name, "deviceId": DEVICE, "contentType": "video/mp4"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let url = r.json["uploadUrl"].as_str().unwrap().to_string();
+    assert_eq!(
+        put_bytes(s, &url, "video/mp4", bytes).await,
+        200,
+        "PUT to {url}"
+    );
+    let id = r.json["video"]["id"].as_str().unwrap();
+    let done = authed(
+        s,
+        reqwest::Method::POST,
+        &format!("/videos/{id}/complete"),
+        token,
+        None,
+    )
+    .await;
+    assert_eq!(done.status, 200, "{}", done.text);
+    r.json["objectKey"].as_str().unwrap().to_string()
+}
+
+async fn upload_download_round_trip(backend: Backend, store: Store) {
+    let s = TestServer::start_store(backend, store, &[]).await;
+    let (token, user) = s.sign_up(&unique_email("up"), "password-1").await;
+    let bytes = sample_bytes();
+
+    let r = upload_url(&s, &token, json!({"fileName": "clip.mp4", "deviceId": DEVICE, "contentType": "video/mp4", "prefix": "clips/2026"})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let key = r.json["objectKey"].as_str().unwrap().to_string();
+    let uid = user["id"].as_str().unwrap();
+    assert!(
+        key.starts_with(&format!("users/{uid}/clips/2026/")),
+        "{key}"
+    );
+    assert!(key.ends_with("-clip.mp4"));
+    assert_eq!(r.json["video"]["status"], "pending");
+    assert_eq!(r.json["video"]["deviceId"], DEVICE);
+    let id = r.json["video"]["id"].as_str().unwrap().to_string();
+
+    // Completing before anything was uploaded is a conflict.
+    authed(
+        &s,
+        reqwest::Method::POST,
+        &format!("/videos/{id}/complete"),
+        &token,
+        None,
+    )
+    .await
+    .expect_error(409, "UPLOAD_NOT_FOUND");
+
+    let url = r.json["uploadUrl"].as_str().unwrap();
+    assert_eq!(put_bytes(&s, url, "video/mp4", bytes.clone()).await, 200);
+    let done = authed(
+        &s,
+        reqwest::Method::POST,
+        &format!("/videos/{id}/complete"),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(done.status, 200, "{}", done.text);
+    assert_eq!(done.json["status"], "uploaded");
+    assert_eq!(done.json["size"], bytes.len() as u64);
+
+    let r = authed(
+        &s,
+        reqwest::Method::GET,
+        &format!("/videos/download-url?objectKey={key}"),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let got = s
+        .http
+        .get(r.json["downloadUrl"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(
+        got.bytes().await.unwrap().to_vec(),
+        bytes,
+        "downloaded bytes differ"
+    );
+
+    let list = authed(&s, reqwest::Method::GET, "/videos", &token, None).await;
+    assert_eq!(list.json["items"].as_array().unwrap().len(), 1);
+    assert_eq!(list.json["items"][0]["objectKey"], key.as_str());
+    assert_eq!(list.json["items"][0]["size"], bytes.len() as u64);
+
+    let health = s.get("/healthz").await;
+    assert_eq!(health.json["storage"]["ok"], true);
+    assert_eq!(
+        health.json["storage"]["backend"],
+        if store == Store::S3 { "s3" } else { "local" }
+    );
+}
+
+async fn users_only_see_their_own_videos(backend: Backend, store: Store) {
+    let s = TestServer::start_store(backend, store, &[]).await;
+    let (alice, _) = s.sign_up(&unique_email("alice"), "password-1").await;
+    let (bob, _) = s.sign_up(&unique_email("bob"), "password-1").await;
+    let key = upload(&s, &alice, "a.mp4", b"alice's video".to_vec()).await;
+    let other = upload(&s, &alice, "b.mp4", b"second".to_vec()).await;
+
+    let list = authed(&s, reqwest::Method::GET, "/videos", &bob, None).await;
+    assert_eq!(list.json["items"], json!([]));
+    authed(
+        &s,
+        reqwest::Method::GET,
+        &format!("/videos/download-url?objectKey={key}"),
+        &bob,
+        None,
+    )
+    .await
+    .expect_error(404, "NOT_FOUND");
+    authed(
+        &s,
+        reqwest::Method::DELETE,
+        "/videos",
+        &bob,
+        Some(json!({"objectKey": key})),
+    )
+    .await
+    .expect_error(404, "NOT_FOUND");
+
+    // Pagination: newest first, one per page.
+    let page1 = authed(&s, reqwest::Method::GET, "/videos?limit=1", &alice, None).await;
+    assert_eq!(page1.json["items"][0]["objectKey"], other.as_str());
+    let cursor = page1.json["nextCursor"].as_str().unwrap();
+    let page2 = authed(
+        &s,
+        reqwest::Method::GET,
+        &format!("/videos?limit=1&cursor={cursor}"),
+        &alice,
+        None,
+    )
+    .await;
+    assert_eq!(page2.json["items"][0]["objectKey"], key.as_str());
+    assert!(page2.json.get("nextCursor").is_none(), "{}", page2.text);
+    authed(&s, reqwest::Method::GET, "/videos?limit=abc", &alice, None)
+        .await
+        .expect_error(400, "VALIDATION_ERROR");
+    authed(&s, reqwest::Method::GET, "/videos?cursor=!!!", &alice, None)
+        .await
+        .expect_error(400, "INVALID_CURSOR");
+
+    // Alice's object survived Bob's attempts; deleting is idempotent.
+    let r = authed(
+        &s,
+        reqwest::Method::DELETE,
+        "/videos",
+        &alice,
+        Some(json!({"objectKey": key})),
+    )
+    .await;
+    assert_eq!(r.json, json!({"deleted": true}));
+    let r = authed(
+        &s,
+        reqwest::Method::DELETE,
+        "/videos",
+        &alice,
+        Some(json!({"objectKey": key})),
+    )
+    .await;
+    assert_eq!(r.json, json!({"deleted": false}));
+    authed(
+        &s,
+        reqwest::Method::GET,
+        &format!("/videos/download-url?objectKey={key}"),
+        &alice,
+        None,
+    )
+    .await
+    .expect_error(404, "NOT_FOUND");
+    assert!(
+        s.state.storage.head(&key).await.unwrap().is_none(),
+        "object still stored"
+    );
+
+    // Unauthenticated callers get 401.
+    s.get("/videos").await.expect_error(401, "UNAUTHORIZED");
+}
+
+async fn hostile_names_are_neutralised(backend: Backend, store: Store) {
+    let s = TestServer::start_store(backend, store, &[]).await;
+    let (token, user) = s.sign_up(&unique_email("evil"), "password-1").await;
+    let ns = format!("users/{}/", user["id"].as_str().unwrap());
+    for (name, prefix, suffix) in [
+        ("../../etc/passwd", None, "-passwd"),
+        ("/etc/shadow", None, "-shadow"),
+        ("a\u{0}b.mp4", None, "-ab.mp4"),
+        ("..", None, "-file"),
+        ("x.mp4", Some("../../users/someone-else"), "-x.mp4"),
+        ("C:\\Windows\\win.ini", Some("/abs/olute"), "-win.ini"),
+    ] {
+        let mut body = json!({"fileName": name, "deviceId": DEVICE});
+        if let Some(p) = prefix {
+            body["prefix"] = json!(p);
+        }
+        let r = upload_url(&s, &token, body).await;
+        assert_eq!(r.status, 200, "{name}: {}", r.text);
+        let key = r.json["objectKey"].as_str().unwrap();
+        assert!(
+            key.starts_with(&ns),
+            "{name:?} escaped the namespace: {key}"
+        );
+        assert!(key.ends_with(suffix), "{name:?} → {key}");
+        assert!(!key.contains(".."), "{key}");
+        assert_eq!(
+            put_bytes(
+                &s,
+                r.json["uploadUrl"].as_str().unwrap(),
+                "application/octet-stream",
+                b"x".to_vec()
+            )
+            .await,
+            200
+        );
+    }
+    if store == Store::Local {
+        // Nothing was written outside the object root.
+        let root = s.dir.path().join("data/objects");
+        assert!(!s.dir.path().join("data/etc").exists());
+        for entry in walk(&root) {
+            assert!(entry.starts_with(&root));
+        }
+    }
+    // Invalid input is a clear 400.
+    upload_url(
+        &s,
+        &token,
+        json!({"fileName": "a.mp4", "deviceId": "not-a-uuid"}),
+    )
+    .await
+    .expect_error(400, "VALIDATION_ERROR");
+    upload_url(&s, &token, json!({"deviceId": DEVICE}))
+        .await
+        .expect_error(400, "VALIDATION_ERROR");
+    upload_url(
+        &s,
+        &token,
+        json!({"fileName": "a", "deviceId": DEVICE, "contentType": "bad\r\ntype"}),
+    )
+    .await
+    .expect_error(400, "VALIDATION_ERROR");
+    upload_url(
+        &s,
+        &token,
+        json!({"fileName": "a", "deviceId": DEVICE, "surprise": 1}),
+    )
+    .await
+    .expect_error(400, "VALIDATION_ERROR");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Flips one character of the signature in a presigned URL.
+fn tamper(url: &str) -> String {
+    let idx = url.find("ignature=").expect("URL carries a signature") + "ignature=".len();
+    let mut chars: Vec<char> = url.chars().collect();
+    chars[idx] = if chars[idx] == 'a' { 'b' } else { 'a' };
+    chars.into_iter().collect()
+}
+
+async fn tampered_and_expired_urls_are_refused(backend: Backend, store: Store) {
+    let s = TestServer::start_store(backend, store, &[("PRESIGN_TTL_SECS", "1")]).await;
+    let (token, _) = s.sign_up(&unique_email("tamper"), "password-1").await;
+    let key = upload(&s, &token, "ok.mp4", b"original".to_vec()).await;
+
+    let r = upload_url(
+        &s,
+        &token,
+        json!({"fileName": "t.mp4", "deviceId": DEVICE, "contentType": "video/mp4"}),
+    )
+    .await;
+    let put_url = r.json["uploadUrl"].as_str().unwrap().to_string();
+    let status = put_bytes(&s, &tamper(&put_url), "video/mp4", b"forged".to_vec()).await;
+    assert_eq!(status, 403, "tampered PUT accepted");
+
+    let r = authed(
+        &s,
+        reqwest::Method::GET,
+        &format!("/videos/download-url?objectKey={key}"),
+        &token,
+        None,
+    )
+    .await;
+    let get_url = r.json["downloadUrl"].as_str().unwrap().to_string();
+    let status = s
+        .http
+        .get(tamper(&get_url))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(status, 403, "tampered GET accepted");
+    // The untampered URLs are fine while fresh.
+    assert_eq!(s.http.get(&get_url).send().await.unwrap().status(), 200);
+
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let status = s.http.get(&get_url).send().await.unwrap().status().as_u16();
+    assert_eq!(status, 403, "expired GET accepted");
+    let status = put_bytes(&s, &put_url, "video/mp4", b"late".to_vec()).await;
+    assert_eq!(status, 403, "expired PUT accepted");
+}
+
+async fn admin_dashboard_requires_credentials(backend: Backend, store: Store) {
+    // Disabled when unset.
+    let s = TestServer::start_store(backend, store, &[]).await;
+    s.get("/admin").await.expect_error(404, "NOT_FOUND");
+    s.get("/admin/objects").await.expect_error(404, "NOT_FOUND");
+    drop(s);
+
+    let s = TestServer::start_store(
+        backend,
+        store,
+        &[
+            ("ADMIN_USERNAME", "root"),
+            ("ADMIN_PASSWORD", "s3cret-pass"),
+        ],
+    )
+    .await;
+    let r = s.get("/admin").await;
+    r.expect_error(401, "UNAUTHORIZED");
+    assert!(r.header("www-authenticate").unwrap().starts_with("Basic"));
+    for (u, p) in [("root", "wrong"), ("admin", "s3cret-pass"), ("root", "")] {
+        let r = Reply::from(
+            s.http
+                .get(s.url("/admin/objects"))
+                .basic_auth(u, Some(p))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        r.expect_error(401, "UNAUTHORIZED");
+    }
+    let admin = |m: reqwest::Method, path: &str| {
+        s.http
+            .request(m, s.url(path))
+            .basic_auth("root", Some("s3cret-pass"))
+    };
+    let page = Reply::from(admin(reqwest::Method::GET, "/admin").send().await.unwrap()).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(page.text.contains("Watchpost admin"));
+
+    let r = Reply::from(
+        admin(reqwest::Method::POST, "/admin/upload-url")
+            .json(&json!({"fileName": "report.txt", "contentType": "text/plain"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let key = r.json["objectKey"].as_str().unwrap().to_string();
+    assert_eq!(
+        put_bytes(
+            &s,
+            r.json["uploadUrl"].as_str().unwrap(),
+            "text/plain",
+            b"hello".to_vec()
+        )
+        .await,
+        200
+    );
+    // A user's upload is listed too: the admin sees the whole bucket.
+    let (token, _) = s.sign_up(&unique_email("adm"), "password-1").await;
+    let user_key = upload(&s, &token, "u.mp4", b"user bytes".to_vec()).await;
+
+    let list = Reply::from(
+        admin(reqwest::Method::GET, "/admin/objects")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(list.status, 200, "{}", list.text);
+    let items = list.json["items"].as_array().unwrap();
+    let keys: Vec<&str> = items.iter().map(|o| o["key"].as_str().unwrap()).collect();
+    assert!(
+        keys.contains(&key.as_str()) && keys.contains(&user_key.as_str()),
+        "{keys:?}"
+    );
+    let item = items.iter().find(|o| o["key"] == key.as_str()).unwrap();
+    assert_eq!(item["size"], 5);
+    assert!(item["lastModified"].is_string());
+    let fetched = s
+        .http
+        .get(item["downloadUrl"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fetched.bytes().await.unwrap().as_ref(), b"hello");
+
+    let users = Reply::from(
+        admin(reqwest::Method::GET, "/admin/users")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(users.json.as_array().unwrap().len(), 1);
+
+    let r = Reply::from(
+        admin(reqwest::Method::DELETE, "/admin/object")
+            .json(&json!({"objectKey": user_key}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.json, json!({"deleted": true}));
+    // The user's video row went with the object.
+    let list = authed(&s, reqwest::Method::GET, "/videos", &token, None).await;
+    assert_eq!(list.json["items"], json!([]));
+    let r = Reply::from(
+        admin(reqwest::Method::DELETE, "/admin/object")
+            .json(&json!({"objectKey": "../escape"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    r.expect_error(400, "INVALID_OBJECT_KEY");
+    // A browser on another site cannot ride the Basic credentials (CSRF).
+    let r = Reply::from(
+        admin(reqwest::Method::DELETE, "/admin/object")
+            .header("origin", "https://evil.example")
+            .header("sec-fetch-site", "cross-site")
+            .json(&json!({"objectKey": key}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    r.expect_error(403, "INVALID_ORIGIN");
+    assert!(s.state.storage.head(&key).await.unwrap().is_some());
+}
+
+all_stores!(
+    upload_download_round_trip,
+    users_only_see_their_own_videos,
+    hostile_names_are_neutralised,
+    tampered_and_expired_urls_are_refused,
+    admin_dashboard_requires_credentials,
+);
+
+#[tokio::test]
+async fn unreachable_s3_stops_the_server_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let vars: std::collections::HashMap<String, String> = [
+        ("HOST", "127.0.0.1".to_string()),
+        ("PORT", "0".to_string()),
+        ("WATCHPOST_DATA_DIR", dir.path().display().to_string()),
+        ("MINIO_ENDPOINT", "127.0.0.1".to_string()),
+        ("MINIO_PORT", port.to_string()),
+        ("MINIO_ACCESS_KEY", "x".to_string()),
+        ("MINIO_SECRET_KEY", "y".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let config = watchpost::Config::from_vars(&vars).unwrap();
+    let err = match watchpost::Server::build(config).await {
+        Ok(_) => panic!("server started without reachable storage"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.starts_with("cannot reach object storage at http://127.0.0.1:"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn admin_page_works_in_chromium() {
+    let s = TestServer::start_with(
+        Backend::Sqlite,
+        &[
+            ("ADMIN_USERNAME", "root"),
+            ("ADMIN_PASSWORD", "s3cret-pass"),
+        ],
+    )
+    .await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/admin-ui.mjs");
+    let out = tokio::process::Command::new("node")
+        .arg(script)
+        .arg(&s.base)
+        .arg("root")
+        .arg("s3cret-pass")
+        .output()
+        .await
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "admin UI test failed:\n{stdout}\n{stderr}"
+    );
+    // The page really stored and then deleted the object.
+    let left = s
+        .state
+        .storage
+        .list(Some("admin/"), None, 10)
+        .await
+        .unwrap();
+    assert!(left.objects.is_empty(), "object not deleted");
+    eprintln!("{stdout}");
+}
