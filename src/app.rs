@@ -28,7 +28,9 @@ use crate::error::{ApiError, not_found_fallback};
 use crate::health::{self, ComponentHealth};
 use crate::http::{csrf, metrics::Metrics};
 use crate::openapi::ApiDoc;
+use crate::realtime::Realtime;
 use crate::storage::{LocalStore, ObjectStore, S3Store};
+use socketioxide::SocketIo;
 
 /// Largest JSON body any API route accepts. Uploads never pass through here.
 pub const JSON_BODY_LIMIT: usize = 1024 * 1024;
@@ -41,6 +43,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub media: MediaEngine,
     pub storage: ObjectStore,
+    pub realtime: Realtime,
 }
 
 impl AppState {
@@ -217,6 +220,8 @@ impl Server {
         };
         let storage = open_storage(&config, &auth).await?;
         let media = MediaEngine::new(config.media_mode, config.media_limits);
+        let (socket_layer, io) = SocketIo::builder().build_layer();
+        let realtime = Realtime::new(io.clone());
         let state = AppState {
             config: Arc::new(config),
             db,
@@ -224,8 +229,10 @@ impl Server {
             metrics: Arc::new(Metrics::default()),
             media,
             storage,
+            realtime,
         };
-        let router = router(state.clone());
+        crate::realtime::socket::register(&io, state.clone());
+        let router = router(state.clone()).layer(socket_layer);
         Ok(Server {
             listener,
             router,
@@ -254,6 +261,7 @@ impl Server {
             state,
         } = self;
         let janitor = tokio::spawn(janitor(state.clone()));
+        let sweeper = tokio::spawn(sweeper(state.clone()));
         tracing::info!(
             addr = %listener.local_addr()?,
             base_url = %state.auth.base_url,
@@ -267,6 +275,7 @@ impl Server {
         .with_graceful_shutdown(shutdown)
         .await;
         janitor.abort();
+        sweeper.abort();
         state.db.close().await;
         result
     }
@@ -303,6 +312,25 @@ async fn open_storage(config: &Config, auth: &AuthSettings) -> Result<ObjectStor
     }
 }
 
+/// Time-driven state changes: command and stream-request expiry, stale motion events.
+/// Once a second keeps expiry within about a second of its deadline.
+async fn sweeper(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = crate::commands::service::expire_due(&state).await {
+            tracing::warn!(error = ?e, "command expiry failed");
+        }
+        if let Err(e) = crate::streams::service::expire_due(&state).await {
+            tracing::warn!(error = ?e, "stream request expiry failed");
+        }
+        if let Err(e) = crate::events::service::close_stale(&state).await {
+            tracing::warn!(error = ?e, "closing stale motion events failed");
+        }
+    }
+}
+
 /// Periodic housekeeping that must not depend on traffic.
 async fn janitor(state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
@@ -322,6 +350,12 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(health::router())
         .merge(crate::videos::routes::router())
         .merge(crate::admin::routes::router())
+        .merge(crate::devices::routes::router())
+        .merge(crate::links::routes::router())
+        .merge(crate::commands::routes::router())
+        .merge(crate::events::routes::router())
+        .merge(crate::streams::routes::router())
+        .merge(crate::pages::router())
 }
 
 fn cors(state: &AppState) -> CorsLayer {

@@ -79,6 +79,12 @@ pub struct Config {
     pub s3: Option<S3Config>,
     pub presign_ttl_secs: u64,
     pub admin: Option<AdminCredentials>,
+    /// How long a command waits for the camera's answer.
+    pub command_ttl_secs: u64,
+    /// How long a stream request waits for the camera to accept.
+    pub stream_request_ttl_secs: u64,
+    /// Motion events left open longer than this are closed automatically.
+    pub motion_max_duration_secs: u64,
 }
 
 /// Reads the process environment after loading `.env` (existing variables win).
@@ -359,6 +365,17 @@ impl Config {
             }
         };
 
+        let seconds = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
+            let value = v.parse(name, default, "a number of seconds greater than 0")?;
+            if value == 0 {
+                return Err(err(name, "0", "a number of seconds greater than 0"));
+            }
+            Ok(value)
+        };
+        let command_ttl_secs = seconds("COMMAND_TTL_SECS", 60)?;
+        let stream_request_ttl_secs = seconds("STREAM_REQUEST_TTL_SECS", 30)?;
+        let motion_max_duration_secs = seconds("MOTION_MAX_DURATION_SECS", 600)?;
+
         Ok(Config {
             host,
             port,
@@ -378,6 +395,9 @@ impl Config {
             s3,
             presign_ttl_secs,
             admin,
+            command_ttl_secs,
+            stream_request_ttl_secs,
+            motion_max_duration_secs,
         })
     }
 }

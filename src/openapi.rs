@@ -18,6 +18,12 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         (name = "videos", description = "The signed-in user's video objects (presigned upload/download)"),
         (name = "storage", description = "The embedded object store's presigned endpoints"),
         (name = "admin", description = "Operator dashboard (HTTP Basic auth)"),
+        (name = "devices", description = "Cameras and clients; device tokens"),
+        (name = "links", description = "Which clients may command and watch which cameras"),
+        (name = "commands", description = "Commands from clients to cameras (delivered over Socket.IO)"),
+        (name = "events", description = "Motion events"),
+        (name = "streams", description = "On-demand live stream sessions and media credentials"),
+        (name = "pages", description = "Browser pages"),
     )
 )]
 pub struct ApiDoc;

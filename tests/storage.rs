@@ -9,7 +9,19 @@ use std::time::Duration;
 use common::{Backend, Reply, Store, TestServer, unique_email};
 use serde_json::{Value, json};
 
-const DEVICE: &str = "6f1c2a7e-4b7d-4d0a-9d59-0b1b8f0e2a11";
+/// Registers a camera for the user and returns its id (videos belong to a device).
+async fn device(s: &TestServer, token: &str) -> String {
+    let r = authed(
+        s,
+        reqwest::Method::POST,
+        "/devices/register",
+        token,
+        Some(json!({"name": "Porch", "role": "camera"})),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.json["device"]["id"].as_str().unwrap().to_string()
+}
 
 async fn upload_url(s: &TestServer, token: &str, body: Value) -> Reply {
     Reply::from(
@@ -61,7 +73,7 @@ async fn upload(s: &TestServer, token: &str, name: &str, bytes: Vec<u8>) -> Stri
     let r = upload_url(
         s,
         token,
-        json!({"fileName": name, "deviceId": DEVICE, "contentType": "video/mp4"}),
+        json!({"fileName": name, "deviceId": dev, "contentType": "video/mp4"}),
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -87,9 +99,10 @@ async fn upload(s: &TestServer, token: &str, name: &str, bytes: Vec<u8>) -> Stri
 async fn upload_download_round_trip(backend: Backend, store: Store) {
     let s = TestServer::start_store(backend, store, &[]).await;
     let (token, user) = s.sign_up(&unique_email("up"), "password-1").await;
+    let dev = device(&s, &token).await;
     let bytes = sample_bytes();
 
-    let r = upload_url(&s, &token, json!({"fileName": "clip.mp4", "deviceId": DEVICE, "contentType": "video/mp4", "prefix": "clips/2026"})).await;
+    let r = upload_url(&s, &token, json!({"fileName": "clip.mp4", "deviceId": dev, "contentType": "video/mp4", "prefix": "clips/2026"})).await;
     assert_eq!(r.status, 200, "{}", r.text);
     let key = r.json["objectKey"].as_str().unwrap().to_string();
     let uid = user["id"].as_str().unwrap();
@@ -99,7 +112,7 @@ async fn upload_download_round_trip(backend: Backend, store: Store) {
     );
     assert!(key.ends_with("-clip.mp4"));
     assert_eq!(r.json["video"]["status"], "pending");
-    assert_eq!(r.json["video"]["deviceId"], DEVICE);
+    assert_eq!(r.json["video"]["deviceId"], dev.as_str());
     let id = r.json["video"]["id"].as_str().unwrap().to_string();
 
     // Completing before anything was uploaded is a conflict.
@@ -251,6 +264,7 @@ async fn users_only_see_their_own_videos(backend: Backend, store: Store) {
 async fn hostile_names_are_neutralised(backend: Backend, store: Store) {
     let s = TestServer::start_store(backend, store, &[]).await;
     let (token, user) = s.sign_up(&unique_email("evil"), "password-1").await;
+    let dev = device(&s, &token).await;
     let ns = format!("users/{}/", user["id"].as_str().unwrap());
     for (name, prefix, suffix) in [
         ("../../etc/passwd", None, "-passwd"),
@@ -260,7 +274,7 @@ async fn hostile_names_are_neutralised(backend: Backend, store: Store) {
         ("x.mp4", Some("../../users/someone-else"), "-x.mp4"),
         ("C:\\Windows\\win.ini", Some("/abs/olute"), "-win.ini"),
     ] {
-        let mut body = json!({"fileName": name, "deviceId": DEVICE});
+        let mut body = json!({"fileName": name, "deviceId": dev});
         if let Some(p) = prefix {
             body["prefix"] = json!(p);
         }
@@ -300,20 +314,20 @@ async fn hostile_names_are_neutralised(backend: Backend, store: Store) {
     )
     .await
     .expect_error(400, "VALIDATION_ERROR");
-    upload_url(&s, &token, json!({"deviceId": DEVICE}))
+    upload_url(&s, &token, json!({"deviceId": dev}))
         .await
         .expect_error(400, "VALIDATION_ERROR");
     upload_url(
         &s,
         &token,
-        json!({"fileName": "a", "deviceId": DEVICE, "contentType": "bad\r\ntype"}),
+        json!({"fileName": "a", "deviceId": dev, "contentType": "bad\r\ntype"}),
     )
     .await
     .expect_error(400, "VALIDATION_ERROR");
     upload_url(
         &s,
         &token,
-        json!({"fileName": "a", "deviceId": DEVICE, "surprise": 1}),
+        json!({"fileName": "a", "deviceId": dev, "surprise": 1}),
     )
     .await
     .expect_error(400, "VALIDATION_ERROR");
@@ -345,12 +359,13 @@ fn tamper(url: &str) -> String {
 async fn tampered_and_expired_urls_are_refused(backend: Backend, store: Store) {
     let s = TestServer::start_store(backend, store, &[("PRESIGN_TTL_SECS", "1")]).await;
     let (token, _) = s.sign_up(&unique_email("tamper"), "password-1").await;
+    let dev = device(&s, &token).await;
     let key = upload(&s, &token, "ok.mp4", b"original".to_vec()).await;
 
     let r = upload_url(
         &s,
         &token,
-        json!({"fileName": "t.mp4", "deviceId": DEVICE, "contentType": "video/mp4"}),
+        json!({"fileName": "t.mp4", "deviceId": dev, "contentType": "video/mp4"}),
     )
     .await;
     let put_url = r.json["uploadUrl"].as_str().unwrap().to_string();
@@ -452,6 +467,7 @@ async fn admin_dashboard_requires_credentials(backend: Backend, store: Store) {
     );
     // A user's upload is listed too: the admin sees the whole bucket.
     let (token, _) = s.sign_up(&unique_email("adm"), "password-1").await;
+    let dev = device(&s, &token).await;
     let user_key = upload(&s, &token, "u.mp4", b"user bytes".to_vec()).await;
 
     let list = Reply::from(

@@ -30,6 +30,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_objects))
         .routes(routes!(delete_object))
         .routes(routes!(list_users))
+        .routes(routes!(list_devices))
+        .routes(routes!(list_streams))
 }
 
 fn equal(a: &str, b: &str) -> bool {
@@ -259,4 +261,40 @@ pub async fn list_users(State(state): State<AppState>) -> ApiResult<axum::Json<V
         []
     )?;
     Ok(axum::Json(users))
+}
+
+#[utoipa::path(
+    get, path = "/admin/devices", tag = "admin",
+    security(("basic" = [])),
+    responses((status = 200, body = Vec<crate::devices::model::Device>, description = "All devices, newest first"))
+)]
+pub async fn list_devices(
+    State(state): State<AppState>,
+) -> ApiResult<axum::Json<Vec<crate::devices::model::Device>>> {
+    let devices = db_fetch_all!(
+        &state.db,
+        crate::devices::model::Device,
+        "SELECT id, user_id, name, role, platform, metadata, status, last_seen_at, created_at, updated_at
+         FROM devices ORDER BY created_at DESC LIMIT 1000",
+        []
+    )?;
+    Ok(axum::Json(
+        devices
+            .into_iter()
+            .map(|d| crate::devices::service::with_presence(d, &state.realtime))
+            .collect(),
+    ))
+}
+
+#[utoipa::path(
+    get, path = "/admin/streams", tag = "admin",
+    security(("basic" = [])),
+    responses((status = 200, body = Vec<crate::streams::StreamSession>, description = "Live (requested or streaming) sessions"))
+)]
+pub async fn list_streams(
+    State(state): State<AppState>,
+) -> ApiResult<axum::Json<Vec<crate::streams::StreamSession>>> {
+    Ok(axum::Json(
+        crate::streams::service::list_live(&state.db).await?,
+    ))
 }

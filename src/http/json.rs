@@ -61,3 +61,48 @@ fn clean_serde_message(text: &str) -> String {
         .map(|(_, rest)| rest.to_string())
         .unwrap_or_else(|| text.to_string())
 }
+
+/// A JSON body that may be absent: an empty body yields `None`.
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<S, T> FromRequest<S> for OptionalJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "PAYLOAD_TOO_LARGE",
+                        "Request body is too large",
+                    )
+                } else {
+                    ApiError::bad_request("INVALID_BODY", e.body_text())
+                }
+            })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(None));
+        }
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        match serde_path_to_error::deserialize::<_, T>(&mut de) {
+            Ok(v) => Ok(OptionalJson(Some(v))),
+            Err(e) => {
+                let inner = e.inner();
+                if inner.is_data() {
+                    Err(ApiError::validation(format!("{}: {}", e.path(), inner)))
+                } else {
+                    Err(ApiError::bad_request(
+                        "INVALID_JSON",
+                        format!("Malformed JSON body: {inner}"),
+                    ))
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! `/commands`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+use crate::auth::CurrentUser;
+use crate::commands::Command;
+use crate::commands::service::{self, ListFilter};
+use crate::devices::auth::{Caller, DeviceCaller, require_camera};
+use crate::devices::service::find_for_user;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::extract::{Path, Query};
+use crate::http::json::Json;
+use crate::pagination::{Page, PageQuery};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_command, list_commands))
+        .routes(routes!(ack_command))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateCommandBody {
+    pub target_device_id: String,
+    /// `start_stream`, `stop_stream`, `take_snapshot`, `set_setting`, or any app-defined name.
+    #[serde(rename = "type")]
+    pub command_type: String,
+    #[schema(value_type = Option<Object>)]
+    pub payload: Option<Value>,
+    /// Required when a user session (not a device token) sends the command: the client
+    /// device it is sent on behalf of.
+    pub source_device_id: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AckBody {
+    /// Ignored when present: the path names the command.
+    pub command_id: Option<String>,
+    /// `acknowledged` or `rejected`.
+    pub status: String,
+    pub reason: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct CommandsQuery {
+    /// Commands sent by or to this device.
+    pub device_id: Option<String>,
+    pub status: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+#[utoipa::path(
+    post, path = "/commands", tag = "commands",
+    request_body = CreateCommandBody,
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 201, body = Command, description = "Queued (and dispatched if the camera is online)"),
+        (status = 403, body = ErrorBody, description = "CLIENT_ONLY or DEVICES_NOT_LINKED"),
+        (status = 404, body = ErrorBody, description = "Unknown device"),
+    )
+)]
+pub async fn create_command(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<CreateCommandBody>,
+) -> ApiResult<(StatusCode, axum::Json<Command>)> {
+    let source = match caller {
+        Caller::Device(device) => device,
+        Caller::User(current) => {
+            let id = body.source_device_id.as_deref().ok_or_else(|| {
+                ApiError::validation("sourceDeviceId is required when a user sends a command")
+            })?;
+            find_for_user(&state.db, &current.user.id, id).await?
+        }
+    };
+    let target = service::authorise(&state.db, &source, &body.target_device_id).await?;
+    let command = service::create(
+        &state,
+        &source,
+        &target,
+        body.command_type,
+        body.payload.unwrap_or(Value::Null),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, axum::Json(command)))
+}
+
+#[utoipa::path(
+    get, path = "/commands", tag = "commands",
+    params(CommandsQuery),
+    security(("bearer" = []), ("cookie" = [])),
+    responses((status = 200, body = Page<Command>, description = "The caller's commands, newest first"))
+)]
+pub async fn list_commands(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Query(q): Query<CommandsQuery>,
+) -> ApiResult<axum::Json<Page<Command>>> {
+    let page = PageQuery {
+        limit: q.limit,
+        cursor: q.cursor,
+    };
+    let filter = ListFilter {
+        device_id: q.device_id,
+        status: q.status,
+    };
+    Ok(axum::Json(
+        service::list(&state.db, &current.user.id, &filter, &page).await?,
+    ))
+}
+
+#[utoipa::path(
+    post, path = "/commands/{commandId}/ack", tag = "commands",
+    params(("commandId" = String, Path)),
+    request_body = AckBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Command, description = "Answered"),
+        (status = 404, body = ErrorBody, description = "Not a command for this camera"),
+        (status = 409, body = ErrorBody, description = "COMMAND_EXPIRED or COMMAND_ALREADY_FINAL"),
+    )
+)]
+pub async fn ack_command(
+    State(state): State<AppState>,
+    DeviceCaller(camera): DeviceCaller,
+    Path(command_id): Path<String>,
+    Json(body): Json<AckBody>,
+) -> ApiResult<axum::Json<Command>> {
+    require_camera(&camera)?;
+    let command =
+        service::acknowledge(&state, &camera, &command_id, &body.status, body.reason).await?;
+    Ok(axum::Json(command))
+}

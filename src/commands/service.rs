@@ -1,0 +1,345 @@
+use axum::http::StatusCode;
+use serde_json::Value;
+
+use crate::app::AppState;
+use crate::commands::Command;
+use crate::db::Db;
+use crate::devices::auth::require_client;
+use crate::devices::model::Device;
+use crate::devices::service::find_for_user;
+use crate::error::{ApiError, ApiResult};
+use crate::links;
+use crate::pagination::{Page, PageQuery};
+use crate::time;
+use crate::{db_execute, db_fetch_all, db_fetch_optional};
+
+pub const ACK_STATUSES: [&str; 2] = ["acknowledged", "rejected"];
+const STATUSES: [&str; 5] = [
+    "queued",
+    "dispatched",
+    "acknowledged",
+    "rejected",
+    "expired",
+];
+
+fn command_not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "COMMAND_NOT_FOUND",
+        "Command not found",
+    )
+}
+
+fn validate(command_type: &str, payload: &Value) -> ApiResult<()> {
+    let len = command_type.chars().count();
+    if len == 0
+        || len > 64
+        || command_type
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(ApiError::validation(
+            "type must be 1-64 visible characters without spaces",
+        ));
+    }
+    if payload.to_string().len() > 16 * 1024 {
+        return Err(ApiError::validation(
+            "payload must be at most 16 KiB of JSON",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that `source` (a client) may command `target_id` (a linked camera of the same user).
+pub async fn authorise(db: &Db, source: &Device, target_id: &str) -> ApiResult<Device> {
+    require_client(source)?;
+    let target = find_for_user(db, &source.user_id, target_id).await?;
+    if !target.is_camera() {
+        return Err(ApiError::bad_request(
+            "TARGET_NOT_CAMERA",
+            "The target must be a camera device",
+        ));
+    }
+    if target.status != "active" {
+        return Err(ApiError::conflict(
+            "DEVICE_DISABLED",
+            "The target camera is disabled",
+        ));
+    }
+    if !links::service::are_linked(db, &target.id, &source.id).await? {
+        return Err(ApiError::forbidden(
+            "DEVICES_NOT_LINKED",
+            "This client is not linked to that camera",
+        ));
+    }
+    Ok(target)
+}
+
+/// Queues a command (already authorised) and dispatches it if the camera is online.
+pub async fn create(
+    state: &AppState,
+    source: &Device,
+    target: &Device,
+    command_type: String,
+    payload: Value,
+) -> ApiResult<Command> {
+    validate(&command_type, &payload)?;
+    let now = time::now();
+    let ttl = chrono::Duration::seconds(state.config.command_ttl_secs as i64);
+    let mut command = Command {
+        id: uuid::Uuid::new_v4().to_string(),
+        user_id: source.user_id.clone(),
+        source_device_id: source.id.clone(),
+        target_device_id: target.id.clone(),
+        command_type,
+        payload,
+        status: "queued".to_string(),
+        reason: None,
+        created_at: now,
+        updated_at: now,
+        expires_at: now + ttl,
+    };
+    db_execute!(
+        &state.db,
+        "INSERT INTO commands (id, user_id, source_device_id, target_device_id, type, payload, status, created_at, updated_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        [
+            &command.id,
+            &command.user_id,
+            &command.source_device_id,
+            &command.target_device_id,
+            &command.command_type,
+            sqlx::types::Json(&command.payload),
+            &command.status,
+            now,
+            now,
+            command.expires_at
+        ]
+    )?;
+    if state.realtime.is_online(&target.id) {
+        dispatch(state, &mut command).await?;
+    }
+    Ok(command)
+}
+
+/// Sends a command to its camera. A queued command becomes `dispatched` (announced to the
+/// source); an already dispatched one is simply re-sent (at-least-once delivery).
+pub async fn dispatch(state: &AppState, command: &mut Command) -> ApiResult<()> {
+    if command.status == "queued" {
+        let now = time::now();
+        let changed = db_execute!(
+            &state.db,
+            "UPDATE commands SET status = 'dispatched', updated_at = $1 WHERE id = $2 AND status = 'queued'",
+            [now, &command.id]
+        )?;
+        if changed == 1 {
+            command.status = "dispatched".to_string();
+            command.updated_at = now;
+            state
+                .realtime
+                .emit(
+                    &command.user_id,
+                    &[&command.target_device_id],
+                    "command:received",
+                    command,
+                )
+                .await;
+            announce(state, command).await;
+            return Ok(());
+        }
+    }
+    if command.status == "dispatched" {
+        state
+            .realtime
+            .emit_to_device(&command.target_device_id, "command:received", command)
+            .await;
+    }
+    Ok(())
+}
+
+/// Tells the source client (and the owner's sessions) about a status change.
+pub async fn announce(state: &AppState, command: &Command) {
+    state
+        .realtime
+        .emit(
+            &command.user_id,
+            &[&command.source_device_id],
+            "command:status",
+            command,
+        )
+        .await;
+}
+
+/// Everything a camera should (still) act on, oldest first.
+pub async fn pending_for(db: &Db, camera_id: &str) -> ApiResult<Vec<Command>> {
+    Ok(db_fetch_all!(
+        db,
+        Command,
+        "SELECT id, user_id, source_device_id, target_device_id, type, payload, status, reason, created_at, updated_at, expires_at
+         FROM commands WHERE target_device_id = $1 AND status IN ('queued', 'dispatched') AND expires_at > $2
+         ORDER BY created_at, id",
+        [camera_id, time::now()]
+    )?)
+}
+
+pub async fn deliver_pending(state: &AppState, camera_id: &str) -> ApiResult<usize> {
+    let pending = pending_for(&state.db, camera_id).await?;
+    let n = pending.len();
+    for mut command in pending {
+        dispatch(state, &mut command).await?;
+    }
+    Ok(n)
+}
+
+async fn find(db: &Db, id: &str) -> ApiResult<Option<Command>> {
+    Ok(db_fetch_optional!(
+        db,
+        Command,
+        "SELECT id, user_id, source_device_id, target_device_id, type, payload, status, reason, created_at, updated_at, expires_at
+         FROM commands WHERE id = $1",
+        [id]
+    )?)
+}
+
+/// The camera's answer (socket `command:ack` or `POST /commands/:id/ack`).
+pub async fn acknowledge(
+    state: &AppState,
+    camera: &Device,
+    command_id: &str,
+    status: &str,
+    reason: Option<String>,
+) -> ApiResult<Command> {
+    if !ACK_STATUSES.contains(&status) {
+        return Err(ApiError::validation(
+            "status must be \"acknowledged\" or \"rejected\"",
+        ));
+    }
+    if let Some(r) = &reason
+        && r.chars().count() > 500
+    {
+        return Err(ApiError::validation(
+            "reason must be at most 500 characters",
+        ));
+    }
+    let mut command = find(&state.db, command_id)
+        .await?
+        .filter(|c| c.target_device_id == camera.id)
+        .ok_or_else(command_not_found)?;
+    if command.is_final() {
+        return Err(final_error(&command));
+    }
+    let now = time::now();
+    if command.expires_at <= now {
+        expire(state, &mut command).await?;
+        return Err(final_error(&command));
+    }
+    let changed = db_execute!(
+        &state.db,
+        "UPDATE commands SET status = $1, reason = $2, updated_at = $3 WHERE id = $4 AND status IN ('queued', 'dispatched')",
+        [status, &reason, now, &command.id]
+    )?;
+    if changed == 0 {
+        // Lost a race with expiry or a concurrent ack: report the state that won.
+        let current = find(&state.db, command_id)
+            .await?
+            .ok_or_else(command_not_found)?;
+        return Err(final_error(&current));
+    }
+    command.status = status.to_string();
+    command.reason = reason;
+    command.updated_at = now;
+    announce(state, &command).await;
+    Ok(command)
+}
+
+fn final_error(command: &Command) -> ApiError {
+    if command.status == "expired" {
+        ApiError::conflict("COMMAND_EXPIRED", "The command has expired")
+    } else {
+        ApiError::conflict(
+            "COMMAND_ALREADY_FINAL",
+            format!("The command is already {}", command.status),
+        )
+    }
+}
+
+async fn expire(state: &AppState, command: &mut Command) -> ApiResult<()> {
+    let now = time::now();
+    let changed = db_execute!(
+        &state.db,
+        "UPDATE commands SET status = 'expired', updated_at = $1 WHERE id = $2 AND status IN ('queued', 'dispatched')",
+        [now, &command.id]
+    )?;
+    if changed == 1 {
+        command.status = "expired".to_string();
+        command.updated_at = now;
+        announce(state, command).await;
+    }
+    Ok(())
+}
+
+/// Expires every open command past its TTL; run by the housekeeping loop.
+pub async fn expire_due(state: &AppState) -> ApiResult<usize> {
+    let now = time::now();
+    let expired = db_fetch_all!(
+        &state.db,
+        Command,
+        "UPDATE commands SET status = 'expired', updated_at = $1
+         WHERE status IN ('queued', 'dispatched') AND expires_at <= $2
+         RETURNING id, user_id, source_device_id, target_device_id, type, payload, status, reason, created_at, updated_at, expires_at",
+        [now, now]
+    )?;
+    for command in &expired {
+        announce(state, command).await;
+    }
+    Ok(expired.len())
+}
+
+pub struct ListFilter {
+    pub device_id: Option<String>,
+    pub status: Option<String>,
+}
+
+pub async fn list(
+    db: &Db,
+    user_id: &str,
+    filter: &ListFilter,
+    page: &PageQuery,
+) -> ApiResult<Page<Command>> {
+    if let Some(s) = &filter.status
+        && !STATUSES.contains(&s.as_str())
+    {
+        return Err(ApiError::validation(format!(
+            "status must be one of {}",
+            STATUSES.join(", ")
+        )));
+    }
+    let limit = page.limit()?;
+    let cursor = page.cursor()?;
+    let rows = db_fetch_all!(
+        db,
+        Command,
+        "SELECT id, user_id, source_device_id, target_device_id, type, payload, status, reason, created_at, updated_at, expires_at
+         FROM commands
+         WHERE user_id = $1
+           AND ($2 IS NULL OR source_device_id = $3 OR target_device_id = $4)
+           AND ($5 IS NULL OR status = $6)
+           AND (created_at < $7 OR (created_at = $8 AND id < $9))
+         ORDER BY created_at DESC, id DESC LIMIT $10",
+        [
+            user_id,
+            &filter.device_id,
+            &filter.device_id,
+            &filter.device_id,
+            &filter.status,
+            &filter.status,
+            cursor.at,
+            cursor.at,
+            &cursor.id,
+            limit + 1
+        ]
+    )?;
+    Ok(Page::from_rows(rows, limit, |c| {
+        (c.created_at, c.id.clone())
+    }))
+}

@@ -1,0 +1,6 @@
+//! Devices (cameras and clients), their tokens, and the callers they authenticate.
+
+pub mod auth;
+pub mod model;
+pub mod routes;
+pub mod service;

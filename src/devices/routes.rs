@@ -1,0 +1,209 @@
+//! `/devices`: registration and management (user session), heartbeat (device token).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+use crate::auth::CurrentUser;
+use crate::devices::auth::DeviceCaller;
+use crate::devices::model::Device;
+use crate::devices::service::{self, DevicePatch, NewDevice, with_presence};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::extract::{Path, Query};
+use crate::http::json::Json;
+use crate::pagination::{Page, PageQuery};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register_device))
+        .routes(routes!(list_devices))
+        .routes(routes!(update_device, delete_device))
+        .routes(routes!(heartbeat))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegisterBody {
+    pub name: String,
+    /// `camera` or `client`.
+    pub role: String,
+    pub platform: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisterResponse {
+    pub device: Device,
+    /// Shown once; send as `Authorization: Bearer <deviceToken>`.
+    pub device_token: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateBody {
+    pub name: Option<String>,
+    pub role: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+    /// `active` or `disabled`; disabling revokes the device token.
+    pub status: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatResponse {
+    pub ok: bool,
+    #[schema(value_type = String, format = DateTime)]
+    #[serde(with = "crate::time::iso_millis")]
+    pub server_time: crate::time::Timestamp,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct OkBody {
+    pub ok: bool,
+}
+
+#[utoipa::path(
+    post, path = "/devices/register", tag = "devices",
+    request_body = RegisterBody,
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 201, body = RegisterResponse, description = "Registered; the token is shown only here"),
+        (status = 400, body = ErrorBody, description = "Invalid input"),
+        (status = 401, body = ErrorBody, description = "Not signed in"),
+    )
+)]
+pub async fn register_device(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Json(body): Json<RegisterBody>,
+) -> ApiResult<(StatusCode, axum::Json<RegisterResponse>)> {
+    let (device, token) = service::register(
+        &state.db,
+        &current.user.id,
+        NewDevice {
+            name: body.name,
+            role: body.role,
+            platform: body.platform,
+            metadata: body.metadata,
+        },
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(RegisterResponse {
+            device,
+            device_token: token,
+        }),
+    ))
+}
+
+#[utoipa::path(
+    get, path = "/devices", tag = "devices",
+    params(PageQuery),
+    security(("bearer" = []), ("cookie" = [])),
+    responses((status = 200, body = Page<Device>, description = "The caller's devices, newest first"))
+)]
+pub async fn list_devices(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Query(page): Query<PageQuery>,
+) -> ApiResult<axum::Json<Page<Device>>> {
+    let mut page = service::list(&state.db, &current.user.id, &page).await?;
+    page.items = page
+        .items
+        .into_iter()
+        .map(|d| with_presence(d, &state.realtime))
+        .collect();
+    Ok(axum::Json(page))
+}
+
+#[utoipa::path(
+    patch, path = "/devices/{deviceId}", tag = "devices",
+    params(("deviceId" = String, Path)),
+    request_body = UpdateBody,
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, body = Device, description = "Updated"),
+        (status = 404, body = ErrorBody, description = "Not the caller's device"),
+        (status = 409, body = ErrorBody, description = "DEVICE_HAS_LINKS: role change with links"),
+    )
+)]
+pub async fn update_device(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Path(device_id): Path<String>,
+    Json(body): Json<UpdateBody>,
+) -> ApiResult<axum::Json<Device>> {
+    let device = service::update(
+        &state.db,
+        &current.user.id,
+        &device_id,
+        DevicePatch {
+            name: body.name,
+            role: body.role,
+            metadata: body.metadata,
+            status: body.status,
+        },
+    )
+    .await?;
+    if device.status == "disabled" {
+        // A revoked token must not keep a live connection.
+        state.realtime.disconnect_device(&device.id).await;
+    }
+    Ok(axum::Json(with_presence(device, &state.realtime)))
+}
+
+#[utoipa::path(
+    delete, path = "/devices/{deviceId}", tag = "devices",
+    params(("deviceId" = String, Path)),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, body = OkBody, description = "Deleted with its links, commands, events and sessions"),
+        (status = 404, body = ErrorBody, description = "Not the caller's device"),
+    )
+)]
+pub async fn delete_device(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Path(device_id): Path<String>,
+) -> ApiResult<axum::Json<OkBody>> {
+    service::delete(&state.db, &current.user.id, &device_id).await?;
+    state.realtime.disconnect_device(&device_id).await;
+    Ok(axum::Json(OkBody { ok: true }))
+}
+
+#[utoipa::path(
+    post, path = "/devices/{deviceId}/heartbeat", tag = "devices",
+    params(("deviceId" = String, Path)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = HeartbeatResponse, description = "Presence recorded"),
+        (status = 401, body = ErrorBody, description = "Missing or invalid device token"),
+        (status = 403, body = ErrorBody, description = "Token of another device"),
+    )
+)]
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    DeviceCaller(device): DeviceCaller,
+    Path(device_id): Path<String>,
+) -> ApiResult<axum::Json<HeartbeatResponse>> {
+    if device.id != device_id {
+        return Err(ApiError::forbidden(
+            "WRONG_DEVICE",
+            "A device may only send its own heartbeat",
+        ));
+    }
+    let now = service::touch(&state.db, &device.id).await?;
+    Ok(axum::Json(HeartbeatResponse {
+        ok: true,
+        server_time: now,
+    }))
+}

@@ -1,0 +1,229 @@
+//! Device registration and management.
+
+use chrono::Duration;
+use serde_json::Value;
+
+use crate::db::Db;
+use crate::devices::auth::{generate_device_token, hash_device_token};
+use crate::devices::model::{Device, Role};
+use crate::error::{ApiError, ApiResult};
+use crate::pagination::{Page, PageQuery};
+use crate::realtime::Realtime;
+use crate::time;
+use crate::{db_execute, db_fetch_all, db_fetch_optional};
+
+/// A heartbeat within this window counts as online.
+pub const ONLINE_WINDOW: Duration = Duration::seconds(60);
+
+pub fn device_not_found() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "DEVICE_NOT_FOUND",
+        "Device not found",
+    )
+}
+
+fn validate_name(name: &str) -> ApiResult<String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::validation("name must be 1-100 characters"));
+    }
+    Ok(name.to_string())
+}
+
+fn validate_metadata(metadata: &Value) -> ApiResult<()> {
+    if !metadata.is_object() {
+        return Err(ApiError::validation("metadata must be a JSON object"));
+    }
+    if metadata.to_string().len() > 16 * 1024 {
+        return Err(ApiError::validation("metadata must be at most 16 KiB"));
+    }
+    Ok(())
+}
+
+pub fn parse_role(role: &str) -> ApiResult<Role> {
+    Role::parse(role).ok_or_else(|| ApiError::validation("role must be \"camera\" or \"client\""))
+}
+
+/// Fills in `online` from live sockets and recent heartbeats.
+pub fn with_presence(mut device: Device, realtime: &Realtime) -> Device {
+    let recent = device
+        .last_seen_at
+        .is_some_and(|t| time::now() - t <= ONLINE_WINDOW);
+    device.online = realtime.is_online(&device.id) || recent;
+    device
+}
+
+pub struct NewDevice {
+    pub name: String,
+    pub role: String,
+    pub platform: Option<String>,
+    pub metadata: Option<Value>,
+}
+
+pub async fn register(db: &Db, user_id: &str, new: NewDevice) -> ApiResult<(Device, String)> {
+    let name = validate_name(&new.name)?;
+    let role = parse_role(&new.role)?;
+    let metadata = new
+        .metadata
+        .unwrap_or_else(|| Value::Object(Default::default()));
+    validate_metadata(&metadata)?;
+    if let Some(p) = &new.platform
+        && p.chars().count() > 50
+    {
+        return Err(ApiError::validation(
+            "platform must be at most 50 characters",
+        ));
+    }
+    let token = generate_device_token();
+    let now = time::now();
+    let device = Device {
+        id: uuid::Uuid::new_v4().to_string(),
+        user_id: user_id.to_string(),
+        name,
+        role: role.as_str().to_string(),
+        platform: new.platform,
+        metadata,
+        status: "active".to_string(),
+        online: false,
+        last_seen_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    db_execute!(
+        db,
+        "INSERT INTO devices (id, user_id, name, role, platform, metadata, status, token_hash, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        [
+            &device.id,
+            &device.user_id,
+            &device.name,
+            &device.role,
+            &device.platform,
+            sqlx::types::Json(&device.metadata),
+            &device.status,
+            hash_device_token(&token),
+            now,
+            now
+        ]
+    )?;
+    Ok((device, token))
+}
+
+/// The user's device, or 404 (also for other users' devices: no existence leak).
+pub async fn find_for_user(db: &Db, user_id: &str, device_id: &str) -> ApiResult<Device> {
+    db_fetch_optional!(
+        db,
+        Device,
+        "SELECT id, user_id, name, role, platform, metadata, status, last_seen_at, created_at, updated_at
+         FROM devices WHERE id = $1 AND user_id = $2",
+        [device_id, user_id]
+    )?
+    .ok_or_else(device_not_found)
+}
+
+pub async fn list(db: &Db, user_id: &str, page: &PageQuery) -> ApiResult<Page<Device>> {
+    let limit = page.limit()?;
+    let cursor = page.cursor()?;
+    let rows = db_fetch_all!(
+        db,
+        Device,
+        "SELECT id, user_id, name, role, platform, metadata, status, last_seen_at, created_at, updated_at
+         FROM devices WHERE user_id = $1 AND (created_at < $2 OR (created_at = $3 AND id < $4))
+         ORDER BY created_at DESC, id DESC LIMIT $5",
+        [user_id, cursor.at, cursor.at, &cursor.id, limit + 1]
+    )?;
+    Ok(Page::from_rows(rows, limit, |d| {
+        (d.created_at, d.id.clone())
+    }))
+}
+
+pub struct DevicePatch {
+    pub name: Option<String>,
+    pub role: Option<String>,
+    pub metadata: Option<Value>,
+    pub status: Option<String>,
+}
+
+pub async fn update(
+    db: &Db,
+    user_id: &str,
+    device_id: &str,
+    patch: DevicePatch,
+) -> ApiResult<Device> {
+    let mut device = find_for_user(db, user_id, device_id).await?;
+    if let Some(name) = patch.name {
+        device.name = validate_name(&name)?;
+    }
+    if let Some(role) = patch.role {
+        let role = parse_role(&role)?;
+        if role.as_str() != device.role {
+            let links = db_fetch_optional!(
+                db,
+                IdRow,
+                "SELECT id FROM device_links WHERE camera_device_id = $1 OR client_device_id = $2 LIMIT 1",
+                [&device.id, &device.id]
+            )?;
+            if links.is_some() {
+                return Err(ApiError::conflict(
+                    "DEVICE_HAS_LINKS",
+                    "Remove this device's links before changing its role",
+                ));
+            }
+            device.role = role.as_str().to_string();
+        }
+    }
+    if let Some(metadata) = patch.metadata {
+        validate_metadata(&metadata)?;
+        device.metadata = metadata;
+    }
+    if let Some(status) = patch.status {
+        if status != "active" && status != "disabled" {
+            return Err(ApiError::validation(
+                "status must be \"active\" or \"disabled\"",
+            ));
+        }
+        device.status = status;
+    }
+    device.updated_at = time::now();
+    db_execute!(
+        db,
+        "UPDATE devices SET name = $1, role = $2, metadata = $3, status = $4, updated_at = $5 WHERE id = $6",
+        [
+            &device.name,
+            &device.role,
+            sqlx::types::Json(&device.metadata),
+            &device.status,
+            device.updated_at,
+            &device.id
+        ]
+    )?;
+    Ok(device)
+}
+
+pub async fn delete(db: &Db, user_id: &str, device_id: &str) -> ApiResult<()> {
+    let removed = db_execute!(
+        db,
+        "DELETE FROM devices WHERE id = $1 AND user_id = $2",
+        [device_id, user_id]
+    )?;
+    if removed == 0 {
+        return Err(device_not_found());
+    }
+    Ok(())
+}
+
+pub async fn touch(db: &Db, device_id: &str) -> ApiResult<crate::time::Timestamp> {
+    let now = time::now();
+    db_execute!(
+        db,
+        "UPDATE devices SET last_seen_at = $1 WHERE id = $2",
+        [now, device_id]
+    )?;
+    Ok(now)
+}
+
+#[derive(sqlx::FromRow)]
+pub struct IdRow {
+    pub id: String,
+}

@@ -1,0 +1,184 @@
+use axum::http::StatusCode;
+use serde_json::Value;
+
+use crate::app::AppState;
+use crate::db::Db;
+use crate::devices::model::Device;
+use crate::error::{ApiError, ApiResult};
+use crate::events::MotionEvent;
+use crate::links;
+use crate::pagination::{Page, PageQuery};
+use crate::time::{self, Timestamp};
+use crate::{db_execute, db_fetch_all, db_fetch_optional};
+
+fn event_not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "EVENT_NOT_FOUND", "Event not found")
+}
+
+/// Linked clients (and the owner's sessions) hear about the camera's event.
+async fn announce(state: &AppState, event: &MotionEvent, name: &str) -> ApiResult<()> {
+    let clients = links::service::clients_of(&state.db, &event.camera_device_id).await?;
+    let ids: Vec<&str> = clients.iter().map(String::as_str).collect();
+    state.realtime.emit(&event.user_id, &ids, name, event).await;
+    Ok(())
+}
+
+pub async fn start(
+    state: &AppState,
+    camera: &Device,
+    started_at: Option<Timestamp>,
+    score: Option<f64>,
+    metadata: Option<Value>,
+) -> ApiResult<MotionEvent> {
+    let now = time::now();
+    let started_at = started_at.unwrap_or(now);
+    if started_at > now + chrono::Duration::minutes(5) {
+        return Err(ApiError::validation("startedAt must not be in the future"));
+    }
+    if let Some(s) = score
+        && !s.is_finite()
+    {
+        return Err(ApiError::validation("score must be a finite number"));
+    }
+    let metadata = metadata.unwrap_or_else(|| Value::Object(Default::default()));
+    if !metadata.is_object() || metadata.to_string().len() > 16 * 1024 {
+        return Err(ApiError::validation(
+            "metadata must be a JSON object of at most 16 KiB",
+        ));
+    }
+    let event = MotionEvent {
+        id: uuid::Uuid::new_v4().to_string(),
+        user_id: camera.user_id.clone(),
+        camera_device_id: camera.id.clone(),
+        started_at,
+        ended_at: None,
+        score,
+        metadata,
+        created_at: now,
+        updated_at: now,
+    };
+    db_execute!(
+        &state.db,
+        "INSERT INTO motion_events (id, user_id, camera_device_id, started_at, score, metadata, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        [
+            &event.id,
+            &event.user_id,
+            &event.camera_device_id,
+            event.started_at,
+            event.score,
+            sqlx::types::Json(&event.metadata),
+            now,
+            now
+        ]
+    )?;
+    announce(state, &event, "motion:detected").await?;
+    Ok(event)
+}
+
+pub async fn end(state: &AppState, camera: &Device, event_id: &str) -> ApiResult<MotionEvent> {
+    let mut event = db_fetch_optional!(
+        &state.db,
+        MotionEvent,
+        "SELECT id, user_id, camera_device_id, started_at, ended_at, score, metadata, created_at, updated_at
+         FROM motion_events WHERE id = $1 AND camera_device_id = $2",
+        [event_id, &camera.id]
+    )?
+    .ok_or_else(event_not_found)?;
+    if event.ended_at.is_some() {
+        return Err(ApiError::conflict(
+            "EVENT_ALREADY_ENDED",
+            "This motion event has already ended",
+        ));
+    }
+    let now = time::now();
+    let changed = db_execute!(
+        &state.db,
+        "UPDATE motion_events SET ended_at = $1, updated_at = $2 WHERE id = $3 AND ended_at IS NULL",
+        [now, now, &event.id]
+    )?;
+    if changed == 0 {
+        return Err(ApiError::conflict(
+            "EVENT_ALREADY_ENDED",
+            "This motion event has already ended",
+        ));
+    }
+    event.ended_at = Some(now);
+    event.updated_at = now;
+    announce(state, &event, "motion:ended").await?;
+    Ok(event)
+}
+
+/// Closes events left open longer than the configured maximum (a camera that crashed
+/// mid-event), ending them at start + maximum.
+pub async fn close_stale(state: &AppState) -> ApiResult<usize> {
+    let max = chrono::Duration::seconds(state.config.motion_max_duration_secs as i64);
+    let now = time::now();
+    let stale = db_fetch_all!(
+        &state.db,
+        MotionEvent,
+        "SELECT id, user_id, camera_device_id, started_at, ended_at, score, metadata, created_at, updated_at
+         FROM motion_events WHERE ended_at IS NULL AND started_at <= $1",
+        [now - max]
+    )?;
+    let mut closed = 0;
+    for mut event in stale {
+        let ended_at = event.started_at + max;
+        let changed = db_execute!(
+            &state.db,
+            "UPDATE motion_events SET ended_at = $1, updated_at = $2 WHERE id = $3 AND ended_at IS NULL",
+            [ended_at, now, &event.id]
+        )?;
+        if changed == 1 {
+            event.ended_at = Some(ended_at);
+            event.updated_at = now;
+            announce(state, &event, "motion:ended").await?;
+            closed += 1;
+        }
+    }
+    Ok(closed)
+}
+
+pub struct EventFilter {
+    pub camera_device_id: Option<String>,
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+}
+
+pub async fn list(
+    db: &Db,
+    user_id: &str,
+    filter: &EventFilter,
+    page: &PageQuery,
+) -> ApiResult<Page<MotionEvent>> {
+    let limit = page.limit()?;
+    let cursor = page.cursor()?;
+    let rows = db_fetch_all!(
+        db,
+        MotionEvent,
+        "SELECT id, user_id, camera_device_id, started_at, ended_at, score, metadata, created_at, updated_at
+         FROM motion_events
+         WHERE user_id = $1
+           AND ($2 IS NULL OR camera_device_id = $3)
+           AND ($4 IS NULL OR started_at >= $5)
+           AND ($6 IS NULL OR started_at < $7)
+           AND (created_at < $8 OR (created_at = $9 AND id < $10))
+         ORDER BY created_at DESC, id DESC LIMIT $11",
+        [
+            user_id,
+            &filter.camera_device_id,
+            &filter.camera_device_id,
+            filter.from,
+            filter.from,
+            filter.to,
+            filter.to,
+            cursor.at,
+            cursor.at,
+            &cursor.id,
+            limit + 1
+        ]
+    )?;
+    Ok(Page::from_rows(rows, limit, |e| {
+        (e.created_at, e.id.clone())
+    }))
+}

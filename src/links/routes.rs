@@ -1,0 +1,90 @@
+//! `/device-links` (user session).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+use crate::auth::CurrentUser;
+use crate::devices::routes::OkBody;
+use crate::error::{ApiResult, ErrorBody};
+use crate::http::extract::{Path, Query};
+use crate::http::json::Json;
+use crate::links::{Link, service};
+use crate::pagination::{Page, PageQuery};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_link, list_links))
+        .routes(routes!(delete_link))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LinkBody {
+    pub camera_device_id: String,
+    pub client_device_id: String,
+}
+
+#[utoipa::path(
+    post, path = "/device-links", tag = "links",
+    request_body = LinkBody,
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 201, body = Link, description = "Linked"),
+        (status = 400, body = ErrorBody, description = "Roles do not match"),
+        (status = 404, body = ErrorBody, description = "A device is not the caller's"),
+        (status = 409, body = ErrorBody, description = "LINK_EXISTS"),
+    )
+)]
+pub async fn create_link(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Json(body): Json<LinkBody>,
+) -> ApiResult<(StatusCode, axum::Json<Link>)> {
+    let link = service::create(
+        &state.db,
+        &current.user.id,
+        &body.camera_device_id,
+        &body.client_device_id,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, axum::Json(link)))
+}
+
+#[utoipa::path(
+    get, path = "/device-links", tag = "links",
+    params(PageQuery),
+    security(("bearer" = []), ("cookie" = [])),
+    responses((status = 200, body = Page<Link>, description = "The caller's links, newest first"))
+)]
+pub async fn list_links(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Query(page): Query<PageQuery>,
+) -> ApiResult<axum::Json<Page<Link>>> {
+    Ok(axum::Json(
+        service::list(&state.db, &current.user.id, &page).await?,
+    ))
+}
+
+#[utoipa::path(
+    delete, path = "/device-links/{linkId}", tag = "links",
+    params(("linkId" = String, Path)),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, body = OkBody, description = "Unlinked"),
+        (status = 404, body = ErrorBody, description = "Not the caller's link"),
+    )
+)]
+pub async fn delete_link(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Path(link_id): Path<String>,
+) -> ApiResult<axum::Json<OkBody>> {
+    service::delete(&state.db, &current.user.id, &link_id).await?;
+    Ok(axum::Json(OkBody { ok: true }))
+}

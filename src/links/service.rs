@@ -1,0 +1,98 @@
+use crate::db::Db;
+use crate::devices::service::{IdRow, find_for_user};
+use crate::error::{ApiError, ApiResult, is_unique_violation};
+use crate::links::Link;
+use crate::pagination::{Page, PageQuery};
+use crate::time;
+use crate::{db_execute, db_fetch_all, db_fetch_optional};
+
+pub async fn create(db: &Db, user_id: &str, camera_id: &str, client_id: &str) -> ApiResult<Link> {
+    let camera = find_for_user(db, user_id, camera_id).await?;
+    let client = find_for_user(db, user_id, client_id).await?;
+    if !camera.is_camera() {
+        return Err(ApiError::validation(
+            "cameraDeviceId must be a device with role camera",
+        ));
+    }
+    if !client.is_client() {
+        return Err(ApiError::validation(
+            "clientDeviceId must be a device with role client",
+        ));
+    }
+    let link = Link {
+        id: uuid::Uuid::new_v4().to_string(),
+        camera_device_id: camera.id,
+        client_device_id: client.id,
+        created_at: time::now(),
+    };
+    let inserted = db_execute!(
+        db,
+        "INSERT INTO device_links (id, user_id, camera_device_id, client_device_id, created_at) VALUES ($1, $2, $3, $4, $5)",
+        [
+            &link.id,
+            user_id,
+            &link.camera_device_id,
+            &link.client_device_id,
+            link.created_at
+        ]
+    );
+    match inserted {
+        Ok(_) => Ok(link),
+        Err(e) if is_unique_violation(&e) => Err(ApiError::conflict(
+            "LINK_EXISTS",
+            "These devices are already linked",
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn list(db: &Db, user_id: &str, page: &PageQuery) -> ApiResult<Page<Link>> {
+    let limit = page.limit()?;
+    let cursor = page.cursor()?;
+    let rows = db_fetch_all!(
+        db,
+        Link,
+        "SELECT id, camera_device_id, client_device_id, created_at FROM device_links
+         WHERE user_id = $1 AND (created_at < $2 OR (created_at = $3 AND id < $4))
+         ORDER BY created_at DESC, id DESC LIMIT $5",
+        [user_id, cursor.at, cursor.at, &cursor.id, limit + 1]
+    )?;
+    Ok(Page::from_rows(rows, limit, |l| {
+        (l.created_at, l.id.clone())
+    }))
+}
+
+pub async fn delete(db: &Db, user_id: &str, link_id: &str) -> ApiResult<()> {
+    let removed = db_execute!(
+        db,
+        "DELETE FROM device_links WHERE id = $1 AND user_id = $2",
+        [link_id, user_id]
+    )?;
+    if removed == 0 {
+        return Err(ApiError::not_found("Link not found"));
+    }
+    Ok(())
+}
+
+pub async fn are_linked(db: &Db, camera_id: &str, client_id: &str) -> ApiResult<bool> {
+    Ok(db_fetch_optional!(
+        db,
+        IdRow,
+        "SELECT id FROM device_links WHERE camera_device_id = $1 AND client_device_id = $2",
+        [camera_id, client_id]
+    )?
+    .is_some())
+}
+
+/// Client devices linked to a camera (the audience of its events).
+pub async fn clients_of(db: &Db, camera_id: &str) -> ApiResult<Vec<String>> {
+    Ok(db_fetch_all!(
+        db,
+        IdRow,
+        "SELECT client_device_id AS id FROM device_links WHERE camera_device_id = $1",
+        [camera_id]
+    )?
+    .into_iter()
+    .map(|r| r.id)
+    .collect())
+}

@@ -1,0 +1,106 @@
+//! Socket.IO (protocol v5) for devices and user sessions.
+//!
+//! Every device socket joins `device:<id>`; every user socket joins `user:<id>`. Events for
+//! a device also go to its owner's user room, so a signed-in app sees all its devices'
+//! activity. Emits are best-effort: a closed socket never fails the HTTP request that
+//! caused the event (state lives in the database and is redelivered on reconnect).
+
+pub mod socket;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use socketioxide::SocketIo;
+
+pub fn device_room(device_id: &str) -> String {
+    format!("device:{device_id}")
+}
+
+pub fn user_room(user_id: &str) -> String {
+    format!("user:{user_id}")
+}
+
+#[derive(Clone)]
+pub struct Realtime {
+    io: SocketIo,
+    /// Live socket count per device.
+    presence: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Realtime {
+    pub fn new(io: SocketIo) -> Self {
+        Self {
+            io,
+            presence: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    pub fn io(&self) -> &SocketIo {
+        &self.io
+    }
+
+    fn presence(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.presence.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn is_online(&self, device_id: &str) -> bool {
+        self.presence().get(device_id).is_some_and(|n| *n > 0)
+    }
+
+    pub fn connected_devices(&self) -> usize {
+        self.presence().len()
+    }
+
+    pub(crate) fn connected(&self, device_id: &str) {
+        *self.presence().entry(device_id.to_string()).or_default() += 1;
+    }
+
+    pub(crate) fn disconnected(&self, device_id: &str) {
+        let mut presence = self.presence();
+        if let Some(n) = presence.get_mut(device_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                presence.remove(device_id);
+            }
+        }
+    }
+
+    /// Emits `event` to the given devices and to their owner's user sessions.
+    pub async fn emit<T: Serialize + ?Sized>(
+        &self,
+        user_id: &str,
+        device_ids: &[&str],
+        event: &str,
+        payload: &T,
+    ) {
+        let mut rooms: Vec<String> = device_ids.iter().map(|d| device_room(d)).collect();
+        rooms.push(user_room(user_id));
+        if let Err(e) = self.io.to(rooms).emit(event, payload).await {
+            tracing::debug!(event, error = %e, "realtime emit failed");
+        }
+    }
+
+    /// Emits only to one device's sockets (e.g. relayed signalling).
+    pub async fn emit_to_device<T: Serialize + ?Sized>(
+        &self,
+        device_id: &str,
+        event: &str,
+        payload: &T,
+    ) {
+        if let Err(e) = self
+            .io
+            .to(device_room(device_id))
+            .emit(event, payload)
+            .await
+        {
+            tracing::debug!(event, error = %e, "realtime emit failed");
+        }
+    }
+
+    pub async fn disconnect_device(&self, device_id: &str) {
+        if let Err(e) = self.io.to(device_room(device_id)).disconnect().await {
+            tracing::debug!(error = %e, "disconnecting device sockets failed");
+        }
+    }
+}

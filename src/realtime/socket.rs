@@ -1,0 +1,244 @@
+//! Socket.IO connection handling: authentication, rooms, presence and the client events
+//! `command:ack` and `webrtc:signal`.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use socketioxide::SocketIo;
+use socketioxide::extract::{AckSender, Data, SocketRef, TryData};
+use socketioxide::handler::ConnectHandler;
+
+use crate::app::AppState;
+use crate::auth::extract::{DEVICE_TOKEN_PREFIX, bearer, session_token};
+use crate::auth::service::find_session;
+use crate::commands;
+use crate::devices::auth::device_by_token;
+use crate::devices::model::Device;
+use crate::devices::service::touch;
+use crate::error::ApiError;
+use crate::realtime::{device_room, user_room};
+use crate::streams;
+
+/// Who a socket belongs to; stored in the socket's extensions by the auth middleware.
+#[derive(Clone)]
+enum Identity {
+    Device(Box<Device>),
+    User(String),
+}
+
+#[derive(Debug)]
+struct AuthError(&'static str);
+
+impl std::fmt::Display for AuthError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+pub fn register(io: &SocketIo, state: AppState) {
+    let for_auth = state.clone();
+    let handler = move |socket: SocketRef| on_connect(state.clone(), socket);
+    let middleware = move |socket: SocketRef, TryData(auth): TryData<Value>| {
+        authenticate(for_auth.clone(), socket, auth.ok())
+    };
+    io.ns("/", handler.with(middleware));
+}
+
+async fn authenticate(
+    state: AppState,
+    socket: SocketRef,
+    auth: Option<Value>,
+) -> Result<(), AuthError> {
+    let headers = &socket.req_parts().headers;
+    let token = auth
+        .as_ref()
+        .and_then(|a| a.get("token"))
+        .and_then(Value::as_str)
+        .map(|t| t.trim_start_matches("Bearer ").to_string())
+        .or_else(|| bearer(headers).map(str::to_string));
+    let identity = match token {
+        Some(t) if t.starts_with(DEVICE_TOKEN_PREFIX) => match device_by_token(&state.db, &t).await
+        {
+            Ok(Some(device)) => Identity::Device(Box::new(device)),
+            Ok(None) => return Err(AuthError("invalid or revoked device token")),
+            Err(_) => return Err(AuthError("authentication is temporarily unavailable")),
+        },
+        other => {
+            // A user session: bearer token in auth/header, or the session cookie.
+            let session = match other {
+                Some(t) => {
+                    let mut h = axum::http::HeaderMap::new();
+                    if let Ok(v) = format!("Bearer {t}").parse() {
+                        h.insert(axum::http::header::AUTHORIZATION, v);
+                    }
+                    session_token(&h, &state.auth.secret)
+                }
+                None => session_token(headers, &state.auth.secret),
+            };
+            let Some(session) = session else {
+                return Err(AuthError(
+                    "authentication required: pass a device token as auth.token",
+                ));
+            };
+            match find_session(&state.db, &session).await {
+                Ok(Some((_, user))) => Identity::User(user.id),
+                Ok(None) => return Err(AuthError("invalid or expired session")),
+                Err(_) => return Err(AuthError("authentication is temporarily unavailable")),
+            }
+        }
+    };
+    socket.extensions.insert(identity);
+    Ok(())
+}
+
+async fn on_connect(state: AppState, socket: SocketRef) {
+    let Some(identity) = socket.extensions.get::<Identity>() else {
+        // The middleware always sets it; refuse rather than run unauthenticated.
+        let _ = socket.disconnect();
+        return;
+    };
+    match identity {
+        Identity::User(user_id) => {
+            socket.join(user_room(&user_id));
+        }
+        Identity::Device(device) => {
+            let device = *device;
+            socket.join(device_room(&device.id));
+            state.realtime.connected(&device.id);
+            let _ = touch(&state.db, &device.id).await;
+
+            let disconnect_state = state.clone();
+            let device_id = device.id.clone();
+            socket.on_disconnect(move || {
+                let state = disconnect_state.clone();
+                let device_id = device_id.clone();
+                async move {
+                    state.realtime.disconnected(&device_id);
+                    let _ = touch(&state.db, &device_id).await;
+                }
+            });
+
+            let ack_state = state.clone();
+            let ack_device = device.clone();
+            socket.on(
+                "command:ack",
+                move |TryData(body): TryData<AckEvent>, ack: AckSender| {
+                    let state = ack_state.clone();
+                    let device = ack_device.clone();
+                    async move {
+                        let reply = match body {
+                            Err(e) => error_reply(&ApiError::validation(format!(
+                                "Invalid command:ack payload: {e}"
+                            ))),
+                            Ok(body) => handle_ack(&state, &device, body).await,
+                        };
+                        let _ = ack.send(&reply);
+                    }
+                },
+            );
+
+            let signal_state = state.clone();
+            let signal_device = device.clone();
+            socket.on(
+                "webrtc:signal",
+                move |TryData(body): TryData<SignalEvent>, ack: AckSender| {
+                    let state = signal_state.clone();
+                    let device = signal_device.clone();
+                    async move {
+                        let reply = match body {
+                            Err(e) => error_reply(&ApiError::validation(format!(
+                                "Invalid webrtc:signal payload: {e}"
+                            ))),
+                            Ok(body) => match relay_signal(&state, &device, body).await {
+                                Ok(()) => json!({ "ok": true }),
+                                Err(e) => error_reply(&e),
+                            },
+                        };
+                        let _ = ack.send(&reply);
+                    }
+                },
+            );
+
+            socket.on(
+                "heartbeat",
+                move |Data(_): Data<Value>, ack: AckSender| async move {
+                    let _ = ack.send(
+                        &json!({ "ok": true, "serverTime": crate::time::iso(&crate::time::now()) }),
+                    );
+                },
+            );
+
+            if device.is_camera()
+                && let Err(e) = commands::service::deliver_pending(&state, &device.id).await
+            {
+                tracing::warn!(device_id = %device.id, error = ?e, "delivering pending commands failed");
+            }
+        }
+    }
+}
+
+fn error_reply(e: &ApiError) -> Value {
+    json!({ "ok": false, "code": e.code, "message": e.message })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AckEvent {
+    command_id: String,
+    status: String,
+    reason: Option<String>,
+}
+
+async fn handle_ack(state: &AppState, device: &Device, body: AckEvent) -> Value {
+    if !device.is_camera() {
+        return error_reply(&ApiError::forbidden(
+            "CAMERA_ONLY",
+            "Only a camera device can do this",
+        ));
+    }
+    match commands::service::acknowledge(state, device, &body.command_id, &body.status, body.reason)
+        .await
+    {
+        Ok(command) => json!({ "ok": true, "command": command }),
+        Err(e) => error_reply(&e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SignalEvent {
+    stream_session_id: String,
+    data: Value,
+}
+
+/// Legacy mode: relay WebRTC signalling between the two devices of a session.
+async fn relay_signal(
+    state: &AppState,
+    device: &Device,
+    body: SignalEvent,
+) -> Result<(), ApiError> {
+    if state.media.mode() != watchpost_media::MediaMode::Legacy {
+        return Err(ApiError::conflict(
+            "NOT_LEGACY_MODE",
+            "Signalling relay is only available with MEDIA_MODE=legacy",
+        ));
+    }
+    let session = streams::service::find(&state.db, &body.stream_session_id)
+        .await?
+        .filter(|s| s.camera_device_id == device.id || s.requester_device_id == device.id)
+        .ok_or_else(|| ApiError::not_found("Stream session not found"))?;
+    streams::service::require_session_active(&session)?;
+    let peer = if session.camera_device_id == device.id {
+        &session.requester_device_id
+    } else {
+        &session.camera_device_id
+    };
+    state
+        .realtime
+        .emit_to_device(
+            peer,
+            "webrtc:signal",
+            &json!({ "streamSessionId": session.id, "fromDeviceId": device.id, "data": body.data }),
+        )
+        .await;
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! `/streams`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+use crate::devices::auth::{Caller, DeviceCaller};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::extract::{Path, Query};
+use crate::http::json::Json;
+use crate::pagination::{Page, PageQuery};
+use crate::streams::StreamSession;
+use crate::streams::media_token::MediaRole;
+use crate::streams::service::{self, MediaCredentials, PLAYBACK_TOKEN_TTL_SECS};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(request_stream))
+        .routes(routes!(accept_stream))
+        .routes(routes!(publish_credentials))
+        .routes(routes!(subscribe_credentials))
+        .routes(routes!(playback_token))
+        .routes(routes!(end_stream))
+        .routes(routes!(my_streams))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StreamRequestBody {
+    pub camera_device_id: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlaybackToken {
+    pub stream_session_id: String,
+    pub token: String,
+    #[schema(value_type = String, format = DateTime)]
+    #[serde(with = "crate::time::iso_millis")]
+    pub expires_at: crate::time::Timestamp,
+}
+
+#[utoipa::path(
+    post, path = "/streams/request", tag = "streams",
+    request_body = StreamRequestBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, body = StreamSession, description = "Requested; the camera got a start_stream command"),
+        (status = 403, body = ErrorBody, description = "CLIENT_ONLY or DEVICES_NOT_LINKED"),
+        (status = 404, body = ErrorBody, description = "Unknown camera"),
+    )
+)]
+pub async fn request_stream(
+    State(state): State<AppState>,
+    DeviceCaller(client): DeviceCaller,
+    Json(body): Json<StreamRequestBody>,
+) -> ApiResult<(StatusCode, axum::Json<StreamSession>)> {
+    let session = service::request(&state, &client, &body.camera_device_id).await?;
+    Ok((StatusCode::CREATED, axum::Json(session)))
+}
+
+#[utoipa::path(
+    post, path = "/streams/{streamSessionId}/accept", tag = "streams",
+    params(("streamSessionId" = String, Path)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = StreamSession, description = "Streaming; viewers got stream:started"),
+        (status = 404, body = ErrorBody, description = "Not this camera's session"),
+        (status = 409, body = ErrorBody, description = "Not in the requested state"),
+    )
+)]
+pub async fn accept_stream(
+    State(state): State<AppState>,
+    DeviceCaller(camera): DeviceCaller,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<StreamSession>> {
+    Ok(axum::Json(service::accept(&state, &camera, &id).await?))
+}
+
+#[utoipa::path(
+    get, path = "/streams/{streamSessionId}/publish-credentials", tag = "streams",
+    params(("streamSessionId" = String, Path)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = MediaCredentials, description = "Publish token and ICE servers for the camera"),
+        (status = 403, body = ErrorBody, description = "Not this session's camera"),
+        (status = 409, body = ErrorBody, description = "STREAM_NOT_ACTIVE"),
+    )
+)]
+pub async fn publish_credentials(
+    State(state): State<AppState>,
+    DeviceCaller(device): DeviceCaller,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<MediaCredentials>> {
+    Ok(axum::Json(
+        service::credentials(&state, &device, &id, MediaRole::Publish).await?,
+    ))
+}
+
+#[utoipa::path(
+    get, path = "/streams/{streamSessionId}/subscribe-credentials", tag = "streams",
+    params(("streamSessionId" = String, Path)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = MediaCredentials, description = "Subscribe token and ICE servers for a viewer"),
+        (status = 403, body = ErrorBody, description = "Neither the requester nor a linked client"),
+        (status = 409, body = ErrorBody, description = "STREAM_NOT_ACTIVE"),
+    )
+)]
+pub async fn subscribe_credentials(
+    State(state): State<AppState>,
+    DeviceCaller(device): DeviceCaller,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<MediaCredentials>> {
+    Ok(axum::Json(
+        service::credentials(&state, &device, &id, MediaRole::Subscribe).await?,
+    ))
+}
+
+#[utoipa::path(
+    get, path = "/streams/{streamSessionId}/playback-token", tag = "streams",
+    params(("streamSessionId" = String, Path)),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, body = PlaybackToken, description = "A short-lived token for a viewer page"),
+        (status = 403, body = ErrorBody, description = "Not allowed to watch"),
+        (status = 409, body = ErrorBody, description = "STREAM_NOT_ACTIVE"),
+    )
+)]
+pub async fn playback_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<PlaybackToken>> {
+    let session = service::find_for_user(&state.db, caller.user_id(), &id).await?;
+    let device_id = match &caller {
+        Caller::User(_) => None,
+        Caller::Device(device) => {
+            if !service::may_view(&state.db, device, &session).await? {
+                return Err(ApiError::forbidden(
+                    "NOT_A_PARTICIPANT",
+                    "This device may not watch this stream",
+                ));
+            }
+            Some(device.id.as_str())
+        }
+    };
+    service::require_session_active(&session)?;
+    let (token, expires_at) = service::issue_token(
+        &state,
+        &session.id,
+        MediaRole::Playback,
+        device_id,
+        PLAYBACK_TOKEN_TTL_SECS,
+    );
+    Ok(axum::Json(PlaybackToken {
+        stream_session_id: session.id,
+        token,
+        expires_at,
+    }))
+}
+
+#[utoipa::path(
+    post, path = "/streams/{streamSessionId}/end", tag = "streams",
+    params(("streamSessionId" = String, Path)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = StreamSession, description = "Ended; everyone got stream:ended"),
+        (status = 404, body = ErrorBody, description = "Neither the requester nor the camera"),
+        (status = 409, body = ErrorBody, description = "STREAM_ALREADY_ENDED"),
+    )
+)]
+pub async fn end_stream(
+    State(state): State<AppState>,
+    DeviceCaller(device): DeviceCaller,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<StreamSession>> {
+    Ok(axum::Json(
+        service::end_by_device(&state, &device, &id).await?,
+    ))
+}
+
+#[utoipa::path(
+    get, path = "/streams/me/list", tag = "streams",
+    params(PageQuery),
+    security(("bearer" = [])),
+    responses((status = 200, body = Page<StreamSession>, description = "This device's sessions, newest first"))
+)]
+pub async fn my_streams(
+    State(state): State<AppState>,
+    DeviceCaller(device): DeviceCaller,
+    Query(page): Query<PageQuery>,
+) -> ApiResult<axum::Json<Page<StreamSession>>> {
+    Ok(axum::Json(
+        service::list_for_device(&state.db, &device, &page).await?,
+    ))
+}

@@ -1,0 +1,380 @@
+use axum::http::StatusCode;
+use serde::Serialize;
+use serde_json::json;
+use utoipa::ToSchema;
+
+use crate::app::AppState;
+use crate::commands;
+use crate::db::Db;
+use crate::devices::auth::{require_camera, require_client};
+use crate::devices::model::Device;
+use crate::error::{ApiError, ApiResult};
+use crate::links;
+use crate::pagination::{Page, PageQuery};
+use crate::streams::StreamSession;
+use crate::streams::media_token::{self, Claims, MediaRole};
+use crate::time::{self, Timestamp};
+use crate::{db_execute, db_fetch_all, db_fetch_optional};
+
+pub const MEDIA_TOKEN_TTL_SECS: i64 = 600;
+pub const PLAYBACK_TOKEN_TTL_SECS: i64 = 300;
+
+fn session_not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "STREAM_NOT_FOUND",
+        "Stream session not found",
+    )
+}
+
+pub async fn find(db: &Db, id: &str) -> ApiResult<Option<StreamSession>> {
+    Ok(db_fetch_optional!(
+        db,
+        StreamSession,
+        "SELECT id, user_id, camera_device_id, requester_device_id, status, end_reason, created_at, updated_at, started_at, ended_at
+         FROM stream_sessions WHERE id = $1",
+        [id]
+    )?)
+}
+
+/// A session of the caller's own user, or 404.
+pub async fn find_for_user(db: &Db, user_id: &str, id: &str) -> ApiResult<StreamSession> {
+    find(db, id)
+        .await?
+        .filter(|s| s.user_id == user_id)
+        .ok_or_else(session_not_found)
+}
+
+/// Who hears about a session: requester, camera and every client linked to the camera.
+async fn audience(db: &Db, session: &StreamSession) -> ApiResult<Vec<String>> {
+    let mut ids = links::service::clients_of(db, &session.camera_device_id).await?;
+    for id in [&session.requester_device_id, &session.camera_device_id] {
+        if !ids.contains(id) {
+            ids.push(id.clone());
+        }
+    }
+    Ok(ids)
+}
+
+async fn announce(state: &AppState, session: &StreamSession, event: &str) -> ApiResult<()> {
+    let ids = audience(&state.db, session).await?;
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    state
+        .realtime
+        .emit(&session.user_id, &refs, event, session)
+        .await;
+    Ok(())
+}
+
+pub async fn request(
+    state: &AppState,
+    client: &Device,
+    camera_id: &str,
+) -> ApiResult<StreamSession> {
+    require_client(client)?;
+    let camera = commands::service::authorise(&state.db, client, camera_id).await?;
+    let now = time::now();
+    let session = StreamSession {
+        id: uuid::Uuid::new_v4().to_string(),
+        user_id: client.user_id.clone(),
+        camera_device_id: camera.id.clone(),
+        requester_device_id: client.id.clone(),
+        status: "requested".to_string(),
+        end_reason: None,
+        created_at: now,
+        updated_at: now,
+        started_at: None,
+        ended_at: None,
+    };
+    db_execute!(
+        &state.db,
+        "INSERT INTO stream_sessions (id, user_id, camera_device_id, requester_device_id, status, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        [
+            &session.id,
+            &session.user_id,
+            &session.camera_device_id,
+            &session.requester_device_id,
+            &session.status,
+            now,
+            now
+        ]
+    )?;
+    state
+        .realtime
+        .emit(
+            &session.user_id,
+            &[&session.requester_device_id],
+            "stream:requested",
+            &session,
+        )
+        .await;
+    commands::service::create(
+        state,
+        client,
+        &camera,
+        "start_stream".to_string(),
+        json!({ "streamSessionId": session.id }),
+    )
+    .await?;
+    Ok(session)
+}
+
+pub async fn accept(state: &AppState, camera: &Device, id: &str) -> ApiResult<StreamSession> {
+    require_camera(camera)?;
+    let mut session = find(&state.db, id)
+        .await?
+        .filter(|s| s.camera_device_id == camera.id)
+        .ok_or_else(session_not_found)?;
+    let now = time::now();
+    let changed = db_execute!(
+        &state.db,
+        "UPDATE stream_sessions SET status = 'streaming', started_at = $1, updated_at = $2 WHERE id = $3 AND status = 'requested'",
+        [now, now, &session.id]
+    )?;
+    if changed == 0 {
+        let current = find(&state.db, id).await?.ok_or_else(session_not_found)?;
+        return Err(match current.status.as_str() {
+            "streaming" => {
+                ApiError::conflict("STREAM_ALREADY_STARTED", "The stream is already streaming")
+            }
+            "expired" => ApiError::conflict("STREAM_EXPIRED", "The stream request has expired"),
+            _ => ApiError::conflict("STREAM_NOT_ACTIVE", "The stream session has ended"),
+        });
+    }
+    session.status = "streaming".to_string();
+    session.started_at = Some(now);
+    session.updated_at = now;
+    announce(state, &session, "stream:started").await?;
+    Ok(session)
+}
+
+/// Ends an active session; `reason` is recorded (`ended_by_requester`, `ended_by_camera`,
+/// `publisher_left`, …).
+pub async fn end_session(
+    state: &AppState,
+    session: &mut StreamSession,
+    reason: &str,
+) -> ApiResult<()> {
+    let now = time::now();
+    let changed = db_execute!(
+        &state.db,
+        "UPDATE stream_sessions SET status = 'ended', end_reason = $1, ended_at = $2, updated_at = $3
+         WHERE id = $4 AND status IN ('requested', 'streaming')",
+        [reason, now, now, &session.id]
+    )?;
+    if changed == 0 {
+        return Err(ApiError::conflict(
+            "STREAM_ALREADY_ENDED",
+            "The stream session has already ended",
+        ));
+    }
+    session.status = "ended".to_string();
+    session.end_reason = Some(reason.to_string());
+    session.ended_at = Some(now);
+    session.updated_at = now;
+    announce(state, session, "stream:ended").await
+}
+
+pub async fn end_by_device(
+    state: &AppState,
+    device: &Device,
+    id: &str,
+) -> ApiResult<StreamSession> {
+    let mut session = find(&state.db, id)
+        .await?
+        .filter(|s| s.camera_device_id == device.id || s.requester_device_id == device.id)
+        .ok_or_else(session_not_found)?;
+    let reason = if session.camera_device_id == device.id {
+        "ended_by_camera"
+    } else {
+        "ended_by_requester"
+    };
+    end_session(state, &mut session, reason).await?;
+    Ok(session)
+}
+
+/// Requests nobody accepted in time become `expired` (announced as `stream:ended`).
+pub async fn expire_due(state: &AppState) -> ApiResult<usize> {
+    let now = time::now();
+    let cutoff = now - chrono::Duration::seconds(state.config.stream_request_ttl_secs as i64);
+    let expired = db_fetch_all!(
+        &state.db,
+        StreamSession,
+        "UPDATE stream_sessions SET status = 'expired', end_reason = 'not_accepted', ended_at = $1, updated_at = $2
+         WHERE status = 'requested' AND created_at <= $3
+         RETURNING id, user_id, camera_device_id, requester_device_id, status, end_reason, created_at, updated_at, started_at, ended_at",
+        [now, now, cutoff]
+    )?;
+    for session in &expired {
+        announce(state, session, "stream:ended").await?;
+    }
+    Ok(expired.len())
+}
+
+pub async fn list_for_device(
+    db: &Db,
+    device: &Device,
+    page: &PageQuery,
+) -> ApiResult<Page<StreamSession>> {
+    let limit = page.limit()?;
+    let cursor = page.cursor()?;
+    let rows = db_fetch_all!(
+        db,
+        StreamSession,
+        "SELECT id, user_id, camera_device_id, requester_device_id, status, end_reason, created_at, updated_at, started_at, ended_at
+         FROM stream_sessions
+         WHERE (camera_device_id = $1 OR requester_device_id = $2)
+           AND (created_at < $3 OR (created_at = $4 AND id < $5))
+         ORDER BY created_at DESC, id DESC LIMIT $6",
+        [&device.id, &device.id, cursor.at, cursor.at, &cursor.id, limit + 1]
+    )?;
+    Ok(Page::from_rows(rows, limit, |s| {
+        (s.created_at, s.id.clone())
+    }))
+}
+
+/// Live sessions of every user (admin dashboard).
+pub async fn list_live(db: &Db) -> ApiResult<Vec<StreamSession>> {
+    Ok(db_fetch_all!(
+        db,
+        StreamSession,
+        "SELECT id, user_id, camera_device_id, requester_device_id, status, end_reason, created_at, updated_at, started_at, ended_at
+         FROM stream_sessions WHERE status IN ('requested', 'streaming') ORDER BY created_at DESC LIMIT 500",
+        []
+    )?)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaCredentials {
+    /// `single_server_sfu` or `legacy`.
+    pub mode: String,
+    pub provider: String,
+    /// `publish` or `subscribe`.
+    pub role: String,
+    pub stream_session_id: String,
+    pub token: String,
+    #[schema(value_type = String, format = DateTime)]
+    #[serde(with = "crate::time::iso_millis")]
+    pub expires_at: Timestamp,
+    pub ice_servers: Vec<IceServer>,
+}
+
+pub fn ice_servers(state: &AppState) -> Vec<IceServer> {
+    let turn = &state.config.turn;
+    if turn.urls.is_empty() {
+        return Vec::new();
+    }
+    vec![IceServer {
+        urls: turn.urls.clone(),
+        username: turn.username.clone(),
+        credential: turn.credential.clone(),
+    }]
+}
+
+fn mode_name(state: &AppState) -> String {
+    match state.media.mode() {
+        watchpost_media::MediaMode::SingleServerSfu => "single_server_sfu",
+        watchpost_media::MediaMode::Legacy => "legacy",
+    }
+    .to_string()
+}
+
+pub fn issue_token(
+    state: &AppState,
+    session_id: &str,
+    role: MediaRole,
+    device: Option<&str>,
+    ttl_secs: i64,
+) -> (String, Timestamp) {
+    let expires_at = time::now() + chrono::Duration::seconds(ttl_secs);
+    let token = media_token::issue(
+        &state.auth.secret,
+        &Claims {
+            sid: session_id.to_string(),
+            role,
+            dev: device.map(str::to_string),
+            exp: expires_at.timestamp(),
+        },
+    );
+    (token, expires_at)
+}
+
+/// May this device watch the session? The requester and every client linked to the camera.
+pub async fn may_view(db: &Db, device: &Device, session: &StreamSession) -> ApiResult<bool> {
+    if device.user_id != session.user_id || !device.is_client() {
+        return Ok(false);
+    }
+    Ok(device.id == session.requester_device_id
+        || links::service::are_linked(db, &session.camera_device_id, &device.id).await?)
+}
+
+fn require_active(session: &StreamSession) -> ApiResult<()> {
+    if session.is_active() {
+        Ok(())
+    } else {
+        Err(ApiError::conflict(
+            "STREAM_NOT_ACTIVE",
+            "The stream session is not active",
+        ))
+    }
+}
+
+pub async fn credentials(
+    state: &AppState,
+    device: &Device,
+    id: &str,
+    role: MediaRole,
+) -> ApiResult<MediaCredentials> {
+    let session = find(&state.db, id)
+        .await?
+        .filter(|s| s.user_id == device.user_id)
+        .ok_or_else(session_not_found)?;
+    let allowed = match role {
+        MediaRole::Publish => device.id == session.camera_device_id,
+        _ => may_view(&state.db, device, &session).await?,
+    };
+    if !allowed {
+        return Err(ApiError::forbidden(
+            "NOT_A_PARTICIPANT",
+            "This device may not join this stream in that role",
+        ));
+    }
+    require_active(&session)?;
+    let (token, expires_at) = issue_token(
+        state,
+        &session.id,
+        role,
+        Some(&device.id),
+        MEDIA_TOKEN_TTL_SECS,
+    );
+    Ok(MediaCredentials {
+        mode: mode_name(state),
+        provider: state.config.media_provider.clone(),
+        role: match role {
+            MediaRole::Publish => "publish",
+            MediaRole::Subscribe => "subscribe",
+            MediaRole::Playback => "playback",
+        }
+        .to_string(),
+        stream_session_id: session.id,
+        token,
+        expires_at,
+        ice_servers: ice_servers(state),
+    })
+}
+
+pub fn require_session_active(session: &StreamSession) -> ApiResult<()> {
+    require_active(session)
+}
