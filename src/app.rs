@@ -72,15 +72,11 @@ impl AppState {
         Duration::from_secs(self.config.presign_ttl_secs)
     }
 
-    /// Checks that `device_id` names a device the user may attach objects to.
-    pub async fn check_device_owner(
-        &self,
-        _user_id: &str,
-        device_id: &str,
-    ) -> Result<(), ApiError> {
-        uuid::Uuid::parse_str(device_id)
+    /// Checks that `device_id` names one of the user's devices (404 otherwise).
+    pub async fn check_device_owner(&self, user_id: &str, device_id: &str) -> Result<(), ApiError> {
+        crate::devices::service::find_for_user(&self.db, user_id, device_id)
+            .await
             .map(|_| ())
-            .map_err(|_| ApiError::validation("deviceId must be a UUID"))
     }
 }
 

@@ -70,6 +70,7 @@ fn sample_bytes() -> Vec<u8> {
 
 /// Uploads through the presigned URL and confirms; returns the object key.
 async fn upload(s: &TestServer, token: &str, name: &str, bytes: Vec<u8>) -> String {
+    let dev = device(s, token).await;
     let r = upload_url(
         s,
         token,
@@ -310,10 +311,10 @@ async fn hostile_names_are_neutralised(backend: Backend, store: Store) {
     upload_url(
         &s,
         &token,
-        json!({"fileName": "a.mp4", "deviceId": "not-a-uuid"}),
+        json!({"fileName": "a.mp4", "deviceId": "not-my-device"}),
     )
     .await
-    .expect_error(400, "VALIDATION_ERROR");
+    .expect_error(404, "DEVICE_NOT_FOUND");
     upload_url(&s, &token, json!({"deviceId": dev}))
         .await
         .expect_error(400, "VALIDATION_ERROR");
@@ -467,7 +468,6 @@ async fn admin_dashboard_requires_credentials(backend: Backend, store: Store) {
     );
     // A user's upload is listed too: the admin sees the whole bucket.
     let (token, _) = s.sign_up(&unique_email("adm"), "password-1").await;
-    let dev = device(&s, &token).await;
     let user_key = upload(&s, &token, "u.mp4", b"user bytes".to_vec()).await;
 
     let list = Reply::from(

@@ -9,6 +9,7 @@ CREATE TABLE devices (
     status       TEXT NOT NULL CHECK (status IN ('active', 'disabled')),
     token_hash   TEXT NOT NULL UNIQUE,
     last_seen_at TIMESTAMPTZ,
+    last_heartbeat_at TIMESTAMPTZ,
     created_at   TIMESTAMPTZ NOT NULL,
     updated_at   TIMESTAMPTZ NOT NULL
 );

@@ -9,6 +9,7 @@ CREATE TABLE devices (
     status       TEXT NOT NULL CHECK (status IN ('active', 'disabled')),
     token_hash   TEXT NOT NULL UNIQUE,
     last_seen_at TEXT,
+    last_heartbeat_at TEXT,
     created_at   TEXT NOT NULL,
     updated_at   TEXT NOT NULL
 );

@@ -274,7 +274,7 @@ pub async fn list_devices(
     let devices = db_fetch_all!(
         &state.db,
         crate::devices::model::Device,
-        "SELECT id, user_id, name, role, platform, metadata, status, last_seen_at, created_at, updated_at
+        "SELECT id, user_id, name, role, platform, metadata, status, last_seen_at, last_heartbeat_at, created_at, updated_at
          FROM devices ORDER BY created_at DESC LIMIT 1000",
         []
     )?;

@@ -40,7 +40,7 @@ pub async fn device_by_token(db: &Db, token: &str) -> Result<Option<Device>, Api
     Ok(db_fetch_optional!(
         db,
         Device,
-        "SELECT id, user_id, name, role, platform, metadata, status, last_seen_at, created_at, updated_at
+        "SELECT id, user_id, name, role, platform, metadata, status, last_seen_at, last_heartbeat_at, created_at, updated_at
          FROM devices WHERE token_hash = $1 AND status = 'active'",
         [hash_device_token(token)]
     )?)

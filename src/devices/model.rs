@@ -44,9 +44,12 @@ pub struct Device {
     /// A live Socket.IO connection or a heartbeat within the last 60 s.
     #[sqlx(skip)]
     pub online: bool,
+    /// Last heartbeat, socket connect or socket disconnect.
     #[schema(value_type = Option<String>, format = DateTime)]
     #[serde(with = "crate::time::iso_millis_opt")]
     pub last_seen_at: Option<Timestamp>,
+    #[serde(skip)]
+    pub last_heartbeat_at: Option<Timestamp>,
     #[schema(value_type = String, format = DateTime)]
     #[serde(with = "crate::time::iso_millis")]
     pub created_at: Timestamp,

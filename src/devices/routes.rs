@@ -201,7 +201,7 @@ pub async fn heartbeat(
             "A device may only send its own heartbeat",
         ));
     }
-    let now = service::touch(&state.db, &device.id).await?;
+    let now = service::heartbeat(&state.db, &device.id).await?;
     Ok(axum::Json(HeartbeatResponse {
         ok: true,
         server_time: now,

@@ -48,7 +48,7 @@ pub fn parse_role(role: &str) -> ApiResult<Role> {
 /// Fills in `online` from live sockets and recent heartbeats.
 pub fn with_presence(mut device: Device, realtime: &Realtime) -> Device {
     let recent = device
-        .last_seen_at
+        .last_heartbeat_at
         .is_some_and(|t| time::now() - t <= ONLINE_WINDOW);
     device.online = realtime.is_online(&device.id) || recent;
     device
@@ -87,6 +87,7 @@ pub async fn register(db: &Db, user_id: &str, new: NewDevice) -> ApiResult<(Devi
         status: "active".to_string(),
         online: false,
         last_seen_at: None,
+        last_heartbeat_at: None,
         created_at: now,
         updated_at: now,
     };
@@ -115,7 +116,7 @@ pub async fn find_for_user(db: &Db, user_id: &str, device_id: &str) -> ApiResult
     db_fetch_optional!(
         db,
         Device,
-        "SELECT id, user_id, name, role, platform, metadata, status, last_seen_at, created_at, updated_at
+        "SELECT id, user_id, name, role, platform, metadata, status, last_seen_at, last_heartbeat_at, created_at, updated_at
          FROM devices WHERE id = $1 AND user_id = $2",
         [device_id, user_id]
     )?
@@ -128,7 +129,7 @@ pub async fn list(db: &Db, user_id: &str, page: &PageQuery) -> ApiResult<Page<De
     let rows = db_fetch_all!(
         db,
         Device,
-        "SELECT id, user_id, name, role, platform, metadata, status, last_seen_at, created_at, updated_at
+        "SELECT id, user_id, name, role, platform, metadata, status, last_seen_at, last_heartbeat_at, created_at, updated_at
          FROM devices WHERE user_id = $1 AND (created_at < $2 OR (created_at = $3 AND id < $4))
          ORDER BY created_at DESC, id DESC LIMIT $5",
         [user_id, cursor.at, cursor.at, &cursor.id, limit + 1]
@@ -213,12 +214,24 @@ pub async fn delete(db: &Db, user_id: &str, device_id: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// Records that the device was seen (socket connect/disconnect).
 pub async fn touch(db: &Db, device_id: &str) -> ApiResult<crate::time::Timestamp> {
     let now = time::now();
     db_execute!(
         db,
         "UPDATE devices SET last_seen_at = $1 WHERE id = $2",
         [now, device_id]
+    )?;
+    Ok(now)
+}
+
+/// A heartbeat: seen now, and online for the next minute even without a socket.
+pub async fn heartbeat(db: &Db, device_id: &str) -> ApiResult<crate::time::Timestamp> {
+    let now = time::now();
+    db_execute!(
+        db,
+        "UPDATE devices SET last_seen_at = $1, last_heartbeat_at = $2 WHERE id = $3",
+        [now, now, device_id]
     )?;
     Ok(now)
 }

@@ -2,6 +2,8 @@
 //! SQLite file or a fresh PostgreSQL database, and drives it over HTTP.
 #![allow(dead_code)]
 
+pub mod sio;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
@@ -141,6 +143,8 @@ pub async fn fresh_postgres_url() -> String {
 }
 
 pub struct TestServer {
+    /// The configuration it was started with (for restarts).
+    pub vars: HashMap<String, String>,
     pub addr: SocketAddr,
     pub base: String,
     pub http: reqwest::Client,
@@ -188,8 +192,29 @@ impl TestServer {
         for (k, v) in extra {
             vars.insert(k.to_string(), v.to_string());
         }
+        Self::start_vars(vars, dir).await
+    }
+
+    pub async fn start_vars(vars: HashMap<String, String>, dir: tempfile::TempDir) -> TestServer {
         let config = Config::from_vars(&vars).expect("valid test config");
-        Self::start_config(config, dir).await
+        let mut server = Self::start_config(config, dir).await;
+        server.vars = vars;
+        server
+    }
+
+    /// Stops the server and starts a new process-equivalent on the same database and data
+    /// directory (a fresh port).
+    pub async fn restart(mut self) -> TestServer {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            let _ = h.await;
+        }
+        let vars = std::mem::take(&mut self.vars);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let old = std::mem::replace(&mut self.dir, dir);
+        Self::start_vars(vars, old).await
     }
 
     pub async fn start_config(config: Config, dir: tempfile::TempDir) -> TestServer {
@@ -201,6 +226,7 @@ impl TestServer {
             let _ = rx.await;
         }));
         TestServer {
+            vars: HashMap::new(),
             addr,
             base: format!("http://127.0.0.1:{}", addr.port()),
             http: reqwest::Client::builder()
@@ -253,6 +279,63 @@ impl TestServer {
                 .unwrap(),
         )
         .await
+    }
+
+    /// A request with a bearer token (user session or device token).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        Reply::from(req.send().await.unwrap()).await
+    }
+
+    /// Registers a device; returns (device id, device token).
+    pub async fn register_device(
+        &self,
+        user_token: &str,
+        name: &str,
+        role: &str,
+    ) -> (String, String) {
+        let r = self
+            .call(
+                reqwest::Method::POST,
+                "/devices/register",
+                user_token,
+                Some(serde_json::json!({"name": name, "role": role})),
+            )
+            .await;
+        assert_eq!(r.status, 201, "register failed: {}", r.text);
+        (
+            r.json["device"]["id"].as_str().unwrap().to_string(),
+            r.json["deviceToken"].as_str().unwrap().to_string(),
+        )
+    }
+
+    pub async fn link(&self, user_token: &str, camera: &str, client: &str) -> String {
+        let r = self
+            .call(
+                reqwest::Method::POST,
+                "/device-links",
+                user_token,
+                Some(serde_json::json!({"cameraDeviceId": camera, "clientDeviceId": client})),
+            )
+            .await;
+        assert_eq!(r.status, 201, "link failed: {}", r.text);
+        r.json["id"].as_str().unwrap().to_string()
+    }
+
+    /// Connects a Socket.IO client with `token` as `auth.token`.
+    pub async fn socket(&self, token: &str) -> sio::SioClient {
+        sio::connect(&self.base, serde_json::json!({"token": token}))
+            .await
+            .expect("socket connects")
     }
 
     /// Signs a new user up and returns (token, user JSON).
