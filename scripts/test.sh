@@ -24,4 +24,4 @@ cargo build --release --locked --bin watchpost
 export WATCHPOST_RELEASE_BIN="$CARGO_TARGET_DIR/release/watchpost"
 
 echo "==> tests"
-cargo test --workspace --locked --all-targets -- --test-threads="${TEST_THREADS:-4}"
+cargo test --workspace --locked --all-targets --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"

@@ -26,12 +26,12 @@ const ADMIN_PAGE: &str = include_str!("../../static/admin.html");
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(admin_page))
-        .routes(routes!(upload_url))
-        .routes(routes!(list_objects))
-        .routes(routes!(delete_object))
-        .routes(routes!(list_users))
-        .routes(routes!(list_devices))
-        .routes(routes!(list_streams))
+        .routes(routes!(admin_upload_url))
+        .routes(routes!(admin_list_objects))
+        .routes(routes!(admin_delete_object))
+        .routes(routes!(admin_list_users))
+        .routes(routes!(admin_list_devices))
+        .routes(routes!(admin_list_streams))
 }
 
 fn equal(a: &str, b: &str) -> bool {
@@ -132,7 +132,7 @@ pub struct AdminUploadResponse {
     security(("basic" = [])),
     responses((status = 200, body = AdminUploadResponse, description = "Presigned PUT URL"))
 )]
-pub async fn upload_url(
+pub async fn admin_upload_url(
     State(state): State<AppState>,
     Json(body): Json<AdminUploadBody>,
 ) -> ApiResult<axum::Json<AdminUploadResponse>> {
@@ -192,7 +192,7 @@ pub struct ObjectList {
     security(("basic" = [])),
     responses((status = 200, body = ObjectList, description = "Every object in the bucket"))
 )]
-pub async fn list_objects(
+pub async fn admin_list_objects(
     State(state): State<AppState>,
     Query(q): Query<ObjectsQuery>,
 ) -> ApiResult<axum::Json<ObjectList>> {
@@ -231,7 +231,7 @@ pub struct AdminDeleteBody {
     security(("basic" = [])),
     responses((status = 200, body = crate::videos::routes::DeleteResponse, description = "Deleted"))
 )]
-pub async fn delete_object(
+pub async fn admin_delete_object(
     State(state): State<AppState>,
     Json(body): Json<AdminDeleteBody>,
 ) -> ApiResult<axum::Json<crate::videos::routes::DeleteResponse>> {
@@ -253,7 +253,7 @@ pub async fn delete_object(
     security(("basic" = [])),
     responses((status = 200, body = Vec<User>, description = "All accounts, newest first"))
 )]
-pub async fn list_users(State(state): State<AppState>) -> ApiResult<axum::Json<Vec<User>>> {
+pub async fn admin_list_users(State(state): State<AppState>) -> ApiResult<axum::Json<Vec<User>>> {
     let users = db_fetch_all!(
         &state.db,
         User,
@@ -268,7 +268,7 @@ pub async fn list_users(State(state): State<AppState>) -> ApiResult<axum::Json<V
     security(("basic" = [])),
     responses((status = 200, body = Vec<crate::devices::model::Device>, description = "All devices, newest first"))
 )]
-pub async fn list_devices(
+pub async fn admin_list_devices(
     State(state): State<AppState>,
 ) -> ApiResult<axum::Json<Vec<crate::devices::model::Device>>> {
     let devices = db_fetch_all!(
@@ -291,7 +291,7 @@ pub async fn list_devices(
     security(("basic" = [])),
     responses((status = 200, body = Vec<crate::streams::StreamSession>, description = "Live (requested or streaming) sessions"))
 )]
-pub async fn list_streams(
+pub async fn admin_list_streams(
     State(state): State<AppState>,
 ) -> ApiResult<axum::Json<Vec<crate::streams::StreamSession>>> {
     Ok(axum::Json(
