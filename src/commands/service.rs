@@ -86,14 +86,17 @@ pub async fn create(
     validate(&command_type, &payload)?;
     let now = time::now();
     let ttl = chrono::Duration::seconds(state.config.command_ttl_secs as i64);
-    let mut command = Command {
+    // A camera with a live socket gets the command at once, so it is stored directly as
+    // `dispatched` (one write instead of insert + update on the hot path).
+    let online = state.realtime.is_online(&target.id);
+    let command = Command {
         id: uuid::Uuid::new_v4().to_string(),
         user_id: source.user_id.clone(),
         source_device_id: source.id.clone(),
         target_device_id: target.id.clone(),
         command_type,
         payload,
-        status: "queued".to_string(),
+        status: if online { "dispatched" } else { "queued" }.to_string(),
         reason: None,
         created_at: now,
         updated_at: now,
@@ -116,8 +119,17 @@ pub async fn create(
             command.expires_at
         ]
     )?;
-    if state.realtime.is_online(&target.id) {
-        dispatch(state, &mut command).await?;
+    if online {
+        state
+            .realtime
+            .emit(
+                &command.user_id,
+                &[&command.target_device_id],
+                "command:received",
+                &command,
+            )
+            .await;
+        announce(state, &command).await;
     }
     Ok(command)
 }
