@@ -2,7 +2,7 @@
 // delete it. Usage: node admin-ui.mjs <baseURL> <user> <password>
 import { chromium } from "playwright-core";
 
-const [base, username, password] = process.argv.slice(2);
+const [base, username, password, expectDevice] = process.argv.slice(2);
 const timer = setTimeout(() => { console.error("timed out"); process.exit(1); }, 60_000);
 
 const browser = await chromium.launch({
@@ -18,6 +18,10 @@ try {
   await page.goto(base + "/admin");
   await page.waitForSelector("#objects");
   console.log("loaded /admin");
+  if (expectDevice) {
+    await page.locator("#devices td", { hasText: expectDevice }).first().waitFor({ timeout: 10_000 });
+    console.log("devices table lists", expectDevice);
+  }
   const name = `hello-${Date.now()}.txt`;
   await page.setInputFiles("#file", { name, mimeType: "text/plain", buffer: Buffer.from("hello from chromium") });
   await page.click("#upload");
