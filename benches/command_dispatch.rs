@@ -56,6 +56,7 @@ async fn main() {
         "bench-secret-0123456789-abcdefghij".into(),
     );
     vars.insert("AUTH_RATE_LIMIT_MAX".into(), "1000000".into());
+    vars.insert("MEDIA_UDP_PORT".into(), "0".into());
     if let Ok(url) = std::env::var("DATABASE_URL") {
         vars.insert("DATABASE_URL".into(), url);
     }

@@ -18,6 +18,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 use watchpost_media::MediaEngine;
+use watchpost_media::sfu::SfuConfig;
 
 use crate::auth::cookies::CookieSettings;
 use crate::auth::rate_limit::RateLimiter;
@@ -93,6 +94,8 @@ pub enum StartupError {
     },
     #[error("cannot reach object storage at {endpoint}: {reason}")]
     Storage { endpoint: String, reason: String },
+    #[error("cannot open the media UDP port {port}: {source}")]
+    Media { port: u16, source: std::io::Error },
     #[error("cannot read or create the auth secret at {path}: {source}")]
     Secret {
         path: String,
@@ -215,7 +218,25 @@ impl Server {
             ),
         };
         let storage = open_storage(&config, &auth).await?;
-        let media = MediaEngine::new(config.media_mode, config.media_limits);
+        let media_ip = config
+            .media_public_ip
+            .unwrap_or_else(|| guess_local_ip(config.host));
+        let media = MediaEngine::start(
+            config.media_mode,
+            config.media_limits,
+            SfuConfig {
+                bind: SocketAddr::new(config.host, config.media_udp_port),
+                public_ip: media_ip,
+            },
+        )
+        .await
+        .map_err(|source| StartupError::Media {
+            port: config.media_udp_port,
+            source,
+        })?;
+        if let Some(sfu) = media.sfu() {
+            tracing::info!(addr = %sfu.local_addr(), "SFU media socket ready");
+        }
         let (socket_layer, io) = SocketIo::builder().build_layer();
         let realtime = Realtime::new(io.clone());
         let state = AppState {
@@ -228,6 +249,7 @@ impl Server {
             realtime,
         };
         crate::realtime::socket::register(&io, state.clone());
+        crate::media_api::spawn_event_listener(state.clone());
         let router = router(state.clone()).layer(socket_layer);
         Ok(Server {
             listener,
@@ -275,6 +297,24 @@ impl Server {
         state.db.close().await;
         result
     }
+}
+
+/// The address peers should send media to when `MEDIA_PUBLIC_IP` is unset: the bind
+/// address if specific, else the address of the interface holding the default route (a UDP
+/// `connect` only consults the routing table; nothing is sent), else loopback.
+fn guess_local_ip(host: std::net::IpAddr) -> std::net::IpAddr {
+    if !host.is_unspecified() {
+        return host;
+    }
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect("192.0.2.1:9")?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .ok()
+        .filter(|ip| !ip.is_unspecified())
+        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]))
 }
 
 /// The configured object store; S3 must be reachable (and its bucket present) to boot.
@@ -352,6 +392,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(crate::events::routes::router())
         .merge(crate::streams::routes::router())
         .merge(crate::pages::router())
+        .merge(crate::media_api::router())
 }
 
 fn cors(state: &AppState) -> CorsLayer {
@@ -428,5 +469,6 @@ pub fn router(state: AppState) -> Router {
     }))
     .layer(TraceLayer::new_for_http())
     .layer(cors(&state))
-    .with_state(state)
+    .with_state(state.clone())
+    .merge(crate::media_api::whip_router(state))
 }

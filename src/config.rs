@@ -73,6 +73,10 @@ pub struct Config {
     pub media_provider: String,
     pub media_limits: MediaLimits,
     pub media_recordings_dir: PathBuf,
+    /// UDP port of the SFU (one socket for every peer); 0 picks a free port.
+    pub media_udp_port: u16,
+    /// Address advertised to peers as the media host candidate.
+    pub media_public_ip: Option<IpAddr>,
     pub turn: TurnConfig,
     /// Bucket name for both the S3 store and the embedded store.
     pub bucket: String,
@@ -263,6 +267,15 @@ impl Config {
         let media_recordings_dir =
             PathBuf::from(v.get("MEDIA_RECORDINGS_DIR").unwrap_or("./recordings"));
 
+        let media_udp_port = v.parse("MEDIA_UDP_PORT", 8189u16, "a UDP port number 0-65535")?;
+        let media_public_ip = match v.list("MEDIA_PUBLIC_IP").first() {
+            None => None,
+            Some(ip) => Some(
+                ip.parse::<IpAddr>()
+                    .map_err(|_| err("MEDIA_PUBLIC_IP", ip, "an IP address such as 203.0.113.7"))?,
+            ),
+        };
+
         let turn = TurnConfig {
             urls: v.list("TURN_URLS"),
             username: v.get("TURN_USERNAME").map(str::to_string),
@@ -366,9 +379,10 @@ impl Config {
         };
 
         let seconds = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
-            let value = v.parse(name, default, "a number of seconds greater than 0")?;
-            if value == 0 {
-                return Err(err(name, "0", "a number of seconds greater than 0"));
+            let expected = "a number of seconds between 1 and 31536000 (one year)";
+            let value = v.parse(name, default, expected)?;
+            if !(1..=31_536_000).contains(&value) {
+                return Err(err(name, &value.to_string(), expected));
             }
             Ok(value)
         };
@@ -390,6 +404,8 @@ impl Config {
             media_provider,
             media_limits,
             media_recordings_dir,
+            media_udp_port,
+            media_public_ip,
             turn,
             bucket,
             s3,

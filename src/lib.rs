@@ -15,6 +15,7 @@ pub mod events;
 pub mod health;
 pub mod http;
 pub mod links;
+pub mod media_api;
 pub mod openapi;
 pub mod pages;
 pub mod pagination;

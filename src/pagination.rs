@@ -59,6 +59,9 @@ fn decode(raw: &str) -> Option<Cursor> {
     let text = String::from_utf8(bytes).ok()?;
     let (millis, id) = text.split_once('|')?;
     let at = DateTime::<Utc>::from_timestamp_millis(millis.parse().ok()?)?;
+    if !crate::time::in_supported_range(&at) {
+        return None;
+    }
     Some(Cursor {
         at,
         id: id.to_string(),

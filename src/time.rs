@@ -54,6 +54,12 @@ pub mod iso_millis_opt {
     }
 }
 
+/// Timestamps clients may send: 1970-01-01 to 9999-12-31. Both databases store these (and
+/// SQLite's text ordering holds only for four-digit years).
+pub fn in_supported_range(t: &Timestamp) -> bool {
+    (0..=253_402_300_799).contains(&t.timestamp())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

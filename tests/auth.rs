@@ -209,6 +209,13 @@ async fn sign_in_and_errors(backend: Backend) {
         .post_json("/api/auth/sign-in/email", json!({"email": email, "password": "password-1", "callbackURL": "https://evil.example/x"}))
         .await;
     r.expect_error(403, "INVALID_CALLBACK_URL");
+    // Browsers strip tabs: "/\t/evil" would become "//evil".
+    s.post_json(
+        "/api/auth/sign-in/email",
+        json!({"email": email, "password": "password-1", "callbackURL": "/\t/evil.example"}),
+    )
+    .await
+    .expect_error(403, "INVALID_CALLBACK_URL");
 
     let wrong = s
         .post_json(

@@ -45,6 +45,7 @@ fn zero_config_start_answers_within_two_seconds() {
             .env_clear()
             .env("PORT", port.to_string())
             .env("HOST", "127.0.0.1")
+            .env("MEDIA_UDP_PORT", "0")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -361,6 +362,7 @@ fn sigterm_shuts_down_gracefully() {
         .env_clear()
         .env("PORT", port.to_string())
         .env("HOST", "127.0.0.1")
+        .env("MEDIA_UDP_PORT", "0")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -368,21 +370,35 @@ fn sigterm_shuts_down_gracefully() {
     let url = format!("http://127.0.0.1:{port}/api/auth/ok");
     let started = Instant::now();
     while ureq_get(&url).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(10), "server did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "server did not start"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(kill.success());
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "still running 10 s after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "still running 10 s after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert!(status.success(), "exit status {status:?}; stderr: {stderr}");
     assert!(stderr.contains("shut down cleanly"), "{stderr}");
 }

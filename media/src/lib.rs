@@ -5,6 +5,7 @@
 //! server drives it through [`MediaEngine`].
 
 mod limits;
+pub mod sfu;
 
 pub use limits::{AdmissionError, MediaLimits, PublisherSlot, SubscriberSlot};
 
@@ -39,14 +40,40 @@ pub struct MediaStatus {
 pub struct MediaEngine {
     mode: MediaMode,
     limits: Arc<limits::Admission>,
+    sfu: Option<sfu::Sfu>,
 }
 
 impl MediaEngine {
+    /// An engine without a running SFU (legacy mode, or unit tests of the limits).
     pub fn new(mode: MediaMode, limits: MediaLimits) -> Self {
         Self {
             mode,
             limits: Arc::new(limits::Admission::new(limits)),
+            sfu: None,
         }
+    }
+
+    /// Starts the SFU (binding its UDP socket) when the mode needs one.
+    pub async fn start(
+        mode: MediaMode,
+        limits: MediaLimits,
+        config: sfu::SfuConfig,
+    ) -> std::io::Result<Self> {
+        let admission = Arc::new(limits::Admission::new(limits));
+        let sfu = match mode {
+            MediaMode::SingleServerSfu => Some(sfu::Sfu::start(config, admission.clone()).await?),
+            MediaMode::Legacy => None,
+        };
+        Ok(Self {
+            mode,
+            limits: admission,
+            sfu,
+        })
+    }
+
+    /// The SFU, when this server routes media.
+    pub fn sfu(&self) -> Option<&sfu::Sfu> {
+        self.sfu.as_ref()
     }
 
     pub fn mode(&self) -> MediaMode {

@@ -88,18 +88,32 @@ pub fn read_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// The session token from the signed session cookie (either name), if its signature holds.
-pub fn session_token_from_cookie(headers: &HeaderMap, secret: &[u8]) -> Option<String> {
-    let raw = read_cookie(headers, &format!("{SECURE_PREFIX}{SESSION_TOKEN}"))
-        .or_else(|| read_cookie(headers, SESSION_TOKEN))?;
+/// The session token from the signed session cookie, if its signature holds. Only the name
+/// matching the deployment is read: with an https base URL an unprefixed cookie (which a
+/// network attacker or sibling subdomain could plant) is ignored.
+pub fn session_token_from_cookie(
+    headers: &HeaderMap,
+    secret: &[u8],
+    secure: bool,
+) -> Option<String> {
+    let name = if secure {
+        format!("{SECURE_PREFIX}{SESSION_TOKEN}")
+    } else {
+        SESSION_TOKEN.to_string()
+    };
+    let raw = read_cookie(headers, &name)?;
     let decoded = percent_decode_str(raw).decode_utf8().ok()?;
     tokens::verify_signed(secret, &decoded)
 }
 
-pub fn has_signed_flag(headers: &HeaderMap, secret: &[u8], base: &str) -> bool {
-    [format!("{SECURE_PREFIX}{base}"), base.to_string()]
-        .iter()
-        .filter_map(|name| read_cookie(headers, name))
+pub fn has_signed_flag(headers: &HeaderMap, secret: &[u8], base: &str, secure: bool) -> bool {
+    let name = if secure {
+        format!("{SECURE_PREFIX}{base}")
+    } else {
+        base.to_string()
+    };
+    read_cookie(headers, &name)
+        .into_iter()
         .filter_map(|raw| percent_decode_str(raw).decode_utf8().ok())
         .any(|v| tokens::verify_signed(secret, &v).is_some())
 }
@@ -123,10 +137,12 @@ mod tests {
             HeaderValue::from_str(&format!("a=b; {value}")).unwrap(),
         );
         assert_eq!(
-            session_token_from_cookie(&headers, secret).as_deref(),
+            session_token_from_cookie(&headers, secret, false).as_deref(),
             Some("tok")
         );
-        assert!(session_token_from_cookie(&headers, b"another-secret-another-secret").is_none());
+        assert!(
+            session_token_from_cookie(&headers, b"another-secret-another-secret", false).is_none()
+        );
     }
 
     #[test]

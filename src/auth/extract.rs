@@ -36,27 +36,28 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// The session token a request presents: a bearer token (signed or raw) wins over the
 /// cookie; a bearer with a bad signature means no session at all.
-pub fn session_token(headers: &HeaderMap, secret: &[u8]) -> Option<String> {
+pub fn session_token(headers: &HeaderMap, secret: &[u8], secure: bool) -> Option<String> {
     if let Some(token) = bearer(headers)
         && !token.starts_with(DEVICE_TOKEN_PREFIX)
     {
         let decoded = percent_encoding::percent_decode_str(token)
             .decode_utf8()
-            .ok()?;
+            .ok()
+            .filter(|t| !t.chars().any(char::is_control))?;
         return if decoded.contains('.') {
             tokens::verify_signed(secret, &decoded)
         } else {
             Some(decoded.into_owned())
         };
     }
-    cookies::session_token_from_cookie(headers, secret)
+    cookies::session_token_from_cookie(headers, secret, secure)
 }
 
 pub async fn resolve_user(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<Option<CurrentUser>, ApiError> {
-    let Some(token) = session_token(headers, &state.auth.secret) else {
+    let Some(token) = session_token(headers, &state.auth.secret, state.auth.cookies.secure) else {
         return Ok(None);
     };
     Ok(service::find_session(&state.db, &token)

@@ -93,7 +93,10 @@ fn client_info(ip: &ClientIp, headers: &HeaderMap) -> ClientInfo {
 /// A callback URL must stay on this server or a trusted origin (no open redirects).
 fn check_callback_url(state: &AppState, url: &Option<String>) -> ApiResult<()> {
     let Some(url) = url else { return Ok(()) };
-    let relative = url.starts_with('/') && !url.starts_with("//") && !url.contains('\\');
+    // Browsers drop tabs/newlines from URLs ("/\t/evil" becomes "//evil"), so any
+    // whitespace or control character disqualifies a relative URL.
+    let clean = !url.chars().any(|c| c.is_control() || c.is_whitespace());
+    let relative = clean && url.starts_with('/') && !url.starts_with("//") && !url.contains('\\');
     if relative
         || state
             .auth
@@ -228,7 +231,10 @@ pub async fn sign_in_email(
     responses((status = 200, body = SuccessResponse, description = "Session deleted and cookies expired"))
 )]
 pub async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    if let Some(token) = session_token(&headers, &state.auth.secret) {
+    if let Some(token) = session_token(&headers, &state.auth.secret, state.auth.cookies.secure) {
+        if let Some((_, user)) = service::find_session(&state.db, &token).await? {
+            crate::realtime::socket::disconnect_session(&state, &user.id, &token).await;
+        }
         service::delete_session(&state.db, &token).await?;
     }
     let mut response = axum::Json(SuccessResponse { success: true }).into_response();
@@ -253,7 +259,12 @@ pub async fn get_session(
     let mut response = match current {
         None => axum::Json(serde_json::Value::Null).into_response(),
         Some(mut current) => {
-            let remember = !cookies::has_signed_flag(&headers, &state.auth.secret, DONT_REMEMBER);
+            let remember = !cookies::has_signed_flag(
+                &headers,
+                &state.auth.secret,
+                DONT_REMEMBER,
+                state.auth.cookies.secure,
+            );
             let refreshed =
                 remember && service::refresh_if_due(&state.db, &mut current.session).await?;
             let token = current.session.token.clone();

@@ -122,8 +122,10 @@ fn user_exists() -> ApiError {
 
 pub async fn sign_up(db: &Db, new: NewUser) -> ApiResult<User> {
     let name = new.name.trim().to_string();
-    if name.is_empty() || name.len() > 256 {
-        return Err(ApiError::validation("name must be 1-256 characters"));
+    if name.is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
+        return Err(ApiError::validation(
+            "name must be 1-256 characters without control characters",
+        ));
     }
     let email = normalize_email(&new.email)?;
     check_password_length(&new.password)?;

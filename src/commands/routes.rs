@@ -91,6 +91,7 @@ pub async fn create_command(
         &target,
         body.command_type,
         body.payload.unwrap_or(Value::Null),
+        None,
     )
     .await?;
     Ok((StatusCode::CREATED, axum::Json(command)))

@@ -82,14 +82,15 @@ pub async fn create(
     target: &Device,
     command_type: String,
     payload: Value,
+    ttl_secs: Option<u64>,
 ) -> ApiResult<Command> {
     validate(&command_type, &payload)?;
     let now = time::now();
-    let ttl = chrono::Duration::seconds(state.config.command_ttl_secs as i64);
+    let ttl = chrono::Duration::seconds(ttl_secs.unwrap_or(state.config.command_ttl_secs) as i64);
     // A camera with a live socket gets the command at once, so it is stored directly as
     // `dispatched` (one write instead of insert + update on the hot path).
     let online = state.realtime.is_online(&target.id);
-    let command = Command {
+    let mut command = Command {
         id: uuid::Uuid::new_v4().to_string(),
         user_id: source.user_id.clone(),
         source_device_id: source.id.clone(),
@@ -130,6 +131,11 @@ pub async fn create(
             )
             .await;
         announce(state, &command).await;
+    } else if state.realtime.is_online(&target.id) {
+        // The camera connected between the presence check and the insert; its own
+        // pending-command delivery may have missed this row, so dispatch now (the
+        // conditional update makes a double dispatch impossible).
+        dispatch(state, &mut command).await?;
     }
     Ok(command)
 }

@@ -66,6 +66,16 @@ pub struct HeartbeatResponse {
 }
 
 #[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateResponse {
+    #[serde(flatten)]
+    pub device: Device,
+    /// Only when a disabled device was re-enabled: its new token (the old one stays revoked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_token: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
 pub struct OkBody {
     pub ok: bool,
 }
@@ -131,7 +141,7 @@ pub async fn list_devices(
     request_body = UpdateBody,
     security(("bearer" = []), ("cookie" = [])),
     responses(
-        (status = 200, body = Device, description = "Updated"),
+        (status = 200, body = UpdateResponse, description = "Updated; re-enabling returns a new deviceToken"),
         (status = 404, body = ErrorBody, description = "Not the caller's device"),
         (status = 409, body = ErrorBody, description = "DEVICE_HAS_LINKS: role change with links"),
     )
@@ -141,8 +151,8 @@ pub async fn update_device(
     current: CurrentUser,
     Path(device_id): Path<String>,
     Json(body): Json<UpdateBody>,
-) -> ApiResult<axum::Json<Device>> {
-    let device = service::update(
+) -> ApiResult<axum::Json<UpdateResponse>> {
+    let updated = service::update(
         &state.db,
         &current.user.id,
         &device_id,
@@ -154,11 +164,15 @@ pub async fn update_device(
         },
     )
     .await?;
+    let device = updated.device;
     if device.status == "disabled" {
         // A revoked token must not keep a live connection.
         state.realtime.disconnect_device(&device.id).await;
     }
-    Ok(axum::Json(with_presence(device, &state.realtime)))
+    Ok(axum::Json(UpdateResponse {
+        device: with_presence(device, &state.realtime),
+        device_token: updated.new_token,
+    }))
 }
 
 #[utoipa::path(

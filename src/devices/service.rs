@@ -25,8 +25,10 @@ pub fn device_not_found() -> ApiError {
 
 fn validate_name(name: &str) -> ApiResult<String> {
     let name = name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::validation("name must be 1-100 characters"));
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(ApiError::validation(
+            "name must be 1-100 characters without control characters",
+        ));
     }
     Ok(name.to_string())
 }
@@ -69,7 +71,7 @@ pub async fn register(db: &Db, user_id: &str, new: NewDevice) -> ApiResult<(Devi
         .unwrap_or_else(|| Value::Object(Default::default()));
     validate_metadata(&metadata)?;
     if let Some(p) = &new.platform
-        && p.chars().count() > 50
+        && (p.chars().count() > 50 || p.chars().any(char::is_control))
     {
         return Err(ApiError::validation(
             "platform must be at most 50 characters",
@@ -146,60 +148,96 @@ pub struct DevicePatch {
     pub status: Option<String>,
 }
 
+/// The result of an update; `new_token` is set when a disabled device was re-enabled
+/// (its old token stays revoked for good).
+pub struct Updated {
+    pub device: Device,
+    pub new_token: Option<String>,
+}
+
+/// Applies only the fields given, each as its own conditional statement, so concurrent
+/// updates never write back stale values (a rename cannot undo a disable).
 pub async fn update(
     db: &Db,
     user_id: &str,
     device_id: &str,
     patch: DevicePatch,
-) -> ApiResult<Device> {
-    let mut device = find_for_user(db, user_id, device_id).await?;
-    if let Some(name) = patch.name {
-        device.name = validate_name(&name)?;
+) -> ApiResult<Updated> {
+    let current = find_for_user(db, user_id, device_id).await?;
+    let name = patch.name.as_deref().map(validate_name).transpose()?;
+    let role = patch.role.as_deref().map(parse_role).transpose()?;
+    if let Some(metadata) = &patch.metadata {
+        validate_metadata(metadata)?;
     }
-    if let Some(role) = patch.role {
-        let role = parse_role(&role)?;
-        if role.as_str() != device.role {
-            let links = db_fetch_optional!(
-                db,
-                IdRow,
-                "SELECT id FROM device_links WHERE camera_device_id = $1 OR client_device_id = $2 LIMIT 1",
-                [&device.id, &device.id]
-            )?;
-            if links.is_some() {
-                return Err(ApiError::conflict(
-                    "DEVICE_HAS_LINKS",
-                    "Remove this device's links before changing its role",
-                ));
-            }
-            device.role = role.as_str().to_string();
-        }
+    if let Some(status) = &patch.status
+        && status != "active"
+        && status != "disabled"
+    {
+        return Err(ApiError::validation(
+            "status must be \"active\" or \"disabled\"",
+        ));
     }
-    if let Some(metadata) = patch.metadata {
-        validate_metadata(&metadata)?;
-        device.metadata = metadata;
-    }
-    if let Some(status) = patch.status {
-        if status != "active" && status != "disabled" {
-            return Err(ApiError::validation(
-                "status must be \"active\" or \"disabled\"",
+    let now = time::now();
+    if let Some(role) = role
+        && role.as_str() != current.role
+    {
+        // Checked and applied in one statement: a link created concurrently cannot slip in.
+        let changed = db_execute!(
+            db,
+            "UPDATE devices SET role = $1, updated_at = $2 WHERE id = $3
+               AND NOT EXISTS (SELECT 1 FROM device_links WHERE camera_device_id = $4 OR client_device_id = $5)",
+            [role.as_str(), now, &current.id, &current.id, &current.id]
+        )?;
+        if changed == 0 {
+            return Err(ApiError::conflict(
+                "DEVICE_HAS_LINKS",
+                "Remove this device's links before changing its role",
             ));
         }
-        device.status = status;
     }
-    device.updated_at = time::now();
-    db_execute!(
-        db,
-        "UPDATE devices SET name = $1, role = $2, metadata = $3, status = $4, updated_at = $5 WHERE id = $6",
-        [
-            &device.name,
-            &device.role,
-            sqlx::types::Json(&device.metadata),
-            &device.status,
-            device.updated_at,
-            &device.id
-        ]
-    )?;
-    Ok(device)
+    if let Some(name) = name {
+        db_execute!(
+            db,
+            "UPDATE devices SET name = $1, updated_at = $2 WHERE id = $3",
+            [name, now, &current.id]
+        )?;
+    }
+    if let Some(metadata) = &patch.metadata {
+        db_execute!(
+            db,
+            "UPDATE devices SET metadata = $1, updated_at = $2 WHERE id = $3",
+            [sqlx::types::Json(metadata), now, &current.id]
+        )?;
+    }
+    let mut new_token = None;
+    match patch.status.as_deref() {
+        Some("disabled") => {
+            // Revoke: the stored hash no longer matches any token ever issued.
+            db_execute!(
+                db,
+                "UPDATE devices SET status = 'disabled', token_hash = $1, updated_at = $2 WHERE id = $3",
+                [
+                    format!("revoked:{}", uuid::Uuid::new_v4()),
+                    now,
+                    &current.id
+                ]
+            )?;
+        }
+        Some("active") if current.status == "disabled" => {
+            let token = generate_device_token();
+            let changed = db_execute!(
+                db,
+                "UPDATE devices SET status = 'active', token_hash = $1, updated_at = $2 WHERE id = $3 AND status = 'disabled'",
+                [hash_device_token(&token), now, &current.id]
+            )?;
+            if changed == 1 {
+                new_token = Some(token);
+            }
+        }
+        _ => {}
+    }
+    let device = find_for_user(db, user_id, device_id).await?;
+    Ok(Updated { device, new_token })
 }
 
 pub async fn delete(db: &Db, user_id: &str, device_id: &str) -> ApiResult<()> {

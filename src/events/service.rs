@@ -17,9 +17,13 @@ fn event_not_found() -> ApiError {
 
 /// Linked clients (and the owner's sessions) hear about the camera's event.
 async fn announce(state: &AppState, event: &MotionEvent, name: &str) -> ApiResult<()> {
-    let clients = links::service::clients_of(&state.db, &event.camera_device_id).await?;
-    let ids: Vec<&str> = clients.iter().map(String::as_str).collect();
-    state.realtime.emit(&event.user_id, &ids, name, event).await;
+    match links::service::clients_of(&state.db, &event.camera_device_id).await {
+        Ok(clients) => {
+            let ids: Vec<&str> = clients.iter().map(String::as_str).collect();
+            state.realtime.emit(&event.user_id, &ids, name, event).await;
+        }
+        Err(e) => tracing::warn!(name, error = ?e, "could not announce motion event"),
+    }
     Ok(())
 }
 
@@ -32,6 +36,11 @@ pub async fn start(
 ) -> ApiResult<MotionEvent> {
     let now = time::now();
     let started_at = started_at.unwrap_or(now);
+    if !time::in_supported_range(&started_at) {
+        return Err(ApiError::validation(
+            "startedAt must be between 1970 and 9999",
+        ));
+    }
     if started_at > now + chrono::Duration::minutes(5) {
         return Err(ApiError::validation("startedAt must not be in the future"));
     }
@@ -151,6 +160,13 @@ pub async fn list(
     filter: &EventFilter,
     page: &PageQuery,
 ) -> ApiResult<Page<MotionEvent>> {
+    for t in [filter.from, filter.to].iter().flatten() {
+        if !time::in_supported_range(t) {
+            return Err(ApiError::validation(
+                "from/to must be between 1970 and 9999",
+            ));
+        }
+    }
     let limit = page.limit()?;
     let cursor = page.cursor()?;
     let rows = db_fetch_all!(

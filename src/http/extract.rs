@@ -16,6 +16,15 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if parts
+            .uri
+            .query()
+            .is_some_and(|q| percent_encoding::percent_decode_str(q).any(|b| b == 0))
+        {
+            return Err(ApiError::validation(
+                "Query must not contain NUL characters",
+            ));
+        }
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(Query(v)),
             Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
@@ -42,6 +51,12 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // PostgreSQL rejects NUL in text; no identifier contains control characters.
+        if percent_encoding::percent_decode_str(parts.uri.path()).any(|b| b < 0x20 || b == 0x7f) {
+            return Err(ApiError::validation(
+                "Path must not contain control characters",
+            ));
+        }
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(v)) => Ok(Path(v)),
             Err(PathRejection::FailedToDeserializePathParams(e)) => Err(ApiError::validation(

@@ -1,7 +1,6 @@
 //! A JSON body extractor whose rejections use the API's error shape instead of axum's
 //! plain-text ones.
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
@@ -18,48 +17,67 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Json(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        let content_type = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let essence = content_type.split(';').next().unwrap_or("").trim();
+        if essence != "application/json" && !essence.ends_with("+json") {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "Expected a request body with content-type: application/json",
+            ));
         }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(bytes_rejection)?;
+        parse(&bytes).map(Json)
     }
 }
 
-pub fn json_rejection(rejection: JsonRejection) -> ApiError {
-    match rejection {
-        JsonRejection::MissingJsonContentType(_) => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UNSUPPORTED_MEDIA_TYPE",
-            "Expected a request body with content-type: application/json",
-        ),
-        JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(
-            "INVALID_JSON",
-            format!("Malformed JSON body: {}", e.body_text()),
-        ),
-        JsonRejection::JsonDataError(e) => {
-            ApiError::validation(clean_serde_message(&e.body_text()))
-        }
-        JsonRejection::BytesRejection(e) => {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "PAYLOAD_TOO_LARGE",
-                    "Request body is too large",
-                )
+fn bytes_rejection(e: axum::extract::rejection::BytesRejection) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            "Request body is too large",
+        )
+    } else {
+        ApiError::bad_request("INVALID_BODY", e.body_text())
+    }
+}
+
+/// NUL cannot be stored in PostgreSQL text or JSONB, and no legitimate field needs it.
+fn contains_nul_escape(bytes: &[u8]) -> bool {
+    bytes
+        .windows(6)
+        .any(|w| w[0] == b'\\' && (w[1] | 0x20) == b'u' && &w[2..] == b"0000")
+}
+
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if contains_nul_escape(bytes) {
+        return Err(ApiError::validation("Text must not contain NUL characters"));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| {
+        let inner = e.inner();
+        if inner.is_data() {
+            let path = e.path().to_string();
+            if path == "." {
+                ApiError::validation(inner.to_string())
             } else {
-                ApiError::bad_request("INVALID_BODY", e.body_text())
+                ApiError::validation(format!("{path}: {inner}"))
             }
+        } else {
+            ApiError::bad_request("INVALID_JSON", format!("Malformed JSON body: {inner}"))
         }
-        other => ApiError::bad_request("INVALID_BODY", other.body_text()),
-    }
-}
-
-/// axum prefixes serde's message with "Failed to deserialize the JSON body into the target
-/// type: "; keep just the useful part (e.g. "missing field `email` at line 1 column 2").
-fn clean_serde_message(text: &str) -> String {
-    text.rsplit_once("target type: ")
-        .map(|(_, rest)| rest.to_string())
-        .unwrap_or_else(|| text.to_string())
+    })?;
+    de.end()
+        .map_err(|e| ApiError::bad_request("INVALID_JSON", format!("Malformed JSON body: {e}")))?;
+    Ok(value)
 }
 
 /// A JSON body that may be absent: an empty body yields `None`.
@@ -75,34 +93,10 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
-            .map_err(|e| {
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "PAYLOAD_TOO_LARGE",
-                        "Request body is too large",
-                    )
-                } else {
-                    ApiError::bad_request("INVALID_BODY", e.body_text())
-                }
-            })?;
+            .map_err(bytes_rejection)?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(None));
         }
-        let mut de = serde_json::Deserializer::from_slice(&bytes);
-        match serde_path_to_error::deserialize::<_, T>(&mut de) {
-            Ok(v) => Ok(OptionalJson(Some(v))),
-            Err(e) => {
-                let inner = e.inner();
-                if inner.is_data() {
-                    Err(ApiError::validation(format!("{}: {}", e.path(), inner)))
-                } else {
-                    Err(ApiError::bad_request(
-                        "INVALID_JSON",
-                        format!("Malformed JSON body: {inner}"),
-                    ))
-                }
-            }
-        }
+        parse(&bytes).map(|v| OptionalJson(Some(v)))
     }
 }

@@ -22,7 +22,8 @@ use crate::streams;
 #[derive(Clone)]
 enum Identity {
     Device(Box<Device>),
-    User(String),
+    /// A user session: (user id, session token).
+    User(String, String),
 }
 
 #[derive(Debug)]
@@ -64,15 +65,26 @@ async fn authenticate(
         },
         other => {
             // A user session: bearer token in auth/header, or the session cookie.
+            let secure = state.auth.cookies.secure;
             let session = match other {
                 Some(t) => {
                     let mut h = axum::http::HeaderMap::new();
                     if let Ok(v) = format!("Bearer {t}").parse() {
                         h.insert(axum::http::header::AUTHORIZATION, v);
                     }
-                    session_token(&h, &state.auth.secret)
+                    session_token(&h, &state.auth.secret, secure)
                 }
-                None => session_token(headers, &state.auth.secret),
+                None => {
+                    // The cookie is an ambient credential: only pages of trusted origins
+                    // may use it to open a socket (cross-site WebSocket hijacking).
+                    let origin = headers
+                        .get(axum::http::header::ORIGIN)
+                        .and_then(|v| v.to_str().ok());
+                    if origin.is_some_and(|o| !state.auth.is_trusted_origin(o)) {
+                        return Err(AuthError("origin not allowed for cookie authentication"));
+                    }
+                    session_token(headers, &state.auth.secret, secure)
+                }
             };
             let Some(session) = session else {
                 return Err(AuthError(
@@ -80,7 +92,7 @@ async fn authenticate(
                 ));
             };
             match find_session(&state.db, &session).await {
-                Ok(Some((_, user))) => Identity::User(user.id),
+                Ok(Some((_, user))) => Identity::User(user.id, session),
                 Ok(None) => return Err(AuthError("invalid or expired session")),
                 Err(_) => return Err(AuthError("authentication is temporarily unavailable")),
             }
@@ -97,15 +109,14 @@ async fn on_connect(state: AppState, socket: SocketRef) {
         return;
     };
     match identity {
-        Identity::User(user_id) => {
+        Identity::User(user_id, _) => {
             socket.join(user_room(&user_id));
         }
         Identity::Device(device) => {
             let device = *device;
-            socket.join(device_room(&device.id));
-            state.realtime.connected(&device.id);
-            let _ = touch(&state.db, &device.id).await;
-
+            // Handlers are registered before any await: events that arrive while this
+            // function is suspended would otherwise be dropped, and a socket closing then
+            // would never run its disconnect handler.
             let disconnect_state = state.clone();
             let device_id = device.id.clone();
             socket.on_disconnect(move || {
@@ -167,11 +178,32 @@ async fn on_connect(state: AppState, socket: SocketRef) {
                 },
             );
 
+            socket.join(device_room(&device.id));
+            state.realtime.connected(&device.id);
+            if !socket.connected() {
+                // Closed before we got here; its disconnect handler may already have run.
+                state.realtime.disconnected(&device.id);
+                return;
+            }
+            let _ = touch(&state.db, &device.id).await;
             if device.is_camera()
                 && let Err(e) = commands::service::deliver_pending(&state, &device.id).await
             {
                 tracing::warn!(device_id = %device.id, error = ?e, "delivering pending commands failed");
             }
+        }
+    }
+}
+
+/// Closes the sockets opened with a session token that was just signed out.
+pub async fn disconnect_session(state: &AppState, user_id: &str, session_token: &str) {
+    for socket in state.realtime.io().to(user_room(user_id)).sockets() {
+        let matches = socket
+            .extensions
+            .get::<Identity>()
+            .is_some_and(|id| matches!(id, Identity::User(_, t) if t == session_token));
+        if matches {
+            let _ = socket.disconnect();
         }
     }
 }

@@ -100,21 +100,15 @@ pub async fn request(
             now
         ]
     )?;
-    state
-        .realtime
-        .emit(
-            &session.user_id,
-            &[&session.requester_device_id],
-            "stream:requested",
-            &session,
-        )
-        .await;
+    announce(state, &session, "stream:requested").await?;
     commands::service::create(
         state,
         client,
         &camera,
         "start_stream".to_string(),
         json!({ "streamSessionId": session.id }),
+        // The command is pointless once the request has expired.
+        Some(state.config.stream_request_ttl_secs),
     )
     .await?;
     Ok(session)
@@ -168,6 +162,9 @@ pub async fn end_session(
             "STREAM_ALREADY_ENDED",
             "The stream session has already ended",
         ));
+    }
+    if let Some(sfu) = state.media.sfu() {
+        sfu.close_room(&session.id).await;
     }
     session.status = "ended".to_string();
     session.end_reason = Some(reason.to_string());
@@ -311,13 +308,13 @@ pub fn issue_token(
     (token, expires_at)
 }
 
-/// May this device watch the session? The requester and every client linked to the camera.
+/// May this device watch the session? Any client currently linked to the camera
+/// (including the requester: unlinking revokes access to running streams too).
 pub async fn may_view(db: &Db, device: &Device, session: &StreamSession) -> ApiResult<bool> {
     if device.user_id != session.user_id || !device.is_client() {
         return Ok(false);
     }
-    Ok(device.id == session.requester_device_id
-        || links::service::are_linked(db, &session.camera_device_id, &device.id).await?)
+    links::service::are_linked(db, &session.camera_device_id, &device.id).await
 }
 
 fn require_active(session: &StreamSession) -> ApiResult<()> {

@@ -184,6 +184,9 @@ impl TestServer {
             dir.path().join("rec").display().to_string(),
         );
         vars.insert("BETTER_AUTH_SECRET".into(), SECRET.into());
+        // Each test server gets its own ephemeral media port on loopback.
+        vars.insert("MEDIA_UDP_PORT".into(), "0".into());
+        vars.insert("MEDIA_PUBLIC_IP".into(), "127.0.0.1".into());
         // Tests sign many users up from one address; the limiter has its own test.
         vars.insert("AUTH_RATE_LIMIT_MAX".into(), "100000".into());
         if backend == Backend::Postgres {

@@ -1,0 +1,667 @@
+//! The SFU: one task owns every peer connection and the one UDP socket they share.
+//!
+//! str0m is sans-IO, so this loop does all I/O: it reads datagrams, hands each to the peer
+//! whose ICE state accepts it, drains every peer's output (transmits, events) and forwards
+//! each published media frame to the room's subscribers. Frames are `Arc<[u8]>`: fanning out
+//! to N subscribers clones a pointer, not the payload. Nothing here locks across rooms or
+//! touches the database; the server hears about lifecycle changes through [`MediaEvent`]s.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use str0m::change::SdpOffer;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::limits::{Admission, AdmissionError, PublisherSlot, SubscriberSlot};
+
+/// Keyframe requests to one publisher are spaced at least this far apart.
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    /// Address the UDP socket binds (e.g. `0.0.0.0:8189`).
+    pub bind: SocketAddr,
+    /// The address advertised as the host candidate (`MEDIA_PUBLIC_IP`).
+    pub public_ip: IpAddr,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SfuError {
+    #[error("invalid SDP offer: {0}")]
+    BadSdp(String),
+    #[error("the offer has no audio or video this server can use (Opus, VP8 or H.264)")]
+    NoUsableMedia,
+    #[error(transparent)]
+    Admission(#[from] AdmissionError),
+    #[error("the media engine is not running")]
+    Stopped,
+}
+
+/// Lifecycle news for the control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaEvent {
+    PublisherConnected { room: String },
+    PublisherLeft { room: String, reason: String },
+    SubscriberLeft { room: String, participant: String },
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantInfo {
+    pub id: String,
+    pub role: &'static str,
+    pub connected: bool,
+    pub tracks: Vec<String>,
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// Process-wide media counters for `/metrics`.
+#[derive(Default, Debug)]
+pub struct MediaCounters {
+    pub packets_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub packets_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub keyframe_requests: AtomicU64,
+    pub frames_forwarded: AtomicU64,
+}
+
+enum Command {
+    Join {
+        room: String,
+        participant: String,
+        publisher: bool,
+        offer: String,
+        reply: oneshot::Sender<Result<String, SfuError>>,
+    },
+    Leave {
+        participant: String,
+    },
+    CloseRoom {
+        room: String,
+    },
+    Describe {
+        room: String,
+        reply: oneshot::Sender<Vec<ParticipantInfo>>,
+    },
+}
+
+/// Handle to the running SFU. Cheap to clone.
+#[derive(Clone)]
+pub struct Sfu {
+    commands: mpsc::Sender<Command>,
+    events: broadcast::Sender<MediaEvent>,
+    pub counters: Arc<MediaCounters>,
+    local: SocketAddr,
+}
+
+enum Slot {
+    Publisher(#[allow(dead_code)] PublisherSlot),
+    Subscriber(#[allow(dead_code)] SubscriberSlot),
+}
+
+struct Peer {
+    id: String,
+    room: String,
+    publisher: bool,
+    rtc: Rtc,
+    _slot: Slot,
+    media: Vec<(Mid, MediaKind)>,
+    connected: bool,
+    last_keyframe_request: Option<Instant>,
+    /// When str0m next needs `Input::Timeout`.
+    next_timeout: Instant,
+    packets_in: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+/// A published frame on its way to the room's subscribers.
+struct Forward {
+    room: String,
+    kind: MediaKind,
+    params: str0m::format::PayloadParams,
+    time: str0m::media::MediaTime,
+    network_time: Instant,
+    data: Arc<[u8]>,
+}
+
+impl Sfu {
+    /// Binds the UDP socket and starts the media loop.
+    pub(crate) async fn start(
+        config: SfuConfig,
+        admission: Arc<Admission>,
+    ) -> std::io::Result<Sfu> {
+        // Idempotent; selects the crypto backend compiled in (aws-lc-rs).
+        str0m::crypto::from_feature_flags().install_process_default();
+        let socket = UdpSocket::bind(config.bind).await?;
+        let bound = socket.local_addr()?;
+        let local = SocketAddr::new(config.public_ip, bound.port());
+        let (tx, rx) = mpsc::channel(256);
+        let (events, _) = broadcast::channel(256);
+        let counters = Arc::new(MediaCounters::default());
+        let engine = Loop {
+            admission: admission.clone(),
+            socket,
+            local,
+            peers: Vec::new(),
+            commands: rx,
+            events: events.clone(),
+            counters: counters.clone(),
+        };
+        tokio::spawn(engine.run());
+        Ok(Sfu {
+            commands: tx,
+            events,
+            counters,
+            local,
+        })
+    }
+
+    /// The advertised media address (host candidate).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    pub fn subscribe_events(&self) -> broadcast::Receiver<MediaEvent> {
+        self.events.subscribe()
+    }
+
+    async fn join(
+        &self,
+        room: &str,
+        participant: &str,
+        publisher: bool,
+        offer: String,
+    ) -> Result<String, SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Join {
+                room: room.to_string(),
+                participant: participant.to_string(),
+                publisher,
+                offer,
+                reply,
+            })
+            .await
+            .map_err(|_| SfuError::Stopped)?;
+        rx.await.map_err(|_| SfuError::Stopped)?
+    }
+
+    /// Adds the room's publisher from an SDP offer; returns the SDP answer. Limits are
+    /// checked before any transport exists, so a refusal leaves nothing half-open.
+    pub async fn publish(
+        &self,
+        room: &str,
+        participant: &str,
+        offer: String,
+    ) -> Result<String, SfuError> {
+        self.join(room, participant, true, offer).await
+    }
+
+    /// Adds a viewer from an SDP offer (recvonly audio/video); returns the SDP answer.
+    pub async fn subscribe(
+        &self,
+        room: &str,
+        participant: &str,
+        offer: String,
+    ) -> Result<String, SfuError> {
+        self.join(room, participant, false, offer).await
+    }
+
+    pub async fn leave(&self, participant: &str) {
+        let _ = self
+            .commands
+            .send(Command::Leave {
+                participant: participant.to_string(),
+            })
+            .await;
+    }
+
+    pub async fn close_room(&self, room: &str) {
+        let _ = self
+            .commands
+            .send(Command::CloseRoom {
+                room: room.to_string(),
+            })
+            .await;
+    }
+
+    pub async fn describe(&self, room: &str) -> Vec<ParticipantInfo> {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Describe {
+                room: room.to_string(),
+                reply,
+            })
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+}
+
+struct Loop {
+    admission: Arc<Admission>,
+    socket: UdpSocket,
+    local: SocketAddr,
+    peers: Vec<Peer>,
+    commands: mpsc::Receiver<Command>,
+    events: broadcast::Sender<MediaEvent>,
+    counters: Arc<MediaCounters>,
+}
+
+fn rtc_config() -> str0m::RtcConfig {
+    Rtc::builder()
+        .set_ice_lite(true)
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
+        .enable_h264(true)
+}
+
+impl Loop {
+    async fn run(mut self) {
+        let mut buf = vec![0u8; 2000];
+        loop {
+            let deadline = self.drive();
+            let sleep = tokio::time::sleep_until(deadline.into());
+            tokio::select! {
+                cmd = self.commands.recv() => match cmd {
+                    Some(cmd) => self.command(cmd),
+                    None => return,
+                },
+                received = self.socket.recv_from(&mut buf) => {
+                    if let Ok((n, source)) = received {
+                        self.receive(&buf[..n], source);
+                    }
+                }
+                _ = sleep => {
+                    let now = Instant::now();
+                    for peer in &mut self.peers {
+                        let _ = peer.rtc.handle_input(Input::Timeout(now));
+                    }
+                }
+            }
+        }
+    }
+
+    fn receive(&mut self, datagram: &[u8], source: SocketAddr) {
+        let Ok(contents) = datagram.try_into() else {
+            return;
+        };
+        let input = Input::Receive(
+            Instant::now(),
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: self.local,
+                contents,
+            },
+        );
+        if let Some(peer) = self.peers.iter_mut().find(|p| p.rtc.accepts(&input)) {
+            self.counters.packets_in.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .bytes_in
+                .fetch_add(datagram.len() as u64, Ordering::Relaxed);
+            peer.packets_in += 1;
+            peer.bytes_in += datagram.len() as u64;
+            if let Err(e) = peer.rtc.handle_input(input) {
+                tracing::debug!(peer = %peer.id, error = %e, "dropping peer after input error");
+                peer.rtc.disconnect();
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Join {
+                room,
+                participant,
+                publisher,
+                offer,
+                reply,
+            } => {
+                let result = self.join(room, participant, publisher, offer);
+                let _ = reply.send(result);
+            }
+            Command::Leave { participant } => {
+                for peer in self.peers.iter_mut().filter(|p| p.id == participant) {
+                    peer.rtc.disconnect();
+                }
+            }
+            Command::CloseRoom { room } => {
+                for peer in self.peers.iter_mut().filter(|p| p.room == room) {
+                    peer.rtc.disconnect();
+                }
+            }
+            Command::Describe { room, reply } => {
+                let infos = self
+                    .peers
+                    .iter()
+                    .filter(|p| p.room == room)
+                    .map(|p| ParticipantInfo {
+                        id: p.id.clone(),
+                        role: if p.publisher {
+                            "publisher"
+                        } else {
+                            "subscriber"
+                        },
+                        connected: p.connected,
+                        tracks: p
+                            .media
+                            .iter()
+                            .map(|(mid, kind)| format!("{kind:?}:{mid}").to_lowercase())
+                            .collect(),
+                        packets_in: p.packets_in,
+                        bytes_in: p.bytes_in,
+                        bytes_out: p.bytes_out,
+                    })
+                    .collect();
+                let _ = reply.send(infos);
+            }
+        }
+    }
+
+    fn join(
+        &mut self,
+        room: String,
+        participant: String,
+        publisher: bool,
+        offer: String,
+    ) -> Result<String, SfuError> {
+        let offer =
+            SdpOffer::from_sdp_string(&offer).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        // A reconnecting participant replaces its previous transport.
+        if let Some(pos) = self.peers.iter().position(|p| p.id == participant) {
+            let old = self.peers.swap_remove(pos);
+            drop(old);
+        }
+        let admission = self.admission.clone();
+        let slot = if publisher {
+            Slot::Publisher(Admission::admit_publisher(&admission, &room)?)
+        } else {
+            Slot::Subscriber(Admission::admit_subscriber(&admission, &room)?)
+        };
+        let now = Instant::now();
+        let mut rtc = rtc_config().build(now);
+        let candidate =
+            Candidate::host(self.local, "udp").map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        rtc.add_local_candidate(candidate);
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let mut peer = Peer {
+            id: participant,
+            room,
+            publisher,
+            rtc,
+            _slot: slot,
+            media: Vec::new(),
+            connected: false,
+            last_keyframe_request: None,
+            next_timeout: now,
+            packets_in: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+        };
+        // Collect the negotiated media before deciding the offer is usable.
+        let mut forwards = Vec::new();
+        let mut requests = Vec::new();
+        drain(
+            &self.socket,
+            &self.counters,
+            &mut peer,
+            &mut forwards,
+            &mut requests,
+            &self.events,
+        );
+        let want = if publisher {
+            Direction::RecvOnly
+        } else {
+            Direction::SendOnly
+        };
+        let usable = peer.media.iter().any(|(mid, _)| {
+            peer.rtc.media(*mid).is_some_and(|m| {
+                !m.remote_pts().is_empty()
+                    && (m.direction() == want || m.direction() == Direction::SendRecv)
+            })
+        });
+        if !usable {
+            return Err(SfuError::NoUsableMedia);
+        }
+        self.peers.push(peer);
+        Ok(answer.to_sdp_string())
+    }
+
+    /// Drains every peer, forwards media, answers keyframe requests, drops dead peers.
+    /// Returns when the next timer is due.
+    fn drive(&mut self) -> Instant {
+        let mut forwards = Vec::new();
+        let mut keyframe_rooms: Vec<String> = Vec::new();
+        for peer in &mut self.peers {
+            drain(
+                &self.socket,
+                &self.counters,
+                peer,
+                &mut forwards,
+                &mut keyframe_rooms,
+                &self.events,
+            );
+        }
+        // Fan out: each subscriber gets the frame through its own writer (its own SSRC,
+        // sequence numbers and payload type), so its stream stays continuous even when
+        // the publisher's transport is replaced.
+        if !forwards.is_empty() {
+            for fwd in &forwards {
+                for peer in self
+                    .peers
+                    .iter_mut()
+                    .filter(|p| !p.publisher && p.connected && p.room == fwd.room)
+                {
+                    let Some(mid) = peer
+                        .media
+                        .iter()
+                        .find(|(mid, kind)| {
+                            *kind == fwd.kind
+                                && peer
+                                    .rtc
+                                    .media(*mid)
+                                    .is_some_and(|m| m.direction().is_sending())
+                        })
+                        .map(|(mid, _)| *mid)
+                    else {
+                        continue;
+                    };
+                    let Some(writer) = peer.rtc.writer(mid) else {
+                        continue;
+                    };
+                    let Some(pt) = writer.match_params(fwd.params) else {
+                        continue;
+                    };
+                    if writer
+                        .write(pt, fwd.network_time, fwd.time, fwd.data.clone())
+                        .is_ok()
+                    {
+                        self.counters
+                            .frames_forwarded
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            let mut more = Vec::new();
+            for peer in self.peers.iter_mut().filter(|p| !p.publisher) {
+                drain(
+                    &self.socket,
+                    &self.counters,
+                    peer,
+                    &mut more,
+                    &mut keyframe_rooms,
+                    &self.events,
+                );
+            }
+        }
+        for room in keyframe_rooms {
+            self.request_keyframe(&room);
+        }
+        // Everything mutated above must be polled before sleeping (str0m's rule).
+        let mut unused_forwards = Vec::new();
+        let mut unused_rooms = Vec::new();
+        for peer in &mut self.peers {
+            drain(
+                &self.socket,
+                &self.counters,
+                peer,
+                &mut unused_forwards,
+                &mut unused_rooms,
+                &self.events,
+            );
+        }
+        self.reap();
+        let cap = Instant::now() + Duration::from_millis(100);
+        self.peers
+            .iter()
+            .map(|p| p.next_timeout)
+            .min()
+            .unwrap_or(cap)
+            .min(cap)
+    }
+
+    fn request_keyframe(&mut self, room: &str) {
+        let now = Instant::now();
+        let Some(publisher) = self
+            .peers
+            .iter_mut()
+            .find(|p| p.publisher && p.room == room && p.connected)
+        else {
+            return;
+        };
+        if publisher
+            .last_keyframe_request
+            .is_some_and(|t| now.duration_since(t) < KEYFRAME_REQUEST_INTERVAL)
+        {
+            return;
+        }
+        let video: Vec<Mid> = publisher
+            .media
+            .iter()
+            .filter(|(_, k)| *k == MediaKind::Video)
+            .map(|(m, _)| *m)
+            .collect();
+        for mid in video {
+            if let Some(mut writer) = publisher.rtc.writer(mid)
+                && writer.is_request_keyframe_possible(KeyframeRequestKind::Pli)
+                && writer
+                    .request_keyframe(None, KeyframeRequestKind::Pli)
+                    .is_ok()
+            {
+                self.counters
+                    .keyframe_requests
+                    .fetch_add(1, Ordering::Relaxed);
+                publisher.last_keyframe_request = Some(now);
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        let mut i = 0;
+        while i < self.peers.len() {
+            if self.peers[i].rtc.is_alive() {
+                i += 1;
+                continue;
+            }
+            let peer = self.peers.swap_remove(i);
+            let event = if peer.publisher {
+                MediaEvent::PublisherLeft {
+                    room: peer.room.clone(),
+                    reason: "publisher disconnected".to_string(),
+                }
+            } else {
+                MediaEvent::SubscriberLeft {
+                    room: peer.room.clone(),
+                    participant: peer.id.clone(),
+                }
+            };
+            let _ = self.events.send(event);
+        }
+    }
+}
+
+/// Polls one peer until it has nothing more to say right now.
+fn drain(
+    socket: &UdpSocket,
+    counters: &MediaCounters,
+    peer: &mut Peer,
+    forwards: &mut Vec<Forward>,
+    keyframe_rooms: &mut Vec<String>,
+    events: &broadcast::Sender<MediaEvent>,
+) {
+    loop {
+        match peer.rtc.poll_output() {
+            Ok(Output::Timeout(t)) => {
+                peer.next_timeout = t;
+                return;
+            }
+            Ok(Output::Transmit(t)) => {
+                if socket.try_send_to(&t.contents, t.destination).is_ok() {
+                    counters.packets_out.fetch_add(1, Ordering::Relaxed);
+                    counters
+                        .bytes_out
+                        .fetch_add(t.contents.len() as u64, Ordering::Relaxed);
+                    peer.bytes_out += t.contents.len() as u64;
+                }
+            }
+            Ok(Output::Event(event)) => match event {
+                Event::Connected => {
+                    peer.connected = true;
+                    if peer.publisher {
+                        let _ = events.send(MediaEvent::PublisherConnected {
+                            room: peer.room.clone(),
+                        });
+                    } else {
+                        // A new viewer needs a keyframe to start decoding.
+                        keyframe_rooms.push(peer.room.clone());
+                    }
+                }
+                Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                    peer.rtc.disconnect()
+                }
+                Event::MediaAdded(added) => peer.media.push((added.mid, added.kind)),
+                Event::MediaData(data) if peer.publisher => forwards.push(Forward {
+                    room: peer.room.clone(),
+                    kind: peer
+                        .media
+                        .iter()
+                        .find(|(m, _)| *m == data.mid)
+                        .map(|(_, k)| *k)
+                        .unwrap_or(MediaKind::Video),
+                    params: data.params,
+                    time: data.time,
+                    network_time: data.network_time,
+                    data: data.data,
+                }),
+                Event::KeyframeRequest(_) if !peer.publisher => {
+                    keyframe_rooms.push(peer.room.clone())
+                }
+                _ => {}
+            },
+            Err(e) => {
+                tracing::debug!(peer = %peer.id, error = %e, "peer failed");
+                peer.rtc.disconnect();
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,454 @@
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, ETAG, LINK, LOCATION};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use tower_http::cors::{Any, CorsLayer};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use watchpost_media::AdmissionError;
+use watchpost_media::sfu::{ParticipantInfo, SfuError};
+
+use crate::app::AppState;
+use crate::devices::auth::DeviceCaller;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::extract::Path;
+use crate::http::json::Json;
+use crate::streams::media_token::{self, Claims, MediaRole};
+use crate::streams::service as streams;
+
+impl From<SfuError> for ApiError {
+    fn from(e: SfuError) -> Self {
+        match e {
+            SfuError::BadSdp(reason) => {
+                ApiError::bad_request("INVALID_SDP", format!("Invalid SDP offer: {reason}"))
+            }
+            SfuError::NoUsableMedia => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "NO_USABLE_MEDIA",
+                "The offer has no audio or video this server can use (Opus, VP8 or H.264)",
+            ),
+            SfuError::Admission(AdmissionError::RoomHasPublisher) => ApiError::conflict(
+                "STREAM_HAS_PUBLISHER",
+                "This stream already has a publisher",
+            ),
+            SfuError::Admission(e @ AdmissionError::TooManyPublishers { .. }) => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TOO_MANY_PUBLISHERS",
+                e.to_string(),
+            ),
+            SfuError::Admission(e @ AdmissionError::TooManySubscribers { .. }) => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TOO_MANY_SUBSCRIBERS",
+                e.to_string(),
+            ),
+            SfuError::Stopped => ApiError::unavailable("The media engine is not running"),
+        }
+    }
+}
+
+/// `/streams/{id}/sfu/*`: device-token signalling (JSON) for the apps.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(sfu_session))
+        .routes(routes!(publish_transport))
+        .routes(routes!(subscribe_transport))
+}
+
+/// WHIP/WHEP: token-authorised and meant for any origin (OBS, players on other sites), so
+/// they carry their own permissive CORS and sit outside the cookie/CSRF stack.
+pub fn whip_router(state: AppState) -> axum::Router {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
+        .allow_headers([
+            AUTHORIZATION,
+            CONTENT_TYPE,
+            HeaderName::from_static("if-match"),
+        ])
+        .expose_headers([LOCATION, ETAG, LINK, HeaderName::from_static("accept-post")])
+        .max_age(Duration::from_secs(600));
+    axum::Router::new()
+        .route(
+            "/whip/{stream}",
+            axum::routing::post(whip_post).options(whip_options),
+        )
+        .route(
+            "/whep/{stream}",
+            axum::routing::post(whep_post).options(whip_options),
+        )
+        .route(
+            "/whip/{stream}/{resource}",
+            axum::routing::patch(resource_patch).delete(resource_delete),
+        )
+        .route(
+            "/whep/{stream}/{resource}",
+            axum::routing::patch(resource_patch).delete(resource_delete),
+        )
+        .layer(cors)
+        .with_state(state)
+}
+
+fn sfu(state: &AppState) -> ApiResult<&watchpost_media::sfu::Sfu> {
+    state.media.sfu().ok_or_else(|| {
+        ApiError::conflict(
+            "SFU_DISABLED",
+            "This server does not route media (MEDIA_MODE=legacy)",
+        )
+    })
+}
+
+fn media_token_from(headers: &HeaderMap) -> Option<&str> {
+    crate::auth::extract::bearer(headers)
+}
+
+/// Verifies the bearer media token for this session and one of `roles`; the session must
+/// still be active.
+async fn authorise(
+    state: &AppState,
+    headers: &HeaderMap,
+    session_id: &str,
+    roles: &[MediaRole],
+) -> ApiResult<Claims> {
+    let token = media_token_from(headers).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "MEDIA_TOKEN_REQUIRED",
+            "Send the media token as Authorization: Bearer",
+        )
+    })?;
+    let claims = media_token::verify(
+        &state.auth.secret,
+        token,
+        session_id,
+        roles,
+        chrono::Utc::now().timestamp(),
+    )
+    .map_err(|e| match e {
+        media_token::TokenError::WrongSession | media_token::TokenError::WrongRole => {
+            ApiError::forbidden("MEDIA_TOKEN_FORBIDDEN", e.to_string())
+        }
+        _ => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "INVALID_MEDIA_TOKEN",
+            e.to_string(),
+        ),
+    })?;
+    let session = streams::find(&state.db, session_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Stream session not found"))?;
+    streams::require_session_active(&session)?;
+    Ok(claims)
+}
+
+fn sdp_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<String> {
+    let ct = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct
+        .trim()
+        .to_ascii_lowercase()
+        .starts_with("application/sdp")
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "Expected content-type: application/sdp",
+        ));
+    }
+    String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::bad_request("INVALID_SDP", "The SDP offer is not UTF-8"))
+}
+
+fn ice_links(state: &AppState) -> Vec<HeaderValue> {
+    streams::ice_servers(state)
+        .into_iter()
+        .flat_map(|server| {
+            let username = server.username.clone();
+            let credential = server.credential.clone();
+            server.urls.into_iter().filter_map(move |url| {
+                let mut link = format!("<{url}>; rel=\"ice-server\"");
+                if let (Some(u), Some(c)) = (&username, &credential) {
+                    link.push_str(&format!(
+                        "; username=\"{u}\"; credential=\"{c}\"; credential-type=\"password\""
+                    ));
+                }
+                HeaderValue::from_str(&link).ok()
+            })
+        })
+        .collect()
+}
+
+fn created(
+    state: &AppState,
+    kind: &str,
+    session_id: &str,
+    resource: &str,
+    answer: String,
+) -> Response {
+    let mut response = (StatusCode::CREATED, answer).into_response();
+    let h = response.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
+    if let Ok(v) = HeaderValue::from_str(&format!("/{kind}/{session_id}/{resource}")) {
+        h.insert(LOCATION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{resource}\"")) {
+        h.insert(ETAG, v);
+    }
+    for link in ice_links(state) {
+        h.append(LINK, link);
+    }
+    response
+}
+
+async fn whip_post(
+    State(state): State<AppState>,
+    Path(session_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    authorise(&state, &headers, &session_id, &[MediaRole::Publish]).await?;
+    let offer = sdp_body(&headers, &body)?;
+    let resource = format!("pub-{}", uuid::Uuid::new_v4());
+    let answer = sfu(&state)?.publish(&session_id, &resource, offer).await?;
+    Ok(created(&state, "whip", &session_id, &resource, answer))
+}
+
+async fn whep_post(
+    State(state): State<AppState>,
+    Path(session_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    authorise(
+        &state,
+        &headers,
+        &session_id,
+        &[MediaRole::Subscribe, MediaRole::Playback],
+    )
+    .await?;
+    let offer = sdp_body(&headers, &body)?;
+    let resource = format!("sub-{}", uuid::Uuid::new_v4());
+    let answer = sfu(&state)?
+        .subscribe(&session_id, &resource, offer)
+        .await?;
+    Ok(created(&state, "whep", &session_id, &resource, answer))
+}
+
+async fn whip_options(State(state): State<AppState>) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let h = response.headers_mut();
+    h.insert("accept-post", HeaderValue::from_static("application/sdp"));
+    for link in ice_links(&state) {
+        h.append(LINK, link);
+    }
+    response
+}
+
+/// Trickle ICE. The server is ICE-lite: it learns each client's addresses from the client's
+/// own connectivity checks, so trickled candidates need no action; the request is still
+/// authorised and validated.
+async fn resource_patch(
+    State(state): State<AppState>,
+    Path((session_id, _resource)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    authorise(
+        &state,
+        &headers,
+        &session_id,
+        &[
+            MediaRole::Publish,
+            MediaRole::Subscribe,
+            MediaRole::Playback,
+        ],
+    )
+    .await?;
+    let ct = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct.starts_with("application/trickle-ice-sdpfrag") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "Expected content-type: application/trickle-ice-sdpfrag",
+        ));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn resource_delete(
+    State(state): State<AppState>,
+    Path((session_id, resource)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    let token = media_token_from(&headers).ok_or_else(ApiError::unauthorized)?;
+    media_token::verify(
+        &state.auth.secret,
+        token,
+        &session_id,
+        &[
+            MediaRole::Publish,
+            MediaRole::Subscribe,
+            MediaRole::Playback,
+        ],
+        chrono::Utc::now().timestamp(),
+    )
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "INVALID_MEDIA_TOKEN",
+            e.to_string(),
+        )
+    })?;
+    sfu(&state)?.leave(&resource).await;
+    Ok(StatusCode::OK)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TransportOffer {
+    pub sdp: String,
+    /// Must be `offer`.
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TransportAnswer {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub sdp: String,
+    pub participant_id: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SfuSession {
+    pub stream_session_id: String,
+    pub status: String,
+    #[schema(value_type = Vec<Object>)]
+    pub participants: Vec<ParticipantInfo>,
+}
+
+#[utoipa::path(
+    get, path = "/streams/{streamSessionId}/sfu/session", tag = "media",
+    params(("streamSessionId" = String, Path)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = SfuSession, description = "Live participants and their traffic"),
+        (status = 403, body = ErrorBody, description = "Not a participant device"),
+    )
+)]
+pub async fn sfu_session(
+    State(state): State<AppState>,
+    DeviceCaller(device): DeviceCaller,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<SfuSession>> {
+    let session = streams::find_for_user(&state.db, &device.user_id, &id).await?;
+    if device.id != session.camera_device_id
+        && !streams::may_view(&state.db, &device, &session).await?
+    {
+        return Err(ApiError::forbidden(
+            "NOT_A_PARTICIPANT",
+            "This device is not part of this stream",
+        ));
+    }
+    let participants = sfu(&state)?.describe(&session.id).await;
+    Ok(axum::Json(SfuSession {
+        stream_session_id: session.id,
+        status: session.status,
+        participants,
+    }))
+}
+
+fn offer_sdp(body: TransportOffer) -> ApiResult<String> {
+    if body.kind != "offer" {
+        return Err(ApiError::validation("type must be \"offer\""));
+    }
+    Ok(body.sdp)
+}
+
+#[utoipa::path(
+    post, path = "/streams/{streamSessionId}/sfu/publish-transport", tag = "media",
+    params(("streamSessionId" = String, Path)),
+    request_body = TransportOffer,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = TransportAnswer, description = "The SFU's answer"),
+        (status = 400, body = ErrorBody, description = "INVALID_SDP"),
+        (status = 403, body = ErrorBody, description = "Not this session's camera"),
+        (status = 409, body = ErrorBody, description = "Already has a publisher"),
+        (status = 422, body = ErrorBody, description = "NO_USABLE_MEDIA"),
+        (status = 429, body = ErrorBody, description = "TOO_MANY_PUBLISHERS"),
+    )
+)]
+pub async fn publish_transport(
+    State(state): State<AppState>,
+    DeviceCaller(device): DeviceCaller,
+    Path(id): Path<String>,
+    Json(body): Json<TransportOffer>,
+) -> ApiResult<axum::Json<TransportAnswer>> {
+    let session = streams::find_for_user(&state.db, &device.user_id, &id).await?;
+    if device.id != session.camera_device_id {
+        return Err(ApiError::forbidden(
+            "NOT_A_PARTICIPANT",
+            "Only the session's camera can publish",
+        ));
+    }
+    streams::require_session_active(&session)?;
+    let participant = format!("pub-{}", uuid::Uuid::new_v4());
+    let answer = sfu(&state)?
+        .publish(&session.id, &participant, offer_sdp(body)?)
+        .await?;
+    Ok(axum::Json(TransportAnswer {
+        kind: "answer".into(),
+        sdp: answer,
+        participant_id: participant,
+    }))
+}
+
+#[utoipa::path(
+    post, path = "/streams/{streamSessionId}/sfu/subscribe-transport", tag = "media",
+    params(("streamSessionId" = String, Path)),
+    request_body = TransportOffer,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = TransportAnswer, description = "The SFU's answer"),
+        (status = 400, body = ErrorBody, description = "INVALID_SDP"),
+        (status = 403, body = ErrorBody, description = "Not a viewer of this stream"),
+        (status = 422, body = ErrorBody, description = "NO_USABLE_MEDIA"),
+        (status = 429, body = ErrorBody, description = "TOO_MANY_SUBSCRIBERS"),
+    )
+)]
+pub async fn subscribe_transport(
+    State(state): State<AppState>,
+    DeviceCaller(device): DeviceCaller,
+    Path(id): Path<String>,
+    Json(body): Json<TransportOffer>,
+) -> ApiResult<axum::Json<TransportAnswer>> {
+    let session = streams::find_for_user(&state.db, &device.user_id, &id).await?;
+    if !streams::may_view(&state.db, &device, &session).await? {
+        return Err(ApiError::forbidden(
+            "NOT_A_PARTICIPANT",
+            "This device may not watch this stream",
+        ));
+    }
+    streams::require_session_active(&session)?;
+    let participant = format!("sub-{}", uuid::Uuid::new_v4());
+    let answer = sfu(&state)?
+        .subscribe(&session.id, &participant, offer_sdp(body)?)
+        .await?;
+    Ok(axum::Json(TransportAnswer {
+        kind: "answer".into(),
+        sdp: answer,
+        participant_id: participant,
+    }))
+}
