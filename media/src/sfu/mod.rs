@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use str0m::change::SdpOffer;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
@@ -403,7 +403,7 @@ impl Loop {
             .sdp_api()
             .accept_offer(offer)
             .map_err(|e| SfuError::BadSdp(e.to_string()))?;
-        let mut peer = Peer {
+        let peer = Peer {
             id: participant,
             room,
             publisher,
@@ -417,33 +417,24 @@ impl Loop {
             bytes_in: 0,
             bytes_out: 0,
         };
-        // Collect the negotiated media before deciding the offer is usable.
-        let mut forwards = Vec::new();
-        let mut requests = Vec::new();
-        drain(
-            &self.socket,
-            &self.counters,
-            &mut peer,
-            &mut forwards,
-            &mut requests,
-            &self.events,
-        );
+        let answer = answer.to_sdp_string();
+        // str0m accepts offers whose codecs it cannot use (it answers those m-lines with
+        // payload type 0 and no rtpmap), and reports media only once the transport runs, so
+        // usability is read off the answer: some m-line must carry a codec in our direction.
         let want = if publisher {
-            Direction::RecvOnly
+            "a=recvonly"
         } else {
-            Direction::SendOnly
+            "a=sendonly"
         };
-        let usable = peer.media.iter().any(|(mid, _)| {
-            peer.rtc.media(*mid).is_some_and(|m| {
-                !m.remote_pts().is_empty()
-                    && (m.direction() == want || m.direction() == Direction::SendRecv)
-            })
+        let usable = answer.split("\r\nm=").skip(1).any(|section| {
+            section.contains("a=rtpmap:")
+                && (section.contains(want) || section.contains("a=sendrecv"))
         });
         if !usable {
             return Err(SfuError::NoUsableMedia);
         }
         self.peers.push(peer);
-        Ok(answer.to_sdp_string())
+        Ok(answer)
     }
 
     /// Drains every peer, forwards media, answers keyframe requests, drops dead peers.

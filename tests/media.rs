@@ -1,0 +1,303 @@
+//! The media plane: WHIP/WHEP against the in-process SFU, with hand-made SDP for the error
+//! and limit paths and headless Chromium for real interop.
+
+mod common;
+
+use common::{Backend, Reply, TestServer, unique_email};
+use reqwest::Method;
+use serde_json::json;
+
+const FINGERPRINT: &str = "sha-256 7B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08";
+
+/// A minimal, valid offer with one video m-line in `direction` using `codec`.
+fn offer(direction: &str, codec: &str) -> String {
+    [
+        "v=0",
+        "o=- 4611731400430051336 2 IN IP4 127.0.0.1",
+        "s=-",
+        "t=0 0",
+        "a=group:BUNDLE 0",
+        "m=video 9 UDP/TLS/RTP/SAVPF 96",
+        "c=IN IP4 0.0.0.0",
+        "a=rtcp:9 IN IP4 0.0.0.0",
+        "a=ice-ufrag:wpTe",
+        "a=ice-pwd:watchpostwatchpostwatch1",
+        &format!("a=fingerprint:{FINGERPRINT}"),
+        "a=setup:actpass",
+        "a=mid:0",
+        &format!("a={direction}"),
+        "a=rtcp-mux",
+        &format!("a=rtpmap:96 {codec}/90000"),
+        "a=rtcp-fb:96 nack pli",
+        "a=ssrc:1111 cname:test",
+        "",
+    ]
+    .join("\r\n")
+}
+
+struct Stream {
+    sid: String,
+    publish: String,
+    subscribe: String,
+    subscribe2: String,
+}
+
+/// A household with a camera and two linked phones and an accepted stream.
+async fn live_stream(s: &TestServer) -> Stream {
+    let (token, _) = s.sign_up(&unique_email("media"), "password-1").await;
+    let (cam, cam_token) = s.register_device(&token, "Cam", "camera").await;
+    let (cli, cli_token) = s.register_device(&token, "Phone", "client").await;
+    let (cli2, cli2_token) = s.register_device(&token, "Tablet", "client").await;
+    s.link(&token, &cam, &cli).await;
+    s.link(&token, &cam, &cli2).await;
+    let r = s
+        .call(
+            Method::POST,
+            "/streams/request",
+            &cli_token,
+            Some(json!({"cameraDeviceId": cam})),
+        )
+        .await;
+    let sid = r.json["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        s.call(
+            Method::POST,
+            &format!("/streams/{sid}/accept"),
+            &cam_token,
+            None
+        )
+        .await
+        .status,
+        200
+    );
+    let creds = |t: String, kind: &'static str| {
+        let sid = sid.clone();
+        async move {
+            let r = s
+                .call(
+                    Method::GET,
+                    &format!("/streams/{sid}/{kind}-credentials"),
+                    &t,
+                    None,
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            r.json["token"].as_str().unwrap().to_string()
+        }
+    };
+    Stream {
+        publish: creds(cam_token, "publish").await,
+        subscribe: creds(cli_token, "subscribe").await,
+        subscribe2: creds(cli2_token, "subscribe").await,
+        sid,
+    }
+}
+
+async fn post_sdp(s: &TestServer, path: &str, token: Option<&str>, sdp: &str) -> Reply {
+    let mut req = s
+        .http
+        .post(s.url(path))
+        .header("content-type", "application/sdp")
+        .body(sdp.to_string());
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    Reply::from(req.send().await.unwrap()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whip_whep_validation_and_authorisation() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let st = live_stream(&s).await;
+    let whip = format!("/whip/{}", st.sid);
+    let whep = format!("/whep/{}", st.sid);
+
+    post_sdp(&s, &whip, Some(&st.publish), "hello, I am not SDP")
+        .await
+        .expect_error(400, "INVALID_SDP");
+    post_sdp(
+        &s,
+        &whip,
+        Some(&st.publish),
+        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n",
+    )
+    .await
+    .expect_error(400, "INVALID_SDP");
+    post_sdp(&s, &whip, Some(&st.publish), &offer("sendonly", "VP9"))
+        .await
+        .expect_error(422, "NO_USABLE_MEDIA");
+    post_sdp(&s, &whip, None, &offer("sendonly", "VP8"))
+        .await
+        .expect_error(401, "MEDIA_TOKEN_REQUIRED");
+    post_sdp(
+        &s,
+        &whip,
+        Some("wpm_forged.token"),
+        &offer("sendonly", "VP8"),
+    )
+    .await
+    .expect_error(401, "INVALID_MEDIA_TOKEN");
+    post_sdp(&s, &whip, Some(&st.subscribe), &offer("sendonly", "VP8"))
+        .await
+        .expect_error(403, "MEDIA_TOKEN_FORBIDDEN");
+    let other = live_stream(&s).await;
+    post_sdp(&s, &whip, Some(&other.publish), &offer("sendonly", "VP8"))
+        .await
+        .expect_error(403, "MEDIA_TOKEN_FORBIDDEN");
+    let r = Reply::from(
+        s.http
+            .post(s.url(&whip))
+            .bearer_auth(&st.publish)
+            .header("content-type", "text/plain")
+            .body("v=0")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    r.expect_error(415, "UNSUPPORTED_MEDIA_TYPE");
+
+    let r = post_sdp(&s, &whip, Some(&st.publish), &offer("sendonly", "VP8")).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.header("content-type"), Some("application/sdp"));
+    assert!(r.text.starts_with("v=0"));
+    assert!(r.text.contains("a=ice-lite"));
+    assert!(r.text.contains("typ host"));
+    let location = r.header("location").unwrap().to_string();
+    assert!(location.starts_with(&format!("/whip/{}/", st.sid)));
+    assert!(r.header("etag").is_some());
+    // One publisher per stream.
+    post_sdp(&s, &whip, Some(&st.publish), &offer("sendonly", "VP8"))
+        .await
+        .expect_error(409, "STREAM_HAS_PUBLISHER");
+
+    let r = post_sdp(&s, &whep, Some(&st.subscribe), &offer("recvonly", "VP8")).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert!(r.text.contains("a=sendonly"));
+    let options = s
+        .http
+        .request(Method::OPTIONS, s.url(&whep))
+        .header("origin", "https://player.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(options.status().is_success());
+    assert_eq!(options.headers()["access-control-allow-origin"], "*");
+
+    // Trickle is accepted (ICE-lite learns candidates from checks); DELETE ends the resource.
+    let patch = s
+        .http
+        .patch(s.url(&location))
+        .bearer_auth(&st.publish)
+        .header("content-type", "application/trickle-ice-sdpfrag")
+        .body("a=candidate:1 1 udp 1 127.0.0.1 9 typ host")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patch.status(), 204);
+    let del = s
+        .http
+        .delete(s.url(&location))
+        .bearer_auth(&st.publish)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_limits_are_enforced() {
+    let s = TestServer::start_with(
+        Backend::Sqlite,
+        &[
+            ("MEDIA_MAX_PUBLISHERS", "1"),
+            ("MEDIA_MAX_SUBSCRIBERS_PER_ROOM", "1"),
+        ],
+    )
+    .await;
+    let a = live_stream(&s).await;
+    let b = live_stream(&s).await;
+    let r = post_sdp(
+        &s,
+        &format!("/whip/{}", a.sid),
+        Some(&a.publish),
+        &offer("sendonly", "VP8"),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    post_sdp(
+        &s,
+        &format!("/whip/{}", b.sid),
+        Some(&b.publish),
+        &offer("sendonly", "VP8"),
+    )
+    .await
+    .expect_error(429, "TOO_MANY_PUBLISHERS");
+    let first = post_sdp(
+        &s,
+        &format!("/whep/{}", a.sid),
+        Some(&a.subscribe),
+        &offer("recvonly", "VP8"),
+    )
+    .await;
+    assert_eq!(first.status, 201, "{}", first.text);
+    post_sdp(
+        &s,
+        &format!("/whep/{}", a.sid),
+        Some(&a.subscribe2),
+        &offer("recvonly", "VP8"),
+    )
+    .await
+    .expect_error(429, "TOO_MANY_SUBSCRIBERS");
+    // Leaving frees the slot (DELETE is processed by the media loop, so allow it a moment).
+    let location = first.header("location").unwrap().to_string();
+    s.http
+        .delete(s.url(&location))
+        .bearer_auth(&a.subscribe)
+        .send()
+        .await
+        .unwrap();
+    let mut admitted = false;
+    for _ in 0..50 {
+        let r = post_sdp(
+            &s,
+            &format!("/whep/{}", a.sid),
+            Some(&a.subscribe2),
+            &offer("recvonly", "VP8"),
+        )
+        .await;
+        if r.status == 201 {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(admitted, "slot not released after DELETE");
+    let status = s.get("/healthz").await;
+    assert_eq!(status.json["media"]["publishers"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_publishes_via_whip_and_two_chromium_viewers_watch_via_whep() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let st = live_stream(&s).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/whip-whep.mjs");
+    let out = tokio::process::Command::new("node")
+        .arg(script)
+        .arg(&s.base)
+        .arg(&st.sid)
+        .arg(&st.publish)
+        .arg(&st.subscribe)
+        .arg(&st.subscribe2)
+        .output()
+        .await
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "WHIP/WHEP interop failed:\n{stdout}\n{stderr}"
+    );
+    eprintln!("{stdout}");
+}

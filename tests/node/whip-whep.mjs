@@ -1,0 +1,100 @@
+// Headless Chromium publishes its fake camera via WHIP and two other pages watch via WHEP.
+// Usage: node whip-whep.mjs <baseURL> <streamSessionId> <publishToken> <viewerToken1> <viewerToken2>
+// Prints JSON lines; exits 1 on failure.
+import { chromium } from "playwright-core";
+
+const [base, sid, publishToken, ...viewerTokens] = process.argv.slice(2);
+const timer = setTimeout(() => { console.error("timed out"); process.exit(1); }, 60_000);
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM_BIN || "/usr/bin/chromium",
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream",
+         "--use-fake-ui-for-media-stream", "--disable-background-networking", "--no-first-run",
+         "--disable-component-update", "--disable-sync"],
+});
+
+async function newPage() {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  page.on("pageerror", (e) => console.error("page error:", e.message));
+  // Any page of the server gives the scripts a same-origin context.
+  await page.goto(base + "/api/auth/ok");
+  return page;
+}
+
+try {
+  const publisher = await newPage();
+  const published = await publisher.evaluate(async ({ base, sid, token }) => {
+    const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 360 }, audio: true });
+    const pc = new RTCPeerConnection();
+    for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+    await pc.setLocalDescription(await pc.createOffer());
+    const res = await fetch(`${base}/whip/${sid}`, {
+      method: "POST",
+      headers: { "content-type": "application/sdp", authorization: `Bearer ${token}` },
+      body: pc.localDescription.sdp,
+    });
+    const text = await res.text();
+    if (res.status !== 201) throw new Error(`WHIP answered ${res.status}: ${text}`);
+    await pc.setRemoteDescription({ type: "answer", sdp: text });
+    window.pc = pc;
+    return { status: res.status, location: res.headers.get("location"), etag: res.headers.get("etag") };
+  }, { base, sid, token: publishToken });
+  console.log(JSON.stringify({ step: "whip", ...published }));
+
+  const viewers = [];
+  for (const token of viewerTokens) {
+    const page = await newPage();
+    const started = Date.now();
+    const result = await page.evaluate(async ({ base, sid, token }) => {
+      const pc = new RTCPeerConnection();
+      pc.addTransceiver("video", { direction: "recvonly" });
+      pc.addTransceiver("audio", { direction: "recvonly" });
+      await pc.setLocalDescription(await pc.createOffer());
+      const res = await fetch(`${base}/whep/${sid}`, {
+        method: "POST",
+        headers: { "content-type": "application/sdp", authorization: `Bearer ${token}` },
+        body: pc.localDescription.sdp,
+      });
+      const text = await res.text();
+      if (res.status !== 201) throw new Error(`WHEP answered ${res.status}: ${text}`);
+      await pc.setRemoteDescription({ type: "answer", sdp: text });
+      window.pc = pc;
+      return { status: res.status, location: res.headers.get("location") };
+    }, { base, sid, token });
+    viewers.push({ page, started, ...result });
+  }
+
+  const stats = (page) => page.evaluate(async () => {
+    const out = { framesDecoded: 0, audioPackets: 0, state: window.pc.connectionState };
+    (await window.pc.getStats()).forEach((r) => {
+      if (r.type === "inbound-rtp" && r.kind === "video") out.framesDecoded = r.framesDecoded || 0;
+      if (r.type === "inbound-rtp" && r.kind === "audio") out.audioPackets = r.packetsReceived || 0;
+    });
+    return out;
+  });
+
+  for (const [i, v] of viewers.entries()) {
+    let s;
+    for (;;) {
+      s = await stats(v.page);
+      if (s.framesDecoded > 0) break;
+      if (Date.now() - v.started > 20_000) throw new Error(`viewer ${i} decoded no frame: ${JSON.stringify(s)}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const firstFrameMs = Date.now() - v.started;
+    await new Promise((r) => setTimeout(r, 1500));
+    const later = await stats(v.page);
+    if (later.framesDecoded <= s.framesDecoded) throw new Error(`viewer ${i} stopped decoding: ${JSON.stringify(later)}`);
+    if (later.audioPackets <= 0) throw new Error(`viewer ${i} received no audio: ${JSON.stringify(later)}`);
+    console.log(JSON.stringify({ step: "viewer", viewer: i, firstFrameMs, framesDecoded: later.framesDecoded, audioPackets: later.audioPackets }));
+  }
+  console.log(JSON.stringify({ step: "done" }));
+  clearTimeout(timer);
+} catch (e) {
+  console.error(e);
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+  clearTimeout(timer);
+}
