@@ -47,6 +47,10 @@ pub struct TurnConfig {
     pub urls: Vec<String>,
     pub username: Option<String>,
     pub credential: Option<String>,
+    /// coturn `static-auth-secret`: when set, clients get ephemeral credentials instead of
+    /// the static username/credential (TURN REST API convention).
+    pub secret: Option<String>,
+    pub credential_ttl_secs: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -280,7 +284,23 @@ impl Config {
             urls: v.list("TURN_URLS"),
             username: v.get("TURN_USERNAME").map(str::to_string),
             credential: v.get("TURN_CREDENTIAL").map(str::to_string),
+            secret: v.get("TURN_SECRET").map(str::to_string),
+            credential_ttl_secs: v.parse(
+                "TURN_CREDENTIAL_TTL_SECS",
+                86_400u64,
+                "a number of seconds",
+            )?,
         };
+        if turn.secret.is_some() && turn.urls.is_empty() {
+            return Err(err("TURN_URLS", "", "turn: URLs when TURN_SECRET is set"));
+        }
+        if turn.credential_ttl_secs == 0 || turn.credential_ttl_secs > 31_536_000 {
+            return Err(err(
+                "TURN_CREDENTIAL_TTL_SECS",
+                &turn.credential_ttl_secs.to_string(),
+                "a number of seconds between 1 and 31536000",
+            ));
+        }
         for url in &turn.urls {
             if !(url.starts_with("turn:") || url.starts_with("turns:") || url.starts_with("stun:"))
             {

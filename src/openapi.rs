@@ -11,7 +11,16 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         description = "Self-hosted home-camera server: accounts, devices, commands, motion events, live streams and recordings.",
     ),
     modifiers(&SecuritySchemes),
-    paths(crate::storage::routes::get_object, crate::storage::routes::put_object),
+    paths(
+        crate::storage::routes::get_object,
+        crate::storage::routes::put_object,
+        crate::media_api::routes::whip_post,
+        crate::media_api::routes::whep_post,
+        crate::media_api::routes::whip_patch,
+        crate::media_api::routes::whep_patch,
+        crate::media_api::routes::whip_delete,
+        crate::media_api::routes::whep_delete,
+    ),
     tags(
         (name = "auth", description = "Better Auth-compatible email/password accounts"),
         (name = "operations", description = "Health and metrics"),
@@ -24,6 +33,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         (name = "events", description = "Motion events"),
         (name = "streams", description = "On-demand live stream sessions and media credentials"),
         (name = "pages", description = "Browser pages"),
+        (name = "media", description = "WHIP/WHEP and SFU signalling"),
     )
 )]
 pub struct ApiDoc;

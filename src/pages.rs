@@ -8,6 +8,7 @@ use utoipa_axum::routes;
 use crate::app::AppState;
 
 const MOBILE_SIM: &str = include_str!("../static/mobile-sim.html");
+const WATCH: &str = include_str!("../static/watch.html");
 /// socket.io-client 4.8.4 (MIT), vendored so the pages work offline.
 const SOCKET_IO_CLIENT: &str = include_str!("../static/vendor/socket.io.min.js");
 
@@ -15,6 +16,25 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(mobile_sim))
         .routes(routes!(socket_io_client))
+        .routes(routes!(watch_page))
+}
+
+#[utoipa::path(
+    get, path = "/watch/{streamSessionId}", tag = "pages",
+    params(
+        ("streamSessionId" = String, Path),
+        ("token" = String, Query, description = "A playback token from GET /streams/{id}/playback-token"),
+    ),
+    responses((status = 200, content_type = "text/html", body = String, description = "A standalone WHEP viewer"))
+)]
+pub async fn watch_page() -> impl IntoResponse {
+    (
+        [
+            (CONTENT_TYPE, "text/html; charset=utf-8"),
+            (CACHE_CONTROL, "no-cache"),
+        ],
+        WATCH,
+    )
 }
 
 #[utoipa::path(

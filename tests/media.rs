@@ -37,6 +37,8 @@ fn offer(direction: &str, codec: &str) -> String {
 
 struct Stream {
     sid: String,
+    /// The requesting phone's device token.
+    client_token: String,
     publish: String,
     subscribe: String,
     subscribe2: String,
@@ -86,6 +88,7 @@ async fn live_stream(s: &TestServer) -> Stream {
         }
     };
     Stream {
+        client_token: cli_token.clone(),
         publish: creds(cam_token, "publish").await,
         subscribe: creds(cli_token, "subscribe").await,
         subscribe2: creds(cli2_token, "subscribe").await,
@@ -282,6 +285,16 @@ async fn media_limits_are_enforced() {
 async fn chromium_publishes_via_whip_and_two_chromium_viewers_watch_via_whep() {
     let s = TestServer::start(Backend::Sqlite).await;
     let st = live_stream(&s).await;
+    let mut requester = s.socket(&st.client_token).await;
+    let playback = s
+        .call(
+            Method::GET,
+            &format!("/streams/{}/playback-token", st.sid),
+            &st.client_token,
+            None,
+        )
+        .await;
+    let playback = playback.json["token"].as_str().unwrap().to_string();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/whip-whep.mjs");
     let out = tokio::process::Command::new("node")
         .arg(script)
@@ -290,6 +303,7 @@ async fn chromium_publishes_via_whip_and_two_chromium_viewers_watch_via_whep() {
         .arg(&st.publish)
         .arg(&st.subscribe)
         .arg(&st.subscribe2)
+        .arg(&playback)
         .output()
         .await
         .expect("node runs");
@@ -298,6 +312,121 @@ async fn chromium_publishes_via_whip_and_two_chromium_viewers_watch_via_whep() {
     assert!(
         out.status.success(),
         "WHIP/WHEP interop failed:\n{stdout}\n{stderr}"
+    );
+    eprintln!("{stdout}");
+    // The browser hung up its publisher: the session ends and everyone is told.
+    let ended = requester
+        .wait_for("stream:ended", std::time::Duration::from_secs(30), |v| {
+            v["id"] == st.sid.as_str()
+        })
+        .await;
+    assert_eq!(ended["endReason"], "publisher_left", "{ended}");
+    let metrics = s.get("/metrics").await.text;
+    let forwarded: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("watchpost_media_frames_forwarded_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("frames counter in /metrics");
+    assert!(forwarded > 0, "{metrics}");
+}
+
+/// coturn on loopback, with `use-auth-secret`; stopped when dropped.
+struct Coturn {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_coturn(secret: &str) -> Coturn {
+    let port = free_udp_port();
+    let relay_min = 40000 + (port % 20000);
+    let child = std::process::Command::new("turnserver")
+        .args([
+            "-n",
+            "--listening-ip=127.0.0.1",
+            "--relay-ip=127.0.0.1",
+            &format!("--listening-port={port}"),
+            &format!("--min-port={relay_min}"),
+            &format!("--max-port={}", relay_min + 50),
+            "--use-auth-secret",
+            &format!("--static-auth-secret={secret}"),
+            "--realm=watchpost.test",
+            // The SFU is on loopback in this test; coturn refuses loopback peers by default.
+            "--allow-loopback-peers",
+            "--no-tls",
+            "--no-dtls",
+            "--no-cli",
+            "--fingerprint",
+            "--log-file=stdout",
+            "--simple-log",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("turnserver (Debian coturn, installed by scripts/setup.sh test) runs");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    Coturn { child, port }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_connects_through_coturn_relay_with_ephemeral_credentials() {
+    let secret = "coturn-shared-secret";
+    let turn = start_coturn(secret);
+    let turn_url = format!("turn:127.0.0.1:{}?transport=udp", turn.port);
+    let s = TestServer::start_with(
+        Backend::Sqlite,
+        &[("TURN_URLS", turn_url.as_str()), ("TURN_SECRET", secret)],
+    )
+    .await;
+    let st = live_stream(&s).await;
+    // The credentials carry TURN REST-style ephemeral credentials for coturn.
+    let creds = s
+        .call(
+            Method::GET,
+            &format!("/streams/{}/subscribe-credentials", st.sid),
+            &st.client_token,
+            None,
+        )
+        .await;
+    let ice = creds.json["iceServers"].clone();
+    let username = ice[0]["username"].as_str().unwrap();
+    let (expiry, _) = username.split_once(':').unwrap();
+    assert!(expiry.parse::<i64>().unwrap() > chrono::Utc::now().timestamp());
+    assert!(
+        ice[0]["credential"]
+            .as_str()
+            .is_some_and(|c| c.ends_with('='))
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/turn-relay.mjs");
+    let out = tokio::process::Command::new("node")
+        .arg(script)
+        .arg(&s.base)
+        .arg(&st.sid)
+        .arg(&st.publish)
+        .arg(&st.subscribe)
+        .arg(ice.to_string())
+        .output()
+        .await
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "TURN relay viewer failed:\n{stdout}\n{stderr}"
     );
     eprintln!("{stdout}");
 }

@@ -289,6 +289,16 @@ async fn openapi_is_valid_3_1_and_lists_every_route(backend: Backend) {
         ("/streams/me/list", "get"),
         ("/sim/mobile-sim.html", "get"),
         ("/sim/socket.io.min.js", "get"),
+        ("/watch/{streamSessionId}", "get"),
+        ("/streams/{streamSessionId}/sfu/session", "get"),
+        ("/streams/{streamSessionId}/sfu/publish-transport", "post"),
+        ("/streams/{streamSessionId}/sfu/subscribe-transport", "post"),
+        ("/whip/{streamSessionId}", "post"),
+        ("/whep/{streamSessionId}", "post"),
+        ("/whip/{streamSessionId}/{resourceId}", "patch"),
+        ("/whip/{streamSessionId}/{resourceId}", "delete"),
+        ("/whep/{streamSessionId}/{resourceId}", "patch"),
+        ("/whep/{streamSessionId}/{resourceId}", "delete"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),

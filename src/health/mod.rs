@@ -98,6 +98,46 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
         ));
     }
+    if let Some(sfu) = state.media.sfu() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &sfu.counters;
+        for (name, help, value) in [
+            (
+                "watchpost_media_packets_in_total",
+                "Datagrams received by the SFU.",
+                c.packets_in.load(Relaxed),
+            ),
+            (
+                "watchpost_media_bytes_in_total",
+                "Bytes received by the SFU.",
+                c.bytes_in.load(Relaxed),
+            ),
+            (
+                "watchpost_media_packets_out_total",
+                "Datagrams sent by the SFU.",
+                c.packets_out.load(Relaxed),
+            ),
+            (
+                "watchpost_media_bytes_out_total",
+                "Bytes sent by the SFU.",
+                c.bytes_out.load(Relaxed),
+            ),
+            (
+                "watchpost_media_frames_forwarded_total",
+                "Media frames written to subscribers.",
+                c.frames_forwarded.load(Relaxed),
+            ),
+            (
+                "watchpost_media_keyframe_requests_total",
+                "PLIs sent to publishers.",
+                c.keyframe_requests.load(Relaxed),
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+            ));
+        }
+    }
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         out,

@@ -83,11 +83,11 @@ pub fn whip_router(state: AppState) -> axum::Router {
         )
         .route(
             "/whip/{stream}/{resource}",
-            axum::routing::patch(resource_patch).delete(resource_delete),
+            axum::routing::patch(whip_patch).delete(whip_delete),
         )
         .route(
             "/whep/{stream}/{resource}",
-            axum::routing::patch(resource_patch).delete(resource_delete),
+            axum::routing::patch(whep_patch).delete(whep_delete),
         )
         .layer(cors)
         .with_state(state)
@@ -206,7 +206,23 @@ fn created(
     response
 }
 
-async fn whip_post(
+#[utoipa::path(
+    post, path = "/whip/{streamSessionId}", tag = "media",
+    params(("streamSessionId" = String, Path)),
+    request_body(content = String, content_type = "application/sdp", description = "SDP offer (sendonly audio/video)"),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, content_type = "application/sdp", body = String, description = "SDP answer; Location names the resource; ICE servers in Link headers"),
+        (status = 400, body = ErrorBody, description = "INVALID_SDP"),
+        (status = 401, body = ErrorBody, description = "Missing or invalid publish token"),
+        (status = 403, body = ErrorBody, description = "Token for another session or role"),
+        (status = 409, body = ErrorBody, description = "STREAM_HAS_PUBLISHER"),
+        (status = 415, body = ErrorBody, description = "Not application/sdp"),
+        (status = 422, body = ErrorBody, description = "NO_USABLE_MEDIA"),
+        (status = 429, body = ErrorBody, description = "TOO_MANY_PUBLISHERS"),
+    )
+)]
+pub async fn whip_post(
     State(state): State<AppState>,
     Path(session_id): Path<String>,
     headers: HeaderMap,
@@ -219,7 +235,21 @@ async fn whip_post(
     Ok(created(&state, "whip", &session_id, &resource, answer))
 }
 
-async fn whep_post(
+#[utoipa::path(
+    post, path = "/whep/{streamSessionId}", tag = "media",
+    params(("streamSessionId" = String, Path)),
+    request_body(content = String, content_type = "application/sdp", description = "SDP offer (recvonly audio/video)"),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, content_type = "application/sdp", body = String, description = "SDP answer; Location names the resource"),
+        (status = 400, body = ErrorBody, description = "INVALID_SDP"),
+        (status = 401, body = ErrorBody, description = "Missing or invalid subscribe/playback token"),
+        (status = 403, body = ErrorBody, description = "Token for another session or role"),
+        (status = 422, body = ErrorBody, description = "NO_USABLE_MEDIA"),
+        (status = 429, body = ErrorBody, description = "TOO_MANY_SUBSCRIBERS"),
+    )
+)]
+pub async fn whep_post(
     State(state): State<AppState>,
     Path(session_id): Path<String>,
     headers: HeaderMap,
@@ -253,7 +283,7 @@ async fn whip_options(State(state): State<AppState>) -> Response {
 /// Trickle ICE. The server is ICE-lite: it learns each client's addresses from the client's
 /// own connectivity checks, so trickled candidates need no action; the request is still
 /// authorised and validated.
-async fn resource_patch(
+async fn patch_resource(
     State(state): State<AppState>,
     Path((session_id, _resource)): Path<(String, String)>,
     headers: HeaderMap,
@@ -283,7 +313,7 @@ async fn resource_patch(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn resource_delete(
+async fn delete_resource(
     State(state): State<AppState>,
     Path((session_id, resource)): Path<(String, String)>,
     headers: HeaderMap,
@@ -451,4 +481,62 @@ pub async fn subscribe_transport(
         sdp: answer,
         participant_id: participant,
     }))
+}
+
+#[utoipa::path(
+    patch, path = "/whip/{streamSessionId}/{resourceId}", tag = "media",
+    params(("streamSessionId" = String, Path), ("resourceId" = String, Path)),
+    request_body(content = String, content_type = "application/trickle-ice-sdpfrag"),
+    security(("bearer" = [])),
+    responses((status = 204, description = "Accepted (the ICE-lite server learns candidates from checks)"))
+)]
+pub async fn whip_patch(
+    state: State<AppState>,
+    path: Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    patch_resource(state, path, headers).await
+}
+
+#[utoipa::path(
+    patch, path = "/whep/{streamSessionId}/{resourceId}", tag = "media",
+    params(("streamSessionId" = String, Path), ("resourceId" = String, Path)),
+    request_body(content = String, content_type = "application/trickle-ice-sdpfrag"),
+    security(("bearer" = [])),
+    responses((status = 204, description = "Accepted (the ICE-lite server learns candidates from checks)"))
+)]
+pub async fn whep_patch(
+    state: State<AppState>,
+    path: Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    patch_resource(state, path, headers).await
+}
+
+#[utoipa::path(
+    delete, path = "/whip/{streamSessionId}/{resourceId}", tag = "media",
+    params(("streamSessionId" = String, Path), ("resourceId" = String, Path)),
+    security(("bearer" = [])),
+    responses((status = 200, description = "The publisher transport is closed"))
+)]
+pub async fn whip_delete(
+    state: State<AppState>,
+    path: Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    delete_resource(state, path, headers).await
+}
+
+#[utoipa::path(
+    delete, path = "/whep/{streamSessionId}/{resourceId}", tag = "media",
+    params(("streamSessionId" = String, Path), ("resourceId" = String, Path)),
+    security(("bearer" = [])),
+    responses((status = 200, description = "The viewer transport is closed"))
+)]
+pub async fn whep_delete(
+    state: State<AppState>,
+    path: Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    delete_resource(state, path, headers).await
 }

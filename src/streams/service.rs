@@ -269,14 +269,38 @@ pub struct MediaCredentials {
 }
 
 pub fn ice_servers(state: &AppState) -> Vec<IceServer> {
-    let turn = &state.config.turn;
+    ice_servers_for(
+        &state.config.turn,
+        "watchpost",
+        chrono::Utc::now().timestamp(),
+    )
+}
+
+/// ICE servers for a client. With `TURN_SECRET`, credentials are ephemeral in the TURN REST
+/// convention coturn's `use-auth-secret` accepts: username `<expiry>:<user>`, password
+/// base64(HMAC-SHA1(secret, username)).
+pub fn ice_servers_for(turn: &crate::config::TurnConfig, user: &str, now: i64) -> Vec<IceServer> {
     if turn.urls.is_empty() {
         return Vec::new();
     }
+    let (username, credential) = match &turn.secret {
+        Some(secret) => {
+            use base64::Engine;
+            use hmac::Mac;
+            let username = format!("{}:{user}", now + turn.credential_ttl_secs as i64);
+            let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes())
+                .expect("any key length");
+            mac.update(username.as_bytes());
+            let password =
+                base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+            (Some(username), Some(password))
+        }
+        None => (turn.username.clone(), turn.credential.clone()),
+    };
     vec![IceServer {
         urls: turn.urls.clone(),
-        username: turn.username.clone(),
-        credential: turn.credential.clone(),
+        username,
+        credential,
     }]
 }
 
@@ -368,10 +392,36 @@ pub async fn credentials(
         stream_session_id: session.id,
         token,
         expires_at,
-        ice_servers: ice_servers(state),
+        ice_servers: ice_servers_for(
+            &state.config.turn,
+            &device.user_id,
+            chrono::Utc::now().timestamp(),
+        ),
     })
 }
 
 pub fn require_session_active(session: &StreamSession) -> ApiResult<()> {
     require_active(session)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turn_rest_credentials() {
+        let turn = crate::config::TurnConfig {
+            urls: vec!["turn:127.0.0.1:3478".into()],
+            username: None,
+            credential: None,
+            secret: Some("north".into()),
+            credential_ttl_secs: 3600,
+        };
+        let servers = ice_servers_for(&turn, "user1", 1_000_000);
+        assert_eq!(servers[0].username.as_deref(), Some("1003600:user1"));
+        // base64(HMAC-SHA1("north", "1003600:user1")), computed independently with openssl.
+        assert_eq!(servers[0].credential.as_deref(), Some(EXPECTED));
+    }
+
+    const EXPECTED: &str = "NPgA2YHzgVFDRpXE/fwdvZmbM60=";
 }

@@ -2,9 +2,12 @@
 // contexts, so separate sessionStorage): tab A is a camera, tab B a client of the same user.
 // Covers sign-up/sign-in, device registration, Socket.IO connect, linking, a command round
 // trip (command:received on the camera, command:status "acknowledged" on the client) and a
-// stream request that the camera auto-accepts, up to subscribe credentials and stream end.
+// stream request that the camera auto-accepts and publishes over WHIP (Chromium's fake
+// camera), the client watching it over WHEP until frames decode, and the stream's end.
 //
 // Usage: node sim-ui.mjs <baseURL>     e.g. http://127.0.0.1:3000
+// Env: SIM_PAGE_FILE=/path/to/mobile-sim.html serves that file in place of the server's
+// /sim/mobile-sim.html (the binary embeds the page at compile time); CHROMIUM_BIN.
 // Exit status 0 on success; 1 on the first failure (with the last log entries of both tabs)
 // or after a 60 s overall timeout.
 import { randomBytes } from "node:crypto";
@@ -16,6 +19,7 @@ if (!base) {
   process.exit(2);
 }
 const STEP_TIMEOUT = 15_000;
+const SIM_PAGE_FILE = process.env.SIM_PAGE_FILE || "";
 const pages = {};   // label -> page, for the failure dump
 let browser;
 
@@ -87,6 +91,9 @@ async function openTab(label) {
   page.on("console", (m) => { if (m.type() === "error") console.error(`[tab ${label}] console: ${m.text()}`); });
   page.on("dialog", (d) => d.accept());
   pages[label] = page;
+  if (SIM_PAGE_FILE) {
+    await page.route("**/sim/mobile-sim.html", (route) => route.fulfill({ path: SIM_PAGE_FILE, contentType: "text/html" }));
+  }
   const res = await page.goto(base + "/sim/mobile-sim.html");
   if (!res || !res.ok()) throw new Error(`GET /sim/mobile-sim.html answered ${res && res.status()}`);
   await page.waitForSelector("#log", { state: "attached" });
@@ -117,14 +124,21 @@ try {
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM_BIN || "/usr/bin/chromium",
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--no-first-run", "--disable-component-update", "--disable-sync"],
+           "--no-first-run", "--disable-component-update", "--disable-sync",
+           "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+           // A document fulfilled by page.route has no server IP address, so Chromium's Local
+           // Network Access checks treat it as public and block its WebSocket to 127.0.0.1.
+           ...(SIM_PAGE_FILE ? ["--disable-features=LocalNetworkAccessChecks,LocalNetworkAccessChecksWebSockets,LocalNetworkAccessChecksWebRTC"] : [])],
   });
 } catch (e) {
   await fail("could not launch Chromium: " + e.message);
 }
 
 // 1. camera tab
-await step("A: open page", async () => { cam = await openTab("A"); return base + "/sim/mobile-sim.html"; });
+await step("A: open page", async () => {
+  cam = await openTab("A");
+  return base + "/sim/mobile-sim.html" + (SIM_PAGE_FILE ? " (served from " + SIM_PAGE_FILE + ")" : "");
+});
 await step("A: sign up", async () => {
   await cam.fill("#email", email);
   await cam.fill("#password", password);
@@ -188,6 +202,38 @@ await step("B: subscribe credentials", async () => {
   await phone.click("#subscribeCreds");
   await waitText(phone, "#subscribeResult", '"token"', "subscribe credentials");
 });
+await step("B: watch (WHEP)", async () => {
+  await phone.click("#watch");
+  await waitLog(phone, "whep", [`/whep/${streamId}`, '"status":201']);
+});
+{
+  // Polls the viewer's stats every 100 ms for up to 15 s until a video frame has decoded.
+  const deadline = Date.now() + 15_000;
+  let last = null;
+  let frames = 0;
+  try {
+    while (Date.now() < deadline) {
+      last = await phone.evaluate(async () => {
+        const pc = window.viewerPc;
+        if (!pc) return { pc: false };
+        const out = { state: pc.connectionState, framesDecoded: 0 };
+        (await pc.getStats()).forEach((r) => {
+          if (r.type === "inbound-rtp" && r.kind === "video") out.framesDecoded = r.framesDecoded || 0;
+        });
+        return out;
+      });
+      if (last.framesDecoded > 0) { frames = last.framesDecoded; break; }
+      await phone.waitForTimeout(100);
+    }
+  } catch (e) {
+    await fail(`B: live video decoded: ${e.message.split("\n")[0]}`);
+  }
+  if (frames > 0) console.log(`ok   B: live video decoded (${frames} frames)`);
+  else {
+    const whip = await cam.$$eval('#log .log-entry[data-event^="whip"] pre', (els) => els.map((e) => e.textContent)).catch(() => []);
+    await fail(`B: live video decoded: no video frame decoded within 15 s (viewer ${JSON.stringify(last)}; camera whip log ${JSON.stringify(whip)})`);
+  }
+}
 await step("B: end stream", async () => { await phone.click("#endStream"); });
 await step("B: stream:ended", async () => { await waitLog(phone, "stream:ended", [streamId]); });
 await step("A: stream:ended", async () => { await waitLog(cam, "stream:ended", [streamId]); });

@@ -3,7 +3,8 @@
 // Prints JSON lines; exits 1 on failure.
 import { chromium } from "playwright-core";
 
-const [base, sid, publishToken, ...viewerTokens] = process.argv.slice(2);
+const [base, sid, publishToken, viewerToken1, viewerToken2, playbackToken] = process.argv.slice(2);
+const viewerTokens = [viewerToken1, viewerToken2];
 const timer = setTimeout(() => { console.error("timed out"); process.exit(1); }, 60_000);
 
 const browser = await chromium.launch({
@@ -89,6 +90,26 @@ try {
     if (later.audioPackets <= 0) throw new Error(`viewer ${i} received no audio: ${JSON.stringify(later)}`);
     console.log(JSON.stringify({ step: "viewer", viewer: i, firstFrameMs, framesDecoded: later.framesDecoded, audioPackets: later.audioPackets }));
   }
+  if (playbackToken) {
+    // The standalone viewer page plays the stream with a playback token from its URL.
+    const watch = await (await browser.newContext()).newPage();
+    await watch.goto(`${base}/watch/${sid}?token=${encodeURIComponent(playbackToken)}`);
+    const started = Date.now();
+    for (;;) {
+      const s = await watch.evaluate(async () => {
+        if (!window.pc) return { framesDecoded: 0 };
+        let frames = 0;
+        (await window.pc.getStats()).forEach((r) => { if (r.type === "inbound-rtp" && r.kind === "video") frames = r.framesDecoded || 0; });
+        return { framesDecoded: frames, status: document.getElementById("status").textContent };
+      });
+      if (s.framesDecoded > 0) { console.log(JSON.stringify({ step: "watch-page", ...s })); break; }
+      if (Date.now() - started > 20_000) throw new Error("watch page decoded no frame: " + JSON.stringify(s));
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  // Hang up the publisher explicitly (DTLS close), as a camera app would when it stops.
+  await publisher.evaluate(() => window.pc.close());
+  await new Promise((r) => setTimeout(r, 300));
   console.log(JSON.stringify({ step: "done" }));
   clearTimeout(timer);
 } catch (e) {
