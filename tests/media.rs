@@ -430,3 +430,26 @@ async fn viewer_connects_through_coturn_relay_with_ephemeral_credentials() {
     );
     eprintln!("{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_tcp_carries_media_when_udp_is_blocked() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let st = live_stream(&s).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/ice-tcp.mjs");
+    let out = tokio::process::Command::new("node")
+        .arg(script)
+        .arg(&s.base)
+        .arg(&st.sid)
+        .arg(&st.publish)
+        .arg(&st.subscribe)
+        .output()
+        .await
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "ICE-TCP viewer failed:\n{stdout}\n{stderr}"
+    );
+    eprintln!("{stdout}");
+}

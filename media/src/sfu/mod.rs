@@ -6,6 +6,7 @@
 //! to N subscribers clones a pointer, not the payload. Nothing here locks across rooms or
 //! touches the database; the server hears about lifecycle changes through [`MediaEvent`]s.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use str0m::change::SdpOffer;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::limits::{Admission, AdmissionError, PublisherSlot, SubscriberSlot};
@@ -145,13 +147,31 @@ impl Sfu {
         let socket = UdpSocket::bind(config.bind).await?;
         let bound = socket.local_addr()?;
         let local = SocketAddr::new(config.public_ip, bound.port());
+        let tcp: TcpConnections = Arc::new(std::sync::Mutex::new(HashMap::new()));
+        let (tcp_tx, tcp_in) = mpsc::channel(1024);
+        // ICE-TCP listens on the same port number; without it UDP still works, so a
+        // failure here is a warning, not a startup error.
+        let local_tcp = match TcpListener::bind(SocketAddr::new(config.bind.ip(), bound.port()))
+            .await
+        {
+            Ok(listener) => {
+                tokio::spawn(accept_tcp(listener, tcp.clone(), tcp_tx));
+                Some(SocketAddr::new(config.public_ip, bound.port()))
+            }
+            Err(e) => {
+                tracing::warn!(port = bound.port(), error = %e, "ICE-TCP disabled: cannot listen");
+                None
+            }
+        };
         let (tx, rx) = mpsc::channel(256);
         let (events, _) = broadcast::channel(256);
         let counters = Arc::new(MediaCounters::default());
         let engine = Loop {
             admission: admission.clone(),
-            socket,
+            net: Net { udp: socket, tcp },
+            tcp_in,
             local,
+            local_tcp,
             peers: Vec::new(),
             commands: rx,
             events: events.clone(),
@@ -252,10 +272,44 @@ impl Sfu {
     }
 }
 
+/// Open ICE-TCP connections (RFC 4571 framing), keyed by the remote address.
+type TcpConnections = Arc<std::sync::Mutex<HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>>>;
+
+/// The sockets every peer shares: one UDP socket and, as the fallback for networks that
+/// block UDP, passive ICE-TCP connections on the same port number.
+struct Net {
+    udp: UdpSocket,
+    tcp: TcpConnections,
+}
+
+impl Net {
+    fn send(&self, proto: Protocol, destination: SocketAddr, contents: &[u8]) -> bool {
+        match proto {
+            Protocol::Udp => self.udp.try_send_to(contents, destination).is_ok(),
+            Protocol::Tcp => {
+                let conns = self.tcp.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(conn) = conns.get(&destination) else {
+                    return false;
+                };
+                let Ok(len) = u16::try_from(contents.len()) else {
+                    return false;
+                };
+                let mut framed = Vec::with_capacity(contents.len() + 2);
+                framed.extend_from_slice(&len.to_be_bytes());
+                framed.extend_from_slice(contents);
+                conn.send(framed).is_ok()
+            }
+            _ => false,
+        }
+    }
+}
+
 struct Loop {
     admission: Arc<Admission>,
-    socket: UdpSocket,
+    net: Net,
+    tcp_in: mpsc::Receiver<(SocketAddr, Vec<u8>)>,
     local: SocketAddr,
+    local_tcp: Option<SocketAddr>,
     peers: Vec<Peer>,
     commands: mpsc::Receiver<Command>,
     events: broadcast::Sender<MediaEvent>,
@@ -282,10 +336,13 @@ impl Loop {
                     Some(cmd) => self.command(cmd),
                     None => return,
                 },
-                received = self.socket.recv_from(&mut buf) => {
+                received = self.net.udp.recv_from(&mut buf) => {
                     if let Ok((n, source)) = received {
-                        self.receive(&buf[..n], source);
+                        self.receive(Protocol::Udp, &buf[..n], source);
                     }
+                }
+                Some((source, packet)) = self.tcp_in.recv() => {
+                    self.receive(Protocol::Tcp, &packet, source);
                 }
                 _ = sleep => {
                     let now = Instant::now();
@@ -297,16 +354,23 @@ impl Loop {
         }
     }
 
-    fn receive(&mut self, datagram: &[u8], source: SocketAddr) {
+    fn receive(&mut self, proto: Protocol, datagram: &[u8], source: SocketAddr) {
         let Ok(contents) = datagram.try_into() else {
             return;
+        };
+        let destination = match proto {
+            Protocol::Tcp => match self.local_tcp {
+                Some(addr) => addr,
+                None => return,
+            },
+            _ => self.local,
         };
         let input = Input::Receive(
             Instant::now(),
             Receive {
-                proto: Protocol::Udp,
+                proto,
                 source,
-                destination: self.local,
+                destination,
                 contents,
             },
         );
@@ -399,6 +463,15 @@ impl Loop {
         let candidate =
             Candidate::host(self.local, "udp").map_err(|e| SfuError::BadSdp(e.to_string()))?;
         rtc.add_local_candidate(candidate);
+        if let Some(tcp) = self.local_tcp
+            && let Ok(candidate) = Candidate::builder()
+                .tcp()
+                .host(tcp)
+                .tcptype(TcpType::Passive)
+                .build()
+        {
+            rtc.add_local_candidate(candidate);
+        }
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)
@@ -444,7 +517,7 @@ impl Loop {
         let mut keyframe_rooms: Vec<String> = Vec::new();
         for peer in &mut self.peers {
             drain(
-                &self.socket,
+                &self.net,
                 &self.counters,
                 peer,
                 &mut forwards,
@@ -495,7 +568,7 @@ impl Loop {
             let mut more = Vec::new();
             for peer in self.peers.iter_mut().filter(|p| !p.publisher) {
                 drain(
-                    &self.socket,
+                    &self.net,
                     &self.counters,
                     peer,
                     &mut more,
@@ -512,7 +585,7 @@ impl Loop {
         let mut unused_rooms = Vec::new();
         for peer in &mut self.peers {
             drain(
-                &self.socket,
+                &self.net,
                 &self.counters,
                 peer,
                 &mut unused_forwards,
@@ -592,7 +665,7 @@ impl Loop {
 
 /// Polls one peer until it has nothing more to say right now.
 fn drain(
-    socket: &UdpSocket,
+    net: &Net,
     counters: &MediaCounters,
     peer: &mut Peer,
     forwards: &mut Vec<Forward>,
@@ -606,7 +679,7 @@ fn drain(
                 return;
             }
             Ok(Output::Transmit(t)) => {
-                if socket.try_send_to(&t.contents, t.destination).is_ok() {
+                if net.send(t.proto, t.destination, &t.contents) {
                     counters.packets_out.fetch_add(1, Ordering::Relaxed);
                     counters
                         .bytes_out
@@ -654,5 +727,53 @@ fn drain(
                 return;
             }
         }
+    }
+}
+
+/// Accepts ICE-TCP connections and runs each one's framed reader and writer.
+async fn accept_tcp(
+    listener: TcpListener,
+    conns: TcpConnections,
+    to_loop: mpsc::Sender<(SocketAddr, Vec<u8>)>,
+) {
+    loop {
+        let Ok((stream, remote)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (mut reader, mut writer) = stream.into_split();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(remote, tx);
+        tokio::spawn(async move {
+            while let Some(frame) = rx.recv().await {
+                if writer.write_all(&frame).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let conns = conns.clone();
+        let to_loop = to_loop.clone();
+        tokio::spawn(async move {
+            // RFC 4571: each packet is preceded by its 16-bit big-endian length.
+            loop {
+                let mut len = [0u8; 2];
+                if reader.read_exact(&mut len).await.is_err() {
+                    break;
+                }
+                let mut packet = vec![0u8; u16::from_be_bytes(len) as usize];
+                if reader.read_exact(&mut packet).await.is_err()
+                    || to_loop.send((remote, packet)).await.is_err()
+                {
+                    break;
+                }
+            }
+            conns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&remote);
+        });
     }
 }
