@@ -453,3 +453,26 @@ async fn ice_tcp_carries_media_when_udp_is_blocked() {
     );
     eprintln!("{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulcast_publisher_reaches_a_viewer_as_one_layer() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let st = live_stream(&s).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/simulcast.mjs");
+    let out = tokio::process::Command::new("node")
+        .arg(script)
+        .arg(&s.base)
+        .arg(&st.sid)
+        .arg(&st.publish)
+        .arg(&st.subscribe)
+        .output()
+        .await
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "simulcast viewer failed:\n{stdout}\n{stderr}"
+    );
+    eprintln!("{stdout}");
+}

@@ -119,6 +119,9 @@ struct Peer {
     media: Vec<(Mid, MediaKind)>,
     connected: bool,
     last_keyframe_request: Option<Instant>,
+    /// For a simulcast publisher: the layer (RTP stream id) being forwarded. Layers are
+    /// never mixed into one subscriber stream; a better layer takes over at its keyframe.
+    layer: Option<str0m::media::Rid>,
     /// When str0m next needs `Input::Timeout`.
     next_timeout: Instant,
     packets_in: u64,
@@ -485,6 +488,7 @@ impl Loop {
             media: Vec::new(),
             connected: false,
             last_keyframe_request: None,
+            layer: None,
             next_timeout: now,
             packets_in: 0,
             bytes_in: 0,
@@ -624,11 +628,12 @@ impl Loop {
             .filter(|(_, k)| *k == MediaKind::Video)
             .map(|(m, _)| *m)
             .collect();
+        let layer = publisher.layer;
         for mid in video {
             if let Some(mut writer) = publisher.rtc.writer(mid)
                 && writer.is_request_keyframe_possible(KeyframeRequestKind::Pli)
                 && writer
-                    .request_keyframe(None, KeyframeRequestKind::Pli)
+                    .request_keyframe(layer, KeyframeRequestKind::Pli)
                     .is_ok()
             {
                 self.counters
@@ -661,6 +666,34 @@ impl Loop {
             let _ = self.events.send(event);
         }
     }
+}
+
+/// Simulcast layer preference by common RTP stream id names (higher is better).
+fn layer_rank(rid: &str) -> u8 {
+    match rid {
+        "h" | "f" | "hi" | "high" | "full" | "2" => 3,
+        "m" | "mid" | "half" | "1" => 2,
+        "l" | "q" | "lo" | "low" | "quarter" | "0" => 1,
+        _ => 0,
+    }
+}
+
+/// Decides whether a publisher's frame is forwarded: frames without a layer always are;
+/// of a simulcast publisher's layers only the chosen one is, switching to a better layer
+/// only at one of its keyframes so subscribers' decoders never see a mid-GOP switch.
+fn accept_layer(peer: &mut Peer, data: &str0m::media::MediaData) -> bool {
+    let Some(rid) = data.rid else { return true };
+    if peer.layer == Some(rid) {
+        return true;
+    }
+    let better = peer
+        .layer
+        .is_none_or(|current| layer_rank(&rid) > layer_rank(&current));
+    if better && data.is_keyframe() {
+        peer.layer = Some(rid);
+        return true;
+    }
+    false
 }
 
 /// Polls one peer until it has nothing more to say right now.
@@ -703,6 +736,7 @@ fn drain(
                     peer.rtc.disconnect()
                 }
                 Event::MediaAdded(added) => peer.media.push((added.mid, added.kind)),
+                Event::MediaData(data) if peer.publisher && !accept_layer(peer, &data) => {}
                 Event::MediaData(data) if peer.publisher => forwards.push(Forward {
                     room: peer.room.clone(),
                     kind: peer
