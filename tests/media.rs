@@ -328,6 +328,13 @@ async fn chromium_publishes_via_whip_and_two_chromium_viewers_watch_via_whep() {
         .and_then(|v| v.parse().ok())
         .expect("frames counter in /metrics");
     assert!(forwarded > 0, "{metrics}");
+    // Each viewer that connected triggered a keyframe request to the publisher.
+    let plis: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("watchpost_media_keyframe_requests_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("keyframe counter in /metrics");
+    assert!(plis > 0, "{metrics}");
 }
 
 /// coturn on loopback, with `use-auth-secret`; stopped when dropped.
