@@ -132,9 +132,35 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
                 "PLIs sent to publishers.",
                 c.keyframe_requests.load(Relaxed),
             ),
+            (
+                "watchpost_media_nacks_received_total",
+                "NACKs from subscribers, answered from the send cache.",
+                c.nacks_received.load(Relaxed),
+            ),
+            (
+                "watchpost_media_nacks_sent_total",
+                "NACKs sent to publishers for lost packets.",
+                c.nacks_sent.load(Relaxed),
+            ),
         ] {
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+            ));
+        }
+        for (name, help, value) in [
+            (
+                "watchpost_media_ingress_bitrate_bps",
+                "Bitrate received from publishers (last second).",
+                c.ingress_bps.load(Relaxed),
+            ),
+            (
+                "watchpost_media_egress_bitrate_bps",
+                "Bitrate sent to subscribers (last second).",
+                c.egress_bps.load(Relaxed),
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
             ));
         }
     }

@@ -90,6 +90,12 @@ try {
     if (later.audioPackets <= 0) throw new Error(`viewer ${i} received no audio: ${JSON.stringify(later)}`);
     console.log(JSON.stringify({ step: "viewer", viewer: i, firstFrameMs, framesDecoded: later.framesDecoded, audioPackets: later.audioPackets }));
   }
+  // Media figures while the stream runs.
+  const metrics = await viewers[0].page.evaluate(async () => (await fetch("/metrics")).text());
+  const figure = (name) => Number((metrics.match(new RegExp("^" + name + " (\\d+)$", "m")) || [])[1]);
+  console.log(JSON.stringify({ step: "metrics", ingressBps: figure("watchpost_media_ingress_bitrate_bps"), egressBps: figure("watchpost_media_egress_bitrate_bps"), nacksReceived: figure("watchpost_media_nacks_received_total"), nacksSent: figure("watchpost_media_nacks_sent_total") }));
+  if (!(figure("watchpost_media_ingress_bitrate_bps") > 0) || !(figure("watchpost_media_egress_bitrate_bps") > 0)) throw new Error("bitrates missing from /metrics while streaming");
+  if (Number.isNaN(figure("watchpost_media_nacks_received_total")) || Number.isNaN(figure("watchpost_media_nacks_sent_total"))) throw new Error("NACK counters missing from /metrics");
   if (playbackToken) {
     // The standalone viewer page plays the stream with a playback token from its URL.
     const watch = await (await browser.newContext()).newPage();

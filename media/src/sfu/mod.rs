@@ -74,6 +74,14 @@ pub struct MediaCounters {
     pub bytes_out: AtomicU64,
     pub keyframe_requests: AtomicU64,
     pub frames_forwarded: AtomicU64,
+    /// NACKs received from subscribers (answered from the send cache).
+    pub nacks_received: AtomicU64,
+    /// NACKs sent to publishers for lost packets.
+    pub nacks_sent: AtomicU64,
+    /// Current ingress bitrate from publishers (bits/s, from the last stats interval).
+    pub ingress_bps: AtomicU64,
+    /// Current egress bitrate to subscribers (bits/s, from the last stats interval).
+    pub egress_bps: AtomicU64,
 }
 
 enum Command {
@@ -124,6 +132,12 @@ struct Peer {
     layer: Option<str0m::media::Rid>,
     /// When str0m next needs `Input::Timeout`.
     next_timeout: Instant,
+    /// Cumulative NACK counts per stream, to turn str0m's totals into counter increments.
+    nack_totals: HashMap<(Mid, Option<str0m::media::Rid>, bool), u64>,
+    /// Last PeerStats sample (time, bytes rx, bytes tx) and the bitrates derived from it.
+    last_peer_stats: Option<(Instant, u64, u64)>,
+    bps_in: u64,
+    bps_out: u64,
     packets_in: u64,
     bytes_in: u64,
     bytes_out: u64,
@@ -321,6 +335,8 @@ struct Loop {
 
 fn rtc_config() -> str0m::RtcConfig {
     Rtc::builder()
+        // Per-second stats feed the NACK and bitrate figures in /metrics.
+        .set_stats_interval(Some(Duration::from_secs(1)))
         .set_ice_lite(true)
         .clear_codecs()
         .enable_opus(true, false)
@@ -490,6 +506,10 @@ impl Loop {
             last_keyframe_request: None,
             layer: None,
             next_timeout: now,
+            nack_totals: HashMap::new(),
+            last_peer_stats: None,
+            bps_in: 0,
+            bps_out: 0,
             packets_in: 0,
             bytes_in: 0,
             bytes_out: 0,
@@ -651,7 +671,9 @@ impl Loop {
                 i += 1;
                 continue;
             }
-            let peer = self.peers.swap_remove(i);
+            let mut peer = self.peers.swap_remove(i);
+            set_gauge(&self.counters.ingress_bps, &mut peer.bps_in, 0);
+            set_gauge(&self.counters.egress_bps, &mut peer.bps_out, 0);
             let event = if peer.publisher {
                 MediaEvent::PublisherLeft {
                     room: peer.room.clone(),
@@ -666,6 +688,13 @@ impl Loop {
             let _ = self.events.send(event);
         }
     }
+}
+
+/// Replaces one peer's contribution to a process-wide gauge.
+fn set_gauge(gauge: &AtomicU64, contribution: &mut u64, value: u64) {
+    gauge.fetch_add(value, Ordering::Relaxed);
+    gauge.fetch_sub(*contribution, Ordering::Relaxed);
+    *contribution = value;
 }
 
 /// Simulcast layer preference by common RTP stream id names (higher is better).
@@ -736,6 +765,38 @@ fn drain(
                     peer.rtc.disconnect()
                 }
                 Event::MediaAdded(added) => peer.media.push((added.mid, added.kind)),
+                Event::MediaEgressStats(st) => {
+                    let prev = peer
+                        .nack_totals
+                        .insert((st.mid, st.rid, true), st.nacks)
+                        .unwrap_or(0);
+                    counters
+                        .nacks_received
+                        .fetch_add(st.nacks.saturating_sub(prev), Ordering::Relaxed);
+                }
+                Event::MediaIngressStats(st) => {
+                    let prev = peer
+                        .nack_totals
+                        .insert((st.mid, st.rid, false), st.nacks)
+                        .unwrap_or(0);
+                    counters
+                        .nacks_sent
+                        .fetch_add(st.nacks.saturating_sub(prev), Ordering::Relaxed);
+                }
+                Event::PeerStats(st) => {
+                    if let Some((t, rx, tx)) = peer.last_peer_stats {
+                        let secs = st.timestamp.saturating_duration_since(t).as_secs_f64();
+                        if secs > 0.0 {
+                            let bps_in =
+                                (st.peer_bytes_rx.saturating_sub(rx) as f64 * 8.0 / secs) as u64;
+                            let bps_out =
+                                (st.peer_bytes_tx.saturating_sub(tx) as f64 * 8.0 / secs) as u64;
+                            set_gauge(&counters.ingress_bps, &mut peer.bps_in, bps_in);
+                            set_gauge(&counters.egress_bps, &mut peer.bps_out, bps_out);
+                        }
+                    }
+                    peer.last_peer_stats = Some((st.timestamp, st.peer_bytes_rx, st.peer_bytes_tx));
+                }
                 Event::MediaData(data) if peer.publisher && !accept_layer(peer, &data) => {}
                 Event::MediaData(data) if peer.publisher => forwards.push(Forward {
                     room: peer.room.clone(),
