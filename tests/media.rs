@@ -7,6 +7,10 @@ use common::{Backend, Reply, TestServer, unique_email};
 use reqwest::Method;
 use serde_json::json;
 
+/// Browser tests run one at a time: several Chromium encoders at once on a 2-core machine
+/// trigger CPU-overuse adaptation (simulcast layers collapse, first frames arrive late).
+static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const FINGERPRINT: &str = "sha-256 7B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08";
 
 /// A minimal, valid offer with one video m-line in `direction` using `codec`.
@@ -283,6 +287,7 @@ async fn media_limits_are_enforced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_publishes_via_whip_and_two_chromium_viewers_watch_via_whep() {
+    let _browser = BROWSER.lock().await;
     let s = TestServer::start(Backend::Sqlite).await;
     let st = live_stream(&s).await;
     let mut requester = s.socket(&st.client_token).await;
@@ -391,6 +396,7 @@ fn start_coturn(secret: &str) -> Coturn {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_connects_through_coturn_relay_with_ephemeral_credentials() {
+    let _browser = BROWSER.lock().await;
     let secret = "coturn-shared-secret";
     let turn = start_coturn(secret);
     let turn_url = format!("turn:127.0.0.1:{}?transport=udp", turn.port);
@@ -440,6 +446,7 @@ async fn viewer_connects_through_coturn_relay_with_ephemeral_credentials() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ice_tcp_carries_media_when_udp_is_blocked() {
+    let _browser = BROWSER.lock().await;
     let s = TestServer::start(Backend::Sqlite).await;
     let st = live_stream(&s).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/ice-tcp.mjs");
@@ -463,6 +470,7 @@ async fn ice_tcp_carries_media_when_udp_is_blocked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulcast_publisher_reaches_a_viewer_as_one_layer() {
+    let _browser = BROWSER.lock().await;
     let s = TestServer::start(Backend::Sqlite).await;
     let st = live_stream(&s).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/simulcast.mjs");

@@ -28,15 +28,21 @@ try {
       await pc.setRemoteDescription({ type: "answer", sdp: text });
       return text;
     };
-    const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 1280, height: 720 }, audio: false });
+    const stream = await navigator.mediaDevices.getUserMedia({ video: { width: { exact: 1280 }, height: { exact: 720 }, frameRate: 15 }, audio: false });
     const pub = new RTCPeerConnection();
     pub.addTransceiver(stream.getVideoTracks()[0], {
       direction: "sendonly",
       sendEncodings: [
-        { rid: "l", scaleResolutionDownBy: 2, maxBitrate: 400_000 },
-        { rid: "h", maxBitrate: 2_000_000 },
+        { rid: "l", scaleResolutionDownBy: 2, maxBitrate: 300_000 },
+        { rid: "h", maxBitrate: 1_200_000 },
       ],
     });
+    // Keep both layers alive on a busy 2-core machine: without this Chrome's CPU-overuse
+    // adaptation may shrink the top layer until simulcast collapses to one stream.
+    const sender = pub.getSenders()[0];
+    const params = sender.getParameters();
+    params.degradationPreference = "maintain-resolution";
+    await sender.setParameters(params).catch(() => {});
     const answer = await negotiate(pub, "whip", publishToken);
     window.pub = pub;
     const viewer = new RTCPeerConnection();
@@ -61,7 +67,8 @@ try {
   let first;
   for (;;) {
     first = await sample();
-    if (first.frames > 0) break;
+    // Measure only once both layers are flowing and the viewer decodes.
+    if (first.frames > 0 && first.layersSending >= 2) break;
     if (Date.now() > deadline) throw new Error("viewer decoded nothing: " + JSON.stringify(first));
     await new Promise((r) => setTimeout(r, 100));
   }
