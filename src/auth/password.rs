@@ -118,8 +118,7 @@ pub fn better_auth_scrypt_hash(password: &str, salt_hex: &str) -> String {
         &mut derived,
     )
     .expect("64-byte output is valid");
-    let hex: String = derived.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{salt_hex}:{hex}")
+    format!("{salt_hex}:{}", crate::auth::tokens::hex(&derived))
 }
 
 #[cfg(test)]

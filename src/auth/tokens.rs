@@ -16,6 +16,17 @@ pub fn generate_id() -> String {
         .collect()
 }
 
+/// Lowercase hex, without a per-byte allocation.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 0xf) as usize] as char);
+    }
+    out
+}
+
 /// Padded standard base64 of HMAC-SHA256(secret, value).
 pub fn sign(secret: &[u8], value: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts any key length");
@@ -42,6 +53,11 @@ pub fn verify_signed(secret: &[u8], signed: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_encodes() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+    }
 
     #[test]
     fn ids_are_32_alphanumerics() {

@@ -27,10 +27,7 @@ pub fn generate_device_token() -> String {
 
 /// Tokens carry 238 bits of entropy, so a fast unsalted hash is enough (nothing to brute force).
 pub fn hash_device_token(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::auth::tokens::hex(&Sha256::digest(token.as_bytes()))
 }
 
 pub async fn device_by_token(db: &Db, token: &str) -> Result<Option<Device>, ApiError> {

@@ -78,76 +78,73 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     responses((status = 200, content_type = "text/plain", body = String, description = "Prometheus text exposition"))
 )]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    use std::sync::atomic::Ordering::Relaxed;
     let mut out = String::with_capacity(4096);
     state.metrics.render_http(&mut out);
     let media = state.media.status();
-    for (name, help, value) in [
-        ("watchpost_media_rooms", "Live media rooms.", media.rooms),
+    let mut gauges = vec![
+        (
+            "watchpost_media_rooms",
+            "Live media rooms.",
+            media.rooms as u64,
+        ),
         (
             "watchpost_media_publishers",
             "Live publishers.",
-            media.publishers,
+            media.publishers as u64,
         ),
         (
             "watchpost_media_subscribers",
             "Live subscribers.",
-            media.subscribers,
+            media.subscribers as u64,
         ),
-    ] {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
-        ));
-    }
+    ];
+    let mut counters = Vec::new();
     if let Some(sfu) = state.media.sfu() {
-        use std::sync::atomic::Ordering::Relaxed;
         let c = &sfu.counters;
-        for (name, help, value) in [
+        counters.extend([
             (
                 "watchpost_media_packets_in_total",
                 "Datagrams received by the SFU.",
-                c.packets_in.load(Relaxed),
+                &c.packets_in,
             ),
             (
                 "watchpost_media_bytes_in_total",
                 "Bytes received by the SFU.",
-                c.bytes_in.load(Relaxed),
+                &c.bytes_in,
             ),
             (
                 "watchpost_media_packets_out_total",
                 "Datagrams sent by the SFU.",
-                c.packets_out.load(Relaxed),
+                &c.packets_out,
             ),
             (
                 "watchpost_media_bytes_out_total",
                 "Bytes sent by the SFU.",
-                c.bytes_out.load(Relaxed),
+                &c.bytes_out,
             ),
             (
                 "watchpost_media_frames_forwarded_total",
                 "Media frames written to subscribers.",
-                c.frames_forwarded.load(Relaxed),
+                &c.frames_forwarded,
             ),
             (
                 "watchpost_media_keyframe_requests_total",
                 "PLIs sent to publishers.",
-                c.keyframe_requests.load(Relaxed),
+                &c.keyframe_requests,
             ),
             (
                 "watchpost_media_nacks_received_total",
                 "NACKs from subscribers, answered from the send cache.",
-                c.nacks_received.load(Relaxed),
+                &c.nacks_received,
             ),
             (
                 "watchpost_media_nacks_sent_total",
                 "NACKs sent to publishers for lost packets.",
-                c.nacks_sent.load(Relaxed),
+                &c.nacks_sent,
             ),
-        ] {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
-            ));
-        }
-        for (name, help, value) in [
+        ]);
+        gauges.extend([
             (
                 "watchpost_media_ingress_bitrate_bps",
                 "Bitrate received from publishers (last second).",
@@ -158,14 +155,24 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
                 "Bitrate sent to subscribers (last second).",
                 c.egress_bps.load(Relaxed),
             ),
-        ] {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
-            ));
-        }
+        ]);
+    }
+    for (name, help, value) in gauges {
+        write_metric(&mut out, name, help, "gauge", value);
+    }
+    for (name, help, value) in counters {
+        write_metric(&mut out, name, help, "counter", value.load(Relaxed));
     }
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         out,
     )
+}
+
+fn write_metric(out: &mut String, name: &str, help: &str, kind: &str, value: u64) {
+    use std::fmt::Write;
+    let _ = write!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+    );
 }

@@ -11,6 +11,8 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use crate::auth::tokens::hex;
+
 use super::{ObjectInfo, ObjectPage, Presigned, StorageError, validate_key};
 
 #[derive(Clone)]
@@ -23,10 +25,6 @@ struct Inner {
     bucket: String,
     base_url: String,
     secret: Vec<u8>,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl LocalStore {
