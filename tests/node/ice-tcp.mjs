@@ -57,7 +57,8 @@ try {
       const remote = pair ? byId.get(pair.remoteCandidateId) : null;
       return { frames, remoteProtocol: remote ? remote.protocol : null, state: window.viewer.connectionState };
     });
-    if (s.frames > 0) {
+    // The nominated pair's stats can lag the first decoded frame: wait for both.
+    if (s.frames > 0 && s.remoteProtocol !== null) {
       if (s.remoteProtocol !== "tcp") throw new Error("media did not use ICE-TCP: " + JSON.stringify(s));
       console.log(JSON.stringify({ step: "ice-tcp", ...s }));
       break;

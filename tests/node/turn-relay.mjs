@@ -59,7 +59,8 @@ try {
       const local = pair ? byId.get(pair.localCandidateId) : null;
       return { frames, localType: local ? local.candidateType : null, state: window.viewer.connectionState };
     });
-    if (s.frames > 0) {
+    // The nominated pair's stats can lag the first decoded frame: wait for both.
+    if (s.frames > 0 && s.localType !== null) {
       if (s.localType !== "relay") throw new Error("media did not go through TURN: " + JSON.stringify(s));
       console.log(JSON.stringify({ step: "relay", ...s }));
       break;
