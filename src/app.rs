@@ -218,15 +218,19 @@ impl Server {
             ),
         };
         let storage = open_storage(&config, &auth).await?;
-        let media_ip = config
-            .media_public_ip
-            .unwrap_or_else(|| guess_local_ip(config.host));
+        let media_ips = if config.media_public_ips.is_empty() {
+            vec![guess_local_ip(config.host)]
+        } else {
+            config.media_public_ips.clone()
+        };
         let media = MediaEngine::start(
             config.media_mode,
             config.media_limits,
             SfuConfig {
                 bind: SocketAddr::new(config.host, config.media_udp_port),
-                public_ip: media_ip,
+                public_ips: media_ips,
+                shards: config.media_shards,
+                reconnect_grace: Duration::from_millis(config.media_reconnect_grace_ms),
             },
         )
         .await

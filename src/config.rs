@@ -79,8 +79,12 @@ pub struct Config {
     pub media_recordings_dir: PathBuf,
     /// UDP port of the SFU (one socket for every peer); 0 picks a free port.
     pub media_udp_port: u16,
-    /// Address advertised to peers as the media host candidate.
-    pub media_public_ip: Option<IpAddr>,
+    /// Addresses advertised to peers as media host candidates (1:1 NAT / cloud hosts).
+    pub media_public_ips: Vec<IpAddr>,
+    /// Media loops (rooms are spread across them); defaults to the number of cores.
+    pub media_shards: usize,
+    /// How long viewers wait for a publisher whose transport was lost to reconnect.
+    pub media_reconnect_grace_ms: u64,
     pub turn: TurnConfig,
     /// Bucket name for both the S3 store and the embedded store.
     pub bucket: String,
@@ -272,13 +276,33 @@ impl Config {
             PathBuf::from(v.get("MEDIA_RECORDINGS_DIR").unwrap_or("./recordings"));
 
         let media_udp_port = v.parse("MEDIA_UDP_PORT", 8189u16, "a UDP port number 0-65535")?;
-        let media_public_ip = match v.list("MEDIA_PUBLIC_IP").first() {
-            None => None,
-            Some(ip) => Some(
-                ip.parse::<IpAddr>()
-                    .map_err(|_| err("MEDIA_PUBLIC_IP", ip, "an IP address such as 203.0.113.7"))?,
-            ),
-        };
+        let media_public_ips = v
+            .list("MEDIA_PUBLIC_IP")
+            .iter()
+            .map(|ip| {
+                ip.parse::<IpAddr>().map_err(|_| {
+                    err(
+                        "MEDIA_PUBLIC_IP",
+                        ip,
+                        "IP addresses such as 203.0.113.7, comma-separated",
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let media_shards = v.parse("MEDIA_SHARDS", cores, "a number of media loops, 1-64")?;
+        if !(1..=64).contains(&media_shards) {
+            return Err(err(
+                "MEDIA_SHARDS",
+                &media_shards.to_string(),
+                "a number of media loops, 1-64",
+            ));
+        }
+        let media_reconnect_grace_ms = v.parse(
+            "MEDIA_RECONNECT_GRACE_MS",
+            5000u64,
+            "milliseconds (0 ends a stream as soon as its publisher is lost)",
+        )?;
 
         let turn = TurnConfig {
             urls: v.list("TURN_URLS"),
@@ -425,7 +449,9 @@ impl Config {
             media_limits,
             media_recordings_dir,
             media_udp_port,
-            media_public_ip,
+            media_public_ips,
+            media_shards,
+            media_reconnect_grace_ms,
             turn,
             bucket,
             s3,

@@ -2,6 +2,7 @@
 //! and limit paths and headless Chromium for real interop.
 
 mod common;
+mod webrtc_peer;
 
 use common::{Backend, Reply, TestServer, unique_email};
 use reqwest::Method;
@@ -490,4 +491,291 @@ async fn simulcast_publisher_reaches_a_viewer_as_one_layer() {
         "simulcast viewer failed:\n{stdout}\n{stderr}"
     );
     eprintln!("{stdout}");
+}
+
+/// Checks one viewer's reception of the publisher's frames `[.., end)`: every frame it got
+/// is a byte-exact copy, the first one is a keyframe, and from there nothing is missing.
+fn assert_complete_from_first_keyframe(
+    name: &str,
+    got: &webrtc_peer::Received,
+    video_end: u32,
+    audio_end: u32,
+) {
+    assert_eq!(
+        got.corrupt, 0,
+        "{name}: corrupted: {:?}",
+        got.corrupt_samples
+    );
+    let (first, key, _, _) = *got
+        .video
+        .first()
+        .unwrap_or_else(|| panic!("{name}: no video"));
+    assert!(key, "{name}: first video frame {first} is not a keyframe");
+    let indices: Vec<u32> = got.video.iter().map(|v| v.0).collect();
+    let expected: Vec<u32> = (first..video_end).collect();
+    assert_eq!(
+        indices, expected,
+        "{name}: video frames missing or out of order"
+    );
+    assert!(indices.len() >= 60, "{name}: only {} frames", indices.len());
+    let a0 = *got
+        .audio
+        .first()
+        .unwrap_or_else(|| panic!("{name}: no audio"));
+    let expected: Vec<u32> = (a0..audio_end).collect();
+    assert_eq!(
+        got.audio, expected,
+        "{name}: audio packets missing or out of order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webrtc_rs_publisher_reaches_two_webrtc_rs_viewers_byte_exact() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let st = live_stream(&s).await;
+    let mut requester = s.socket(&st.client_token).await;
+    let mut publisher =
+        webrtc_peer::Publisher::start(&s.base, &st.sid, &st.publish, 0, false).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let plis_before = publisher.plis.load(std::sync::atomic::Ordering::SeqCst);
+    let one = webrtc_peer::Viewer::start(&s.base, &st.sid, &st.subscribe).await;
+    let two = webrtc_peer::Viewer::start(&s.base, &st.sid, &st.subscribe2).await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let (video_end, audio_end) = publisher.stop_sending().await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    for (name, viewer) in [("viewer 1", &one), ("viewer 2", &two)] {
+        let got = viewer.received.lock().await;
+        assert_complete_from_first_keyframe(name, &got, video_end, audio_end);
+        // Keyframe on join: the viewer's first picture arrives quickly after it connects.
+        let first_picture = got.video[0]
+            .3
+            .saturating_duration_since(viewer.connected_at);
+        eprintln!(
+            "{name}: {} video frames, {} audio packets, first keyframe {first_picture:?} after connecting",
+            got.video.len(),
+            got.audio.len()
+        );
+        assert!(
+            first_picture < std::time::Duration::from_millis(500),
+            "{name}: first keyframe took {first_picture:?}"
+        );
+    }
+    // Each joining viewer made the SFU ask the publisher for a keyframe.
+    let plis = publisher.plis.load(std::sync::atomic::Ordering::SeqCst) - plis_before;
+    assert!(plis >= 1, "no PLI reached the publisher");
+    // A WHIP DELETE is a hang-up: the session ends at once, without the reconnect grace.
+    let hung_up_at = std::time::Instant::now();
+    let del = s
+        .http
+        .delete(s.url(&publisher.location))
+        .bearer_auth(&st.publish)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), 200);
+    let ended = requester
+        .wait_for("stream:ended", std::time::Duration::from_secs(10), |v| {
+            v["id"] == st.sid.as_str()
+        })
+        .await;
+    assert_eq!(ended["endReason"], "publisher_left", "{ended}");
+    assert!(hung_up_at.elapsed() < std::time::Duration::from_secs(3));
+    for viewer in [one, two] {
+        let _ = viewer.pc.close().await;
+    }
+    let _ = publisher.pc.close().await;
+}
+
+/// Sequence numbers advance by small steps (padding may take a few) and timestamps never
+/// go back: one continuous RTP stream on one SSRC.
+fn assert_one_continuous_rtp_stream(name: &str, facts: &[(u32, u16, u32)]) {
+    let ssrcs: std::collections::BTreeSet<u32> = facts.iter().map(|f| f.0).collect();
+    assert_eq!(ssrcs.len(), 1, "{name}: SSRC changed: {ssrcs:?}");
+    for pair in facts.windows(2) {
+        let seq_step = pair[1].1.wrapping_sub(pair[0].1);
+        assert!(
+            (1..=64).contains(&seq_step),
+            "{name}: sequence jumps {} -> {}",
+            pair[0].1,
+            pair[1].1
+        );
+        let ts_step = pair[1].2.wrapping_sub(pair[0].2) as i32;
+        assert!(
+            (0..90_000 * 10).contains(&ts_step),
+            "{name}: timestamp jumps {} -> {}",
+            pair[0].2,
+            pair[1].2
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_stream_stays_continuous_when_the_publisher_reconnects() {
+    let s = TestServer::start_with(Backend::Sqlite, &[("MEDIA_RECONNECT_GRACE_MS", "3000")]).await;
+    let st = live_stream(&s).await;
+    let mut requester = s.socket(&st.client_token).await;
+    let mut first = webrtc_peer::Publisher::start(&s.base, &st.sid, &st.publish, 0, false).await;
+    let viewer = webrtc_peer::Viewer::start(&s.base, &st.sid, &st.subscribe).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // The camera's network drops: its transport closes without a WHIP DELETE.
+    let (first_end, first_audio_end) = first.stop_sending().await;
+    let _ = first.pc.close().await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // It comes back with a new WHIP session on the same publish token, within the grace.
+    let mut second =
+        webrtc_peer::Publisher::start(&s.base, &st.sid, &st.publish, 100_000, false).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let (second_end, second_audio_end) = second.stop_sending().await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    {
+        let got = viewer.received.lock().await;
+        assert_eq!(got.corrupt, 0);
+        let video: Vec<u32> = got.video.iter().map(|v| v.0).collect();
+        let split = video
+            .iter()
+            .position(|i| *i >= 100_000)
+            .expect("frames from the reconnected publisher");
+        let (before, after) = video.split_at(split);
+        assert_eq!(before, &(before[0]..first_end).collect::<Vec<_>>()[..]);
+        assert!(
+            got.video[split].1,
+            "the new publisher's video starts at a keyframe"
+        );
+        assert!(after[0] < 100_010, "late start: {}", after[0]);
+        assert_eq!(after, &(after[0]..second_end).collect::<Vec<_>>()[..]);
+        let split = got.audio.iter().position(|i| *i >= 100_000).unwrap();
+        let (before, after) = got.audio.split_at(split);
+        assert_eq!(
+            before,
+            &(before[0]..first_audio_end).collect::<Vec<_>>()[..]
+        );
+        assert_eq!(after, &(after[0]..second_audio_end).collect::<Vec<_>>()[..]);
+        assert_one_continuous_rtp_stream("video", &got.video_rtp);
+        assert_one_continuous_rtp_stream("audio", &got.audio_rtp);
+    }
+    // Lost again and not back within the grace period: the session ends for everyone.
+    let _ = second.pc.close().await;
+    let lost_at = std::time::Instant::now();
+    let ended = requester
+        .wait_for("stream:ended", std::time::Duration::from_secs(20), |v| {
+            v["id"] == st.sid.as_str()
+        })
+        .await;
+    assert_eq!(ended["endReason"], "publisher_left", "{ended}");
+    assert!(
+        lost_at.elapsed() >= std::time::Duration::from_millis(2500),
+        "ended before the grace period: {:?}",
+        lost_at.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_viewer_gets_the_simulcast_layer_its_bandwidth_allows() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let st = live_stream(&s).await;
+    let mut publisher = webrtc_peer::Publisher::start(&s.base, &st.sid, &st.publish, 0, true).await;
+    // One viewer on a fast link (TWCC-driven estimate), one reporting 300 kbit/s in REMB.
+    let fast = webrtc_peer::Viewer::start(&s.base, &st.sid, &st.subscribe).await;
+    let slow =
+        webrtc_peer::Viewer::start_capped(&s.base, &st.sid, &st.subscribe2, Some(300_000)).await;
+    // Wait until the fast viewer has climbed to the high layer.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let on_high = fast
+            .received
+            .lock()
+            .await
+            .video
+            .last()
+            .is_some_and(|v| v.2 == 2);
+        if on_high {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fast viewer never reached the high layer: {}",
+            s.get_bearer(
+                &format!("/streams/{}/sfu/session", st.sid),
+                &st.client_token
+            )
+            .await
+            .text
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let session = s
+        .get_bearer(
+            &format!("/streams/{}/sfu/session", st.sid),
+            &st.client_token,
+        )
+        .await;
+    let metrics = s.get("/metrics").await.text;
+    let (video_end, _) = publisher.stop_sending().await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let fast_got = fast.received.lock().await;
+    let slow_got = slow.received.lock().await;
+    assert_eq!(fast_got.corrupt + slow_got.corrupt, 0);
+    // The slow viewer only ever saw the low layer, complete from its first keyframe.
+    assert!(
+        slow_got.video.iter().all(|v| v.2 == 1),
+        "slow viewer got the high layer"
+    );
+    assert!(slow_got.video[0].1);
+    let indices: Vec<u32> = slow_got.video.iter().map(|v| v.0).collect();
+    assert_eq!(indices, (indices[0]..video_end).collect::<Vec<_>>());
+    // The fast viewer went up once, at a keyframe of the high layer, and stayed there;
+    // indices never go back and never skip.
+    let layers: Vec<u8> = fast_got.video.iter().map(|v| v.2).collect();
+    let switches: Vec<usize> = (1..layers.len())
+        .filter(|&i| layers[i] != layers[i - 1])
+        .collect();
+    assert!(switches.len() <= 1, "fast viewer flapped: {switches:?}");
+    assert_eq!(*layers.last().unwrap(), 2);
+    for &i in &switches {
+        assert!(
+            fast_got.video[i].1,
+            "switch to the high layer not at a keyframe"
+        );
+    }
+    for pair in fast_got.video.windows(2) {
+        let step = pair[1].0 - pair[0].0;
+        assert!(step <= 1, "frames skipped: {} -> {}", pair[0].0, pair[1].0);
+    }
+    assert_eq!(fast_got.video.last().unwrap().0, video_end - 1);
+    assert_one_continuous_rtp_stream("fast viewer video", &fast_got.video_rtp);
+    assert_one_continuous_rtp_stream("slow viewer video", &slow_got.video_rtp);
+
+    // The server's own account agrees: per-viewer layer, switch count and estimate.
+    assert_eq!(session.status, 200, "{}", session.text);
+    let viewers: Vec<&serde_json::Value> = session.json["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["role"] == "subscriber")
+        .collect();
+    assert_eq!(viewers.len(), 2, "{}", session.text);
+    let layers: Vec<&str> = viewers
+        .iter()
+        .map(|p| p["layer"].as_str().unwrap_or(""))
+        .collect();
+    assert!(
+        layers.contains(&"h") && layers.contains(&"l"),
+        "{}",
+        session.text
+    );
+    for p in &viewers {
+        assert!(
+            p["estimatedBitrate"].as_u64().is_some_and(|b| b > 0),
+            "{}",
+            session.text
+        );
+    }
+    let estimate: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("watchpost_media_egress_estimated_bitrate_bps "))
+        .and_then(|v| v.parse().ok())
+        .expect("estimate gauge in /metrics");
+    assert!(estimate > 300_000, "{metrics}");
 }

@@ -155,6 +155,11 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
                 "Bitrate sent to subscribers (last second).",
                 c.egress_bps.load(Relaxed),
             ),
+            (
+                "watchpost_media_egress_estimated_bitrate_bps",
+                "Sum of the viewers' bandwidth estimates (TWCC/REMB).",
+                c.egress_estimate_bps.load(Relaxed),
+            ),
         ]);
     }
     for (name, help, value) in gauges {

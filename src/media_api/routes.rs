@@ -337,7 +337,7 @@ async fn delete_resource(
             e.to_string(),
         )
     })?;
-    sfu(&state)?.leave(&resource).await;
+    sfu(&state)?.leave(&session_id, &resource).await;
     Ok(StatusCode::OK)
 }
 

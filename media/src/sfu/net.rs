@@ -1,0 +1,252 @@
+//! The sockets every peer shares and the router that hands each incoming datagram to the
+//! shard owning its peer.
+//!
+//! One UDP socket serves all peers; ICE-TCP (RFC 4571 framing) on the same port number is
+//! the fallback for networks that block UDP. Routing is by the STUN USERNAME's local ufrag
+//! (every remote address must pass an ICE check before it may send media, so the router
+//! learns each address from its first binding request) and then by source address.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use str0m::net::Protocol;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+
+/// One received packet on its way to a shard.
+pub(crate) struct Datagram {
+    pub proto: Protocol,
+    pub source: SocketAddr,
+    pub data: Bytes,
+}
+
+/// Open ICE-TCP connections, keyed by the remote address.
+type TcpConnections = Arc<Mutex<HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>>>;
+
+/// Which shard owns each local ICE ufrag. Written when a peer joins or leaves, read only for
+/// STUN from addresses the router has not seen, so the lock is off the media path.
+pub(crate) type UfragOwners = Arc<RwLock<HashMap<String, usize>>>;
+
+/// The send side, shared by all shards.
+pub(crate) struct Net {
+    pub udp: Arc<UdpSocket>,
+    tcp: TcpConnections,
+}
+
+impl Net {
+    pub fn send(&self, proto: Protocol, destination: SocketAddr, contents: &[u8]) -> bool {
+        match proto {
+            Protocol::Udp => self.udp.try_send_to(contents, destination).is_ok(),
+            Protocol::Tcp => {
+                let conns = self.tcp.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(conn) = conns.get(&destination) else {
+                    return false;
+                };
+                let Ok(len) = u16::try_from(contents.len()) else {
+                    return false;
+                };
+                let mut framed = Vec::with_capacity(contents.len() + 2);
+                framed.extend_from_slice(&len.to_be_bytes());
+                framed.extend_from_slice(contents);
+                conn.send(framed).is_ok()
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Starts the ICE-TCP listener (if it can bind) and the router; returns the send side and
+/// whether ICE-TCP is available.
+pub(crate) async fn start(
+    udp: UdpSocket,
+    tcp_bind: SocketAddr,
+    shards: Vec<mpsc::Sender<Datagram>>,
+    owners: UfragOwners,
+) -> (Arc<Net>, bool) {
+    let udp = Arc::new(udp);
+    let tcp: TcpConnections = Arc::new(Mutex::new(HashMap::new()));
+    let (tcp_tx, tcp_rx) = mpsc::channel(1024);
+    let tcp_ok = match TcpListener::bind(tcp_bind).await {
+        Ok(listener) => {
+            tokio::spawn(accept_tcp(listener, tcp.clone(), tcp_tx));
+            true
+        }
+        Err(e) => {
+            // Without ICE-TCP, UDP still works: a warning, not a startup error.
+            tracing::warn!(port = tcp_bind.port(), error = %e, "ICE-TCP disabled: cannot listen");
+            false
+        }
+    };
+    let router = Router {
+        shards,
+        owners,
+        by_addr: HashMap::new(),
+        last_prune: Instant::now(),
+    };
+    tokio::spawn(router.run(udp.clone(), tcp_rx));
+    (Arc::new(Net { udp, tcp }), tcp_ok)
+}
+
+struct Router {
+    shards: Vec<mpsc::Sender<Datagram>>,
+    owners: UfragOwners,
+    /// Remote address → (shard, local ufrag) learned from STUN.
+    by_addr: HashMap<(Protocol, SocketAddr), (usize, String)>,
+    last_prune: Instant,
+}
+
+/// Receive buffer: datagrams are split off one large allocation, so handing a packet to a
+/// shard costs a reference count, not an allocation per packet.
+const RECV_CHUNK: usize = 256 * 1024;
+const MAX_DATAGRAM: usize = 2048;
+
+impl Router {
+    async fn run(mut self, udp: Arc<UdpSocket>, mut tcp: mpsc::Receiver<(SocketAddr, Vec<u8>)>) {
+        let mut buf = BytesMut::with_capacity(RECV_CHUNK);
+        loop {
+            if buf.capacity() < MAX_DATAGRAM {
+                buf = BytesMut::with_capacity(RECV_CHUNK);
+            }
+            tokio::select! {
+                received = udp.recv_buf_from(&mut buf) => {
+                    let Ok((_, source)) = received else { buf.clear(); continue };
+                    let data = buf.split().freeze();
+                    self.route(Datagram { proto: Protocol::Udp, source, data });
+                }
+                Some((source, packet)) = tcp.recv() => {
+                    self.route(Datagram { proto: Protocol::Tcp, source, data: packet.into() });
+                }
+            }
+        }
+    }
+
+    fn route(&mut self, datagram: Datagram) {
+        let key = (datagram.proto, datagram.source);
+        let shard = match stun_local_ufrag(&datagram.data) {
+            Some(ufrag) => {
+                let owner = self
+                    .owners
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(ufrag)
+                    .copied();
+                if let Some(shard) = owner
+                    && self
+                        .by_addr
+                        .get(&key)
+                        .is_none_or(|(s, u)| *s != shard || u != ufrag)
+                {
+                    self.by_addr.insert(key, (shard, ufrag.to_string()));
+                }
+                owner
+            }
+            None => self.by_addr.get(&key).map(|(shard, _)| *shard),
+        };
+        if let Some(shard) = shard {
+            // A full shard queue drops the packet, as a full socket buffer would.
+            let _ = self.shards[shard].try_send(datagram);
+        }
+        if self.last_prune.elapsed() > Duration::from_secs(10) {
+            self.last_prune = Instant::now();
+            let owners = self.owners.read().unwrap_or_else(|p| p.into_inner());
+            self.by_addr
+                .retain(|_, (_, ufrag)| owners.contains_key(ufrag));
+        }
+    }
+}
+
+/// For a STUN message, the local (first) part of its USERNAME attribute, which names the
+/// receiving agent's ufrag (RFC 8445 §7.2.2).
+pub(crate) fn stun_local_ufrag(packet: &[u8]) -> Option<&str> {
+    const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
+    const USERNAME: u16 = 0x0006;
+    if packet.len() < 20 || packet[0] & 0xc0 != 0 || packet[4..8] != MAGIC_COOKIE {
+        return None;
+    }
+    let mut at = 20;
+    while at + 4 <= packet.len() {
+        let kind = u16::from_be_bytes([packet[at], packet[at + 1]]);
+        let len = u16::from_be_bytes([packet[at + 2], packet[at + 3]]) as usize;
+        let value = packet.get(at + 4..at + 4 + len)?;
+        if kind == USERNAME {
+            let username = std::str::from_utf8(value).ok()?;
+            return username.split(':').next();
+        }
+        at += 4 + len.div_ceil(4) * 4;
+    }
+    None
+}
+
+/// Accepts ICE-TCP connections and runs each one's framed reader and writer.
+async fn accept_tcp(
+    listener: TcpListener,
+    conns: TcpConnections,
+    to_router: mpsc::Sender<(SocketAddr, Vec<u8>)>,
+) {
+    loop {
+        let Ok((stream, remote)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (mut reader, mut writer) = stream.into_split();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(remote, tx);
+        tokio::spawn(async move {
+            while let Some(frame) = rx.recv().await {
+                if writer.write_all(&frame).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let conns = conns.clone();
+        let to_router = to_router.clone();
+        tokio::spawn(async move {
+            // RFC 4571: each packet is preceded by its 16-bit big-endian length.
+            loop {
+                let mut len = [0u8; 2];
+                if reader.read_exact(&mut len).await.is_err() {
+                    break;
+                }
+                let mut packet = vec![0u8; u16::from_be_bytes(len) as usize];
+                if reader.read_exact(&mut packet).await.is_err()
+                    || to_router.send((remote, packet)).await.is_err()
+                {
+                    break;
+                }
+            }
+            conns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&remote);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_local_ufrag_from_a_binding_request() {
+        let username = b"srvUfrag:cliUfrag";
+        let mut packet = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+        packet.extend_from_slice(&[7; 12]);
+        // A PRIORITY attribute first, then USERNAME (17 bytes, padded to 20).
+        packet.extend_from_slice(&[0x00, 0x24, 0x00, 0x04, 1, 2, 3, 4]);
+        packet.extend_from_slice(&[0x00, 0x06, 0x00, username.len() as u8]);
+        packet.extend_from_slice(username);
+        packet.extend_from_slice(&[0, 0, 0]);
+        assert_eq!(stun_local_ufrag(&packet), Some("srvUfrag"));
+        // RTP/DTLS are not STUN.
+        assert_eq!(stun_local_ufrag(&[0x80; 40]), None);
+        assert_eq!(stun_local_ufrag(&[22; 40]), None);
+        assert_eq!(stun_local_ufrag(&packet[..30]), None);
+    }
+}

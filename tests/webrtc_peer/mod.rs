@@ -1,0 +1,503 @@
+//! webrtc-rs as an independent WebRTC stack in tests: a publisher that sends hand-made,
+//! self-describing Opus and VP8 payloads over WHIP, and viewers that receive them over WHEP
+//! and check every frame byte for byte. Only loopback candidates are gathered.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Mutex;
+use webrtc::api::APIBuilder;
+use webrtc::api::interceptor_registry::register_default_interceptors;
+use webrtc::api::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine};
+use webrtc::api::setting_engine::SettingEngine;
+use webrtc::ice::mdns::MulticastDnsMode;
+use webrtc::interceptor::registry::Registry;
+use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::peer_connection::configuration::RTCConfiguration;
+use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
+use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
+use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use webrtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
+use webrtc::rtp_transceiver::rtp_codec::{
+    RTCRtpCodecCapability, RTCRtpHeaderExtensionCapability, RTPCodecType,
+};
+use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
+use webrtc::track::track_local::TrackLocalWriter;
+use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
+
+async fn new_peer(simulcast: bool) -> Arc<RTCPeerConnection> {
+    // Both ring and aws-lc-rs are compiled in, so rustls cannot pick one by itself.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut media = MediaEngine::default();
+    media.register_default_codecs().unwrap();
+    if simulcast {
+        // Simulcast layers are told apart by the mid and RTP stream id header extensions.
+        for uri in [
+            webrtc::sdp::extmap::SDES_MID_URI,
+            webrtc::sdp::extmap::SDES_RTP_STREAM_ID_URI,
+        ] {
+            media
+                .register_header_extension(
+                    RTCRtpHeaderExtensionCapability {
+                        uri: uri.to_owned(),
+                    },
+                    RTPCodecType::Video,
+                    None,
+                )
+                .unwrap();
+        }
+    }
+    let registry = register_default_interceptors(Registry::new(), &mut media).unwrap();
+    let mut settings = SettingEngine::default();
+    // Tests never leave the machine: loopback candidates only, no mDNS.
+    settings.set_include_loopback_candidate(true);
+    settings.set_ip_filter(Box::new(|ip| ip.is_loopback()));
+    settings.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
+    let api = APIBuilder::new()
+        .with_media_engine(media)
+        .with_interceptor_registry(registry)
+        .with_setting_engine(settings)
+        .build();
+    Arc::new(
+        api.new_peer_connection(RTCConfiguration::default())
+            .await
+            .unwrap(),
+    )
+}
+
+/// Offer, POST it to a WHIP/WHEP endpoint, apply the answer. Returns the resource URL path.
+async fn negotiate(pc: &RTCPeerConnection, url: &str, token: &str) -> String {
+    let offer = pc.create_offer(None).await.unwrap();
+    let mut gathered = pc.gathering_complete_promise().await;
+    pc.set_local_description(offer).await.unwrap();
+    let _ = gathered.recv().await;
+    let sdp = pc.local_description().await.unwrap().sdp;
+    let resp = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(token)
+        .header("content-type", "application/sdp")
+        .body(sdp)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let location = resp
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().unwrap().to_string());
+    let answer = resp.text().await.unwrap();
+    assert_eq!(status, 201, "{answer}");
+    pc.set_remote_description(RTCSessionDescription::answer(answer).unwrap())
+        .await
+        .unwrap();
+    location.expect("Location header")
+}
+
+async fn wait_connected(pc: &RTCPeerConnection) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pc.connection_state() != RTCPeerConnectionState::Connected {
+        assert!(Instant::now() < deadline, "peer did not connect");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+// --- The payloads: every frame says what it is, so a receiver can check it exactly. ---
+
+const VIDEO_MAGIC: &[u8; 2] = b"WP";
+const AUDIO_MAGIC: &[u8; 4] = b"OPUS";
+
+/// Simulcast layers of the test publisher: (rid, layer number).
+pub const LAYERS: [(&str, u8); 2] = [("l", 1), ("h", 2)];
+
+/// A VP8 frame: the real 3-byte frame tag (and, for a keyframe, the start code and a
+/// size) so SFUs parse it as VP8, then layer, index and filler derived from them. Layer 0
+/// (the single-layer stream) runs ~100 B-3 KB per frame, so some frames span several
+/// packets; simulcast layer 1 runs ~100 kbit/s at 30 frames/s and layer 2 ~720 kbit/s.
+pub fn video_frame(index: u32, keyframe: bool, layer: u8) -> Vec<u8> {
+    let mut frame = if keyframe {
+        vec![0x10, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00]
+    } else {
+        vec![0x11, 0x00, 0x00]
+    };
+    frame.extend_from_slice(VIDEO_MAGIC);
+    frame.push(layer);
+    frame.extend_from_slice(&index.to_be_bytes());
+    let len = match layer {
+        0 => 100 + (index as usize * 397) % 3000,
+        1 => 200 + (index as usize * 97) % 400,
+        _ => 2000 + (index as usize * 397) % 2000,
+    };
+    frame.extend((0..len).map(|k| (index as usize * 31 + k * 7 + layer as usize) as u8));
+    frame
+}
+
+/// Parses and checks a received video frame: `(index, keyframe, layer)`, or `None` if it
+/// is not exactly what was sent.
+pub fn check_video_frame(frame: &[u8]) -> Option<(u32, bool, u8)> {
+    let keyframe = frame.first()? & 1 == 0;
+    let at = if keyframe { 10 } else { 3 };
+    if frame.get(at..at + 2)? != VIDEO_MAGIC {
+        return None;
+    }
+    let layer = *frame.get(at + 2)?;
+    let index = u32::from_be_bytes(frame.get(at + 3..at + 7)?.try_into().ok()?);
+    (video_frame(index, keyframe, layer) == frame).then_some((index, keyframe, layer))
+}
+
+pub fn audio_packet(index: u32) -> Vec<u8> {
+    let mut p = AUDIO_MAGIC.to_vec();
+    p.extend_from_slice(&index.to_be_bytes());
+    p.extend((0..60 + index as usize % 40).map(|k| (index as usize * 13 + k) as u8));
+    p
+}
+
+pub fn check_audio_packet(payload: &[u8]) -> Option<u32> {
+    if payload.get(..4)? != AUDIO_MAGIC {
+        return None;
+    }
+    let index = u32::from_be_bytes(payload.get(4..8)?.try_into().ok()?);
+    (audio_packet(index) == payload).then_some(index)
+}
+
+// --- Publisher ---
+
+pub struct Publisher {
+    pub pc: Arc<RTCPeerConnection>,
+    pub location: String,
+    /// Picture loss indications the SFU sent this publisher.
+    pub plis: Arc<AtomicU32>,
+    stop: Arc<AtomicBool>,
+    sender: Option<tokio::task::JoinHandle<(u32, u32)>>,
+}
+
+impl Publisher {
+    /// Connects over WHIP and starts sending: 30 video frames/s (a keyframe every 60
+    /// frames and right after each PLI) and 50 audio packets/s. Indices start at `first`,
+    /// RTP sequence numbers and timestamps at random points as a real encoder's would.
+    /// With `simulcast`, video goes out as two layers ([`LAYERS`]) of the same frames.
+    pub async fn start(
+        base: &str,
+        session: &str,
+        token: &str,
+        first: u32,
+        simulcast: bool,
+    ) -> Publisher {
+        let pc = new_peer(simulcast).await;
+        let vp8 = || RTCRtpCodecCapability {
+            mime_type: MIME_TYPE_VP8.to_owned(),
+            clock_rate: 90000,
+            ..Default::default()
+        };
+        let layers: Vec<Arc<TrackLocalStaticRTP>> = if simulcast {
+            LAYERS
+                .iter()
+                .map(|(rid, _)| {
+                    Arc::new(TrackLocalStaticRTP::new_with_rid(
+                        vp8(),
+                        "video".to_owned(),
+                        rid.to_string(),
+                        "watchpost-test".to_owned(),
+                    ))
+                })
+                .collect()
+        } else {
+            vec![Arc::new(TrackLocalStaticRTP::new(
+                vp8(),
+                "video".to_owned(),
+                "watchpost-test".to_owned(),
+            ))]
+        };
+        let audio = Arc::new(TrackLocalStaticRTP::new(
+            RTCRtpCodecCapability {
+                mime_type: MIME_TYPE_OPUS.to_owned(),
+                clock_rate: 48000,
+                channels: 2,
+                ..Default::default()
+            },
+            "audio".to_owned(),
+            "watchpost-test".to_owned(),
+        ));
+        let init = || RTCRtpTransceiverInit {
+            direction: RTCRtpTransceiverDirection::Sendonly,
+            send_encodings: vec![],
+        };
+        let video_tx = pc
+            .add_transceiver_from_track(layers[0].clone(), Some(init()))
+            .await
+            .unwrap();
+        let sender = video_tx.sender().await;
+        for layer in &layers[1..] {
+            sender.add_encoding(layer.clone()).await.unwrap();
+        }
+        pc.add_transceiver_from_track(audio.clone(), Some(init()))
+            .await
+            .unwrap();
+        let location = negotiate(&pc, &format!("{base}/whip/{session}"), token).await;
+        wait_connected(&pc).await;
+
+        let plis = Arc::new(AtomicU32::new(0));
+        let want_keyframe = Arc::new(AtomicBool::new(true));
+        let rids: Vec<Option<&'static str>> = if simulcast {
+            LAYERS.iter().map(|(rid, _)| Some(*rid)).collect()
+        } else {
+            vec![None]
+        };
+        for rid in rids {
+            let (plis, want_keyframe, sender) =
+                (plis.clone(), want_keyframe.clone(), sender.clone());
+            tokio::spawn(async move {
+                loop {
+                    let read = match rid {
+                        Some(rid) => sender.read_rtcp_simulcast(rid).await,
+                        None => sender.read_rtcp().await,
+                    };
+                    let Ok((packets, _)) = read else { break };
+                    for p in packets {
+                        if p.as_any().is::<PictureLossIndication>() {
+                            plis.fetch_add(1, Ordering::SeqCst);
+                            want_keyframe.store(true, Ordering::SeqCst);
+                        }
+                    }
+                }
+            });
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut video_seq: Vec<u16> = layers.iter().map(|_| rand_u16()).collect();
+            let mut audio_seq: u16 = rand_u16();
+            let video_ts0 = u32::from(rand_u16()) << 12;
+            let audio_ts0 = u32::from(rand_u16()) << 10;
+            let (mut v, mut a) = (first, first);
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            let start = Instant::now();
+            while !stopped.load(Ordering::SeqCst) {
+                tick.tick().await;
+                let elapsed = start.elapsed().as_millis() as u32;
+                while (a - first) * 20 <= elapsed {
+                    let packet = webrtc::rtp::packet::Packet {
+                        header: webrtc::rtp::header::Header {
+                            version: 2,
+                            marker: true,
+                            sequence_number: audio_seq,
+                            timestamp: audio_ts0.wrapping_add((a - first) * 960),
+                            ..Default::default()
+                        },
+                        payload: audio_packet(a).into(),
+                    };
+                    audio_seq = audio_seq.wrapping_add(1);
+                    let _ = audio.write_rtp(&packet).await;
+                    a += 1;
+                }
+                while (v - first) * 100 / 3 <= elapsed {
+                    let keyframe = (v - first).is_multiple_of(60)
+                        || want_keyframe.swap(false, Ordering::SeqCst);
+                    for (n, track) in layers.iter().enumerate() {
+                        let layer = if simulcast { LAYERS[n].1 } else { 0 };
+                        let frame = video_frame(v, keyframe, layer);
+                        let chunks: Vec<&[u8]> = frame.chunks(1000).collect();
+                        for (k, chunk) in chunks.iter().enumerate() {
+                            // VP8 payload descriptor: S=1 on the first packet of the frame.
+                            let mut payload = vec![if k == 0 { 0x10 } else { 0x00 }];
+                            payload.extend_from_slice(chunk);
+                            let packet = webrtc::rtp::packet::Packet {
+                                header: webrtc::rtp::header::Header {
+                                    version: 2,
+                                    marker: k + 1 == chunks.len(),
+                                    sequence_number: video_seq[n],
+                                    timestamp: video_ts0.wrapping_add((v - first) * 3000),
+                                    ..Default::default()
+                                },
+                                payload: payload.into(),
+                            };
+                            video_seq[n] = video_seq[n].wrapping_add(1);
+                            let _ = track.write_rtp(&packet).await;
+                        }
+                    }
+                    v += 1;
+                }
+            }
+            (v, a)
+        });
+        Publisher {
+            pc,
+            location,
+            plis,
+            stop,
+            sender: Some(task),
+        }
+    }
+
+    /// Stops sending; returns the next (unsent) video and audio indices.
+    pub async fn stop_sending(&mut self) -> (u32, u32) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.sender.take().unwrap().await.unwrap()
+    }
+}
+
+fn rand_u16() -> u16 {
+    (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        % 60000) as u16
+}
+
+// --- Viewer ---
+
+/// What a viewer received, in arrival order.
+#[derive(Default, Debug)]
+pub struct Received {
+    /// (index, keyframe, layer, arrival) per verified video frame.
+    pub video: Vec<(u32, bool, u8, Instant)>,
+    pub audio: Vec<u32>,
+    /// Frames or packets that were not byte-exact copies of what was sent.
+    pub corrupt: u32,
+    /// What the first few of those looked like, for the failure message.
+    pub corrupt_samples: Vec<String>,
+    /// Raw RTP header facts per kind: (ssrc, sequence number, timestamp).
+    pub video_rtp: Vec<(u32, u16, u32)>,
+    pub audio_rtp: Vec<(u32, u16, u32)>,
+}
+
+/// The VP8 payload after the RTP payload descriptor (RFC 7741 §4.2). Written out here
+/// because the SFU may legally send packets shorter than webrtc-rs's depacketizer accepts.
+fn vp8_payload(payload: &[u8]) -> Option<&[u8]> {
+    let first = *payload.first()?;
+    let mut at = 1;
+    if first & 0x80 != 0 {
+        let ext = *payload.get(1)?;
+        at = 2;
+        if ext & 0x80 != 0 {
+            // PictureID: 7 or 15 bits (M flag).
+            at += if payload.get(at)? & 0x80 != 0 { 2 } else { 1 };
+        }
+        if ext & 0x40 != 0 {
+            at += 1; // TL0PICIDX
+        }
+        if ext & 0x30 != 0 {
+            at += 1; // TID/Y/KEYIDX
+        }
+    }
+    payload.get(at..)
+}
+
+impl Received {
+    fn note_corrupt(&mut self, what: &str, bytes: &[u8]) {
+        self.corrupt += 1;
+        if self.corrupt_samples.len() < 5 {
+            let head: Vec<String> = bytes.iter().take(16).map(|b| format!("{b:02x}")).collect();
+            self.corrupt_samples
+                .push(format!("{what}: {} bytes: {}", bytes.len(), head.join(" ")));
+        }
+    }
+}
+
+pub struct Viewer {
+    pub pc: Arc<RTCPeerConnection>,
+    pub received: Arc<Mutex<Received>>,
+    pub connected_at: Instant,
+}
+
+impl Viewer {
+    pub async fn start(base: &str, session: &str, token: &str) -> Viewer {
+        Self::start_capped(base, session, token, None).await
+    }
+
+    /// A viewer that, with `remb_cap`, reports that bandwidth (bits/s) in REMB four times a
+    /// second, as a receiver on a slow link would.
+    pub async fn start_capped(
+        base: &str,
+        session: &str,
+        token: &str,
+        remb_cap: Option<u64>,
+    ) -> Viewer {
+        let pc = new_peer(false).await;
+        for kind in [RTPCodecType::Audio, RTPCodecType::Video] {
+            pc.add_transceiver_from_kind(
+                kind,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Recvonly,
+                    send_encodings: vec![],
+                }),
+            )
+            .await
+            .unwrap();
+        }
+        let received = Arc::new(Mutex::new(Received::default()));
+        let sink = received.clone();
+        pc.on_track(Box::new(move |track, _, _| {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let video = track.kind() == RTPCodecType::Video;
+                let mut frame: Vec<u8> = Vec::new();
+                let mut last_seq: Option<u16> = None;
+                while let Ok((packet, _)) = track.read_rtp().await {
+                    let h = &packet.header;
+                    if packet.payload.is_empty() {
+                        // Padding (bandwidth probing) carries no media.
+                        continue;
+                    }
+                    let mut got = sink.lock().await;
+                    let facts = (h.ssrc, h.sequence_number, h.timestamp);
+                    if !video {
+                        got.audio_rtp.push(facts);
+                        match check_audio_packet(&packet.payload) {
+                            Some(i) => got.audio.push(i),
+                            None => got.note_corrupt("audio", &packet.payload),
+                        }
+                        continue;
+                    }
+                    got.video_rtp.push(facts);
+                    // A gap inside a frame makes it unrecoverable here; it shows up as
+                    // a missing index, which the test reports.
+                    if last_seq.is_some_and(|s| s.wrapping_add(1) != h.sequence_number) {
+                        frame.clear();
+                    }
+                    last_seq = Some(h.sequence_number);
+                    let Some(chunk) = vp8_payload(&packet.payload) else {
+                        got.note_corrupt("vp8 packet", &packet.payload);
+                        continue;
+                    };
+                    frame.extend_from_slice(chunk);
+                    if h.marker {
+                        match check_video_frame(&frame) {
+                            Some((i, key, layer)) => {
+                                got.video.push((i, key, layer, Instant::now()))
+                            }
+                            None => got.note_corrupt("video frame", &frame),
+                        }
+                        frame.clear();
+                    }
+                }
+            });
+            Box::pin(async {})
+        }));
+        negotiate(&pc, &format!("{base}/whep/{session}"), token).await;
+        wait_connected(&pc).await;
+        if let Some(cap) = remb_cap {
+            let (pc, received) = (pc.clone(), received.clone());
+            tokio::spawn(async move {
+                while pc.connection_state() == RTCPeerConnectionState::Connected {
+                    let ssrc = received.lock().await.video_rtp.first().map(|f| f.0);
+                    if let Some(ssrc) = ssrc {
+                        let remb = ReceiverEstimatedMaximumBitrate {
+                            sender_ssrc: 1,
+                            bitrate: cap as f32,
+                            ssrcs: vec![ssrc],
+                        };
+                        let _ = pc.write_rtcp(&[Box::new(remb)]).await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            });
+        }
+        Viewer {
+            pc,
+            received,
+            connected_at: Instant::now(),
+        }
+    }
+}
