@@ -511,7 +511,9 @@ fn assert_complete_from_first_keyframe(
         .first()
         .unwrap_or_else(|| panic!("{name}: no video"));
     assert!(key, "{name}: first video frame {first} is not a keyframe");
-    let indices: Vec<u32> = got.video.iter().map(|v| v.0).collect();
+    // Frames repaired by retransmission may complete out of order, as in any jitter buffer.
+    let mut indices: Vec<u32> = got.video.iter().map(|v| v.0).collect();
+    indices.sort_unstable();
     let expected: Vec<u32> = (first..video_end).collect();
     assert_eq!(
         indices, expected,
@@ -535,7 +537,7 @@ async fn webrtc_rs_publisher_reaches_two_webrtc_rs_viewers_byte_exact() {
     let st = live_stream(&s).await;
     let mut requester = s.socket(&st.client_token).await;
     let mut publisher =
-        webrtc_peer::Publisher::start(&s.base, &st.sid, &st.publish, 0, false).await;
+        webrtc_peer::Publisher::start(&s.base, &st.sid, &st.publish, 0, false, None).await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let plis_before = publisher.plis.load(std::sync::atomic::Ordering::SeqCst);
     let one = webrtc_peer::Viewer::start(&s.base, &st.sid, &st.subscribe).await;
@@ -614,7 +616,8 @@ async fn viewer_stream_stays_continuous_when_the_publisher_reconnects() {
     let s = TestServer::start_with(Backend::Sqlite, &[("MEDIA_RECONNECT_GRACE_MS", "3000")]).await;
     let st = live_stream(&s).await;
     let mut requester = s.socket(&st.client_token).await;
-    let mut first = webrtc_peer::Publisher::start(&s.base, &st.sid, &st.publish, 0, false).await;
+    let mut first =
+        webrtc_peer::Publisher::start(&s.base, &st.sid, &st.publish, 0, false, None).await;
     let viewer = webrtc_peer::Viewer::start(&s.base, &st.sid, &st.subscribe).await;
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     // The camera's network drops: its transport closes without a WHIP DELETE.
@@ -623,7 +626,7 @@ async fn viewer_stream_stays_continuous_when_the_publisher_reconnects() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     // It comes back with a new WHIP session on the same publish token, within the grace.
     let mut second =
-        webrtc_peer::Publisher::start(&s.base, &st.sid, &st.publish, 100_000, false).await;
+        webrtc_peer::Publisher::start(&s.base, &st.sid, &st.publish, 100_000, false, None).await;
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let (second_end, second_audio_end) = second.stop_sending().await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -673,11 +676,13 @@ async fn viewer_stream_stays_continuous_when_the_publisher_reconnects() {
 async fn each_viewer_gets_the_simulcast_layer_its_bandwidth_allows() {
     let s = TestServer::start(Backend::Sqlite).await;
     let st = live_stream(&s).await;
-    let mut publisher = webrtc_peer::Publisher::start(&s.base, &st.sid, &st.publish, 0, true).await;
+    let mut publisher =
+        webrtc_peer::Publisher::start(&s.base, &st.sid, &st.publish, 0, true, None).await;
     // One viewer on a fast link (TWCC-driven estimate), one reporting 300 kbit/s in REMB.
     let fast = webrtc_peer::Viewer::start(&s.base, &st.sid, &st.subscribe).await;
     let slow =
-        webrtc_peer::Viewer::start_capped(&s.base, &st.sid, &st.subscribe2, Some(300_000)).await;
+        webrtc_peer::Viewer::start_with(&s.base, &st.sid, &st.subscribe2, Some(300_000), None)
+            .await;
     // Wait until the fast viewer has climbed to the high layer.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
@@ -778,4 +783,87 @@ async fn each_viewer_gets_the_simulcast_layer_its_bandwidth_allows() {
         .and_then(|v| v.parse().ok())
         .expect("estimate gauge in /metrics");
     assert!(estimate > 300_000, "{metrics}");
+}
+
+fn metric(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{metrics}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nacks_recover_packet_loss_on_both_legs() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let st = live_stream(&s).await;
+    // Every 15th video packet from the camera is lost on the way in, and every 15th on the
+    // way out to the viewer: the SFU NACKs the camera, and answers the viewer's NACKs from
+    // its own send cache.
+    let mut publisher = webrtc_peer::Publisher::start(
+        &s.base,
+        &st.sid,
+        &st.publish,
+        0,
+        false,
+        Some(webrtc_peer::Loss {
+            drop_every: 15,
+            towards_sfu: true,
+        }),
+    )
+    .await;
+    let viewer = webrtc_peer::Viewer::start_with(
+        &s.base,
+        &st.sid,
+        &st.subscribe,
+        None,
+        Some(webrtc_peer::Loss {
+            drop_every: 15,
+            towards_sfu: false,
+        }),
+    )
+    .await;
+    // A viewer on a clean link sees only the camera leg's losses (repaired by the SFU).
+    let clean = webrtc_peer::Viewer::start(&s.base, &st.sid, &st.subscribe2).await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let (video_end, audio_end) = publisher.stop_sending().await;
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    assert_complete_from_first_keyframe(
+        "clean viewer",
+        &*clean.received.lock().await,
+        video_end,
+        audio_end,
+    );
+    let in_dropped = publisher.dropped.load(std::sync::atomic::Ordering::SeqCst);
+    let out_dropped = viewer.dropped.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        in_dropped >= 5 && out_dropped >= 5,
+        "{in_dropped} {out_dropped}"
+    );
+    let metrics = s.get("/metrics").await.text;
+    eprintln!(
+        "NACKs sent to the camera: {}, received from the viewer: {}",
+        metric(&metrics, "watchpost_media_nacks_sent_total"),
+        metric(&metrics, "watchpost_media_nacks_received_total")
+    );
+    {
+        let got = viewer.received.lock().await;
+        eprintln!(
+            "dropped {in_dropped} packets in and {out_dropped} out; viewer got {} frames and {} retransmissions",
+            got.video.len(),
+            got.repairs
+        );
+        assert_complete_from_first_keyframe("lossy viewer", &got, video_end, audio_end);
+    }
+    let metrics = s.get("/metrics").await.text;
+    assert!(
+        metric(&metrics, "watchpost_media_nacks_sent_total") > 0,
+        "{metrics}"
+    );
+    assert!(
+        metric(&metrics, "watchpost_media_nacks_received_total") > 0,
+        "{metrics}"
+    );
+    let _ = viewer.pc.close().await;
+    let _ = publisher.pc.close().await;
 }

@@ -2,10 +2,13 @@
 //! self-describing Opus and VP8 payloads over WHIP, and viewers that receive them over WHEP
 //! and check every frame byte for byte. Only loopback candidates are gathered.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio::net::UdpSocket;
 use tokio::sync::Mutex;
 use webrtc::api::APIBuilder;
 use webrtc::api::interceptor_registry::register_default_interceptors;
@@ -13,6 +16,10 @@ use webrtc::api::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine};
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::ice::mdns::MulticastDnsMode;
 use webrtc::interceptor::registry::Registry;
+use webrtc::interceptor::stream_info::StreamInfo;
+use webrtc::interceptor::{
+    Attributes, Interceptor, InterceptorBuilder, RTCPReader, RTCPWriter, RTPReader, RTPWriter,
+};
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
@@ -21,7 +28,7 @@ use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndicat
 use webrtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
 use webrtc::rtp_transceiver::rtp_codec::{
-    RTCRtpCodecCapability, RTCRtpHeaderExtensionCapability, RTPCodecType,
+    RTCRtpCodecCapability, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RTPCodecType,
 };
 use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
 use webrtc::track::track_local::TrackLocalWriter;
@@ -32,6 +39,22 @@ async fn new_peer(simulcast: bool) -> Arc<RTCPeerConnection> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut media = MediaEngine::default();
     media.register_default_codecs().unwrap();
+    // RTX for VP8, as browsers offer it: str0m NACKs and retransmits only over RTX.
+    media
+        .register_codec(
+            RTCRtpCodecParameters {
+                capability: RTCRtpCodecCapability {
+                    mime_type: "video/rtx".to_owned(),
+                    clock_rate: 90000,
+                    sdp_fmtp_line: "apt=96".to_owned(),
+                    ..Default::default()
+                },
+                payload_type: 97,
+                ..Default::default()
+            },
+            RTPCodecType::Video,
+        )
+        .unwrap();
     if simulcast {
         // Simulcast layers are told apart by the mid and RTP stream id header extensions.
         for uri in [
@@ -49,12 +72,15 @@ async fn new_peer(simulcast: bool) -> Arc<RTCPeerConnection> {
                 .unwrap();
         }
     }
-    let registry = register_default_interceptors(Registry::new(), &mut media).unwrap();
+    let mut registry = Registry::new();
+    registry.add(Box::new(RepairTapBuilder::default()));
+    let registry = register_default_interceptors(registry, &mut media).unwrap();
     let mut settings = SettingEngine::default();
     // Tests never leave the machine: loopback candidates only, no mDNS.
     settings.set_include_loopback_candidate(true);
     settings.set_ip_filter(Box::new(|ip| ip.is_loopback()));
     settings.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
+    settings.enable_sender_rtx(true);
     let api = APIBuilder::new()
         .with_media_engine(media)
         .with_interceptor_registry(registry)
@@ -67,8 +93,87 @@ async fn new_peer(simulcast: bool) -> Arc<RTCPeerConnection> {
     )
 }
 
-/// Offer, POST it to a WHIP/WHEP endpoint, apply the answer. Returns the resource URL path.
-async fn negotiate(pc: &RTCPeerConnection, url: &str, token: &str) -> String {
+/// A UDP relay between a test peer and the SFU that drops every `drop_every`-th VP8 RTP
+/// packet (payload type 96) travelling one way, so NACK recovery has real work to do.
+#[derive(Clone, Copy)]
+pub struct Loss {
+    pub drop_every: u32,
+    /// Drop on the way to the SFU (publisher leg) rather than from it (viewer leg).
+    pub towards_sfu: bool,
+}
+
+/// Starts the relay in front of `sfu`; returns its address and its count of drops.
+async fn lossy_link(sfu: SocketAddr, loss: Loss, dropped: Arc<AtomicU32>) -> SocketAddr {
+    let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let front_addr = front.local_addr().unwrap();
+    let peer: Arc<std::sync::Mutex<Option<SocketAddr>>> = Arc::default();
+    let is_video_rtp = |b: &[u8]| b.len() > 12 && b[0] & 0xc0 == 0x80 && b[1] & 0x7f == 96;
+    for towards_sfu in [true, false] {
+        let (from, to) = if towards_sfu {
+            (front.clone(), back.clone())
+        } else {
+            (back.clone(), front.clone())
+        };
+        let (peer, dropped) = (peer.clone(), dropped.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            let mut seen = 0u32;
+            while let Ok((n, source)) = from.recv_from(&mut buf).await {
+                let packet = &buf[..n];
+                if loss.towards_sfu == towards_sfu && is_video_rtp(packet) {
+                    seen += 1;
+                    if seen.is_multiple_of(loss.drop_every) {
+                        dropped.fetch_add(1, Ordering::SeqCst);
+                        continue;
+                    }
+                }
+                let destination = if towards_sfu {
+                    *peer.lock().unwrap() = Some(source);
+                    Some(sfu)
+                } else {
+                    *peer.lock().unwrap()
+                };
+                if let Some(destination) = destination {
+                    let _ = to.send_to(packet, destination).await;
+                }
+            }
+        });
+    }
+    front_addr
+}
+
+/// Points the answer's UDP host candidate at a lossy relay and drops its TCP candidate.
+async fn through_lossy_link(answer: String, loss: Loss, dropped: Arc<AtomicU32>) -> String {
+    let candidate = answer
+        .lines()
+        .find(|l| l.starts_with("a=candidate:") && l.to_lowercase().contains(" udp "))
+        .expect("a UDP candidate");
+    let fields: Vec<&str> = candidate.split(' ').collect();
+    let sfu: SocketAddr = format!("{}:{}", fields[4], fields[5]).parse().unwrap();
+    let relay = lossy_link(sfu, loss, dropped).await;
+    answer
+        .split("\r\n")
+        .filter(|l| !(l.starts_with("a=candidate:") && l.to_lowercase().contains(" tcp ")))
+        .map(|l| {
+            if l == candidate {
+                l.replace(&format!(" {} ", sfu.port()), &format!(" {} ", relay.port()))
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n")
+}
+
+/// Offer, POST it to a WHIP/WHEP endpoint, apply the answer (through a lossy relay when
+/// `loss` is given). Returns the resource URL path.
+async fn negotiate(
+    pc: &RTCPeerConnection,
+    url: &str,
+    token: &str,
+    loss: Option<(Loss, Arc<AtomicU32>)>,
+) -> String {
     let offer = pc.create_offer(None).await.unwrap();
     let mut gathered = pc.gathering_complete_promise().await;
     pc.set_local_description(offer).await.unwrap();
@@ -87,8 +192,11 @@ async fn negotiate(pc: &RTCPeerConnection, url: &str, token: &str) -> String {
         .headers()
         .get("location")
         .map(|l| l.to_str().unwrap().to_string());
-    let answer = resp.text().await.unwrap();
+    let mut answer = resp.text().await.unwrap();
     assert_eq!(status, 201, "{answer}");
+    if let Some((loss, dropped)) = loss {
+        answer = through_lossy_link(answer, loss, dropped).await;
+    }
     pc.set_remote_description(RTCSessionDescription::answer(answer).unwrap())
         .await
         .unwrap();
@@ -166,6 +274,8 @@ pub fn check_audio_packet(payload: &[u8]) -> Option<u32> {
 pub struct Publisher {
     pub pc: Arc<RTCPeerConnection>,
     pub location: String,
+    /// Packets the lossy relay (if any) dropped.
+    pub dropped: Arc<AtomicU32>,
     /// Picture loss indications the SFU sent this publisher.
     pub plis: Arc<AtomicU32>,
     stop: Arc<AtomicBool>,
@@ -183,7 +293,9 @@ impl Publisher {
         token: &str,
         first: u32,
         simulcast: bool,
+        loss: Option<Loss>,
     ) -> Publisher {
+        let dropped = Arc::new(AtomicU32::new(0));
         let pc = new_peer(simulcast).await;
         let vp8 = || RTCRtpCodecCapability {
             mime_type: MIME_TYPE_VP8.to_owned(),
@@ -234,7 +346,13 @@ impl Publisher {
         pc.add_transceiver_from_track(audio.clone(), Some(init()))
             .await
             .unwrap();
-        let location = negotiate(&pc, &format!("{base}/whip/{session}"), token).await;
+        let location = negotiate(
+            &pc,
+            &format!("{base}/whip/{session}"),
+            token,
+            loss.map(|l| (l, dropped.clone())),
+        )
+        .await;
         wait_connected(&pc).await;
 
         let plis = Arc::new(AtomicU32::new(0));
@@ -324,6 +442,7 @@ impl Publisher {
         Publisher {
             pc,
             location,
+            dropped,
             plis,
             stop,
             sender: Some(task),
@@ -355,11 +474,201 @@ pub struct Received {
     pub audio: Vec<u32>,
     /// Frames or packets that were not byte-exact copies of what was sent.
     pub corrupt: u32,
+    /// Retransmissions received over RTX.
+    pub repairs: u32,
     /// What the first few of those looked like, for the failure message.
     pub corrupt_samples: Vec<String>,
     /// Raw RTP header facts per kind: (ssrc, sequence number, timestamp).
     pub video_rtp: Vec<(u32, u16, u32)>,
     pub audio_rtp: Vec<(u32, u16, u32)>,
+}
+
+/// Attribute key marking a packet that arrived as an RTX retransmission.
+pub const REPAIRED: usize = 0x5254_5800;
+
+/// An interceptor that puts every retransmission arriving over RTX back into its original
+/// stream as the original packet (RFC 4588: the original sequence number leads the
+/// payload). webrtc-rs only drains RTX streams, so without this a test viewer would never
+/// see repairs and its NACK generator would keep asking for them. Registered first, it
+/// sits next to the transport, below the NACK generator, which then counts repairs as
+/// received.
+#[derive(Default)]
+struct RepairTapBuilder {
+    /// Main stream SSRC → its queue of repaired packets.
+    queues: Arc<std::sync::Mutex<HashMap<u32, RepairQueue>>>,
+}
+
+type RepairQueue = Arc<std::sync::Mutex<std::collections::VecDeque<webrtc::rtp::packet::Packet>>>;
+
+impl InterceptorBuilder for RepairTapBuilder {
+    fn build(
+        &self,
+        _id: &str,
+    ) -> Result<Arc<dyn Interceptor + Send + Sync>, webrtc::interceptor::Error> {
+        Ok(Arc::new(RepairTap {
+            queues: self.queues.clone(),
+        }))
+    }
+}
+
+struct RepairTap {
+    queues: Arc<std::sync::Mutex<HashMap<u32, RepairQueue>>>,
+}
+
+#[async_trait::async_trait]
+impl Interceptor for RepairTap {
+    async fn bind_rtcp_reader(
+        &self,
+        reader: Arc<dyn RTCPReader + Send + Sync>,
+    ) -> Arc<dyn RTCPReader + Send + Sync> {
+        reader
+    }
+
+    async fn bind_rtcp_writer(
+        &self,
+        writer: Arc<dyn RTCPWriter + Send + Sync>,
+    ) -> Arc<dyn RTCPWriter + Send + Sync> {
+        writer
+    }
+
+    async fn bind_local_stream(
+        &self,
+        _info: &StreamInfo,
+        writer: Arc<dyn RTPWriter + Send + Sync>,
+    ) -> Arc<dyn RTPWriter + Send + Sync> {
+        writer
+    }
+
+    async fn unbind_local_stream(&self, _info: &StreamInfo) {}
+
+    async fn bind_remote_stream(
+        &self,
+        info: &StreamInfo,
+        reader: Arc<dyn RTPReader + Send + Sync>,
+    ) -> Arc<dyn RTPReader + Send + Sync> {
+        let mut queues = self.queues.lock().unwrap();
+        match &info.associated_stream {
+            Some(main) => Arc::new(RtxUnwrap {
+                inner: reader,
+                main_ssrc: main.ssrc,
+                queue: queues.entry(main.ssrc).or_default().clone(),
+            }),
+            None => Arc::new(WithRepairs {
+                inner: reader,
+                queue: queues.entry(info.ssrc).or_default().clone(),
+            }),
+        }
+    }
+
+    async fn unbind_remote_stream(&self, _info: &StreamInfo) {}
+
+    async fn close(&self) -> Result<(), webrtc::interceptor::Error> {
+        Ok(())
+    }
+}
+
+/// The RTX stream's reader: unwraps each retransmission into its main stream's queue.
+struct RtxUnwrap {
+    inner: Arc<dyn RTPReader + Send + Sync>,
+    main_ssrc: u32,
+    queue: RepairQueue,
+}
+
+#[async_trait::async_trait]
+impl RTPReader for RtxUnwrap {
+    async fn read(
+        &self,
+        buf: &mut [u8],
+        attributes: &Attributes,
+    ) -> Result<(webrtc::rtp::packet::Packet, Attributes), webrtc::interceptor::Error> {
+        let (packet, attributes) = self.inner.read(buf, attributes).await?;
+        if packet.payload.len() > 2 {
+            let mut original = packet.clone();
+            original.header.sequence_number =
+                u16::from_be_bytes([packet.payload[0], packet.payload[1]]);
+            original.header.ssrc = self.main_ssrc;
+            original.payload = packet.payload.slice(2..);
+            // Its arrival was already reported to the sender's estimator (transport-cc) on
+            // the RTX stream; counting it again, late, would look like congestion.
+            original.header.extension = false;
+            original.header.extensions.clear();
+            self.queue.lock().unwrap().push_back(original);
+        }
+        Ok((packet, attributes))
+    }
+}
+
+/// The main stream's reader: hands out queued repairs before the next packet off the wire
+/// (so a repair surfaces within one packet interval, with no racing reads).
+struct WithRepairs {
+    inner: Arc<dyn RTPReader + Send + Sync>,
+    queue: RepairQueue,
+}
+
+#[async_trait::async_trait]
+impl RTPReader for WithRepairs {
+    async fn read(
+        &self,
+        buf: &mut [u8],
+        attributes: &Attributes,
+    ) -> Result<(webrtc::rtp::packet::Packet, Attributes), webrtc::interceptor::Error> {
+        let repaired = self.queue.lock().unwrap().pop_front();
+        if let Some(packet) = repaired {
+            let mut attributes = attributes.clone();
+            attributes.insert(REPAIRED, 1);
+            return Ok((packet, attributes));
+        }
+        self.inner.read(buf, attributes).await
+    }
+}
+
+/// A minimal jitter buffer: holds VP8 packets until a frame is whole (its start packet,
+/// its marker packet and every sequence number between, all with one timestamp), so
+/// retransmitted packets that arrive late and out of order still complete their frame.
+#[derive(Default)]
+struct FrameAssembler {
+    pending: std::collections::HashMap<u16, (u32, bool, bool, Vec<u8>)>,
+    done: std::collections::HashSet<u32>,
+}
+
+impl FrameAssembler {
+    fn push(
+        &mut self,
+        seq: u16,
+        timestamp: u32,
+        start: bool,
+        marker: bool,
+        chunk: &[u8],
+    ) -> Option<Vec<u8>> {
+        if self.done.contains(&timestamp) {
+            return None; // a duplicate of a frame already delivered
+        }
+        self.pending
+            .insert(seq, (timestamp, start, marker, chunk.to_vec()));
+        let first = self
+            .pending
+            .iter()
+            .find(|(_, p)| p.0 == timestamp && p.1)
+            .map(|(s, _)| *s)?;
+        let mut seqs = vec![first];
+        loop {
+            let last = *seqs.last().unwrap();
+            let (ts, _, marker, _) = self.pending.get(&last)?;
+            if *ts != timestamp {
+                return None;
+            }
+            if *marker {
+                break;
+            }
+            seqs.push(last.wrapping_add(1));
+        }
+        let mut frame = Vec::new();
+        for s in seqs {
+            frame.extend_from_slice(&self.pending.remove(&s).unwrap().3);
+        }
+        self.done.insert(timestamp);
+        Some(frame)
+    }
 }
 
 /// The VP8 payload after the RTP payload descriptor (RFC 7741 §4.2). Written out here
@@ -397,23 +706,27 @@ impl Received {
 
 pub struct Viewer {
     pub pc: Arc<RTCPeerConnection>,
+    /// Packets the lossy relay (if any) dropped.
+    pub dropped: Arc<AtomicU32>,
     pub received: Arc<Mutex<Received>>,
     pub connected_at: Instant,
 }
 
 impl Viewer {
     pub async fn start(base: &str, session: &str, token: &str) -> Viewer {
-        Self::start_capped(base, session, token, None).await
+        Self::start_with(base, session, token, None, None).await
     }
 
     /// A viewer that, with `remb_cap`, reports that bandwidth (bits/s) in REMB four times a
     /// second, as a receiver on a slow link would.
-    pub async fn start_capped(
+    pub async fn start_with(
         base: &str,
         session: &str,
         token: &str,
         remb_cap: Option<u64>,
+        loss: Option<Loss>,
     ) -> Viewer {
+        let dropped = Arc::new(AtomicU32::new(0));
         let pc = new_peer(false).await;
         for kind in [RTPCodecType::Audio, RTPCodecType::Video] {
             pc.add_transceiver_from_kind(
@@ -430,11 +743,11 @@ impl Viewer {
         let sink = received.clone();
         pc.on_track(Box::new(move |track, _, _| {
             let sink = sink.clone();
+            let video = track.kind() == RTPCodecType::Video;
             tokio::spawn(async move {
-                let video = track.kind() == RTPCodecType::Video;
-                let mut frame: Vec<u8> = Vec::new();
-                let mut last_seq: Option<u16> = None;
-                while let Ok((packet, _)) = track.read_rtp().await {
+                let mut frames = FrameAssembler::default();
+                while let Ok((packet, attributes)) = track.read_rtp().await {
+                    let repaired = attributes.contains_key(&REPAIRED);
                     let h = &packet.header;
                     if packet.payload.is_empty() {
                         // Padding (bandwidth probing) carries no media.
@@ -442,6 +755,9 @@ impl Viewer {
                     }
                     let mut got = sink.lock().await;
                     let facts = (h.ssrc, h.sequence_number, h.timestamp);
+                    if repaired {
+                        got.repairs += 1;
+                    }
                     if !video {
                         got.audio_rtp.push(facts);
                         match check_audio_packet(&packet.payload) {
@@ -450,32 +766,35 @@ impl Viewer {
                         }
                         continue;
                     }
-                    got.video_rtp.push(facts);
-                    // A gap inside a frame makes it unrecoverable here; it shows up as
-                    // a missing index, which the test reports.
-                    if last_seq.is_some_and(|s| s.wrapping_add(1) != h.sequence_number) {
-                        frame.clear();
+                    if !repaired {
+                        got.video_rtp.push(facts);
                     }
-                    last_seq = Some(h.sequence_number);
                     let Some(chunk) = vp8_payload(&packet.payload) else {
                         got.note_corrupt("vp8 packet", &packet.payload);
                         continue;
                     };
-                    frame.extend_from_slice(chunk);
-                    if h.marker {
+                    let start = packet.payload[0] & 0x17 == 0x10;
+                    let assembled =
+                        frames.push(h.sequence_number, h.timestamp, start, h.marker, chunk);
+                    if let Some(frame) = assembled {
                         match check_video_frame(&frame) {
                             Some((i, key, layer)) => {
                                 got.video.push((i, key, layer, Instant::now()))
                             }
                             None => got.note_corrupt("video frame", &frame),
                         }
-                        frame.clear();
                     }
                 }
             });
             Box::pin(async {})
         }));
-        negotiate(&pc, &format!("{base}/whep/{session}"), token).await;
+        negotiate(
+            &pc,
+            &format!("{base}/whep/{session}"),
+            token,
+            loss.map(|l| (l, dropped.clone())),
+        )
+        .await;
         wait_connected(&pc).await;
         if let Some(cap) = remb_cap {
             let (pc, received) = (pc.clone(), received.clone());
@@ -496,6 +815,7 @@ impl Viewer {
         }
         Viewer {
             pc,
+            dropped,
             received,
             connected_at: Instant::now(),
         }

@@ -105,6 +105,8 @@ struct Room {
     /// over until the grace period ends, and viewers keep their streams meanwhile.
     orphaned_since: Option<Instant>,
     layers: Layers,
+    /// The publisher offered simulcast.
+    simulcast: bool,
     keyframe_requests: Vec<(Option<Rid>, Instant)>,
 }
 
@@ -366,6 +368,7 @@ impl Shard {
         publisher: bool,
         offer: String,
     ) -> Result<String, SfuError> {
+        let offers_simulcast = offer.contains("a=simulcast:");
         let offer =
             SdpOffer::from_sdp_string(&offer).map_err(|e| SfuError::BadSdp(e.to_string()))?;
         // A reconnecting participant replaces its previous transport.
@@ -398,8 +401,11 @@ impl Shard {
             .enable_opus(true, false)
             .enable_vp8(true)
             .enable_h264(true);
-        if !publisher {
-            // Viewers' bandwidth estimates choose their simulcast layer.
+        // A viewer of a simulcast camera gets a bandwidth estimator: its estimate picks the
+        // layer. Without layers there is nothing to choose, and str0m would pace the one
+        // stream at the estimate, turning a lossy (not congested) link into growing delay.
+        let simulcast_room = state.rooms.get(&*room_id).is_some_and(|r| r.simulcast);
+        if !publisher && simulcast_room {
             config = config.enable_bwe(Some(INITIAL_ESTIMATE));
         }
         let mut rtc = config.build(now);
@@ -477,6 +483,7 @@ impl Shard {
                 tracing::info!(room = %room_id, "publisher reconnected within the grace period");
             }
             room.publisher = Some(key);
+            room.simulcast = offers_simulcast;
             room.layers.reset();
             // Viewers start the new publisher's video at its first keyframe.
             for sub in &room.subscribers {
@@ -616,12 +623,10 @@ impl Shard {
             return;
         };
         let room = peer.room.clone();
-        let layer = match &mut peer.role {
-            Role::Subscriber(_, viewing) => {
-                // A viewer's PLI means its decoder lost the picture: restart at a keyframe.
-                viewing.video.waiting_keyframe = true;
-                viewing.video.target.or(viewing.video.layer)
-            }
+        // Frames keep flowing meanwhile: the decoder copes until the keyframe arrives, and
+        // holding them back would only lengthen the freeze.
+        let layer = match &peer.role {
+            Role::Subscriber(_, viewing) => viewing.video.target.or(viewing.video.layer),
             Role::Publisher(_) => return,
         };
         self.request_keyframe(&room, layer);
