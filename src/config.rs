@@ -506,6 +506,36 @@ mod tests {
         assert_eq!(e.var, "MEDIA_MAX_PUBLISHERS");
         let e = Config::from_vars(&vars(&[("MINIO_ENDPOINT", "localhost")])).unwrap_err();
         assert_eq!(e.var, "MINIO_ACCESS_KEY");
+        let e = Config::from_vars(&vars(&[("MEDIA_SHARDS", "0")])).unwrap_err();
+        assert_eq!(e.var, "MEDIA_SHARDS");
+        let e =
+            Config::from_vars(&vars(&[("MEDIA_PUBLIC_IP", "10.0.0.1,cam.example")])).unwrap_err();
+        assert_eq!(e.var, "MEDIA_PUBLIC_IP");
+        let e = Config::from_vars(&vars(&[("MEDIA_RECONNECT_GRACE_MS", "-1")])).unwrap_err();
+        assert_eq!(e.var, "MEDIA_RECONNECT_GRACE_MS");
+    }
+
+    #[test]
+    fn media_settings_parse() {
+        let c = Config::from_vars(&vars(&[
+            ("MEDIA_PUBLIC_IP", "203.0.113.7, 2001:db8::7"),
+            ("MEDIA_SHARDS", "3"),
+            ("MEDIA_RECONNECT_GRACE_MS", "0"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.media_public_ips,
+            vec![
+                "203.0.113.7".parse::<IpAddr>().unwrap(),
+                "2001:db8::7".parse::<IpAddr>().unwrap()
+            ]
+        );
+        assert_eq!(c.media_shards, 3);
+        assert_eq!(c.media_reconnect_grace_ms, 0);
+        let c = Config::from_vars(&vars(&[])).unwrap();
+        assert!(c.media_public_ips.is_empty());
+        assert!(c.media_shards >= 1);
+        assert_eq!(c.media_reconnect_grace_ms, 5000);
     }
 
     #[test]
