@@ -470,7 +470,7 @@ async fn ice_tcp_carries_media_when_udp_is_blocked() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn simulcast_publisher_reaches_a_viewer_as_one_layer() {
+async fn chromium_simulcast_viewer_decodes_one_layer_at_a_time() {
     let _browser = BROWSER.lock().await;
     let s = TestServer::start(Backend::Sqlite).await;
     let st = live_stream(&s).await;
@@ -481,6 +481,7 @@ async fn simulcast_publisher_reaches_a_viewer_as_one_layer() {
         .arg(&st.sid)
         .arg(&st.publish)
         .arg(&st.subscribe)
+        .arg(&st.client_token)
         .output()
         .await
         .expect("node runs");
@@ -533,20 +534,54 @@ fn assert_complete_from_first_keyframe(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webrtc_rs_publisher_reaches_two_webrtc_rs_viewers_byte_exact() {
+    two_webrtc_rs_viewers_byte_exact(webrtc_peer::VideoCodec::Vp8).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h264_publisher_reaches_two_webrtc_rs_viewers_byte_exact() {
+    two_webrtc_rs_viewers_byte_exact(webrtc_peer::VideoCodec::H264).await;
+}
+
+/// A webrtc-rs camera (Opus + `codec`) and two webrtc-rs viewers: every frame arrives
+/// byte for byte, starting at a keyframe the SFU asked for when the viewer joined.
+async fn two_webrtc_rs_viewers_byte_exact(codec: webrtc_peer::VideoCodec) {
     let s = TestServer::start(Backend::Sqlite).await;
     let st = live_stream(&s).await;
     let mut requester = s.socket(&st.client_token).await;
-    let mut publisher =
-        webrtc_peer::Publisher::start(&s.base, &st.sid, &st.publish, 0, false, None).await;
+    let mut publisher = webrtc_peer::Publisher::start(
+        &s.base,
+        &st.sid,
+        &st.publish,
+        webrtc_peer::Options {
+            codec,
+            ..Default::default()
+        },
+    )
+    .await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let plis_before = publisher.plis.load(std::sync::atomic::Ordering::SeqCst);
     let one = webrtc_peer::Viewer::start(&s.base, &st.sid, &st.subscribe).await;
     let two = webrtc_peer::Viewer::start(&s.base, &st.sid, &st.subscribe2).await;
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    // A third viewer comes and goes abruptly (its tab closes): the others never notice.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let passer_by = webrtc_peer::Viewer::start(&s.base, &st.sid, &st.subscribe).await;
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let _ = passer_by.pc.close().await;
+    assert!(!passer_by.received.lock().await.video.is_empty());
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     let (video_end, audio_end) = publisher.stop_sending().await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     for (name, viewer) in [("viewer 1", &one), ("viewer 2", &two)] {
         let got = viewer.received.lock().await;
+        let mime = match codec {
+            webrtc_peer::VideoCodec::Vp8 => "video/VP8",
+            webrtc_peer::VideoCodec::H264 => "video/H264",
+        };
+        assert!(
+            got.video_codec.eq_ignore_ascii_case(mime),
+            "{}",
+            got.video_codec
+        );
         assert_complete_from_first_keyframe(name, &got, video_end, audio_end);
         // Keyframe on join: the viewer's first picture arrives quickly after it connects.
         let first_picture = got.video[0]
@@ -617,7 +652,7 @@ async fn viewer_stream_stays_continuous_when_the_publisher_reconnects() {
     let st = live_stream(&s).await;
     let mut requester = s.socket(&st.client_token).await;
     let mut first =
-        webrtc_peer::Publisher::start(&s.base, &st.sid, &st.publish, 0, false, None).await;
+        webrtc_peer::Publisher::start(&s.base, &st.sid, &st.publish, Default::default()).await;
     let viewer = webrtc_peer::Viewer::start(&s.base, &st.sid, &st.subscribe).await;
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     // The camera's network drops: its transport closes without a WHIP DELETE.
@@ -625,8 +660,16 @@ async fn viewer_stream_stays_continuous_when_the_publisher_reconnects() {
     let _ = first.pc.close().await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     // It comes back with a new WHIP session on the same publish token, within the grace.
-    let mut second =
-        webrtc_peer::Publisher::start(&s.base, &st.sid, &st.publish, 100_000, false, None).await;
+    let mut second = webrtc_peer::Publisher::start(
+        &s.base,
+        &st.sid,
+        &st.publish,
+        webrtc_peer::Options {
+            first: 100_000,
+            ..Default::default()
+        },
+    )
+    .await;
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let (second_end, second_audio_end) = second.stop_sending().await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -676,8 +719,16 @@ async fn viewer_stream_stays_continuous_when_the_publisher_reconnects() {
 async fn each_viewer_gets_the_simulcast_layer_its_bandwidth_allows() {
     let s = TestServer::start(Backend::Sqlite).await;
     let st = live_stream(&s).await;
-    let mut publisher =
-        webrtc_peer::Publisher::start(&s.base, &st.sid, &st.publish, 0, true, None).await;
+    let mut publisher = webrtc_peer::Publisher::start(
+        &s.base,
+        &st.sid,
+        &st.publish,
+        webrtc_peer::Options {
+            simulcast: true,
+            ..Default::default()
+        },
+    )
+    .await;
     // One viewer on a fast link (TWCC-driven estimate), one reporting 300 kbit/s in REMB.
     let fast = webrtc_peer::Viewer::start(&s.base, &st.sid, &st.subscribe).await;
     let slow =
@@ -804,12 +855,13 @@ async fn nacks_recover_packet_loss_on_both_legs() {
         &s.base,
         &st.sid,
         &st.publish,
-        0,
-        false,
-        Some(webrtc_peer::Loss {
-            drop_every: 15,
-            towards_sfu: true,
-        }),
+        webrtc_peer::Options {
+            loss: Some(webrtc_peer::Loss {
+                drop_every: 15,
+                towards_sfu: true,
+            }),
+            ..Default::default()
+        },
     )
     .await;
     let viewer = webrtc_peer::Viewer::start_with(

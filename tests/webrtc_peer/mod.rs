@@ -12,7 +12,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::Mutex;
 use webrtc::api::APIBuilder;
 use webrtc::api::interceptor_registry::register_default_interceptors;
-use webrtc::api::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine};
+use webrtc::api::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine};
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::ice::mdns::MulticastDnsMode;
 use webrtc::interceptor::registry::Registry;
@@ -34,27 +34,83 @@ use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirecti
 use webrtc::track::track_local::TrackLocalWriter;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 
-async fn new_peer(simulcast: bool) -> Arc<RTCPeerConnection> {
+async fn new_peer(simulcast: bool, codec: VideoCodec) -> Arc<RTCPeerConnection> {
     // Both ring and aws-lc-rs are compiled in, so rustls cannot pick one by itself.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut media = MediaEngine::default();
-    media.register_default_codecs().unwrap();
+    match codec {
+        VideoCodec::Vp8 => media.register_default_codecs().unwrap(),
+        // Only H.264 (and Opus) on offer: the call cannot fall back to VP8.
+        VideoCodec::H264 => {
+            for (mime, clock_rate, channels, fmtp, pt, kind) in [
+                (
+                    MIME_TYPE_OPUS,
+                    48000,
+                    2,
+                    "minptime=10;useinbandfec=1",
+                    111,
+                    RTPCodecType::Audio,
+                ),
+                (
+                    MIME_TYPE_H264,
+                    90000,
+                    0,
+                    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f",
+                    102,
+                    RTPCodecType::Video,
+                ),
+            ] {
+                let rtcp_feedback = if kind == RTPCodecType::Video {
+                    ["nack", "nack pli", "ccm fir"]
+                        .iter()
+                        .map(|fb| {
+                            let (typ, parameter) = fb.split_once(' ').unwrap_or((fb, ""));
+                            webrtc::rtp_transceiver::RTCPFeedback {
+                                typ: typ.to_owned(),
+                                parameter: parameter.to_owned(),
+                            }
+                        })
+                        .collect()
+                } else {
+                    vec![]
+                };
+                media
+                    .register_codec(
+                        RTCRtpCodecParameters {
+                            capability: RTCRtpCodecCapability {
+                                mime_type: mime.to_owned(),
+                                clock_rate,
+                                channels,
+                                sdp_fmtp_line: fmtp.to_owned(),
+                                rtcp_feedback,
+                            },
+                            payload_type: pt,
+                            ..Default::default()
+                        },
+                        kind,
+                    )
+                    .unwrap();
+            }
+        }
+    }
     // RTX for VP8, as browsers offer it: str0m NACKs and retransmits only over RTX.
-    media
-        .register_codec(
-            RTCRtpCodecParameters {
-                capability: RTCRtpCodecCapability {
-                    mime_type: "video/rtx".to_owned(),
-                    clock_rate: 90000,
-                    sdp_fmtp_line: "apt=96".to_owned(),
+    if codec == VideoCodec::Vp8 {
+        media
+            .register_codec(
+                RTCRtpCodecParameters {
+                    capability: RTCRtpCodecCapability {
+                        mime_type: "video/rtx".to_owned(),
+                        clock_rate: 90000,
+                        sdp_fmtp_line: "apt=96".to_owned(),
+                        ..Default::default()
+                    },
+                    payload_type: 97,
                     ..Default::default()
                 },
-                payload_type: 97,
-                ..Default::default()
-            },
-            RTPCodecType::Video,
-        )
-        .unwrap();
+                RTPCodecType::Video,
+            )
+            .unwrap();
+    }
     if simulcast {
         // Simulcast layers are told apart by the mid and RTP stream id header extensions.
         for uri in [
@@ -95,7 +151,7 @@ async fn new_peer(simulcast: bool) -> Arc<RTCPeerConnection> {
 
 /// A UDP relay between a test peer and the SFU that drops every `drop_every`-th VP8 RTP
 /// packet (payload type 96) travelling one way, so NACK recovery has real work to do.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub struct Loss {
     pub drop_every: u32,
     /// Drop on the way to the SFU (publisher leg) rather than from it (viewer leg).
@@ -271,6 +327,25 @@ pub fn check_audio_packet(payload: &[u8]) -> Option<u32> {
 
 // --- Publisher ---
 
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum VideoCodec {
+    #[default]
+    Vp8,
+    H264,
+}
+
+/// How a test publisher sends.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// The first frame/packet index (so a reconnected publisher's frames are told apart).
+    pub first: u32,
+    /// Two VP8 layers ([`LAYERS`]) instead of one stream.
+    pub simulcast: bool,
+    /// Send through a lossy relay.
+    pub loss: Option<Loss>,
+    pub codec: VideoCodec,
+}
+
 pub struct Publisher {
     pub pc: Arc<RTCPeerConnection>,
     pub location: String,
@@ -287,20 +362,29 @@ impl Publisher {
     /// frames and right after each PLI) and 50 audio packets/s. Indices start at `first`,
     /// RTP sequence numbers and timestamps at random points as a real encoder's would.
     /// With `simulcast`, video goes out as two layers ([`LAYERS`]) of the same frames.
-    pub async fn start(
-        base: &str,
-        session: &str,
-        token: &str,
-        first: u32,
-        simulcast: bool,
-        loss: Option<Loss>,
-    ) -> Publisher {
+    pub async fn start(base: &str, session: &str, token: &str, options: Options) -> Publisher {
+        let Options {
+            first,
+            simulcast,
+            loss,
+            codec,
+        } = options;
         let dropped = Arc::new(AtomicU32::new(0));
-        let pc = new_peer(simulcast).await;
-        let vp8 = || RTCRtpCodecCapability {
-            mime_type: MIME_TYPE_VP8.to_owned(),
-            clock_rate: 90000,
-            ..Default::default()
+        let pc = new_peer(simulcast, codec).await;
+        let vp8 = || match codec {
+            VideoCodec::Vp8 => RTCRtpCodecCapability {
+                mime_type: MIME_TYPE_VP8.to_owned(),
+                clock_rate: 90000,
+                ..Default::default()
+            },
+            VideoCodec::H264 => RTCRtpCodecCapability {
+                mime_type: MIME_TYPE_H264.to_owned(),
+                clock_rate: 90000,
+                sdp_fmtp_line:
+                    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f"
+                        .to_owned(),
+                ..Default::default()
+            },
         };
         let layers: Vec<Arc<TrackLocalStaticRTP>> = if simulcast {
             LAYERS
@@ -414,16 +498,29 @@ impl Publisher {
                         || want_keyframe.swap(false, Ordering::SeqCst);
                     for (n, track) in layers.iter().enumerate() {
                         let layer = if simulcast { LAYERS[n].1 } else { 0 };
-                        let frame = video_frame(v, keyframe, layer);
-                        let chunks: Vec<&[u8]> = frame.chunks(1000).collect();
-                        for (k, chunk) in chunks.iter().enumerate() {
-                            // VP8 payload descriptor: S=1 on the first packet of the frame.
-                            let mut payload = vec![if k == 0 { 0x10 } else { 0x00 }];
-                            payload.extend_from_slice(chunk);
+                        let payloads = match codec {
+                            VideoCodec::Vp8 => {
+                                let frame = video_frame(v, keyframe, layer);
+                                let chunks: Vec<&[u8]> = frame.chunks(1000).collect();
+                                // VP8 payload descriptor: S=1 on the frame's first packet.
+                                chunks
+                                    .iter()
+                                    .enumerate()
+                                    .map(|(k, chunk)| {
+                                        let mut payload = vec![if k == 0 { 0x10 } else { 0x00 }];
+                                        payload.extend_from_slice(chunk);
+                                        payload
+                                    })
+                                    .collect::<Vec<_>>()
+                            }
+                            VideoCodec::H264 => h264_payloads(&h264_frame(v, keyframe)),
+                        };
+                        let count = payloads.len();
+                        for (k, payload) in payloads.into_iter().enumerate() {
                             let packet = webrtc::rtp::packet::Packet {
                                 header: webrtc::rtp::header::Header {
                                     version: 2,
-                                    marker: k + 1 == chunks.len(),
+                                    marker: k + 1 == count,
                                     sequence_number: video_seq[n],
                                     timestamp: video_ts0.wrapping_add((v - first) * 3000),
                                     ..Default::default()
@@ -464,6 +561,100 @@ fn rand_u16() -> u16 {
         % 60000) as u16
 }
 
+/// H.264 access units as NAL units (without start codes): a keyframe is SPS, PPS and an
+/// IDR slice, other frames one non-IDR slice. Index and filler are chosen so no NAL holds
+/// two zero bytes in a row, which keeps Annex-B start codes out of the payload.
+pub fn h264_frame(index: u32, keyframe: bool) -> Vec<Vec<u8>> {
+    let slice = |header: u8| {
+        let mut nal = vec![header];
+        nal.extend_from_slice(H264_MAGIC);
+        nal.extend_from_slice(format!("{index:010}").as_bytes());
+        let len = 100 + (index as usize * 397) % 3000;
+        nal.extend((0..len).map(|k| (index as usize * 31 + k * 7) as u8 | 1));
+        nal
+    };
+    if keyframe {
+        vec![
+            // Baseline profile 3.1, matching profile-level-id=42001f.
+            vec![0x67, 0x42, 0x00, 0x1f, 0x95, 0xa8, 0x14, 0x01, 0x6e, 0x40],
+            vec![0x68, 0xce, 0x3c, 0x80],
+            slice(0x65),
+        ]
+    } else {
+        vec![slice(0x41)]
+    }
+}
+
+const H264_MAGIC: &[u8; 3] = b"WPH";
+
+/// Checks a received access unit: `(index, keyframe)` if it is exactly what was sent.
+pub fn check_h264_frame(nals: &[Vec<u8>]) -> Option<(u32, bool)> {
+    let slice = nals.last()?;
+    let keyframe = slice.first()? & 0x1f == 5;
+    if slice.get(1..4)? != H264_MAGIC {
+        return None;
+    }
+    let index: u32 = std::str::from_utf8(slice.get(4..14)?).ok()?.parse().ok()?;
+    (h264_frame(index, keyframe) == nals).then_some((index, keyframe))
+}
+
+/// RTP payloads for one access unit (RFC 6184 packetization mode 1): small NAL units as
+/// they are, large ones as FU-A fragments.
+fn h264_payloads(nals: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let mut payloads = Vec::new();
+    for nal in nals {
+        if nal.len() <= 1000 {
+            payloads.push(nal.clone());
+            continue;
+        }
+        let chunks: Vec<&[u8]> = nal[1..].chunks(1000).collect();
+        for (k, chunk) in chunks.iter().enumerate() {
+            let mut fu_header = nal[0] & 0x1f;
+            if k == 0 {
+                fu_header |= 0x80;
+            }
+            if k + 1 == chunks.len() {
+                fu_header |= 0x40;
+            }
+            let mut payload = vec![(nal[0] & 0xe0) | 28, fu_header];
+            payload.extend_from_slice(chunk);
+            payloads.push(payload);
+        }
+    }
+    payloads
+}
+
+/// Splits one access unit's RTP payloads back into NAL units (single NAL, STAP-A, FU-A).
+fn h264_nals(payloads: &[Vec<u8>]) -> Option<Vec<Vec<u8>>> {
+    let mut nals = Vec::new();
+    let mut fragment: Option<Vec<u8>> = None;
+    for p in payloads {
+        match p.first()? & 0x1f {
+            1..=23 => nals.push(p.clone()),
+            24 => {
+                let mut at = 1;
+                while at + 2 <= p.len() {
+                    let len = u16::from_be_bytes([p[at], p[at + 1]]) as usize;
+                    nals.push(p.get(at + 2..at + 2 + len)?.to_vec());
+                    at += 2 + len;
+                }
+            }
+            28 => {
+                let fu = *p.get(1)?;
+                if fu & 0x80 != 0 {
+                    fragment = Some(vec![(p[0] & 0xe0) | (fu & 0x1f)]);
+                }
+                fragment.as_mut()?.extend_from_slice(p.get(2..)?);
+                if fu & 0x40 != 0 {
+                    nals.push(fragment.take()?);
+                }
+            }
+            _ => return None,
+        }
+    }
+    Some(nals)
+}
+
 // --- Viewer ---
 
 /// What a viewer received, in arrival order.
@@ -474,6 +665,8 @@ pub struct Received {
     pub audio: Vec<u32>,
     /// Frames or packets that were not byte-exact copies of what was sent.
     pub corrupt: u32,
+    /// The negotiated video codec (MIME type).
+    pub video_codec: String,
     /// Retransmissions received over RTX.
     pub repairs: u32,
     /// What the first few of those looked like, for the failure message.
@@ -727,7 +920,7 @@ impl Viewer {
         loss: Option<Loss>,
     ) -> Viewer {
         let dropped = Arc::new(AtomicU32::new(0));
-        let pc = new_peer(false).await;
+        let pc = new_peer(false, VideoCodec::Vp8).await;
         for kind in [RTPCodecType::Audio, RTPCodecType::Video] {
             pc.add_transceiver_from_kind(
                 kind,
@@ -746,6 +939,15 @@ impl Viewer {
             let video = track.kind() == RTPCodecType::Video;
             tokio::spawn(async move {
                 let mut frames = FrameAssembler::default();
+                let h264 = track
+                    .codec()
+                    .capability
+                    .mime_type
+                    .eq_ignore_ascii_case(MIME_TYPE_H264);
+                let mut access_unit: (u32, Vec<Vec<u8>>) = (0, Vec::new());
+                if video {
+                    sink.lock().await.video_codec = track.codec().capability.mime_type;
+                }
                 while let Ok((packet, attributes)) = track.read_rtp().await {
                     let repaired = attributes.contains_key(&REPAIRED);
                     let h = &packet.header;
@@ -768,6 +970,23 @@ impl Viewer {
                     }
                     if !repaired {
                         got.video_rtp.push(facts);
+                    }
+                    if h264 {
+                        // In order on loopback: an access unit is the packets of one
+                        // timestamp, up to the marker.
+                        if access_unit.0 != h.timestamp {
+                            access_unit = (h.timestamp, Vec::new());
+                        }
+                        access_unit.1.push(packet.payload.to_vec());
+                        if h.marker {
+                            let nals = h264_nals(&access_unit.1).unwrap_or_default();
+                            match check_h264_frame(&nals) {
+                                Some((i, key)) => got.video.push((i, key, 0, Instant::now())),
+                                None => got.note_corrupt("h264 access unit", &nals.concat()),
+                            }
+                            access_unit.1.clear();
+                        }
+                        continue;
                     }
                     let Some(chunk) = vp8_payload(&packet.payload) else {
                         got.note_corrupt("vp8 packet", &packet.payload);
