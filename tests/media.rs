@@ -8,9 +8,10 @@ use common::{Backend, Reply, TestServer, unique_email};
 use reqwest::Method;
 use serde_json::json;
 
-/// Browser tests run one at a time: several Chromium encoders at once on a 2-core machine
-/// trigger CPU-overuse adaptation (simulcast layers collapse, first frames arrive late).
-static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// Tests that move real media (Chromium or webrtc-rs peers) run one at a time: several
+/// encoders at once on a 2-core machine trigger CPU-overuse adaptation (simulcast layers
+/// collapse, first frames arrive late) and skew the bandwidth estimates under test.
+static MEDIA_PEERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const FINGERPRINT: &str = "sha-256 7B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08";
 
@@ -288,7 +289,7 @@ async fn media_limits_are_enforced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_publishes_via_whip_and_two_chromium_viewers_watch_via_whep() {
-    let _browser = BROWSER.lock().await;
+    let _media = MEDIA_PEERS.lock().await;
     let s = TestServer::start(Backend::Sqlite).await;
     let st = live_stream(&s).await;
     let mut requester = s.socket(&st.client_token).await;
@@ -397,7 +398,7 @@ fn start_coturn(secret: &str) -> Coturn {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_connects_through_coturn_relay_with_ephemeral_credentials() {
-    let _browser = BROWSER.lock().await;
+    let _media = MEDIA_PEERS.lock().await;
     let secret = "coturn-shared-secret";
     let turn = start_coturn(secret);
     let turn_url = format!("turn:127.0.0.1:{}?transport=udp", turn.port);
@@ -447,7 +448,7 @@ async fn viewer_connects_through_coturn_relay_with_ephemeral_credentials() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ice_tcp_carries_media_when_udp_is_blocked() {
-    let _browser = BROWSER.lock().await;
+    let _media = MEDIA_PEERS.lock().await;
     let s = TestServer::start(Backend::Sqlite).await;
     let st = live_stream(&s).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/ice-tcp.mjs");
@@ -471,7 +472,7 @@ async fn ice_tcp_carries_media_when_udp_is_blocked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_simulcast_viewer_decodes_one_layer_at_a_time() {
-    let _browser = BROWSER.lock().await;
+    let _media = MEDIA_PEERS.lock().await;
     let s = TestServer::start(Backend::Sqlite).await;
     let st = live_stream(&s).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/simulcast.mjs");
@@ -545,6 +546,7 @@ async fn h264_publisher_reaches_two_webrtc_rs_viewers_byte_exact() {
 /// A webrtc-rs camera (Opus + `codec`) and two webrtc-rs viewers: every frame arrives
 /// byte for byte, starting at a keyframe the SFU asked for when the viewer joined.
 async fn two_webrtc_rs_viewers_byte_exact(codec: webrtc_peer::VideoCodec) {
+    let _media = MEDIA_PEERS.lock().await;
     let s = TestServer::start(Backend::Sqlite).await;
     let st = live_stream(&s).await;
     let mut requester = s.socket(&st.client_token).await;
@@ -648,6 +650,7 @@ fn assert_one_continuous_rtp_stream(name: &str, facts: &[(u32, u16, u32)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_stream_stays_continuous_when_the_publisher_reconnects() {
+    let _media = MEDIA_PEERS.lock().await;
     let s = TestServer::start_with(Backend::Sqlite, &[("MEDIA_RECONNECT_GRACE_MS", "3000")]).await;
     let st = live_stream(&s).await;
     let mut requester = s.socket(&st.client_token).await;
@@ -717,6 +720,7 @@ async fn viewer_stream_stays_continuous_when_the_publisher_reconnects() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_viewer_gets_the_simulcast_layer_its_bandwidth_allows() {
+    let _media = MEDIA_PEERS.lock().await;
     let s = TestServer::start(Backend::Sqlite).await;
     let st = live_stream(&s).await;
     let mut publisher = webrtc_peer::Publisher::start(
@@ -846,6 +850,7 @@ fn metric(metrics: &str, name: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nacks_recover_packet_loss_on_both_legs() {
+    let _media = MEDIA_PEERS.lock().await;
     let s = TestServer::start(Backend::Sqlite).await;
     let st = live_stream(&s).await;
     // Every 15th video packet from the camera is lost on the way in, and every 15th on the
@@ -918,4 +923,31 @@ async fn nacks_recover_packet_loss_on_both_legs() {
     );
     let _ = viewer.pc.close().await;
     let _ = publisher.pc.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_media_public_ip_is_advertised_as_a_host_candidate() {
+    let s = TestServer::start_with(
+        Backend::Sqlite,
+        &[("MEDIA_PUBLIC_IP", "127.0.0.1, 198.51.100.20")],
+    )
+    .await;
+    let st = live_stream(&s).await;
+    let r = post_sdp(
+        &s,
+        &format!("/whep/{}", st.sid),
+        Some(&st.subscribe),
+        &offer("recvonly", "VP8"),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    for ip in ["127.0.0.1", "198.51.100.20"] {
+        assert!(
+            r.text
+                .lines()
+                .any(|l| l.starts_with("a=candidate:") && l.contains(&format!(" {ip} "))),
+            "{ip} missing:\n{}",
+            r.text
+        );
+    }
 }
