@@ -43,6 +43,10 @@ fn offer(direction: &str, codec: &str) -> String {
 
 struct Stream {
     sid: String,
+    /// The household's user session token.
+    user_token: String,
+    /// The camera's device token.
+    camera_token: String,
     /// The requesting phone's device token.
     client_token: String,
     publish: String,
@@ -95,6 +99,8 @@ async fn live_stream(s: &TestServer) -> Stream {
     };
     Stream {
         client_token: cli_token.clone(),
+        camera_token: cam_token.clone(),
+        user_token: token.clone(),
         publish: creds(cam_token, "publish").await,
         subscribe: creds(cli_token, "subscribe").await,
         subscribe2: creds(cli2_token, "subscribe").await,
@@ -950,4 +956,142 @@ async fn every_media_public_ip_is_advertised_as_a_host_candidate() {
             r.text
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_signalling_endpoints_publish_subscribe_trickle_and_close() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let st = live_stream(&s).await;
+    let base = format!("/streams/{}/sfu", st.sid);
+    let transport = |sdp: String| json!({"type": "offer", "sdp": sdp});
+
+    // Only the session's camera publishes; only its viewers subscribe.
+    s.call(
+        Method::POST,
+        &format!("{base}/publish-transport"),
+        &st.client_token,
+        Some(transport(offer("sendonly", "VP8"))),
+    )
+    .await
+    .expect_error(403, "NOT_A_PARTICIPANT");
+    let (_, other_cam) = s.register_device(&st.user_token, "Garage", "camera").await;
+    s.call(Method::GET, &format!("{base}/session"), &other_cam, None)
+        .await
+        .expect_error(403, "NOT_A_PARTICIPANT");
+    s.call(
+        Method::POST,
+        &format!("{base}/publish-transport"),
+        &st.camera_token,
+        Some(json!({"type": "answer", "sdp": offer("sendonly", "VP8")})),
+    )
+    .await
+    .expect_error(400, "VALIDATION_ERROR");
+
+    let published = s
+        .call(
+            Method::POST,
+            &format!("{base}/publish-transport"),
+            &st.camera_token,
+            Some(transport(offer("sendonly", "VP8"))),
+        )
+        .await;
+    assert_eq!(published.status, 200, "{}", published.text);
+    assert_eq!(published.json["type"], "answer");
+    assert!(
+        published.json["sdp"]
+            .as_str()
+            .unwrap()
+            .contains("a=recvonly")
+    );
+    let publisher_id = published.json["participantId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let subscribed = s
+        .call(
+            Method::POST,
+            &format!("{base}/subscribe-transport"),
+            &st.client_token,
+            Some(transport(offer("recvonly", "VP8"))),
+        )
+        .await;
+    assert_eq!(subscribed.status, 200, "{}", subscribed.text);
+    let viewer_id = subscribed.json["participantId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The session lists both, under aliases: a transport id is the capability to close it.
+    let session = s
+        .call(
+            Method::GET,
+            &format!("{base}/session"),
+            &st.client_token,
+            None,
+        )
+        .await;
+    assert_eq!(session.status, 200, "{}", session.text);
+    let listed = session.json["participants"].as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{}", session.text);
+    assert!(!session.text.contains(&publisher_id) && !session.text.contains(&viewer_id));
+    assert_eq!(listed[0]["role"], "publisher");
+    assert_eq!(listed[1]["role"], "subscriber");
+
+    // Trickle: validated, then accepted (ICE-lite learns addresses from the checks).
+    s.call(
+        Method::POST,
+        &format!("{base}/trickle"),
+        &st.client_token,
+        Some(json!({"participantId": viewer_id, "candidate": "not a candidate"})),
+    )
+    .await
+    .expect_error(400, "VALIDATION_ERROR");
+    s.call(
+        Method::POST,
+        &format!("{base}/trickle"),
+        &st.client_token,
+        Some(json!({"participantId": "../../etc", "candidate": ""})),
+    )
+    .await
+    .expect_error(400, "VALIDATION_ERROR");
+    let trickled = s
+        .call(
+            Method::POST,
+            &format!("{base}/trickle"),
+            &st.client_token,
+            Some(json!({
+                "participantId": viewer_id,
+                "candidate": "candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host"
+            })),
+        )
+        .await;
+    assert_eq!(trickled.status, 204, "{}", trickled.text);
+
+    // Close the viewer's transport: it leaves, the publisher stays.
+    let closed = s
+        .call(
+            Method::POST,
+            &format!("{base}/close"),
+            &st.client_token,
+            Some(json!({"participantId": viewer_id})),
+        )
+        .await;
+    assert_eq!(closed.status, 204, "{}", closed.text);
+    let mut remaining = 0;
+    for _ in 0..50 {
+        let session = s
+            .call(
+                Method::GET,
+                &format!("{base}/session"),
+                &st.client_token,
+                None,
+            )
+            .await;
+        remaining = session.json["participants"].as_array().unwrap().len();
+        if remaining == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(remaining, 1, "viewer transport still listed after close");
 }

@@ -293,6 +293,8 @@ async fn openapi_is_valid_3_1_and_lists_every_route(backend: Backend) {
         ("/streams/{streamSessionId}/sfu/session", "get"),
         ("/streams/{streamSessionId}/sfu/publish-transport", "post"),
         ("/streams/{streamSessionId}/sfu/subscribe-transport", "post"),
+        ("/streams/{streamSessionId}/sfu/trickle", "post"),
+        ("/streams/{streamSessionId}/sfu/close", "post"),
         ("/whip/{streamSessionId}", "post"),
         ("/whep/{streamSessionId}", "post"),
         ("/whip/{streamSessionId}/{resourceId}", "patch"),

@@ -57,6 +57,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(sfu_session))
         .routes(routes!(publish_transport))
         .routes(routes!(subscribe_transport))
+        .routes(routes!(sfu_trickle))
+        .routes(routes!(sfu_close))
 }
 
 /// WHIP/WHEP: token-authorised and meant for any origin (OBS, players on other sites), so
@@ -382,16 +384,13 @@ pub async fn sfu_session(
     DeviceCaller(device): DeviceCaller,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<SfuSession>> {
-    let session = streams::find_for_user(&state.db, &device.user_id, &id).await?;
-    if device.id != session.camera_device_id
-        && !streams::may_view(&state.db, &device, &session).await?
-    {
-        return Err(ApiError::forbidden(
-            "NOT_A_PARTICIPANT",
-            "This device is not part of this stream",
-        ));
+    let session = participant_session(&state, &device, &id).await?;
+    let mut participants = sfu(&state)?.describe(&session.id).await;
+    // A transport's id is the capability to trickle to and close it (as a WHIP/WHEP
+    // resource URL is), so other participants see a stable alias, never the id itself.
+    for p in &mut participants {
+        p.id = public_participant_id(&p.id);
     }
-    let participants = sfu(&state)?.describe(&session.id).await;
     Ok(axum::Json(SfuSession {
         stream_session_id: session.id,
         status: session.status,
@@ -539,4 +538,111 @@ pub async fn whep_delete(
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
     delete_resource(state, path, headers).await
+}
+
+/// The alias under which a transport appears to the stream's other participants.
+fn public_participant_id(id: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(id.as_bytes());
+    let role = id.split('-').next().unwrap_or("p");
+    format!("{role}-{}", crate::auth::tokens::hex(&digest[..8]))
+}
+
+/// The session, if `device` takes part in it (its camera or a device allowed to watch).
+async fn participant_session(
+    state: &AppState,
+    device: &crate::devices::model::Device,
+    id: &str,
+) -> ApiResult<crate::streams::StreamSession> {
+    let session = streams::find_for_user(&state.db, &device.user_id, id).await?;
+    if device.id != session.camera_device_id
+        && !streams::may_view(&state.db, device, &session).await?
+    {
+        return Err(ApiError::forbidden(
+            "NOT_A_PARTICIPANT",
+            "This device is not part of this stream",
+        ));
+    }
+    Ok(session)
+}
+
+fn require_transport_id(participant_id: &str) -> ApiResult<()> {
+    let well_formed = participant_id.len() <= 64
+        && (participant_id.starts_with("pub-") || participant_id.starts_with("sub-"));
+    if well_formed {
+        Ok(())
+    } else {
+        Err(ApiError::validation(
+            "participantId must be the id returned by publish-transport or subscribe-transport",
+        ))
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SfuTrickle {
+    /// The `participantId` from publish-transport or subscribe-transport.
+    pub participant_id: String,
+    /// An ICE candidate (`candidate:...`, as in `RTCIceCandidate.candidate`); an empty
+    /// string marks the end of candidates.
+    pub candidate: String,
+}
+
+#[utoipa::path(
+    post, path = "/streams/{streamSessionId}/sfu/trickle", tag = "media",
+    params(("streamSessionId" = String, Path)),
+    request_body = SfuTrickle,
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Accepted (the ICE-lite server learns candidates from checks)"),
+        (status = 400, body = ErrorBody, description = "Malformed participant id or candidate"),
+        (status = 403, body = ErrorBody, description = "Not a participant device"),
+    )
+)]
+pub async fn sfu_trickle(
+    State(state): State<AppState>,
+    DeviceCaller(device): DeviceCaller,
+    Path(id): Path<String>,
+    Json(body): Json<SfuTrickle>,
+) -> ApiResult<StatusCode> {
+    participant_session(&state, &device, &id).await?;
+    require_transport_id(&body.participant_id)?;
+    let candidate = body.candidate.trim();
+    let candidate = candidate.strip_prefix("a=").unwrap_or(candidate);
+    if !candidate.is_empty() && !candidate.starts_with("candidate:") {
+        return Err(ApiError::validation(
+            "candidate must be an ICE candidate line (candidate:...) or empty",
+        ));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SfuClose {
+    /// The `participantId` from publish-transport or subscribe-transport.
+    pub participant_id: String,
+}
+
+#[utoipa::path(
+    post, path = "/streams/{streamSessionId}/sfu/close", tag = "media",
+    params(("streamSessionId" = String, Path)),
+    request_body = SfuClose,
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "The transport is closed (closing the camera's ends the stream)"),
+        (status = 400, body = ErrorBody, description = "Malformed participant id"),
+        (status = 403, body = ErrorBody, description = "Not a participant device"),
+    )
+)]
+pub async fn sfu_close(
+    State(state): State<AppState>,
+    DeviceCaller(device): DeviceCaller,
+    Path(id): Path<String>,
+    Json(body): Json<SfuClose>,
+) -> ApiResult<StatusCode> {
+    let session = participant_session(&state, &device, &id).await?;
+    require_transport_id(&body.participant_id)?;
+    sfu(&state)?.leave(&session.id, &body.participant_id).await;
+    Ok(StatusCode::NO_CONTENT)
 }
