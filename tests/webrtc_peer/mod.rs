@@ -1,6 +1,9 @@
 //! webrtc-rs as an independent WebRTC stack in tests: a publisher that sends hand-made,
 //! self-describing Opus and VP8 payloads over WHIP, and viewers that receive them over WHEP
 //! and check every frame byte for byte. Only loopback candidates are gathered.
+//!
+//! Shared by `tests/media.rs` and `benches/sfu_fanout.rs`; each uses part of it.
+#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -351,6 +354,8 @@ pub struct Publisher {
     pub location: String,
     /// Packets the lossy relay (if any) dropped.
     pub dropped: Arc<AtomicU32>,
+    /// When each video frame (by index) went out, for latency measurements.
+    pub sent: Arc<std::sync::Mutex<Vec<(u32, Instant)>>>,
     /// Picture loss indications the SFU sent this publisher.
     pub plis: Arc<AtomicU32>,
     stop: Arc<AtomicBool>,
@@ -467,12 +472,15 @@ impl Publisher {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
+        let sent: Arc<std::sync::Mutex<Vec<(u32, Instant)>>> = Arc::default();
+        let sent_log = sent.clone();
         let task = tokio::spawn(async move {
             let mut video_seq: Vec<u16> = layers.iter().map(|_| rand_u16()).collect();
             let mut audio_seq: u16 = rand_u16();
             let video_ts0 = u32::from(rand_u16()) << 12;
             let audio_ts0 = u32::from(rand_u16()) << 10;
             let (mut v, mut a) = (first, first);
+            let sent = sent_log;
             let mut tick = tokio::time::interval(Duration::from_millis(10));
             let start = Instant::now();
             while !stopped.load(Ordering::SeqCst) {
@@ -496,6 +504,7 @@ impl Publisher {
                 while (v - first) * 100 / 3 <= elapsed {
                     let keyframe = (v - first).is_multiple_of(60)
                         || want_keyframe.swap(false, Ordering::SeqCst);
+                    sent.lock().unwrap().push((v, Instant::now()));
                     for (n, track) in layers.iter().enumerate() {
                         let layer = if simulcast { LAYERS[n].1 } else { 0 };
                         let payloads = match codec {
@@ -540,6 +549,7 @@ impl Publisher {
             pc,
             location,
             dropped,
+            sent,
             plis,
             stop,
             sender: Some(task),
