@@ -897,8 +897,14 @@ async fn nacks_recover_packet_loss_on_both_legs() {
         video_end,
         audio_end,
     );
-    let in_dropped = publisher.dropped.load(std::sync::atomic::Ordering::SeqCst);
-    let out_dropped = viewer.dropped.load(std::sync::atomic::Ordering::SeqCst);
+    let in_dropped = publisher
+        .link
+        .dropped
+        .load(std::sync::atomic::Ordering::SeqCst);
+    let out_dropped = viewer
+        .link
+        .dropped
+        .load(std::sync::atomic::Ordering::SeqCst);
     assert!(
         in_dropped >= 5 && out_dropped >= 5,
         "{in_dropped} {out_dropped}"
@@ -1094,4 +1100,50 @@ async fn device_signalling_endpoints_publish_subscribe_trickle_and_close() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(remaining, 1, "viewer transport still listed after close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_whose_network_dies_ends_the_stream() {
+    let _media = MEDIA_PEERS.lock().await;
+    let s = TestServer::start_with(Backend::Sqlite, &[("MEDIA_RECONNECT_GRACE_MS", "0")]).await;
+    let st = live_stream(&s).await;
+    let mut requester = s.socket(&st.client_token).await;
+    // The camera reaches the SFU through a relay that can be cut, like a network that dies
+    // without a goodbye: no DTLS close, no WHIP DELETE, just silence.
+    let mut publisher = webrtc_peer::Publisher::start(
+        &s.base,
+        &st.sid,
+        &st.publish,
+        webrtc_peer::Options {
+            loss: Some(webrtc_peer::Loss {
+                drop_every: u32::MAX,
+                towards_sfu: true,
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
+    let viewer = webrtc_peer::Viewer::start(&s.base, &st.sid, &st.subscribe).await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert!(!viewer.received.lock().await.video.is_empty());
+    publisher
+        .link
+        .cut
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let cut_at = std::time::Instant::now();
+    // Eight seconds of silence and the transport is declared dead (no grace configured).
+    let ended = requester
+        .wait_for("stream:ended", std::time::Duration::from_secs(40), |v| {
+            v["id"] == st.sid.as_str()
+        })
+        .await;
+    assert_eq!(ended["endReason"], "publisher_left", "{ended}");
+    let took = cut_at.elapsed();
+    eprintln!("stream ended {took:?} after the camera's network died");
+    assert!(
+        took >= std::time::Duration::from_secs(7) && took < std::time::Duration::from_secs(12),
+        "{took:?}"
+    );
+    let _ = publisher.stop_sending().await;
+    let _ = viewer.pc.close().await;
 }

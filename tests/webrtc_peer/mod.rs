@@ -161,8 +161,17 @@ pub struct Loss {
     pub towards_sfu: bool,
 }
 
-/// Starts the relay in front of `sfu`; returns its address and its count of drops.
-async fn lossy_link(sfu: SocketAddr, loss: Loss, dropped: Arc<AtomicU32>) -> SocketAddr {
+/// The relay's counters and switch.
+#[derive(Debug, Default)]
+pub struct Link {
+    /// Packets the relay dropped for loss.
+    pub dropped: AtomicU32,
+    /// Set: the relay drops everything both ways, as a dead network would.
+    pub cut: AtomicBool,
+}
+
+/// Starts the relay in front of `sfu`; returns its address.
+async fn lossy_link(sfu: SocketAddr, loss: Loss, link: Arc<Link>) -> SocketAddr {
     let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
     let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
     let front_addr = front.local_addr().unwrap();
@@ -174,16 +183,19 @@ async fn lossy_link(sfu: SocketAddr, loss: Loss, dropped: Arc<AtomicU32>) -> Soc
         } else {
             (back.clone(), front.clone())
         };
-        let (peer, dropped) = (peer.clone(), dropped.clone());
+        let (peer, link) = (peer.clone(), link.clone());
         tokio::spawn(async move {
             let mut buf = vec![0u8; 2048];
             let mut seen = 0u32;
             while let Ok((n, source)) = from.recv_from(&mut buf).await {
                 let packet = &buf[..n];
+                if link.cut.load(Ordering::SeqCst) {
+                    continue;
+                }
                 if loss.towards_sfu == towards_sfu && is_video_rtp(packet) {
                     seen += 1;
                     if seen.is_multiple_of(loss.drop_every) {
-                        dropped.fetch_add(1, Ordering::SeqCst);
+                        link.dropped.fetch_add(1, Ordering::SeqCst);
                         continue;
                     }
                 }
@@ -203,14 +215,14 @@ async fn lossy_link(sfu: SocketAddr, loss: Loss, dropped: Arc<AtomicU32>) -> Soc
 }
 
 /// Points the answer's UDP host candidate at a lossy relay and drops its TCP candidate.
-async fn through_lossy_link(answer: String, loss: Loss, dropped: Arc<AtomicU32>) -> String {
+async fn through_lossy_link(answer: String, loss: Loss, link: Arc<Link>) -> String {
     let candidate = answer
         .lines()
         .find(|l| l.starts_with("a=candidate:") && l.to_lowercase().contains(" udp "))
         .expect("a UDP candidate");
     let fields: Vec<&str> = candidate.split(' ').collect();
     let sfu: SocketAddr = format!("{}:{}", fields[4], fields[5]).parse().unwrap();
-    let relay = lossy_link(sfu, loss, dropped).await;
+    let relay = lossy_link(sfu, loss, link).await;
     answer
         .split("\r\n")
         .filter(|l| !(l.starts_with("a=candidate:") && l.to_lowercase().contains(" tcp ")))
@@ -231,7 +243,7 @@ async fn negotiate(
     pc: &RTCPeerConnection,
     url: &str,
     token: &str,
-    loss: Option<(Loss, Arc<AtomicU32>)>,
+    loss: Option<(Loss, Arc<Link>)>,
 ) -> String {
     let offer = pc.create_offer(None).await.unwrap();
     let mut gathered = pc.gathering_complete_promise().await;
@@ -253,8 +265,8 @@ async fn negotiate(
         .map(|l| l.to_str().unwrap().to_string());
     let mut answer = resp.text().await.unwrap();
     assert_eq!(status, 201, "{answer}");
-    if let Some((loss, dropped)) = loss {
-        answer = through_lossy_link(answer, loss, dropped).await;
+    if let Some((loss, link)) = loss {
+        answer = through_lossy_link(answer, loss, link).await;
     }
     pc.set_remote_description(RTCSessionDescription::answer(answer).unwrap())
         .await
@@ -352,8 +364,8 @@ pub struct Options {
 pub struct Publisher {
     pub pc: Arc<RTCPeerConnection>,
     pub location: String,
-    /// Packets the lossy relay (if any) dropped.
-    pub dropped: Arc<AtomicU32>,
+    /// The lossy relay, if the peer goes through one.
+    pub link: Arc<Link>,
     /// When each video frame (by index) went out, for latency measurements.
     pub sent: Arc<std::sync::Mutex<Vec<(u32, Instant)>>>,
     /// Picture loss indications the SFU sent this publisher.
@@ -374,7 +386,7 @@ impl Publisher {
             loss,
             codec,
         } = options;
-        let dropped = Arc::new(AtomicU32::new(0));
+        let link = Arc::new(Link::default());
         let pc = new_peer(simulcast, codec).await;
         let vp8 = || match codec {
             VideoCodec::Vp8 => RTCRtpCodecCapability {
@@ -439,7 +451,7 @@ impl Publisher {
             &pc,
             &format!("{base}/whip/{session}"),
             token,
-            loss.map(|l| (l, dropped.clone())),
+            loss.map(|l| (l, link.clone())),
         )
         .await;
         wait_connected(&pc).await;
@@ -548,7 +560,7 @@ impl Publisher {
         Publisher {
             pc,
             location,
-            dropped,
+            link,
             sent,
             plis,
             stop,
@@ -909,8 +921,8 @@ impl Received {
 
 pub struct Viewer {
     pub pc: Arc<RTCPeerConnection>,
-    /// Packets the lossy relay (if any) dropped.
-    pub dropped: Arc<AtomicU32>,
+    /// The lossy relay, if the peer goes through one.
+    pub link: Arc<Link>,
     pub received: Arc<Mutex<Received>>,
     pub connected_at: Instant,
 }
@@ -929,7 +941,7 @@ impl Viewer {
         remb_cap: Option<u64>,
         loss: Option<Loss>,
     ) -> Viewer {
-        let dropped = Arc::new(AtomicU32::new(0));
+        let link = Arc::new(Link::default());
         let pc = new_peer(false, VideoCodec::Vp8).await;
         for kind in [RTPCodecType::Audio, RTPCodecType::Video] {
             pc.add_transceiver_from_kind(
@@ -1021,7 +1033,7 @@ impl Viewer {
             &pc,
             &format!("{base}/whep/{session}"),
             token,
-            loss.map(|l| (l, dropped.clone())),
+            loss.map(|l| (l, link.clone())),
         )
         .await;
         wait_connected(&pc).await;
@@ -1044,7 +1056,7 @@ impl Viewer {
         }
         Viewer {
             pc,
-            dropped,
+            link,
             received,
             connected_at: Instant::now(),
         }

@@ -29,6 +29,10 @@ use crate::limits::{Admission, PublisherSlot, SubscriberSlot};
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(250);
 /// Rooms re-measure layers and re-target viewers this often.
 const ROOM_TICK: Duration = Duration::from_secs(1);
+/// A connected peer that has sent nothing at all (media, RTCP or ICE checks) for this long
+/// is gone: a camera or viewer always sends RTCP every few seconds. Without this a dead
+/// network is noticed only when ICE consent lapses (15 s).
+const PEER_SILENCE_TIMEOUT: Duration = Duration::from_secs(8);
 /// The estimate str0m starts from before TWCC feedback arrives.
 const INITIAL_ESTIMATE: Bitrate = Bitrate::kbps(600);
 
@@ -72,6 +76,8 @@ struct Peer {
     connected: bool,
     /// The participant hung up (DELETE) rather than losing its transport.
     hung_up: bool,
+    /// When the peer last sent anything.
+    last_heard: Instant,
     /// Already in the work list.
     queued: bool,
     next_timeout: Instant,
@@ -254,6 +260,7 @@ impl Shard {
         self.counters.bytes_in.fetch_add(len, Ordering::Relaxed);
         peer.packets_in += 1;
         peer.bytes_in += len;
+        peer.last_heard = Instant::now();
         if let Err(e) = peer.rtc.handle_input(input) {
             tracing::debug!(peer = %peer.id, error = %e, "dropping peer after input error");
             peer.rtc.disconnect();
@@ -465,6 +472,7 @@ impl Shard {
                 media: Vec::new(),
                 connected: false,
                 hung_up: false,
+                last_heard: now,
                 queued: false,
                 next_timeout: now,
                 armed: None,
@@ -677,6 +685,16 @@ impl Shard {
         let mut expired = Vec::new();
         let mut keyframes = Vec::new();
         let state = &mut self.state;
+        for (key, peer) in &mut state.peers {
+            if peer.connected && now.duration_since(peer.last_heard) > PEER_SILENCE_TIMEOUT {
+                tracing::info!(peer = %peer.id, "peer went silent; dropping its transport");
+                peer.rtc.disconnect();
+                if !peer.queued {
+                    peer.queued = true;
+                    state.work.push(*key);
+                }
+            }
+        }
         for (room_id, room) in &mut state.rooms {
             if room
                 .orphaned_since
