@@ -185,6 +185,17 @@ async fn whip_whep_validation_and_authorisation() {
     post_sdp(&s, &whip, Some(&st.publish), &offer("sendonly", "VP8"))
         .await
         .expect_error(409, "STREAM_HAS_PUBLISHER");
+    // A viewer's token cannot hang up the camera, even knowing its resource URL.
+    let r = Reply::from(
+        s.http
+            .delete(s.url(&location))
+            .bearer_auth(&st.subscribe)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    r.expect_error(403, "MEDIA_TOKEN_FORBIDDEN");
 
     let r = post_sdp(&s, &whep, Some(&st.subscribe), &offer("recvonly", "VP8")).await;
     assert_eq!(r.status, 201, "{}", r.text);
@@ -1073,6 +1084,15 @@ async fn device_signalling_endpoints_publish_subscribe_trickle_and_close() {
         .await;
     assert_eq!(trickled.status, 204, "{}", trickled.text);
 
+    // Only the camera closes the camera's transport.
+    s.call(
+        Method::POST,
+        &format!("{base}/close"),
+        &st.client_token,
+        Some(json!({"participantId": publisher_id})),
+    )
+    .await
+    .expect_error(403, "NOT_A_PARTICIPANT");
     // Close the viewer's transport: it leaves, the publisher stays.
     let closed = s
         .call(

@@ -46,6 +46,9 @@ impl From<SfuError> for ApiError {
                 "TOO_MANY_SUBSCRIBERS",
                 e.to_string(),
             ),
+            SfuError::RoomClosed => {
+                ApiError::conflict("STREAM_NOT_ACTIVE", "The stream session is not active")
+            }
             SfuError::Stopped => ApiError::unavailable("The media engine is not running"),
         }
     }
@@ -130,16 +133,7 @@ async fn authorise(
         roles,
         chrono::Utc::now().timestamp(),
     )
-    .map_err(|e| match e {
-        media_token::TokenError::WrongSession | media_token::TokenError::WrongRole => {
-            ApiError::forbidden("MEDIA_TOKEN_FORBIDDEN", e.to_string())
-        }
-        _ => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "INVALID_MEDIA_TOKEN",
-            e.to_string(),
-        ),
-    })?;
+    .map_err(token_error)?;
     let session = streams::find(&state.db, session_id)
         .await?
         .ok_or_else(|| ApiError::not_found("Stream session not found"))?;
@@ -321,24 +315,20 @@ async fn delete_resource(
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
     let token = media_token_from(&headers).ok_or_else(ApiError::unauthorized)?;
+    // Only the camera's own token hangs up the camera; viewers' tokens close viewers.
+    let roles: &[MediaRole] = if resource.starts_with("pub-") {
+        &[MediaRole::Publish]
+    } else {
+        &[MediaRole::Subscribe, MediaRole::Playback]
+    };
     media_token::verify(
         &state.auth.secret,
         token,
         &session_id,
-        &[
-            MediaRole::Publish,
-            MediaRole::Subscribe,
-            MediaRole::Playback,
-        ],
+        roles,
         chrono::Utc::now().timestamp(),
     )
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "INVALID_MEDIA_TOKEN",
-            e.to_string(),
-        )
-    })?;
+    .map_err(token_error)?;
     sfu(&state)?.leave(&session_id, &resource).await;
     Ok(StatusCode::OK)
 }
@@ -643,6 +633,26 @@ pub async fn sfu_close(
 ) -> ApiResult<StatusCode> {
     let session = participant_session(&state, &device, &id).await?;
     require_transport_id(&body.participant_id)?;
+    if body.participant_id.starts_with("pub-") && device.id != session.camera_device_id {
+        return Err(ApiError::forbidden(
+            "NOT_A_PARTICIPANT",
+            "Only the session's camera can close its publish transport",
+        ));
+    }
     sfu(&state)?.leave(&session.id, &body.participant_id).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A valid token for another session or role is forbidden; anything else is unauthorised.
+fn token_error(e: media_token::TokenError) -> ApiError {
+    match e {
+        media_token::TokenError::WrongSession | media_token::TokenError::WrongRole => {
+            ApiError::forbidden("MEDIA_TOKEN_FORBIDDEN", e.to_string())
+        }
+        _ => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "INVALID_MEDIA_TOKEN",
+            e.to_string(),
+        ),
+    }
 }

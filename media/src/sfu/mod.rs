@@ -43,6 +43,8 @@ pub enum SfuError {
     NoUsableMedia,
     #[error(transparent)]
     Admission(#[from] AdmissionError),
+    #[error("this stream has ended")]
+    RoomClosed,
     #[error("the media engine is not running")]
     Stopped,
 }
@@ -153,7 +155,9 @@ impl Sfu {
             owners.clone(),
         )
         .await;
-        let (events, _) = broadcast::channel(256);
+        // Large enough for every participant the limits allow to leave at once, so the
+        // listener never misses a `PublisherLeft` even if it stalls for a moment.
+        let (events, _) = broadcast::channel(4096);
         let counters = Arc::new(MediaCounters::default());
         let mut shards = Vec::with_capacity(shard_count);
         for (index, inbound) in inbound_rx.into_iter().enumerate() {

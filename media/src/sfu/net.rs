@@ -24,8 +24,17 @@ pub(crate) struct Datagram {
     pub data: Bytes,
 }
 
-/// Open ICE-TCP connections, keyed by the remote address.
-type TcpConnections = Arc<Mutex<HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>>>;
+/// Open ICE-TCP connections, keyed by the remote address: (connection number, send queue).
+type TcpConnections = Arc<Mutex<HashMap<SocketAddr, (u64, mpsc::Sender<Vec<u8>>)>>>;
+
+/// ICE-TCP connections served at once; more are refused.
+const MAX_TCP_CONNECTIONS: usize = 1024;
+/// Frames queued towards one ICE-TCP peer; beyond this (a reader that stopped reading)
+/// packets are dropped, as a full socket buffer would drop them.
+const TCP_SEND_QUEUE: usize = 1024;
+/// An ICE-TCP connection that sends nothing for this long is closed (consent checks and
+/// RTCP keep a live one busy).
+const TCP_IDLE: Duration = Duration::from_secs(30);
 
 /// Which shard owns each local ICE ufrag. Written when a peer joins or leaves, read only for
 /// STUN from addresses the router has not seen, so the lock is off the media path.
@@ -43,7 +52,7 @@ impl Net {
             Protocol::Udp => self.udp.try_send_to(contents, destination).is_ok(),
             Protocol::Tcp => {
                 let conns = self.tcp.lock().unwrap_or_else(|p| p.into_inner());
-                let Some(conn) = conns.get(&destination) else {
+                let Some((_, conn)) = conns.get(&destination) else {
                     return false;
                 };
                 let Ok(len) = u16::try_from(contents.len()) else {
@@ -52,7 +61,7 @@ impl Net {
                 let mut framed = Vec::with_capacity(contents.len() + 2);
                 framed.extend_from_slice(&len.to_be_bytes());
                 framed.extend_from_slice(contents);
-                conn.send(framed).is_ok()
+                conn.try_send(framed).is_ok()
             }
             _ => false,
         }
@@ -187,17 +196,29 @@ async fn accept_tcp(
     conns: TcpConnections,
     to_router: mpsc::Sender<(SocketAddr, Vec<u8>)>,
 ) {
+    let mut next_id = 0u64;
     loop {
-        let Ok((stream, remote)) = listener.accept().await else {
-            continue;
+        let (stream, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: back off rather than spin.
+                tracing::warn!(error = %e, "ICE-TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
+        let id = next_id;
+        next_id += 1;
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(TCP_SEND_QUEUE);
+        {
+            let mut open = conns.lock().unwrap_or_else(|p| p.into_inner());
+            if open.len() >= MAX_TCP_CONNECTIONS {
+                continue; // dropping the stream closes it
+            }
+            open.insert(remote, (id, tx));
+        }
         let _ = stream.set_nodelay(true);
         let (mut reader, mut writer) = stream.into_split();
-        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
-        conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(remote, tx);
         tokio::spawn(async move {
             while let Some(frame) = rx.recv().await {
                 if writer.write_all(&frame).await.is_err() {
@@ -211,20 +232,21 @@ async fn accept_tcp(
             // RFC 4571: each packet is preceded by its 16-bit big-endian length.
             loop {
                 let mut len = [0u8; 2];
-                if reader.read_exact(&mut len).await.is_err() {
-                    break;
+                match tokio::time::timeout(TCP_IDLE, reader.read_exact(&mut len)).await {
+                    Ok(Ok(_)) => {}
+                    _ => break,
                 }
                 let mut packet = vec![0u8; u16::from_be_bytes(len) as usize];
-                if reader.read_exact(&mut packet).await.is_err()
-                    || to_router.send((remote, packet)).await.is_err()
-                {
+                let read = tokio::time::timeout(TCP_IDLE, reader.read_exact(&mut packet)).await;
+                if !matches!(read, Ok(Ok(_))) || to_router.send((remote, packet)).await.is_err() {
                     break;
                 }
             }
-            conns
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&remote);
+            // Only this connection's entry: the same address may have reconnected since.
+            let mut open = conns.lock().unwrap_or_else(|p| p.into_inner());
+            if open.get(&remote).is_some_and(|(owner, _)| *owner == id) {
+                open.remove(&remote);
+            }
         });
     }
 }

@@ -21,7 +21,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::sync::{broadcast, mpsc};
 
 use super::forward::{Layers, Source, Timeline, VideoState, retarget};
-use super::net::{Datagram, Net, UfragOwners};
+use super::net::{Datagram, Net, UfragOwners, stun_local_ufrag};
 use super::{Command, MediaCounters, MediaEvent, ParticipantInfo, SfuError};
 use crate::limits::{Admission, PublisherSlot, SubscriberSlot};
 
@@ -33,6 +33,11 @@ const ROOM_TICK: Duration = Duration::from_secs(1);
 /// is gone: a camera or viewer always sends RTCP every few seconds. Without this a dead
 /// network is noticed only when ICE consent lapses (15 s).
 const PEER_SILENCE_TIMEOUT: Duration = Duration::from_secs(8);
+/// A transport that has not connected this long after its offer never will (the client
+/// went away after signalling); it is dropped so it cannot hold a slot.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// A closed room refuses late joins this long (an offer racing the stream's end).
+const CLOSED_ROOM_MEMORY: Duration = Duration::from_secs(120);
 /// The estimate str0m starts from before TWCC feedback arrives.
 const INITIAL_ESTIMATE: Bitrate = Bitrate::kbps(600);
 
@@ -78,6 +83,7 @@ struct Peer {
     hung_up: bool,
     /// When the peer last sent anything.
     last_heard: Instant,
+    joined_at: Instant,
     /// Already in the work list.
     queued: bool,
     next_timeout: Instant,
@@ -157,6 +163,9 @@ pub(crate) struct ShardState {
     peers: HashMap<PeerKey, Peer>,
     rooms: HashMap<Arc<str>, Room>,
     by_addr: HashMap<(Protocol, SocketAddr), PeerKey>,
+    by_ufrag: HashMap<String, PeerKey>,
+    /// Rooms closed recently, so an offer racing the close cannot reopen them.
+    closed: HashMap<Arc<str>, Instant>,
     timers: BinaryHeap<Reverse<(Instant, PeerKey)>>,
     next_key: PeerKey,
     /// Peers to poll before sleeping.
@@ -242,16 +251,25 @@ impl Shard {
         );
         let state = &mut self.state;
         let addr = (datagram.proto, datagram.source);
-        let key = match state.by_addr.get(&addr) {
-            Some(key) if state.peers.get(key).is_some_and(|p| p.rtc.accepts(&input)) => *key,
-            _ => {
-                let Some((key, _)) = state.peers.iter().find(|(_, p)| p.rtc.accepts(&input)) else {
+        // ICE checks name their transport (the USERNAME's local ufrag), so a remote address
+        // that moves to a new transport is re-bound at its first check; everything else
+        // comes from an address some check has bound.
+        let key = match stun_local_ufrag(&datagram.data) {
+            Some(ufrag) => {
+                let Some(&key) = state.by_ufrag.get(ufrag) else {
                     return;
                 };
-                state.by_addr.insert(addr, *key);
-                *key
+                state.by_addr.insert(addr, key);
+                key
             }
+            None => match state.by_addr.get(&addr) {
+                Some(&key) => key,
+                None => return,
+            },
         };
+        if !state.peers.get(&key).is_some_and(|p| p.rtc.accepts(&input)) {
+            return;
+        }
         let Some(peer) = state.peers.get_mut(&key) else {
             return;
         };
@@ -320,6 +338,10 @@ impl Shard {
                 if let Some(r) = self.state.rooms.get_mut(room.as_str()) {
                     r.orphaned_since = None;
                 }
+                self.drop_room_if_empty(&room);
+                self.state
+                    .closed
+                    .insert(Arc::from(room.as_str()), Instant::now());
             }
             Command::Describe { room, reply } => {
                 let _ = reply.send(self.describe(&room));
@@ -375,6 +397,9 @@ impl Shard {
         publisher: bool,
         offer: String,
     ) -> Result<String, SfuError> {
+        if self.state.closed.contains_key(room_id.as_str()) {
+            return Err(SfuError::RoomClosed);
+        }
         let offers_simulcast = offer.contains("a=simulcast:");
         let offer =
             SdpOffer::from_sdp_string(&offer).map_err(|e| SfuError::BadSdp(e.to_string()))?;
@@ -461,6 +486,7 @@ impl Shard {
             .insert(ufrag.clone(), self.index);
         let key = state.next_key;
         state.next_key += 1;
+        state.by_ufrag.insert(ufrag.clone(), key);
         state.peers.insert(
             key,
             Peer {
@@ -473,6 +499,7 @@ impl Shard {
                 connected: false,
                 hung_up: false,
                 last_heard: now,
+                joined_at: now,
                 queued: false,
                 next_timeout: now,
                 armed: None,
@@ -526,12 +553,11 @@ impl Shard {
                     peer,
                     &mut self.state.happenings,
                 );
-                if peer.armed != Some(peer.next_timeout) {
-                    peer.armed = Some(peer.next_timeout);
-                    self.state.timers.push(Reverse((peer.next_timeout, key)));
-                }
                 if !peer.rtc.is_alive() {
                     dead.push(key);
+                } else if peer.armed != Some(peer.next_timeout) {
+                    peer.armed = Some(peer.next_timeout);
+                    self.state.timers.push(Reverse((peer.next_timeout, key)));
                 }
             }
             if self.state.happenings.is_empty() {
@@ -685,9 +711,25 @@ impl Shard {
         let mut expired = Vec::new();
         let mut keyframes = Vec::new();
         let state = &mut self.state;
+        state
+            .closed
+            .retain(|_, at| now.duration_since(*at) < CLOSED_ROOM_MEMORY);
+        // Superseded timer entries are skipped when they come due; rebuild the heap if
+        // they pile up (timers that moved far into the future).
+        if state.timers.len() > 4 * state.peers.len() + 64 {
+            state.timers = state
+                .peers
+                .iter()
+                .filter_map(|(key, p)| p.armed.map(|at| Reverse((at, *key))))
+                .collect();
+        }
         for (key, peer) in &mut state.peers {
-            if peer.connected && now.duration_since(peer.last_heard) > PEER_SILENCE_TIMEOUT {
-                tracing::info!(peer = %peer.id, "peer went silent; dropping its transport");
+            let silent =
+                peer.connected && now.duration_since(peer.last_heard) > PEER_SILENCE_TIMEOUT;
+            let never_connected =
+                !peer.connected && now.duration_since(peer.joined_at) > CONNECT_TIMEOUT;
+            if silent || never_connected {
+                tracing::info!(peer = %peer.id, silent, "dropping a dead transport");
                 peer.rtc.disconnect();
                 if !peer.queued {
                     peer.queued = true;
@@ -771,6 +813,9 @@ impl Shard {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&peer.ufrag);
         state.by_addr.retain(|_, k| *k != key);
+        if state.by_ufrag.get(&peer.ufrag) == Some(&key) {
+            state.by_ufrag.remove(&peer.ufrag);
+        }
         set_gauge(&self.counters.ingress_bps, &mut peer.bps_in, 0);
         set_gauge(&self.counters.egress_bps, &mut peer.bps_out, 0);
         if let Role::Subscriber(_, viewing) = &mut peer.role {
@@ -934,6 +979,11 @@ fn on_event(
                 .find(|(m, _)| *m == data.mid)
                 .map(|(_, k)| *k)
                 .unwrap_or(MediaKind::Video);
+            // One audio and one video track per camera: a second track of a kind (a
+            // screen share, say) would otherwise be interleaved into the viewers' stream.
+            if peer.mid_of(kind) != Some(data.mid) {
+                return;
+            }
             happenings.push(Happening::Forward(Forward {
                 room: peer.room.clone(),
                 source: key,
