@@ -1414,10 +1414,10 @@ async fn official_socket_io_client_plays_camera_and_client() {
         &[("COMMAND_TTL_SECS", "5"), ("STREAM_REQUEST_TTL_SECS", "5")],
     )
     .await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/socketio-flow.mjs");
+    let script = common::node_script("socketio-flow.mjs");
     for transport in ["websocket", "polling"] {
         let out = tokio::process::Command::new("node")
-            .arg(script)
+            .arg(&script)
             .arg(&s.base)
             .arg(transport)
             .output()
@@ -1435,7 +1435,7 @@ async fn official_socket_io_client_plays_camera_and_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mobile_simulator_in_two_chromium_tabs() {
     let s = TestServer::start(Backend::Sqlite).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/sim-ui.mjs");
+    let script = common::node_script("sim-ui.mjs");
     let out = tokio::process::Command::new("node")
         .arg(script)
         .arg(&s.base)

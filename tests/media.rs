@@ -319,7 +319,7 @@ async fn chromium_publishes_via_whip_and_two_chromium_viewers_watch_via_whep() {
         )
         .await;
     let playback = playback.json["token"].as_str().unwrap().to_string();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/whip-whep.mjs");
+    let script = common::node_script("whip-whep.mjs");
     let out = tokio::process::Command::new("node")
         .arg(script)
         .arg(&s.base)
@@ -443,7 +443,7 @@ async fn viewer_connects_through_coturn_relay_with_ephemeral_credentials() {
             .as_str()
             .is_some_and(|c| c.ends_with('='))
     );
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/turn-relay.mjs");
+    let script = common::node_script("turn-relay.mjs");
     let out = tokio::process::Command::new("node")
         .arg(script)
         .arg(&s.base)
@@ -468,7 +468,7 @@ async fn ice_tcp_carries_media_when_udp_is_blocked() {
     let _media = MEDIA_PEERS.lock().await;
     let s = TestServer::start(Backend::Sqlite).await;
     let st = live_stream(&s).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/ice-tcp.mjs");
+    let script = common::node_script("ice-tcp.mjs");
     let out = tokio::process::Command::new("node")
         .arg(script)
         .arg(&s.base)
@@ -492,7 +492,7 @@ async fn chromium_simulcast_viewer_decodes_one_layer_at_a_time() {
     let _media = MEDIA_PEERS.lock().await;
     let s = TestServer::start(Backend::Sqlite).await;
     let st = live_stream(&s).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/simulcast.mjs");
+    let script = common::node_script("simulcast.mjs");
     let out = tokio::process::Command::new("node")
         .arg(script)
         .arg(&s.base)

@@ -599,7 +599,7 @@ async fn admin_page_works_in_chromium() {
     .await;
     let (token, _) = s.sign_up(&unique_email("ui"), "password-1").await;
     device(&s, &token).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/admin-ui.mjs");
+    let script = common::node_script("admin-ui.mjs");
     let out = tokio::process::Command::new("node")
         .arg(script)
         .arg(&s.base)

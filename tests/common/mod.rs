@@ -418,6 +418,15 @@ impl Reply {
     }
 }
 
+/// Path of a Node test script under `tests/node/`. Resolved at run time (cargo sets
+/// `CARGO_MANIFEST_DIR` for test runs), so a test binary reused from a shared target
+/// directory never runs another checkout's scripts.
+pub fn node_script(name: &str) -> String {
+    let root = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+    format!("{root}/tests/node/{name}")
+}
+
 pub fn unique_email(tag: &str) -> String {
     format!(
         "{tag}-{}@example.com",
