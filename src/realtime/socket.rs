@@ -1,6 +1,9 @@
 //! Socket.IO connection handling: authentication, rooms, presence and the client events
 //! `command:ack` and `webrtc:signal`.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use serde::Deserialize;
 use serde_json::{Value, json};
 use socketioxide::SocketIo;
@@ -98,8 +101,35 @@ async fn authenticate(
             }
         }
     };
+    // Presence starts here, before the client's CONNECT is acknowledged: a client that
+    // sees itself connected must also be listed online. `on_connect` takes the claim over;
+    // if it never runs (the CONNECT could not be sent), dropping the socket releases it.
+    if let Identity::Device(device) = &identity {
+        state.realtime.connected(&device.id);
+        socket.extensions.insert(Arc::new(PresenceClaim {
+            realtime: state.realtime.clone(),
+            device_id: device.id.clone(),
+            armed: AtomicBool::new(true),
+        }));
+    }
     socket.extensions.insert(identity);
     Ok(())
+}
+
+/// A device's presence taken in the middleware, released on drop unless `on_connect`
+/// takes responsibility for it (its disconnect handler releases it then).
+struct PresenceClaim {
+    realtime: crate::realtime::Realtime,
+    device_id: String,
+    armed: AtomicBool,
+}
+
+impl Drop for PresenceClaim {
+    fn drop(&mut self) {
+        if self.armed.load(Ordering::SeqCst) {
+            self.realtime.disconnected(&self.device_id);
+        }
+    }
 }
 
 async fn on_connect(state: AppState, socket: SocketRef) {
@@ -179,7 +209,10 @@ async fn on_connect(state: AppState, socket: SocketRef) {
             );
 
             socket.join(device_room(&device.id));
-            state.realtime.connected(&device.id);
+            // From here the disconnect handler releases the presence taken in the middleware.
+            if let Some(claim) = socket.extensions.remove::<Arc<PresenceClaim>>() {
+                claim.armed.store(false, Ordering::SeqCst);
+            }
             if !socket.connected() {
                 // Closed before we got here; its disconnect handler may already have run.
                 state.realtime.disconnected(&device.id);
