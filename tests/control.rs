@@ -1414,38 +1414,18 @@ async fn official_socket_io_client_plays_camera_and_client() {
         &[("COMMAND_TTL_SECS", "5"), ("STREAM_REQUEST_TTL_SECS", "5")],
     )
     .await;
-    let script = common::node_script("socketio-flow.mjs");
     for transport in ["websocket", "polling"] {
-        let out = tokio::process::Command::new("node")
-            .arg(&script)
-            .arg(&s.base)
-            .arg(transport)
-            .output()
-            .await
-            .expect("node runs");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success(),
-            "socket.io-client ({transport}) failed:\n{stdout}\n{stderr}"
-        );
+        common::run_node(
+            "socketio-flow.mjs",
+            &[s.base.as_str(), transport],
+            &format!("socket.io-client ({transport})"),
+        )
+        .await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mobile_simulator_in_two_chromium_tabs() {
     let s = TestServer::start(Backend::Sqlite).await;
-    let script = common::node_script("sim-ui.mjs");
-    let out = tokio::process::Command::new("node")
-        .arg(script)
-        .arg(&s.base)
-        .output()
-        .await
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "simulator flow failed:\n{stdout}\n{stderr}"
-    );
+    common::run_node("sim-ui.mjs", &[s.base.as_str()], "simulator flow").await;
 }

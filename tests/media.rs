@@ -319,25 +319,19 @@ async fn chromium_publishes_via_whip_and_two_chromium_viewers_watch_via_whep() {
         )
         .await;
     let playback = playback.json["token"].as_str().unwrap().to_string();
-    let script = common::node_script("whip-whep.mjs");
-    let out = tokio::process::Command::new("node")
-        .arg(script)
-        .arg(&s.base)
-        .arg(&st.sid)
-        .arg(&st.publish)
-        .arg(&st.subscribe)
-        .arg(&st.subscribe2)
-        .arg(&playback)
-        .output()
-        .await
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "WHIP/WHEP interop failed:\n{stdout}\n{stderr}"
-    );
-    eprintln!("{stdout}");
+    common::run_node(
+        "whip-whep.mjs",
+        &[
+            s.base.as_str(),
+            st.sid.as_str(),
+            st.publish.as_str(),
+            st.subscribe.as_str(),
+            st.subscribe2.as_str(),
+            playback.as_str(),
+        ],
+        "WHIP/WHEP interop",
+    )
+    .await;
     // The browser hung up its publisher: the session ends and everyone is told.
     let ended = requester
         .wait_for("stream:ended", std::time::Duration::from_secs(30), |v| {
@@ -443,24 +437,18 @@ async fn viewer_connects_through_coturn_relay_with_ephemeral_credentials() {
             .as_str()
             .is_some_and(|c| c.ends_with('='))
     );
-    let script = common::node_script("turn-relay.mjs");
-    let out = tokio::process::Command::new("node")
-        .arg(script)
-        .arg(&s.base)
-        .arg(&st.sid)
-        .arg(&st.publish)
-        .arg(&st.subscribe)
-        .arg(ice.to_string())
-        .output()
-        .await
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "TURN relay viewer failed:\n{stdout}\n{stderr}"
-    );
-    eprintln!("{stdout}");
+    common::run_node(
+        "turn-relay.mjs",
+        &[
+            s.base.as_str(),
+            st.sid.as_str(),
+            st.publish.as_str(),
+            st.subscribe.as_str(),
+            ice.to_string().as_str(),
+        ],
+        "TURN relay viewer",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -468,23 +456,17 @@ async fn ice_tcp_carries_media_when_udp_is_blocked() {
     let _media = MEDIA_PEERS.lock().await;
     let s = TestServer::start(Backend::Sqlite).await;
     let st = live_stream(&s).await;
-    let script = common::node_script("ice-tcp.mjs");
-    let out = tokio::process::Command::new("node")
-        .arg(script)
-        .arg(&s.base)
-        .arg(&st.sid)
-        .arg(&st.publish)
-        .arg(&st.subscribe)
-        .output()
-        .await
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "ICE-TCP viewer failed:\n{stdout}\n{stderr}"
-    );
-    eprintln!("{stdout}");
+    common::run_node(
+        "ice-tcp.mjs",
+        &[
+            s.base.as_str(),
+            st.sid.as_str(),
+            st.publish.as_str(),
+            st.subscribe.as_str(),
+        ],
+        "ICE-TCP viewer",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -492,24 +474,18 @@ async fn chromium_simulcast_viewer_decodes_one_layer_at_a_time() {
     let _media = MEDIA_PEERS.lock().await;
     let s = TestServer::start(Backend::Sqlite).await;
     let st = live_stream(&s).await;
-    let script = common::node_script("simulcast.mjs");
-    let out = tokio::process::Command::new("node")
-        .arg(script)
-        .arg(&s.base)
-        .arg(&st.sid)
-        .arg(&st.publish)
-        .arg(&st.subscribe)
-        .arg(&st.client_token)
-        .output()
-        .await
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "simulcast viewer failed:\n{stdout}\n{stderr}"
-    );
-    eprintln!("{stdout}");
+    common::run_node(
+        "simulcast.mjs",
+        &[
+            s.base.as_str(),
+            st.sid.as_str(),
+            st.publish.as_str(),
+            st.subscribe.as_str(),
+            st.client_token.as_str(),
+        ],
+        "simulcast viewer",
+    )
+    .await;
 }
 
 /// Checks one viewer's reception of the publisher's frames `[.., end)`: every frame it got

@@ -331,31 +331,16 @@ async fn openapi_is_valid_3_1_and_lists_every_route(backend: Backend) {
 
 async fn real_better_auth_client(backend: Backend) {
     let s = TestServer::start(backend).await;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/node/better-auth-client.mjs"
-    );
     assert!(
-        std::path::Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/node/node_modules/better-auth"
-        ))
-        .exists(),
+        std::path::Path::new(&common::node_script("node_modules/better-auth")).exists(),
         "tests/node/node_modules is missing: scripts/setup.sh test installs it"
     );
-    let out = tokio::process::Command::new("node")
-        .arg(script)
-        .arg(&s.base)
-        .output()
-        .await
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "better-auth client failed:\n{stdout}\n{stderr}"
-    );
-    eprintln!("{stdout}");
+    common::run_node(
+        "better-auth-client.mjs",
+        &[s.base.as_str()],
+        "better-auth client",
+    )
+    .await;
 }
 
 both_backends!(

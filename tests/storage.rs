@@ -599,22 +599,12 @@ async fn admin_page_works_in_chromium() {
     .await;
     let (token, _) = s.sign_up(&unique_email("ui"), "password-1").await;
     device(&s, &token).await;
-    let script = common::node_script("admin-ui.mjs");
-    let out = tokio::process::Command::new("node")
-        .arg(script)
-        .arg(&s.base)
-        .arg("root")
-        .arg("s3cret-pass")
-        .arg("Porch")
-        .output()
-        .await
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "admin UI test failed:\n{stdout}\n{stderr}"
-    );
+    common::run_node(
+        "admin-ui.mjs",
+        &[s.base.as_str(), "root", "s3cret-pass", "Porch"],
+        "admin UI test",
+    )
+    .await;
     // The page really stored and then deleted the object.
     let left = s
         .state
@@ -623,5 +613,4 @@ async fn admin_page_works_in_chromium() {
         .await
         .unwrap();
     assert!(left.objects.is_empty(), "object not deleted");
-    eprintln!("{stdout}");
 }

@@ -427,6 +427,22 @@ pub fn node_script(name: &str) -> String {
     format!("{root}/tests/node/{name}")
 }
 
+/// Runs `tests/node/<name>` with `args`, fails the test with both output streams if the
+/// script fails, and returns (and prints) its stdout. `what` names the check in the failure.
+pub async fn run_node(name: &str, args: &[&str], what: &str) -> String {
+    let out = tokio::process::Command::new("node")
+        .arg(node_script(name))
+        .args(args)
+        .output()
+        .await
+        .expect("node runs (scripts/setup.sh installs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{what} failed:\n{stdout}\n{stderr}");
+    eprintln!("{stdout}");
+    stdout
+}
+
 pub fn unique_email(tag: &str) -> String {
     format!(
         "{tag}-{}@example.com",

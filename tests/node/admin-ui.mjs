@@ -1,15 +1,11 @@
 // Drives /admin in headless Chromium: upload a file through the page, see it listed,
 // delete it. Usage: node admin-ui.mjs <baseURL> <user> <password>
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 const [base, username, password, expectDevice] = process.argv.slice(2);
 const timer = setTimeout(() => { console.error("timed out"); process.exit(1); }, 60_000);
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM_BIN || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--no-first-run", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launchChromium({ fakeMedia: false });
 try {
   const context = await browser.newContext({ httpCredentials: { username, password } });
   const page = await context.newPage();

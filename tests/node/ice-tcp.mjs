@@ -1,16 +1,11 @@
 // With UDP unusable, Chromium reaches the SFU over ICE-TCP (RFC 4571 on the media port).
 // UDP is blocked by removing the server's UDP candidates from the answers, so the browser
 // has no UDP path at all. Usage: node ice-tcp.mjs <baseURL> <sid> <publishToken> <subscribeToken>
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 const [base, sid, publishToken, subscribeToken] = process.argv.slice(2);
 const timer = setTimeout(() => { console.error("timed out"); process.exit(1); }, 60_000);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM_BIN || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream",
-         "--use-fake-ui-for-media-stream", "--disable-background-networking", "--no-first-run",
-         "--disable-component-update", "--disable-sync"],
-});
+const browser = await launchChromium();
 try {
   const page = await (await browser.newContext()).newPage();
   page.on("pageerror", (e) => console.error("page error:", e.message));

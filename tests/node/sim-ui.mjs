@@ -11,7 +11,7 @@
 // Exit status 0 on success; 1 on the first failure (with the last log entries of both tabs)
 // or after a 60 s overall timeout.
 import { randomBytes } from "node:crypto";
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 const base = (process.argv[2] || "").replace(/\/+$/, "");
 if (!base) {
@@ -121,14 +121,10 @@ const password = "password-123";
 let cam, phone, cameraId, phoneId, streamId;
 
 try {
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM_BIN || "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--no-first-run", "--disable-component-update", "--disable-sync",
-           "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-           // A document fulfilled by page.route has no server IP address, so Chromium's Local
-           // Network Access checks treat it as public and block its WebSocket to 127.0.0.1.
-           ...(SIM_PAGE_FILE ? ["--disable-features=LocalNetworkAccessChecks,LocalNetworkAccessChecksWebSockets,LocalNetworkAccessChecksWebRTC"] : [])],
+  browser = await launchChromium({
+    // A document fulfilled by page.route has no server IP address, so Chromium's Local
+    // Network Access checks treat it as public and block its WebSocket to 127.0.0.1.
+    extraArgs: SIM_PAGE_FILE ? ["--disable-features=LocalNetworkAccessChecks,LocalNetworkAccessChecksWebSockets,LocalNetworkAccessChecksWebRTC"] : [],
   });
 } catch (e) {
   await fail("could not launch Chromium: " + e.message);

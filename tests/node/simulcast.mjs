@@ -3,7 +3,7 @@
 // (at keyframes); every resolution change the decoder sees must be one of the switches the
 // server reports for this viewer in /streams/{id}/sfu/session.
 // Usage: node simulcast.mjs <baseURL> <sid> <publishToken> <subscribeToken> <deviceToken>
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 const [base, sid, publishToken, subscribeToken, deviceToken] = process.argv.slice(2);
 const viewerOnServer = async () => {
@@ -12,12 +12,7 @@ const viewerOnServer = async () => {
   return session.participants.find((p) => p.role === "subscriber");
 };
 const timer = setTimeout(() => { console.error("timed out"); process.exit(1); }, 60_000);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM_BIN || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream",
-         "--use-fake-ui-for-media-stream", "--disable-background-networking", "--no-first-run",
-         "--disable-component-update", "--disable-sync"],
-});
+const browser = await launchChromium();
 try {
   const page = await (await browser.newContext()).newPage();
   page.on("pageerror", (e) => console.error("page error:", e.message));

@@ -1,17 +1,12 @@
 // A viewer restricted to TURN relay candidates (iceTransportPolicy "relay") watches a stream
 // published from headless Chromium. Usage:
 //   node turn-relay.mjs <baseURL> <sid> <publishToken> <subscribeToken> <iceServersJSON>
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 const [base, sid, publishToken, subscribeToken, iceJson] = process.argv.slice(2);
 const iceServers = JSON.parse(iceJson);
 const timer = setTimeout(() => { console.error("timed out"); process.exit(1); }, 60_000);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM_BIN || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream",
-         "--use-fake-ui-for-media-stream", "--disable-background-networking", "--no-first-run",
-         "--disable-component-update", "--disable-sync"],
-});
+const browser = await launchChromium();
 try {
   const page = await (await browser.newContext()).newPage();
   page.on("pageerror", (e) => console.error("page error:", e.message));

@@ -1,18 +1,13 @@
 // Headless Chromium publishes its fake camera via WHIP and two other pages watch via WHEP.
 // Usage: node whip-whep.mjs <baseURL> <streamSessionId> <publishToken> <viewerToken1> <viewerToken2>
 // Prints JSON lines; exits 1 on failure.
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 const [base, sid, publishToken, viewerToken1, viewerToken2, playbackToken] = process.argv.slice(2);
 const viewerTokens = [viewerToken1, viewerToken2];
 const timer = setTimeout(() => { console.error("timed out"); process.exit(1); }, 60_000);
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM_BIN || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream",
-         "--use-fake-ui-for-media-stream", "--disable-background-networking", "--no-first-run",
-         "--disable-component-update", "--disable-sync"],
-});
+const browser = await launchChromium();
 
 async function newPage() {
   const context = await browser.newContext();
