@@ -1030,6 +1030,57 @@ async fn device_signalling_endpoints_publish_subscribe_trickle_and_close() {
     assert_eq!(listed[0]["role"], "publisher");
     assert_eq!(listed[1]["role"], "subscriber");
 
+    // Bad requests: no device token, another household's device, a malformed or an
+    // unknown-field body, an oversized candidate.
+    let r = Reply::from(
+        s.http
+            .post(s.url(&format!("{base}/trickle")))
+            .json(&json!({"participantId": viewer_id, "candidate": ""}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 401, "{}", r.text);
+    assert!(r.json["code"].is_string(), "{}", r.text);
+    let stranger = live_stream(&s).await;
+    s.call(
+        Method::POST,
+        &format!("{base}/close"),
+        &stranger.client_token,
+        Some(json!({"participantId": viewer_id})),
+    )
+    .await
+    .expect_error(404, "STREAM_NOT_FOUND");
+    let r = Reply::from(
+        s.http
+            .post(s.url(&format!("{base}/close")))
+            .bearer_auth(&st.client_token)
+            .header("content-type", "application/json")
+            .body("{\"participantId\": ")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    r.expect_error(400, "INVALID_JSON");
+    s.call(
+        Method::POST,
+        &format!("{base}/close"),
+        &st.client_token,
+        Some(json!({"participantId": viewer_id, "extra": 1})),
+    )
+    .await
+    .expect_error(400, "INVALID_JSON");
+    s.call(
+        Method::POST,
+        &format!("{base}/trickle"),
+        &st.client_token,
+        Some(json!({"participantId": format!("sub-{}", "x".repeat(100)), "candidate": ""})),
+    )
+    .await
+    .expect_error(400, "VALIDATION_ERROR");
+
     // Trickle: validated, then accepted (ICE-lite learns addresses from the checks).
     s.call(
         Method::POST,
