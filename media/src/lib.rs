@@ -76,6 +76,14 @@ impl MediaEngine {
         self.sfu.as_ref()
     }
 
+    /// Stops the media plane: closes every peer, ends the media loops, the packet router
+    /// and ICE-TCP (see [`sfu::Sfu::shutdown`]). Harmless to call twice, or without an SFU.
+    pub async fn shutdown(&self) {
+        if let Some(sfu) = &self.sfu {
+            sfu.shutdown().await;
+        }
+    }
+
     pub fn mode(&self) -> MediaMode {
         self.mode
     }

@@ -313,8 +313,10 @@ mod tests {
     #[test]
     fn viewer_switches_layers_only_at_keyframes_and_never_mixes() {
         let (l, h) = (Some(Rid::from("l")), Some(Rid::from("h")));
-        let mut v = VideoState::default();
-        v.target = l;
+        let mut v = VideoState {
+            target: l,
+            ..Default::default()
+        };
         assert!(!v.admit(l, false), "no delta frame before a keyframe");
         assert!(!v.admit(h, true), "not the target layer");
         assert!(v.admit(l, true));

@@ -6,6 +6,7 @@
 //! frames between them ([`forward`] decides what each viewer gets). The server drives it
 //! through [`Sfu`] and hears about lifecycle changes through [`MediaEvent`]s.
 
+mod core;
 mod forward;
 mod net;
 mod shard;
@@ -14,11 +15,12 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 
 use crate::limits::{Admission, AdmissionError};
 
@@ -118,6 +120,25 @@ pub(crate) enum Command {
         room: String,
         reply: oneshot::Sender<Vec<ParticipantInfo>>,
     },
+    /// Close every peer and end the loop.
+    Shutdown,
+}
+
+/// How long [`Sfu::shutdown`] waits for the loops to end before aborting them.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What [`Sfu::shutdown`] stops.
+struct Lifecycle {
+    /// Tells the router and the ICE-TCP tasks to end.
+    stop: watch::Sender<bool>,
+    /// Taken by the first shutdown, so a second one finds nothing to do.
+    tasks: Mutex<Option<Tasks>>,
+}
+
+struct Tasks {
+    shards: Vec<JoinHandle<()>>,
+    /// The packet router and the ICE-TCP listener (which ends its connections' tasks).
+    io: Vec<JoinHandle<()>>,
 }
 
 /// Handle to the running SFU. Cheap to clone.
@@ -127,6 +148,7 @@ pub struct Sfu {
     events: broadcast::Sender<MediaEvent>,
     pub counters: Arc<MediaCounters>,
     local: SocketAddr,
+    lifecycle: Arc<Lifecycle>,
 }
 
 impl Sfu {
@@ -148,43 +170,86 @@ impl Sfu {
         let owners: net::UfragOwners = Arc::new(RwLock::new(HashMap::new()));
         let (inbound_tx, inbound_rx): (Vec<_>, Vec<_>) =
             (0..shard_count).map(|_| mpsc::channel(4096)).unzip();
-        let (net, tcp_ok) = net::start(
+        let (stop, stop_rx) = watch::channel(false);
+        let (net, tcp_ok, io) = net::start(
             socket,
             SocketAddr::new(config.bind.ip(), port),
             inbound_tx,
             owners.clone(),
+            stop_rx,
         )
         .await;
         // Large enough for every participant the limits allow to leave at once, so the
         // listener never misses a `PublisherLeft` even if it stalls for a moment.
         let (events, _) = broadcast::channel(4096);
         let counters = Arc::new(MediaCounters::default());
+        let core_config = core::CoreConfig {
+            candidates: candidates.clone(),
+            tcp_candidate: tcp_ok.then_some(candidates[0]),
+            grace: config.reconnect_grace,
+        };
         let mut shards = Vec::with_capacity(shard_count);
+        let mut shard_tasks = Vec::with_capacity(shard_count);
         for (index, inbound) in inbound_rx.into_iter().enumerate() {
             let (tx, commands) = mpsc::channel(256);
             shards.push(tx);
             let shard = shard::Shard {
                 index,
-                admission: admission.clone(),
+                core: core::Core::new(
+                    Instant::now(),
+                    core_config.clone(),
+                    admission.clone(),
+                    counters.clone(),
+                ),
                 net: net.clone(),
-                candidates: candidates.clone(),
-                tcp_candidate: tcp_ok.then_some(candidates[0]),
                 owners: owners.clone(),
                 counters: counters.clone(),
                 events: events.clone(),
-                grace: config.reconnect_grace,
                 commands,
                 inbound,
-                state: Default::default(),
             };
-            tokio::spawn(shard.run());
+            shard_tasks.push(tokio::spawn(shard.run()));
         }
         Ok(Sfu {
             shards: shards.into(),
             events,
             counters,
             local: candidates[0],
+            lifecycle: Arc::new(Lifecycle {
+                stop,
+                tasks: Mutex::new(Some(Tasks {
+                    shards: shard_tasks,
+                    io,
+                })),
+            }),
         })
+    }
+
+    /// Stops the SFU: every shard closes its peers (viewers and cameras get RTCP BYE and
+    /// DTLS close_notify; rooms end with `PublisherLeft`), then the packet router, the
+    /// ICE-TCP listener and its connections stop. Returns once all have ended, aborting
+    /// whatever has not within 3 s. Later commands get [`SfuError::Stopped`]; a second
+    /// call does nothing.
+    pub async fn shutdown(&self) {
+        let tasks = self
+            .lifecycle
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(tasks) = tasks else { return };
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_TIMEOUT;
+        // Shards first: their goodbye packets leave through sockets that are still open.
+        for shard in self.shards.iter() {
+            let _ = tokio::time::timeout_at(deadline, shard.send(Command::Shutdown)).await;
+        }
+        for task in tasks.shards {
+            join_or_abort(task, deadline).await;
+        }
+        let _ = self.lifecycle.stop.send(true);
+        for task in tasks.io {
+            join_or_abort(task, deadline).await;
+        }
     }
 
     /// The (first) advertised media address.
@@ -279,5 +344,13 @@ impl Sfu {
             return Vec::new();
         }
         rx.await.unwrap_or_default()
+    }
+}
+
+/// Waits for a task until `deadline`, then aborts it (and waits for the abort to land).
+async fn join_or_abort(mut task: JoinHandle<()>, deadline: tokio::time::Instant) {
+    if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+        task.abort();
+        let _ = task.await;
     }
 }

@@ -15,7 +15,8 @@ use bytes::{Bytes, BytesMut};
 use str0m::net::Protocol;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
 
 /// One received packet on its way to a shard.
 pub(crate) struct Datagram {
@@ -68,20 +69,27 @@ impl Net {
     }
 }
 
-/// Starts the ICE-TCP listener (if it can bind) and the router; returns the send side and
-/// whether ICE-TCP is available.
+/// Starts the ICE-TCP listener (if it can bind) and the router; returns the send side,
+/// whether ICE-TCP is available and the tasks, which end once `stop` turns true.
 pub(crate) async fn start(
     udp: UdpSocket,
     tcp_bind: SocketAddr,
     shards: Vec<mpsc::Sender<Datagram>>,
     owners: UfragOwners,
-) -> (Arc<Net>, bool) {
+    stop: watch::Receiver<bool>,
+) -> (Arc<Net>, bool, Vec<JoinHandle<()>>) {
     let udp = Arc::new(udp);
     let tcp: TcpConnections = Arc::new(Mutex::new(HashMap::new()));
     let (tcp_tx, tcp_rx) = mpsc::channel(1024);
+    let mut tasks = Vec::with_capacity(2);
     let tcp_ok = match TcpListener::bind(tcp_bind).await {
         Ok(listener) => {
-            tokio::spawn(accept_tcp(listener, tcp.clone(), tcp_tx));
+            tasks.push(tokio::spawn(accept_tcp(
+                listener,
+                tcp.clone(),
+                tcp_tx,
+                stop.clone(),
+            )));
             true
         }
         Err(e) => {
@@ -96,8 +104,13 @@ pub(crate) async fn start(
         by_addr: HashMap::new(),
         last_prune: Instant::now(),
     };
-    tokio::spawn(router.run(udp.clone(), tcp_rx));
-    (Arc::new(Net { udp, tcp }), tcp_ok)
+    tasks.push(tokio::spawn(router.run(udp.clone(), tcp_rx, stop)));
+    (Arc::new(Net { udp, tcp }), tcp_ok, tasks)
+}
+
+/// Resolves once `stop` is set (or its sender is gone: nobody can ask any more).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 struct Router {
@@ -114,13 +127,19 @@ const RECV_CHUNK: usize = 256 * 1024;
 const MAX_DATAGRAM: usize = 2048;
 
 impl Router {
-    async fn run(mut self, udp: Arc<UdpSocket>, mut tcp: mpsc::Receiver<(SocketAddr, Vec<u8>)>) {
+    async fn run(
+        mut self,
+        udp: Arc<UdpSocket>,
+        mut tcp: mpsc::Receiver<(SocketAddr, Vec<u8>)>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let mut buf = BytesMut::with_capacity(RECV_CHUNK);
         loop {
             if buf.capacity() < MAX_DATAGRAM {
                 buf = BytesMut::with_capacity(RECV_CHUNK);
             }
             tokio::select! {
+                _ = stopped(&mut stop) => return,
                 received = udp.recv_buf_from(&mut buf) => {
                     let Ok((_, source)) = received else { buf.clear(); continue };
                     let data = buf.split().freeze();
@@ -190,15 +209,25 @@ pub(crate) fn stun_local_ufrag(packet: &[u8]) -> Option<&str> {
     None
 }
 
-/// Accepts ICE-TCP connections and runs each one's framed reader and writer.
+/// Accepts ICE-TCP connections and runs each one's framed reader and writer. On stop the
+/// listener closes, readers end, writers send what is queued, and this returns once every
+/// connection task has ended (dropping it aborts them).
 async fn accept_tcp(
     listener: TcpListener,
     conns: TcpConnections,
     to_router: mpsc::Sender<(SocketAddr, Vec<u8>)>,
+    mut stop: watch::Receiver<bool>,
 ) {
     let mut next_id = 0u64;
+    let mut connections = JoinSet::new();
     loop {
-        let (stream, remote) = match listener.accept().await {
+        let accepted = tokio::select! {
+            _ = stopped(&mut stop) => break,
+            accepted = listener.accept() => accepted,
+            // Finished connection tasks are collected as they end, so the set stays small.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let (stream, remote) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: back off rather than spin.
@@ -219,7 +248,8 @@ async fn accept_tcp(
         }
         let _ = stream.set_nodelay(true);
         let (mut reader, mut writer) = stream.into_split();
-        tokio::spawn(async move {
+        connections.spawn(async move {
+            // Ends once the connection's sender is dropped (it left, or on stop).
             while let Some(frame) = rx.recv().await {
                 if writer.write_all(&frame).await.is_err() {
                     break;
@@ -228,13 +258,18 @@ async fn accept_tcp(
         });
         let conns = conns.clone();
         let to_router = to_router.clone();
-        tokio::spawn(async move {
+        let mut stop = stop.clone();
+        connections.spawn(async move {
             // RFC 4571: each packet is preceded by its 16-bit big-endian length.
             loop {
                 let mut len = [0u8; 2];
-                match tokio::time::timeout(TCP_IDLE, reader.read_exact(&mut len)).await {
-                    Ok(Ok(_)) => {}
-                    _ => break,
+                tokio::select! {
+                    _ = stopped(&mut stop) => break,
+                    read = tokio::time::timeout(TCP_IDLE, reader.read_exact(&mut len)) => {
+                        if !matches!(read, Ok(Ok(_))) {
+                            break;
+                        }
+                    }
                 }
                 let mut packet = vec![0u8; u16::from_be_bytes(len) as usize];
                 let read = tokio::time::timeout(TCP_IDLE, reader.read_exact(&mut packet)).await;
@@ -249,6 +284,10 @@ async fn accept_tcp(
             }
         });
     }
+    drop(listener);
+    // Dropping the senders lets each writer flush its queue and end.
+    conns.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    while connections.join_next().await.is_some() {}
 }
 
 #[cfg(test)]

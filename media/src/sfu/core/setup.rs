@@ -1,0 +1,112 @@
+//! Peer setup: an `Rtc` built from the participant's offer, checked on str0m's parsed SDP.
+
+use std::time::{Duration, Instant};
+
+use str0m::bwe::Bitrate;
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::format::Codec;
+use str0m::media::Direction;
+use str0m::net::TcpType;
+use str0m::{Candidate, Rtc};
+
+use super::super::SfuError;
+use super::CoreConfig;
+
+/// The estimate str0m starts from before TWCC feedback arrives.
+const INITIAL_ESTIMATE: Bitrate = Bitrate::kbps(600);
+
+/// A parsed offer and what the room needs to know about it.
+pub(super) struct Offer {
+    pub sdp: SdpOffer,
+    /// Some m-line carries `a=simulcast` (the camera sends layers).
+    pub simulcast: bool,
+}
+
+pub(super) fn parse_offer(sdp: &str) -> Result<Offer, SfuError> {
+    let sdp = SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+    let simulcast = sdp.media_lines.iter().any(|m| m.simulcast().is_some());
+    Ok(Offer { sdp, simulcast })
+}
+
+/// A new peer, answered and ready for its first ICE check.
+pub(super) struct NewPeer {
+    pub rtc: Rtc,
+    pub answer: String,
+    /// Our ICE ufrag for this peer: ICE checks naming it are routed here.
+    pub ufrag: String,
+}
+
+/// Builds the peer's `Rtc`, answers the offer and checks the answer can carry media.
+/// `bwe` gives it a bandwidth estimator (viewers of a simulcast camera).
+pub(super) fn build_peer(
+    now: Instant,
+    config: &CoreConfig,
+    offer: SdpOffer,
+    publisher: bool,
+    bwe: bool,
+) -> Result<NewPeer, SfuError> {
+    let mut builder = Rtc::builder()
+        // Per-second stats feed the NACK and bitrate figures in /metrics.
+        .set_stats_interval(Some(Duration::from_secs(1)))
+        .set_ice_lite(true)
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
+        .enable_h264(true);
+    // Only with layers is there something to choose; without them str0m would pace the one
+    // stream at the estimate, turning a lossy (not congested) link into growing delay.
+    if bwe {
+        builder = builder.enable_bwe(Some(INITIAL_ESTIMATE));
+    }
+    let mut rtc = builder.build(now);
+    for addr in &config.candidates {
+        let candidate =
+            Candidate::host(*addr, "udp").map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        rtc.add_local_candidate(candidate);
+    }
+    if let Some(tcp) = config.tcp_candidate
+        && let Ok(candidate) = Candidate::builder()
+            .tcp()
+            .host(tcp)
+            .tcptype(TcpType::Passive)
+            .build()
+    {
+        rtc.add_local_candidate(candidate);
+    }
+    let answer = rtc
+        .sdp_api()
+        .accept_offer(offer)
+        .map_err(|e| SfuError::BadSdp(e.to_string()))?;
+    if !carries_media(&answer, publisher) {
+        return Err(SfuError::NoUsableMedia);
+    }
+    let ufrag = answer
+        .session
+        .ice_creds()
+        .or_else(|| answer.media_lines.iter().find_map(|m| m.ice_creds()))
+        .map(|creds| creds.ufrag)
+        .unwrap_or_default();
+    Ok(NewPeer {
+        rtc,
+        answer: answer.to_sdp_string(),
+        ufrag,
+    })
+}
+
+/// str0m accepts offers whose codecs it cannot use (it answers those m-lines with payload
+/// type 0 and no rtpmap), and reports media only once the transport runs, so usability is
+/// read off the answer: some m-line must carry one of our codecs in our direction.
+fn carries_media(answer: &SdpAnswer, publisher: bool) -> bool {
+    let want = if publisher {
+        Direction::RecvOnly
+    } else {
+        Direction::SendOnly
+    };
+    answer.media_lines.iter().any(|m| {
+        let direction = m.direction();
+        (direction == want || direction == Direction::SendRecv)
+            && m.rtp_params()
+                .iter()
+                .any(|p| matches!(p.spec().codec, Codec::Opus | Codec::Vp8 | Codec::H264))
+    })
+}
