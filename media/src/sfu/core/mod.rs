@@ -27,6 +27,9 @@ mod setup;
 mod stats;
 mod steer;
 
+#[cfg(test)]
+mod tests;
+
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;

@@ -1,0 +1,475 @@
+//! The core in simulated time, against real str0m peers over an in-memory link.
+
+mod sim;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use str0m::format::Codec;
+use str0m::media::MediaKind;
+
+use super::RouteUpdate;
+use crate::sfu::{MediaEvent, SfuError};
+use sim::{ClientId, Sim, frame_id, vp8_frame};
+
+const FRAME: Duration = Duration::from_millis(33);
+const LAYER_L: u8 = b'l';
+const LAYER_H: u8 = b'h';
+
+/// Sends `count` VP8 frames 33 ms apart, the first a keyframe if `keyframe_first`, and
+/// returns them. Frame sizes vary up to several packets.
+fn stream(
+    sim: &mut Sim,
+    camera: ClientId,
+    first: u32,
+    count: u32,
+    keyframe_first: bool,
+) -> Vec<Vec<u8>> {
+    let mut sent = Vec::new();
+    for n in first..first + count {
+        let keyframe = keyframe_first && n == first;
+        let frame = vp8_frame(
+            keyframe,
+            0,
+            n,
+            if keyframe {
+                4000
+            } else {
+                300 + (n as usize * 37) % 900
+            },
+        );
+        sim.send_video(camera, None, &frame);
+        sent.push(frame);
+        sim.run_for(FRAME);
+    }
+    sent
+}
+
+fn received_video(sim: &Sim, client: ClientId) -> Vec<Vec<u8>> {
+    sim.clients[client]
+        .video_frames()
+        .iter()
+        .map(|f| f.data.to_vec())
+        .collect()
+}
+
+/// Asserts the RTP sequence numbers of one stream go up by exactly one, with no gap.
+fn assert_contiguous(seqs: &[u16], what: &str) {
+    assert!(seqs.len() > 10, "{what}: too few packets ({})", seqs.len());
+    for pair in seqs.windows(2) {
+        assert_eq!(
+            pair[1],
+            pair[0].wrapping_add(1),
+            "{what}: sequence gap in {seqs:?}"
+        );
+    }
+}
+
+#[test]
+fn publish_reaches_two_subscribers_byte_exact() {
+    let mut sim = Sim::new(Duration::ZERO);
+    let camera = sim.publisher("room", "cam", &[]);
+    assert!(sim.events.contains(&MediaEvent::PublisherConnected {
+        room: "room".into()
+    }));
+    let a = sim.viewer("room", "a");
+    let b = sim.viewer("room", "b");
+    let mut video = Vec::new();
+    let mut audio = Vec::new();
+    for n in 0..60u32 {
+        // A keyframe first, then deltas of varied sizes (some split over several packets).
+        let frame = vp8_frame(
+            n == 0,
+            0,
+            n,
+            if n == 0 {
+                5000
+            } else {
+                200 + (n as usize * 97) % 2500
+            },
+        );
+        sim.send_video(camera, None, &frame);
+        video.push(frame);
+        let packet: Vec<u8> = (0..80).map(|i| (i as u32 * 7 + n) as u8).collect();
+        sim.send_audio(camera, &packet);
+        audio.push(packet);
+        sim.run_for(Duration::from_millis(20));
+    }
+    sim.run_for(Duration::from_millis(200));
+    for viewer in [a, b] {
+        assert_eq!(received_video(&sim, viewer), video, "viewer {viewer} video");
+        let got_audio: Vec<Vec<u8>> = sim.clients[viewer]
+            .audio_frames()
+            .iter()
+            .map(|f| f.data.to_vec())
+            .collect();
+        assert_eq!(got_audio, audio, "viewer {viewer} audio");
+    }
+    assert_eq!(
+        sim.counters.frames_forwarded.load(Ordering::Relaxed),
+        2 * 120
+    );
+    let described = sim.describe("room");
+    assert_eq!(described.len(), 3);
+    assert_eq!(described[0].role, "publisher");
+    assert!(described.iter().all(|p| p.connected));
+    assert!(described[0].bytes_in > 60 * 200);
+}
+
+#[test]
+fn video_starts_on_a_keyframe() {
+    let mut sim = Sim::new(Duration::ZERO);
+    let camera = sim.publisher("room", "cam", &[]);
+    let viewer = sim.viewer("room", "v");
+    // The viewer connected: the camera was asked for a keyframe.
+    assert!(!sim.clients[camera].keyframe_requests.is_empty());
+    // Deltas alone are useless to a decoder that has nothing: none is forwarded.
+    stream(&mut sim, camera, 0, 10, false);
+    assert!(received_video(&sim, viewer).is_empty());
+    let sent = stream(&mut sim, camera, 10, 10, true);
+    let got = received_video(&sim, viewer);
+    assert_eq!(
+        got, sent,
+        "the stream starts at the keyframe, deltas follow"
+    );
+    assert!(sim.clients[viewer].video_frames()[0].keyframe);
+}
+
+#[test]
+fn keyframe_requests_are_rate_limited() {
+    let mut sim = Sim::new(Duration::ZERO);
+    let camera = sim.publisher("room", "cam", &[]);
+    let viewers = [sim.viewer("room", "a"), sim.viewer("room", "b")];
+    stream(&mut sim, camera, 0, 5, true);
+    let before = sim.clients[camera].keyframe_requests.len();
+    let counted_before = sim.counters.keyframe_requests.load(Ordering::Relaxed);
+    // Both viewers ask every 10 ms for a second: 200 requests.
+    let start = sim.now;
+    for _ in 0..100 {
+        for v in viewers {
+            sim.viewer_requests_keyframe(v);
+        }
+        sim.run_for(Duration::from_millis(10));
+    }
+    let requests: Vec<_> = sim.clients[camera].keyframe_requests[before..].to_vec();
+    // One every 250 ms at most: 4 in a second, 5 if the window straddles the edges.
+    assert!(
+        (3..=5).contains(&requests.len()),
+        "camera got {} keyframe requests in {:?}",
+        requests.len(),
+        sim.now - start
+    );
+    for pair in requests.windows(2) {
+        assert!(
+            pair[1].0 - pair[0].0 >= Duration::from_millis(250),
+            "{requests:?}"
+        );
+    }
+    let counted = sim.counters.keyframe_requests.load(Ordering::Relaxed) - counted_before;
+    assert_eq!(counted as usize, requests.len());
+}
+
+#[test]
+fn a_publisher_silent_for_8_s_is_dropped() {
+    let mut sim = Sim::new(Duration::ZERO);
+    let camera = sim.publisher("room", "cam", &[]);
+    let viewer = sim.viewer("room", "v");
+    stream(&mut sim, camera, 0, 30, true);
+    // The camera's network dies: nothing more arrives from it.
+    sim.clients[camera].link_up = false;
+    sim.run_for(Duration::from_millis(7_500));
+    assert!(
+        sim.events_left().is_empty(),
+        "dropped before 8 s of silence"
+    );
+    assert_eq!(sim.describe("room").len(), 2);
+    sim.run_for(Duration::from_millis(2_000));
+    assert_eq!(
+        sim.events_left(),
+        vec![&MediaEvent::PublisherLeft {
+            room: "room".into(),
+            reason: "publisher disconnected".into()
+        }]
+    );
+    let left = sim.describe("room");
+    assert_eq!(left.len(), 1, "only the viewer is left");
+    assert_eq!(left[0].role, "subscriber");
+    assert!(sim.clients[viewer].rtc.is_alive());
+}
+
+#[test]
+fn never_connected_transports_are_dropped_after_30_s() {
+    let mut sim = Sim::new(Duration::ZERO);
+    let camera = sim.publisher("room", "cam", &[]);
+    // A viewer that signalled and went away before its first ICE check.
+    let index = sim.clients.len();
+    sim.run_for(Duration::from_millis(10));
+    let answer_only = sim.core.join(sim.now, "room", "ghost", false, &{
+        let mut rtc = str0m::Rtc::builder().build(sim.now);
+        let mut change = rtc.sdp_api();
+        change.add_media(
+            MediaKind::Video,
+            str0m::media::Direction::RecvOnly,
+            None,
+            None,
+            None,
+        );
+        change.apply().expect("offer").0.to_sdp_string()
+    });
+    assert!(answer_only.is_ok());
+    assert_eq!(sim.clients.len(), index);
+    assert_eq!(sim.describe("room").len(), 2);
+    // The live camera keeps talking meanwhile (RTCP, consent checks).
+    sim.run_for(Duration::from_secs(29));
+    assert_eq!(sim.describe("room").len(), 2);
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(sim.describe("room").len(), 1);
+    assert!(sim.events.contains(&MediaEvent::SubscriberLeft {
+        room: "room".into(),
+        participant: "ghost".into()
+    }));
+    assert!(sim.clients[camera].rtc.is_alive());
+    assert!(sim.events_left().is_empty());
+}
+
+#[test]
+fn reconnect_within_the_grace_keeps_viewer_streams_continuous() {
+    let mut sim = Sim::new(Duration::from_secs(5));
+    let first = sim.publisher("room", "cam", &[]);
+    let viewer = sim.viewer("room", "v");
+    let vp8 = sim.clients[viewer].pt_of(MediaKind::Video, Codec::Vp8);
+    let mut sent = stream(&mut sim, first, 0, 30, true);
+    let before = sim.clients[viewer].rtp_with_pt(vp8);
+    let last_before = *before.last().expect("video before");
+    let lost_at = sim.now;
+    sim.clients[first].link_up = false;
+    // Silence drops the camera after ~8 s; viewers wait for it.
+    sim.run_for(Duration::from_secs(10));
+    assert!(sim.events_left().is_empty());
+    assert_eq!(
+        sim.describe("room").len(),
+        1,
+        "old camera gone, viewer stays"
+    );
+    // The camera comes back on a new transport within the grace.
+    let second = sim.publisher("room", "cam", &[]);
+    let back_at = sim.now;
+    sent.extend(stream(&mut sim, second, 1000, 30, true));
+    sim.run_for(Duration::from_secs(7));
+    assert!(
+        sim.events_left().is_empty(),
+        "the room lives on: {:?}",
+        sim.events
+    );
+    assert!(
+        !sim.events
+            .iter()
+            .any(|e| matches!(e, MediaEvent::SubscriberLeft { .. })),
+        "the viewer was never dropped"
+    );
+    assert_eq!(
+        received_video(&sim, viewer),
+        sent,
+        "frames from both transports, in order"
+    );
+    let all = sim.clients[viewer].rtp_with_pt(vp8);
+    let after = &all[before.len()..];
+    assert!(after.len() >= 30);
+    assert!(
+        all.iter().all(|r| r.ssrc == last_before.ssrc),
+        "one SSRC throughout"
+    );
+    let seqs: Vec<u16> = all.iter().map(|r| r.seq).collect();
+    assert_contiguous(&seqs, "viewer video across the reconnect");
+    // Time moves on by the wall-clock gap, not by the new camera's random base.
+    let jump = after[0].timestamp.wrapping_sub(last_before.timestamp) as u64;
+    let gap = (back_at - lost_at).as_secs_f64() * 90_000.0;
+    assert!(
+        (jump as f64 - gap).abs() < 90_000.0 * 0.5,
+        "timestamp jump {jump} for a gap of {gap:.0} ticks"
+    );
+    for pair in all.windows(2) {
+        let step = pair[1].timestamp.wrapping_sub(pair[0].timestamp);
+        assert!(
+            step < 90_000 * 12,
+            "timestamps only move forward by sane steps"
+        );
+    }
+}
+
+#[test]
+fn a_room_ends_when_the_camera_misses_the_grace() {
+    let mut sim = Sim::new(Duration::from_secs(2));
+    let camera = sim.publisher("room", "cam", &[]);
+    sim.viewer("room", "v");
+    stream(&mut sim, camera, 0, 10, true);
+    sim.clients[camera].link_up = false;
+    sim.run_for(Duration::from_secs(10));
+    assert!(sim.events_left().is_empty(), "within silence + grace");
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(
+        sim.events_left(),
+        vec![&MediaEvent::PublisherLeft {
+            room: "room".into(),
+            reason: "publisher did not reconnect".into()
+        }]
+    );
+}
+
+#[test]
+fn simulcast_layers_switch_only_at_keyframes() {
+    let mut sim = Sim::new(Duration::ZERO);
+    let camera = sim.publisher("room", "cam", &["l", "h"]);
+    let viewer = sim.viewer("room", "v");
+    // The low layer starts with a keyframe; the high one only sends a keyframe when asked.
+    let mut sent_h_deltas_before_key = 0;
+    let mut next_key = [true, false];
+    for n in 0..150u32 {
+        for (i, (rid, layer, size)) in [("l", LAYER_L, 250), ("h", LAYER_H, 1100)]
+            .into_iter()
+            .enumerate()
+        {
+            let requested = sim.clients[camera]
+                .keyframe_requests
+                .iter()
+                .any(|(_, r)| r.as_deref() == Some(rid));
+            let keyframe = std::mem::take(&mut next_key[i]);
+            if layer == LAYER_H && !keyframe && !requested {
+                sent_h_deltas_before_key += 1;
+            }
+            sim.send_video(camera, Some(rid), &vp8_frame(keyframe, layer, n, size));
+        }
+        // Answer keyframe requests on the next frame of that layer, as an encoder does.
+        let asked: Vec<_> = sim.clients[camera].keyframe_requests.drain(..).collect();
+        for (_, rid) in asked {
+            match rid.as_deref() {
+                Some("l") => next_key[0] = true,
+                Some("h") => next_key[1] = true,
+                _ => next_key = [true, true],
+            }
+        }
+        sim.run_for(FRAME);
+    }
+    assert!(sent_h_deltas_before_key > 0);
+    let frames = sim.clients[viewer].video_frames();
+    assert!(!frames.is_empty());
+    assert!(frames[0].keyframe && frame_id(&frames[0].data).0 == LAYER_L);
+    let mut switches = 0;
+    for pair in frames.windows(2) {
+        let (from, to) = (frame_id(&pair[0].data).0, frame_id(&pair[1].data).0);
+        if from != to {
+            switches += 1;
+            assert!(
+                pair[1].keyframe,
+                "switched from {from} to {to} on a delta frame"
+            );
+        }
+    }
+    assert!(switches >= 1, "the viewer never climbed to the high layer");
+    assert_eq!(frame_id(&frames.last().expect("frames").data).0, LAYER_H);
+    let described = sim.describe("room");
+    let v = described.iter().find(|p| p.id == "v").expect("viewer");
+    assert_eq!(v.layer.as_deref(), Some("h"));
+    assert_eq!(v.layer_switches, Some(switches));
+    // Frames arrive in order, none duplicated; at a switch the new layer's keyframe may be
+    // the same picture as the old layer's last frame.
+    let ids: Vec<(u8, u32)> = frames.iter().map(|f| frame_id(&f.data)).collect();
+    for w in ids.windows(2) {
+        let in_order = if w[0].0 == w[1].0 {
+            w[1].1 == w[0].1 + 1
+        } else {
+            w[1].1 >= w[0].1
+        };
+        assert!(in_order, "{ids:?}");
+    }
+}
+
+#[test]
+fn a_viewer_leaving_does_not_disturb_the_others() {
+    let mut sim = Sim::new(Duration::ZERO);
+    let camera = sim.publisher("room", "cam", &[]);
+    let viewers = [
+        sim.viewer("room", "a"),
+        sim.viewer("room", "b"),
+        sim.viewer("room", "c"),
+    ];
+    let vp8 = sim.clients[viewers[0]].pt_of(MediaKind::Video, Codec::Vp8);
+    let mut sent = stream(&mut sim, camera, 0, 30, true);
+    let requests_before = sim.clients[camera].keyframe_requests.len();
+    sim.core.leave(sim.now, "room", "b");
+    sent.extend(stream(&mut sim, camera, 30, 30, false));
+    sim.run_for(Duration::from_millis(200));
+    assert!(sim.events.contains(&MediaEvent::SubscriberLeft {
+        room: "room".into(),
+        participant: "b".into()
+    }));
+    assert!(!sim.clients[viewers[1]].rtc.is_alive(), "b got a close");
+    for v in [viewers[0], viewers[2]] {
+        assert_eq!(received_video(&sim, v), sent, "viewer {v}");
+        let seqs: Vec<u16> = sim.clients[v]
+            .rtp_with_pt(vp8)
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_contiguous(&seqs, "remaining viewer");
+    }
+    assert_eq!(
+        sim.clients[camera].keyframe_requests.len(),
+        requests_before,
+        "no keyframe request because someone left"
+    );
+    let ids: Vec<String> = sim.describe("room").into_iter().map(|p| p.id).collect();
+    assert_eq!(ids, ["cam", "a", "c"]);
+}
+
+#[test]
+fn shutdown_closes_every_peer_and_refuses_joins() {
+    let mut sim = Sim::new(Duration::from_secs(5));
+    let camera = sim.publisher("room", "cam", &[]);
+    let viewer = sim.viewer("room", "v");
+    // A second room whose camera is lost and within its grace.
+    let lost = sim.publisher("other", "cam2", &[]);
+    stream(&mut sim, camera, 0, 5, true);
+    sim.clients[lost].link_up = false;
+    sim.run_for(Duration::from_secs(10));
+    assert_eq!(sim.describe("other").len(), 0);
+    sim.core.shutdown(sim.now);
+    sim.core.shutdown(sim.now); // harmless twice
+    sim.run_for(Duration::from_millis(100));
+    let mut left: Vec<_> = sim.events_left().into_iter().cloned().collect();
+    left.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    assert_eq!(
+        left,
+        vec![
+            MediaEvent::PublisherLeft {
+                room: "other".into(),
+                reason: "media server stopping".into()
+            },
+            MediaEvent::PublisherLeft {
+                room: "room".into(),
+                reason: "media server stopping".into()
+            },
+        ]
+    );
+    assert!(sim.describe("room").is_empty());
+    assert!(
+        !sim.clients[camera].rtc.is_alive(),
+        "the camera heard the close"
+    );
+    assert!(
+        !sim.clients[viewer].rtc.is_alive(),
+        "the viewer heard the close"
+    );
+    let claimed = sim
+        .routes
+        .iter()
+        .filter(|r| matches!(r, RouteUpdate::Claim(_)))
+        .count();
+    let released = sim
+        .routes
+        .iter()
+        .filter(|r| matches!(r, RouteUpdate::Release(_)))
+        .count();
+    assert_eq!((claimed, released), (3, 3), "every ufrag route is released");
+    assert!(matches!(sim.join_error("room", "late"), SfuError::Stopped));
+}
