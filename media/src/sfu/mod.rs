@@ -2,9 +2,11 @@
 //! sharing one UDP socket (and ICE-TCP on the same port).
 //!
 //! A router task reads the socket and hands each datagram to the shard that owns its peer
-//! ([`net`]); each shard ([`shard`]) owns its rooms' str0m peers outright and forwards
-//! frames between them ([`forward`] decides what each viewer gets). The server drives it
-//! through [`Sfu`] and hears about lifecycle changes through [`MediaEvent`]s.
+//! ([`net`]). Each shard is a sans-IO [`core`] that owns its rooms' str0m peers outright
+//! and forwards frames between them ([`forward`] decides what each viewer gets), run by a
+//! thin tokio driver ([`shard`]) that owns the clock and the I/O. The server drives it
+//! through [`Sfu`], hears about lifecycle changes through [`MediaEvent`]s and stops it with
+//! [`Sfu::shutdown`].
 
 mod core;
 mod forward;

@@ -63,7 +63,11 @@ impl Shard {
                 offer,
                 reply,
             } => {
-                let _ = reply.send(self.core.join(now, &room, &participant, publisher, &offer));
+                let answer = self.core.join(now, &room, &participant, publisher, &offer);
+                // The new ufrag's route is in place before the answer can reach the client,
+                // so its first ICE check is never dropped by the router.
+                self.execute_outputs();
+                let _ = reply.send(answer);
             }
             Command::Leave { room, participant } => self.core.leave(now, &room, &participant),
             Command::CloseRoom { room } => self.core.close_room(now, &room),

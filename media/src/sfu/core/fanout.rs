@@ -10,7 +10,7 @@ use super::super::forward::Source;
 use super::{Core, Peer, PeerKey, Role, enqueue_peer};
 
 /// A published frame on its way to the room's viewers.
-pub(crate) struct Forward {
+pub(super) struct Forward {
     room: Arc<str>,
     source: PeerKey,
     kind: MediaKind,

@@ -46,7 +46,7 @@ use super::net::stun_local_ufrag;
 use super::{MediaCounters, MediaEvent};
 use crate::limits::{Admission, PublisherSlot, SubscriberSlot};
 
-pub(crate) use fanout::Forward;
+use fanout::Forward;
 
 /// Rooms re-measure layers, re-target viewers and reap dead transports this often.
 const ROOM_TICK: Duration = Duration::from_secs(1);
