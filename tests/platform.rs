@@ -7,32 +7,9 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::process::{Child, binary, free_port};
 use common::{Backend, TestServer, unique_email};
 use serde_json::json;
-
-fn binary() -> String {
-    // scripts/test.sh points this at the release build (the acceptance criterion is about
-    // release start-up); a plain `cargo test` falls back to the debug binary.
-    std::env::var("WATCHPOST_RELEASE_BIN")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_watchpost").to_string())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Kills the child when the test ends, pass or fail.
-struct Child(std::process::Child);
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn zero_config_start_answers_within_two_seconds() {
@@ -350,6 +327,7 @@ both_backends!(
     real_better_auth_client,
 );
 
+/// An idle server; `tests/media.rs` sends SIGTERM in the middle of a live stream.
 #[test]
 fn sigterm_shuts_down_gracefully() {
     let dir = tempfile::tempdir().unwrap();

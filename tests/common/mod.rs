@@ -2,6 +2,8 @@
 //! SQLite file or a fresh PostgreSQL database, and drives it over HTTP.
 #![allow(dead_code)]
 
+pub mod household;
+pub mod process;
 pub mod sio;
 
 use std::collections::HashMap;
@@ -142,12 +144,18 @@ pub async fn fresh_postgres_url() -> String {
     format!("{base}/{name}")
 }
 
+/// An HTTP client for one server (in-process or a child process): the request helpers
+/// the tests share. A [`TestServer`] dereferences to its `Api`.
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
 pub struct TestServer {
     /// The configuration it was started with (for restarts).
     pub vars: HashMap<String, String>,
     pub addr: SocketAddr,
-    pub base: String,
-    pub http: reqwest::Client,
+    pub api: Api,
     pub state: AppState,
     pub dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
@@ -231,20 +239,12 @@ impl TestServer {
         TestServer {
             vars: HashMap::new(),
             addr,
-            base: format!("http://127.0.0.1:{}", addr.port()),
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
+            api: Api::new(&format!("http://127.0.0.1:{}", addr.port())),
             state,
             dir,
             shutdown: Some(tx),
             handle: Some(handle),
         }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
     }
 
     pub async fn stop(mut self) {
@@ -254,6 +254,22 @@ impl TestServer {
         if let Some(h) = self.handle.take() {
             let _ = h.await;
         }
+    }
+}
+
+impl Api {
+    pub fn new(base: &str) -> Api {
+        Api {
+            base: base.to_string(),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
     }
 
     pub async fn post_json(&self, path: &str, body: Value) -> Reply {
@@ -354,6 +370,14 @@ impl TestServer {
             r.json["token"].as_str().unwrap().to_string(),
             r.json["user"].clone(),
         )
+    }
+}
+
+impl std::ops::Deref for TestServer {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
     }
 }
 

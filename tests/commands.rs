@@ -1,0 +1,420 @@
+//! Commands from a phone to a camera over HTTP and Socket.IO: dispatch, acknowledgement,
+//! rejection, the role and link rules, history, presence, expiry and delivery across a
+//! restart, on SQLite and PostgreSQL.
+
+mod common;
+
+use std::time::Duration;
+
+use common::household::{WAIT, household, id_is};
+use common::{Backend, TestServer};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// The `online` flag of device `id` in a `/devices` listing.
+fn online(list: &Value, id: &str) -> Value {
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == id)
+        .unwrap()["online"]
+        .clone()
+}
+
+/// Sends a command with `token`; returns its id.
+async fn send(s: &TestServer, token: &str, body: Value) -> String {
+    let r = s.call(Method::POST, "/commands", token, Some(body)).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.json["id"].as_str().unwrap().to_string()
+}
+
+/// A command to an online camera is dispatched at once; the camera acknowledges over its
+/// socket and the sender, and the owner, hear every status change.
+async fn command_round_trip_over_sockets(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (token, (cam, cam_token), (cli, cli_token)) = household(&s).await;
+    let mut camera = s.socket(&cam_token).await;
+    let mut client = s.socket(&cli_token).await;
+    let mut owner = s.socket(&token).await;
+
+    let r = s
+        .call(Method::POST, "/commands", &cli_token, Some(json!({"targetDeviceId": cam, "type": "take_snapshot", "payload": {"quality": "high"}})))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let cmd = r.json.clone();
+    let cmd_id = cmd["id"].as_str().unwrap().to_string();
+    assert_eq!(cmd["status"], "dispatched", "the camera is online");
+    assert_eq!(cmd["sourceDeviceId"], cli.as_str());
+    assert_eq!(cmd["targetDeviceId"], cam.as_str());
+    assert_eq!(cmd["type"], "take_snapshot");
+    assert_eq!(cmd["payload"], json!({"quality": "high"}));
+    for k in ["createdAt", "updatedAt", "expiresAt"] {
+        assert!(cmd[k].is_string(), "{k}");
+    }
+
+    let received = camera
+        .wait_for("command:received", WAIT, id_is(&cmd_id))
+        .await;
+    assert_eq!(received["type"], "take_snapshot");
+    assert_eq!(received["status"], "dispatched");
+    let status = client
+        .wait_for("command:status", WAIT, id_is(&cmd_id))
+        .await;
+    assert_eq!(status["status"], "dispatched");
+
+    let reply = camera
+        .emit_with_ack(
+            "command:ack",
+            json!({"commandId": cmd_id, "status": "acknowledged"}),
+        )
+        .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["command"]["status"], "acknowledged");
+    let status = client
+        .wait_for("command:status", WAIT, |v| {
+            v["id"] == cmd_id.as_str() && v["status"] == "acknowledged"
+        })
+        .await;
+    assert_eq!(status["targetDeviceId"], cam.as_str());
+    owner
+        .wait_for("command:status", WAIT, |v| {
+            v["id"] == cmd_id.as_str() && v["status"] == "acknowledged"
+        })
+        .await;
+    let again = camera
+        .emit_with_ack(
+            "command:ack",
+            json!({"commandId": cmd_id, "status": "rejected"}),
+        )
+        .await;
+    assert_eq!(again["ok"], false);
+    assert_eq!(again["code"], "COMMAND_ALREADY_FINAL");
+    let bad = camera
+        .emit_with_ack("command:ack", json!({"status": "acknowledged"}))
+        .await;
+    assert_eq!(bad["code"], "VALIDATION_ERROR");
+}
+
+/// The REST fallback, with a rejection reason, and app-defined types.
+async fn rest_ack_with_a_rejection_reason(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (_, (cam, cam_token), (_, cli_token)) = household(&s).await;
+    let _camera = s.socket(&cam_token).await;
+    let mut client = s.socket(&cli_token).await;
+    let r = s
+        .call(
+            Method::POST,
+            "/commands",
+            &cli_token,
+            Some(json!({"targetDeviceId": cam, "type": "com.example.pan", "payload": {"deg": 30}})),
+        )
+        .await;
+    let second = r.json["id"].as_str().unwrap().to_string();
+    s.call(
+        Method::POST,
+        &format!("/commands/{second}/ack"),
+        &cli_token,
+        Some(json!({"status": "acknowledged"})),
+    )
+    .await
+    .expect_error(403, "CAMERA_ONLY");
+    s.call(
+        Method::POST,
+        &format!("/commands/{second}/ack"),
+        &cam_token,
+        Some(json!({"status": "maybe"})),
+    )
+    .await
+    .expect_error(400, "VALIDATION_ERROR");
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/commands/{second}/ack"),
+            &cam_token,
+            Some(json!({"status": "rejected", "reason": "busy"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["status"], "rejected");
+    assert_eq!(r.json["reason"], "busy");
+    let st = client
+        .wait_for("command:status", WAIT, |v| {
+            v["id"] == second.as_str() && v["status"] == "rejected"
+        })
+        .await;
+    assert_eq!(st["reason"], "busy");
+    s.call(
+        Method::POST,
+        &format!("/commands/{second}/ack"),
+        &cam_token,
+        Some(json!({"status": "acknowledged"})),
+    )
+    .await
+    .expect_error(409, "COMMAND_ALREADY_FINAL");
+    s.call(
+        Method::POST,
+        "/commands/no-such-command/ack",
+        &cam_token,
+        Some(json!({"status": "acknowledged"})),
+    )
+    .await
+    .expect_error(404, "COMMAND_NOT_FOUND");
+}
+
+/// A user may send on behalf of one of their client devices, and must name it.
+async fn a_user_sends_on_behalf_of_a_client(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (token, (cam, _), (cli, _)) = household(&s).await;
+    let r = s
+        .call(
+            Method::POST,
+            "/commands",
+            &token,
+            Some(json!({"targetDeviceId": cam, "type": "set_setting", "sourceDeviceId": cli})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    s.call(
+        Method::POST,
+        "/commands",
+        &token,
+        Some(json!({"targetDeviceId": cam, "type": "set_setting"})),
+    )
+    .await
+    .expect_error(400, "VALIDATION_ERROR");
+}
+
+/// Only a client sends, only to a camera it is linked to, and only with a type.
+async fn role_and_link_rules(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (token, (cam, cam_token), (cli, cli_token)) = household(&s).await;
+    s.call(
+        Method::POST,
+        "/commands",
+        &cam_token,
+        Some(json!({"targetDeviceId": cam, "type": "x"})),
+    )
+    .await
+    .expect_error(403, "CLIENT_ONLY");
+    s.call(
+        Method::POST,
+        "/commands",
+        &cli_token,
+        Some(json!({"targetDeviceId": cli, "type": "x"})),
+    )
+    .await
+    .expect_error(400, "TARGET_NOT_CAMERA");
+    let (_, lonely_token) = s.register_device(&token, "Unlinked", "client").await;
+    s.call(
+        Method::POST,
+        "/commands",
+        &lonely_token,
+        Some(json!({"targetDeviceId": cam, "type": "x"})),
+    )
+    .await
+    .expect_error(403, "DEVICES_NOT_LINKED");
+    s.call(
+        Method::POST,
+        "/commands",
+        &cli_token,
+        Some(json!({"targetDeviceId": cam, "type": ""})),
+    )
+    .await
+    .expect_error(400, "VALIDATION_ERROR");
+}
+
+/// History with filters: status, device, page size; only for the user's session.
+async fn history_filters_and_pages(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (token, (cam, cam_token), (cli, cli_token)) = household(&s).await;
+    let _camera = s.socket(&cam_token).await;
+    let (lonely_cli, _) = s.register_device(&token, "Unlinked", "client").await;
+    // One acknowledged, one rejected, one left open.
+    let first = send(
+        &s,
+        &cli_token,
+        json!({"targetDeviceId": cam, "type": "take_snapshot"}),
+    )
+    .await;
+    let second = send(
+        &s,
+        &cli_token,
+        json!({"targetDeviceId": cam, "type": "com.example.pan"}),
+    )
+    .await;
+    send(
+        &s,
+        &token,
+        json!({"targetDeviceId": cam, "type": "set_setting", "sourceDeviceId": cli}),
+    )
+    .await;
+    for (id, status) in [(&first, "acknowledged"), (&second, "rejected")] {
+        let r = s
+            .call(
+                Method::POST,
+                &format!("/commands/{id}/ack"),
+                &cam_token,
+                Some(json!({"status": status})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+
+    let all = s.call(Method::GET, "/commands", &token, None).await;
+    assert_eq!(all.json["items"].as_array().unwrap().len(), 3);
+    let rejected = s
+        .call(Method::GET, "/commands?status=rejected", &token, None)
+        .await;
+    assert_eq!(rejected.json["items"].as_array().unwrap().len(), 1);
+    assert_eq!(rejected.json["items"][0]["id"], second.as_str());
+    let by_lonely = s
+        .call(
+            Method::GET,
+            &format!("/commands?deviceId={lonely_cli}"),
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(by_lonely.json["items"], json!([]));
+    let by_cam = s
+        .call(
+            Method::GET,
+            &format!("/commands?deviceId={cam}&limit=2"),
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(by_cam.json["items"].as_array().unwrap().len(), 2);
+    assert!(by_cam.json["nextCursor"].is_string());
+    s.call(Method::GET, "/commands?status=lost", &token, None)
+        .await
+        .expect_error(400, "VALIDATION_ERROR");
+    s.call(Method::GET, "/commands", &cli_token, None)
+        .await
+        .expect_error(401, "UNAUTHORIZED");
+}
+
+/// A live socket means online; closing it (no heartbeat) makes the camera offline.
+async fn a_camera_socket_sets_presence(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (token, (cam, cam_token), _) = household(&s).await;
+    let camera = s.socket(&cam_token).await;
+    let devices = s.call(Method::GET, "/devices", &token, None).await;
+    assert_eq!(
+        online(&devices.json, &cam),
+        true,
+        "a live socket means online"
+    );
+
+    drop(camera);
+    let mut offline = false;
+    for _ in 0..50 {
+        let devices = s.call(Method::GET, "/devices", &token, None).await;
+        if online(&devices.json, &cam) == false {
+            offline = true;
+            assert!(
+                devices.json["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|d| d["id"] == cam.as_str() && d["lastSeenAt"].is_string())
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(offline, "camera still online after its socket closed");
+}
+
+/// Offline camera: the command waits in the queue, then expires.
+async fn a_queued_command_expires(backend: Backend) {
+    let s = TestServer::start_with(backend, &[("COMMAND_TTL_SECS", "2")]).await;
+    let (token, (cam, cam_token), (_, cli_token)) = household(&s).await;
+    let mut client = s.socket(&cli_token).await;
+    let r = s
+        .call(
+            Method::POST,
+            "/commands",
+            &cli_token,
+            Some(json!({"targetDeviceId": cam, "type": "take_snapshot"})),
+        )
+        .await;
+    assert_eq!(r.json["status"], "queued");
+    let doomed = r.json["id"].as_str().unwrap().to_string();
+    let expired = client
+        .wait_for("command:status", WAIT, |v| {
+            v["id"] == doomed.as_str() && v["status"] == "expired"
+        })
+        .await;
+    assert_eq!(expired["status"], "expired");
+    s.call(
+        Method::POST,
+        &format!("/commands/{doomed}/ack"),
+        &cam_token,
+        Some(json!({"status": "acknowledged"})),
+    )
+    .await
+    .expect_error(409, "COMMAND_EXPIRED");
+    let listed = s
+        .call(Method::GET, "/commands?status=expired", &token, None)
+        .await;
+    assert_eq!(listed.json["items"][0]["id"], doomed.as_str());
+}
+
+/// A queued command survives a restart and reaches the camera when it connects;
+/// unanswered dispatched commands are delivered again on reconnect (at least once), until
+/// acknowledged.
+async fn a_queued_command_survives_a_restart_and_is_redelivered_until_acked(backend: Backend) {
+    let s = TestServer::start_with(backend, &[("COMMAND_TTL_SECS", "60")]).await;
+    let (_, (cam, cam_token), (_, cli_token)) = household(&s).await;
+    let r = s
+        .call(
+            Method::POST,
+            "/commands",
+            &cli_token,
+            Some(json!({"targetDeviceId": cam, "type": "start_stream"})),
+        )
+        .await;
+    let kept = r.json["id"].as_str().unwrap().to_string();
+    assert_eq!(r.json["status"], "queued");
+    let s = s.restart().await;
+    let mut client = s.socket(&cli_token).await;
+    let mut camera = s.socket(&cam_token).await;
+    let got = camera
+        .wait_for("command:received", WAIT, id_is(&kept))
+        .await;
+    assert_eq!(got["type"], "start_stream");
+    let st = client.wait_for("command:status", WAIT, id_is(&kept)).await;
+    assert_eq!(st["status"], "dispatched");
+    drop(camera);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut camera = s.socket(&cam_token).await;
+    camera
+        .wait_for("command:received", WAIT, id_is(&kept))
+        .await;
+    let reply = camera
+        .emit_with_ack(
+            "command:ack",
+            json!({"commandId": kept, "status": "acknowledged"}),
+        )
+        .await;
+    assert_eq!(reply["ok"], true);
+    drop(camera);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut camera = s.socket(&cam_token).await;
+    camera
+        .expect_none("command:received", Duration::from_millis(500))
+        .await;
+}
+
+both_backends!(
+    command_round_trip_over_sockets,
+    rest_ack_with_a_rejection_reason,
+    a_user_sends_on_behalf_of_a_client,
+    role_and_link_rules,
+    history_filters_and_pages,
+    a_camera_socket_sets_presence,
+    a_queued_command_expires,
+    a_queued_command_survives_a_restart_and_is_redelivered_until_acked,
+);

@@ -1,0 +1,362 @@
+//! Devices and device links over HTTP: registration, heartbeat and presence, updates, role
+//! changes, token revocation, input hygiene, deletion, and the link rules, on SQLite and
+//! PostgreSQL.
+
+mod common;
+
+use common::{Backend, TestServer, unique_email};
+use reqwest::Method;
+use serde_json::json;
+
+async fn registration_returns_the_device_and_a_token(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (token, _) = s.sign_up(&unique_email("dev"), "password-1").await;
+    let r = s
+        .call(Method::POST, "/devices/register", &token, Some(json!({"name": " Porch ", "role": "camera", "platform": "android", "metadata": {"model": "Pixel 3"}})))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let device = &r.json["device"];
+    assert!(device["id"].is_string());
+    let dtoken = r.json["deviceToken"].as_str().unwrap().to_string();
+    assert!(dtoken.starts_with("wpd_") && dtoken.len() > 40);
+    assert_eq!(device["name"], "Porch");
+    assert_eq!(device["role"], "camera");
+    assert_eq!(device["platform"], "android");
+    assert_eq!(device["metadata"], json!({"model": "Pixel 3"}));
+    assert_eq!(device["status"], "active");
+    assert_eq!(device["online"], false);
+    assert!(device.get("tokenHash").is_none() && !r.text.contains("token_hash"));
+
+    for (body, what) in [
+        (json!({"name": "x", "role": "doorbell"}), "bad role"),
+        (json!({"role": "camera"}), "missing name"),
+        (json!({"name": "", "role": "camera"}), "empty name"),
+        (
+            json!({"name": "x", "role": "camera", "metadata": [1]}),
+            "metadata not an object",
+        ),
+    ] {
+        let r = s
+            .call(Method::POST, "/devices/register", &token, Some(body))
+            .await;
+        assert_eq!(r.status, 400, "{what}: {}", r.text);
+    }
+}
+
+/// Heartbeat marks a device online; only with its own token.
+async fn heartbeat_marks_online_only_with_the_devices_own_token(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (token, _) = s.sign_up(&unique_email("dev"), "password-1").await;
+    let (id, dtoken) = s.register_device(&token, "Porch", "camera").await;
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/devices/{id}/heartbeat"),
+            &dtoken,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["ok"], true);
+    assert!(r.json["serverTime"].is_string());
+    let (other_id, other_token) = s.register_device(&token, "Phone", "client").await;
+    s.call(
+        Method::POST,
+        &format!("/devices/{id}/heartbeat"),
+        &other_token,
+        None,
+    )
+    .await
+    .expect_error(403, "WRONG_DEVICE");
+    s.call(
+        Method::POST,
+        &format!("/devices/{id}/heartbeat"),
+        "wpd_bogus",
+        None,
+    )
+    .await
+    .expect_error(401, "INVALID_DEVICE_TOKEN");
+    s.call(
+        Method::POST,
+        &format!("/devices/{id}/heartbeat"),
+        &token,
+        None,
+    )
+    .await
+    .expect_error(401, "INVALID_DEVICE_TOKEN");
+    let list = s.call(Method::GET, "/devices", &token, None).await;
+    let items = list.json["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["id"], other_id.as_str(), "newest first");
+    let cam = items.iter().find(|d| d["id"] == id.as_str()).unwrap();
+    assert_eq!(cam["online"], true);
+    assert!(cam["lastSeenAt"].is_string());
+}
+
+/// Name and metadata can change, status and unknown fields cannot; a role change is
+/// refused while the device is linked and allowed after unlinking.
+async fn update_validates_fields_and_role_change_waits_for_unlinking(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (token, _) = s.sign_up(&unique_email("dev"), "password-1").await;
+    let (id, _) = s.register_device(&token, "Porch", "camera").await;
+    let (other_id, _) = s.register_device(&token, "Phone", "client").await;
+    let r = s
+        .call(
+            Method::PATCH,
+            &format!("/devices/{id}"),
+            &token,
+            Some(json!({"name": "Garden", "metadata": {"fps": 15}})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["name"], "Garden");
+    assert_eq!(r.json["metadata"], json!({"fps": 15}));
+    s.call(
+        Method::PATCH,
+        &format!("/devices/{id}"),
+        &token,
+        Some(json!({"status": "lost"})),
+    )
+    .await
+    .expect_error(400, "VALIDATION_ERROR");
+    s.call(
+        Method::PATCH,
+        &format!("/devices/{id}"),
+        &token,
+        Some(json!({"colour": "red"})),
+    )
+    .await
+    .expect_error(400, "VALIDATION_ERROR");
+    let link = s.link(&token, &id, &other_id).await;
+    s.call(
+        Method::PATCH,
+        &format!("/devices/{id}"),
+        &token,
+        Some(json!({"role": "client"})),
+    )
+    .await
+    .expect_error(409, "DEVICE_HAS_LINKS");
+    s.call(
+        Method::DELETE,
+        &format!("/device-links/{link}"),
+        &token,
+        None,
+    )
+    .await;
+    let r = s
+        .call(
+            Method::PATCH,
+            &format!("/devices/{id}"),
+            &token,
+            Some(json!({"role": "client"})),
+        )
+        .await;
+    assert_eq!(r.json["role"], "client");
+}
+
+/// Disabling revokes the token; re-enabling issues a new one and the old stays revoked.
+async fn disabling_revokes_the_token_and_re_enabling_issues_a_new_one(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (token, _) = s.sign_up(&unique_email("dev"), "password-1").await;
+    let (id, dtoken) = s.register_device(&token, "Porch", "camera").await;
+    s.call(
+        Method::PATCH,
+        &format!("/devices/{id}"),
+        &token,
+        Some(json!({"status": "disabled"})),
+    )
+    .await;
+    s.call(
+        Method::POST,
+        &format!("/devices/{id}/heartbeat"),
+        &dtoken,
+        None,
+    )
+    .await
+    .expect_error(401, "INVALID_DEVICE_TOKEN");
+    let err = common::sio::connect(&s.base, json!({"token": dtoken}))
+        .await
+        .err()
+        .expect("disabled device refused");
+    assert!(err.contains("device token"), "{err}");
+    let r = s
+        .call(
+            Method::PATCH,
+            &format!("/devices/{id}"),
+            &token,
+            Some(json!({"status": "active"})),
+        )
+        .await;
+    assert_eq!(r.json["status"], "active");
+    // The revoked token stays revoked; re-enabling issues a new one.
+    let fresh = r.json["deviceToken"]
+        .as_str()
+        .expect("new token on re-enable")
+        .to_string();
+    assert_ne!(fresh, dtoken);
+    s.call(
+        Method::POST,
+        &format!("/devices/{id}/heartbeat"),
+        &dtoken,
+        None,
+    )
+    .await
+    .expect_error(401, "INVALID_DEVICE_TOKEN");
+    assert_eq!(
+        s.call(
+            Method::POST,
+            &format!("/devices/{id}/heartbeat"),
+            &fresh,
+            None
+        )
+        .await
+        .status,
+        200
+    );
+}
+
+/// Control characters and NUL are refused cleanly (PostgreSQL cannot store NUL).
+async fn control_characters_and_nul_are_refused(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (token, _) = s.sign_up(&unique_email("dev"), "password-1").await;
+    let (id, _) = s.register_device(&token, "Porch", "camera").await;
+    s.call(
+        Method::PATCH,
+        &format!("/devices/{id}"),
+        &token,
+        Some(json!({"name": "cam\u{0}"})),
+    )
+    .await
+    .expect_error(400, "VALIDATION_ERROR");
+    s.call(
+        Method::PATCH,
+        &format!("/devices/{id}"),
+        &token,
+        Some(json!({"metadata": {"k": "\u{0}"}})),
+    )
+    .await
+    .expect_error(400, "VALIDATION_ERROR");
+    s.call(Method::DELETE, "/device-links/%00", &token, None)
+        .await
+        .expect_error(400, "VALIDATION_ERROR");
+    assert_eq!(
+        s.get_bearer("/api/auth/get-session", "%00").await.text,
+        "null"
+    );
+}
+
+/// Deleting a device is final and revokes its token; the list needs a session.
+async fn deleting_a_device_revokes_its_token(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (token, _) = s.sign_up(&unique_email("dev"), "password-1").await;
+    let (id, dtoken) = s.register_device(&token, "Porch", "camera").await;
+    let r = s
+        .call(Method::DELETE, &format!("/devices/{id}"), &token, None)
+        .await;
+    assert_eq!(r.json, json!({"ok": true}));
+    s.call(Method::DELETE, &format!("/devices/{id}"), &token, None)
+        .await
+        .expect_error(404, "DEVICE_NOT_FOUND");
+    s.call(
+        Method::POST,
+        &format!("/devices/{id}/heartbeat"),
+        &dtoken,
+        None,
+    )
+    .await
+    .expect_error(401, "INVALID_DEVICE_TOKEN");
+    s.get("/devices").await.expect_error(401, "UNAUTHORIZED");
+}
+
+/// A link joins one camera and one client of the same user, once.
+async fn links_refuse_duplicates_wrong_roles_and_unknown_devices(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (token, _) = s.sign_up(&unique_email("links"), "password-1").await;
+    let (cam, _) = s.register_device(&token, "Cam", "camera").await;
+    let (cli, _) = s.register_device(&token, "Phone", "client").await;
+    let (cli2, _) = s.register_device(&token, "Tablet", "client").await;
+    s.link(&token, &cam, &cli).await;
+    s.call(
+        Method::POST,
+        "/device-links",
+        &token,
+        Some(json!({"cameraDeviceId": cam, "clientDeviceId": cli})),
+    )
+    .await
+    .expect_error(409, "LINK_EXISTS");
+    s.call(
+        Method::POST,
+        "/device-links",
+        &token,
+        Some(json!({"cameraDeviceId": cli, "clientDeviceId": cli2})),
+    )
+    .await
+    .expect_error(400, "VALIDATION_ERROR");
+    s.call(
+        Method::POST,
+        "/device-links",
+        &token,
+        Some(json!({"cameraDeviceId": cam, "clientDeviceId": cam})),
+    )
+    .await
+    .expect_error(400, "VALIDATION_ERROR");
+    s.call(
+        Method::POST,
+        "/device-links",
+        &token,
+        Some(json!({"cameraDeviceId": cam, "clientDeviceId": "nope"})),
+    )
+    .await
+    .expect_error(404, "DEVICE_NOT_FOUND");
+}
+
+async fn links_are_listed_newest_first_paged_and_deleted_once(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (token, _) = s.sign_up(&unique_email("links"), "password-1").await;
+    let (cam, _) = s.register_device(&token, "Cam", "camera").await;
+    let (cli, _) = s.register_device(&token, "Phone", "client").await;
+    let (cli2, _) = s.register_device(&token, "Tablet", "client").await;
+    let link = s.link(&token, &cam, &cli).await;
+    let second = s.link(&token, &cam, &cli2).await;
+    let list = s.call(Method::GET, "/device-links", &token, None).await;
+    let items = list.json["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["id"], second.as_str());
+    assert_eq!(items[1]["cameraDeviceId"], cam.as_str());
+    assert_eq!(items[1]["clientDeviceId"], cli.as_str());
+    let page = s
+        .call(Method::GET, "/device-links?limit=1", &token, None)
+        .await;
+    assert_eq!(page.json["items"].as_array().unwrap().len(), 1);
+    assert!(page.json["nextCursor"].is_string());
+    assert_eq!(
+        s.call(
+            Method::DELETE,
+            &format!("/device-links/{link}"),
+            &token,
+            None
+        )
+        .await
+        .status,
+        200
+    );
+    s.call(
+        Method::DELETE,
+        &format!("/device-links/{link}"),
+        &token,
+        None,
+    )
+    .await
+    .expect_error(404, "NOT_FOUND");
+}
+
+both_backends!(
+    registration_returns_the_device_and_a_token,
+    heartbeat_marks_online_only_with_the_devices_own_token,
+    update_validates_fields_and_role_change_waits_for_unlinking,
+    disabling_revokes_the_token_and_re_enabling_issues_a_new_one,
+    control_characters_and_nul_are_refused,
+    deleting_a_device_revokes_its_token,
+    links_refuse_duplicates_wrong_roles_and_unknown_devices,
+    links_are_listed_newest_first_paged_and_deleted_once,
+);

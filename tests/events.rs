@@ -1,0 +1,154 @@
+//! Motion events from a camera: start and end over HTTP, the Socket.IO fan-out to linked
+//! clients only, the automatic close after the maximum duration, and the filtered list, on
+//! SQLite and PostgreSQL.
+
+mod common;
+
+use std::time::Duration;
+
+use common::household::{WAIT, household, id_is};
+use common::{Backend, TestServer};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// Start and end reach linked clients (not an unlinked phone of the same user); an event
+/// ends once; only a camera starts one, with a numeric score.
+async fn motion_start_and_end_reach_linked_clients_only(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (token, (cam, cam_token), (_, cli_token)) = household(&s).await;
+    let (_, stranger_token) = s.register_device(&token, "Unlinked phone", "client").await;
+    let mut client = s.socket(&cli_token).await;
+    let mut stranger = s.socket(&stranger_token).await;
+
+    let r = s
+        .call(
+            Method::POST,
+            "/events/motion/start",
+            &cam_token,
+            Some(json!({"score": 0.87, "metadata": {"zone": "gate"}})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let ev = r.json["id"].as_str().unwrap().to_string();
+    assert_eq!(r.json["cameraDeviceId"], cam.as_str());
+    assert_eq!(r.json["endedAt"], Value::Null);
+    assert_eq!(r.json["score"], 0.87);
+    let detected = client.wait_for("motion:detected", WAIT, id_is(&ev)).await;
+    assert_eq!(detected["metadata"], json!({"zone": "gate"}));
+    stranger
+        .expect_none("motion:detected", Duration::from_millis(300))
+        .await;
+
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/events/{ev}/motion/end"),
+            &cam_token,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.json["endedAt"].is_string());
+    let ended = client.wait_for("motion:ended", WAIT, id_is(&ev)).await;
+    assert!(ended["endedAt"].is_string());
+    s.call(
+        Method::POST,
+        &format!("/events/{ev}/motion/end"),
+        &cam_token,
+        None,
+    )
+    .await
+    .expect_error(409, "EVENT_ALREADY_ENDED");
+    s.call(Method::POST, "/events/motion/start", &cli_token, None)
+        .await
+        .expect_error(403, "CAMERA_ONLY");
+    s.call(
+        Method::POST,
+        "/events/motion/start",
+        &cam_token,
+        Some(json!({"score": "high"})),
+    )
+    .await
+    .expect_error(400, "VALIDATION_ERROR");
+}
+
+/// An empty body is fine; an event left open past the maximum is closed automatically and
+/// clients are told.
+async fn an_open_event_is_closed_after_the_maximum_duration(backend: Backend) {
+    let s = TestServer::start_with(backend, &[("MOTION_MAX_DURATION_SECS", "2")]).await;
+    let (_, (_, cam_token), (_, cli_token)) = household(&s).await;
+    let mut client = s.socket(&cli_token).await;
+    let r = s
+        .http
+        .post(s.url("/events/motion/start"))
+        .bearer_auth(&cam_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let open: Value = r.json().await.unwrap();
+    let open_id = open["id"].as_str().unwrap().to_string();
+    let closed = client.wait_for("motion:ended", WAIT, id_is(&open_id)).await;
+    assert!(closed["endedAt"].is_string());
+}
+
+/// The list filters by camera and by time, and refuses times it cannot read.
+async fn events_are_listed_by_camera_and_time(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (token, (cam, cam_token), _) = household(&s).await;
+    // One ended event and one still open.
+    for end in [true, false] {
+        let r = s
+            .call(Method::POST, "/events/motion/start", &cam_token, None)
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        if end {
+            let ev = r.json["id"].as_str().unwrap();
+            let r = s
+                .call(
+                    Method::POST,
+                    &format!("/events/{ev}/motion/end"),
+                    &cam_token,
+                    None,
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text);
+        }
+    }
+
+    let list = s
+        .call(
+            Method::GET,
+            &format!("/events?cameraDeviceId={cam}"),
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(list.json["items"].as_array().unwrap().len(), 2);
+    let future = "2999-01-01T00:00:00Z";
+    let none = s
+        .call(Method::GET, &format!("/events?from={future}"), &token, None)
+        .await;
+    assert_eq!(none.json["items"], json!([]));
+    let past = s
+        .call(Method::GET, "/events?to=2000-01-01T00:00:00Z", &token, None)
+        .await;
+    assert_eq!(past.json["items"], json!([]));
+    s.call(Method::GET, "/events?from=yesterday", &token, None)
+        .await
+        .expect_error(400, "VALIDATION_ERROR");
+    s.call(
+        Method::GET,
+        "/events?from=-10000-01-01T00:00:00Z",
+        &token,
+        None,
+    )
+    .await
+    .expect_error(400, "VALIDATION_ERROR");
+}
+
+both_backends!(
+    motion_start_and_end_reach_linked_clients_only,
+    an_open_event_is_closed_after_the_maximum_duration,
+    events_are_listed_by_camera_and_time,
+);

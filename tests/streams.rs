@@ -1,0 +1,439 @@
+//! Stream sessions: request, accept, media credentials, end, expiry, and the legacy
+//! signalling relay, over HTTP and Socket.IO, on SQLite and PostgreSQL.
+
+mod common;
+
+use common::household::{WAIT, household, id_is};
+use common::{Backend, TestServer};
+use reqwest::Method;
+use serde_json::json;
+use watchpost::streams::media_token::{MediaRole, verify};
+
+/// The household, plus a second linked phone (a tablet) and an unlinked phone.
+struct Family {
+    token: String,
+    cam: String,
+    cam_token: String,
+    cli: String,
+    cli_token: String,
+    cli2_token: String,
+    stranger_token: String,
+}
+
+async fn family(s: &TestServer) -> Family {
+    let (token, (cam, cam_token), (cli, cli_token)) = household(s).await;
+    let (cli2, cli2_token) = s.register_device(&token, "Tablet", "client").await;
+    s.link(&token, &cam, &cli2).await;
+    let (_, stranger_token) = s.register_device(&token, "Unlinked", "client").await;
+    Family {
+        token,
+        cam,
+        cam_token,
+        cli,
+        cli_token,
+        cli2_token,
+        stranger_token,
+    }
+}
+
+/// The phone asks for the camera's stream; returns the session id.
+async fn request(s: &TestServer, f: &Family) -> String {
+    let r = s
+        .call(
+            Method::POST,
+            "/streams/request",
+            &f.cli_token,
+            Some(json!({"cameraDeviceId": f.cam})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.json["id"].as_str().unwrap().to_string()
+}
+
+/// The camera accepts session `sid`.
+async fn accept(s: &TestServer, f: &Family, sid: &str) {
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/streams/{sid}/accept"),
+            &f.cam_token,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
+/// A request reaches the camera as a start_stream command; only the camera accepts, once,
+/// and every linked client hears that it started.
+async fn request_and_accept_reach_every_participant(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let f = family(&s).await;
+    let (cam, cli, cam_token, cli_token) = (&f.cam, &f.cli, &f.cam_token, &f.cli_token);
+    let mut camera = s.socket(cam_token).await;
+    let mut client = s.socket(cli_token).await;
+    let mut other = s.socket(&f.cli2_token).await;
+
+    let r = s
+        .call(
+            Method::POST,
+            "/streams/request",
+            cli_token,
+            Some(json!({"cameraDeviceId": cam})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let sid = r.json["id"].as_str().unwrap().to_string();
+    assert_eq!(r.json["status"], "requested");
+    assert_eq!(r.json["requesterDeviceId"], cli.as_str());
+    assert_eq!(r.json["cameraDeviceId"], cam.as_str());
+    client.wait_for("stream:requested", WAIT, id_is(&sid)).await;
+    let cmd = camera
+        .wait_for("command:received", WAIT, |v| v["type"] == "start_stream")
+        .await;
+    assert_eq!(cmd["payload"]["streamSessionId"], sid.as_str());
+
+    s.call(
+        Method::POST,
+        &format!("/streams/{sid}/accept"),
+        cli_token,
+        None,
+    )
+    .await
+    .expect_error(403, "CAMERA_ONLY");
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/streams/{sid}/accept"),
+            cam_token,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["status"], "streaming");
+    assert!(r.json["startedAt"].is_string());
+    client.wait_for("stream:started", WAIT, id_is(&sid)).await;
+    other.wait_for("stream:started", WAIT, id_is(&sid)).await;
+    s.call(
+        Method::POST,
+        &format!("/streams/{sid}/accept"),
+        cam_token,
+        None,
+    )
+    .await
+    .expect_error(409, "STREAM_ALREADY_STARTED");
+}
+
+/// Credentials: scoped, signed, verifiable; only for the session's participants.
+async fn credentials_are_scoped_signed_and_verifiable(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let f = family(&s).await;
+    let (cam, cam_token, cli_token, stranger_token) =
+        (&f.cam, &f.cam_token, &f.cli_token, &f.stranger_token);
+    let sid = request(&s, &f).await;
+    accept(&s, &f, &sid).await;
+
+    let secret = common::SECRET.as_bytes();
+    let now = chrono::Utc::now().timestamp();
+    let publish = s
+        .call(
+            Method::GET,
+            &format!("/streams/{sid}/publish-credentials"),
+            cam_token,
+            None,
+        )
+        .await;
+    assert_eq!(publish.status, 200, "{}", publish.text);
+    assert_eq!(publish.json["mode"], "single_server_sfu");
+    assert_eq!(publish.json["role"], "publish");
+    assert!(publish.json["iceServers"].is_array());
+    let ptoken = publish.json["token"].as_str().unwrap();
+    let claims = verify(secret, ptoken, &sid, &[MediaRole::Publish], now).unwrap();
+    assert_eq!(claims.dev.as_deref(), Some(cam.as_str()));
+    assert!(verify(secret, ptoken, &sid, &[MediaRole::Subscribe], now).is_err());
+    s.call(
+        Method::GET,
+        &format!("/streams/{sid}/publish-credentials"),
+        cli_token,
+        None,
+    )
+    .await
+    .expect_error(403, "NOT_A_PARTICIPANT");
+    for t in [cli_token, &f.cli2_token] {
+        let sub = s
+            .call(
+                Method::GET,
+                &format!("/streams/{sid}/subscribe-credentials"),
+                t,
+                None,
+            )
+            .await;
+        assert_eq!(sub.status, 200, "{}", sub.text);
+        verify(
+            secret,
+            sub.json["token"].as_str().unwrap(),
+            &sid,
+            &[MediaRole::Subscribe],
+            now,
+        )
+        .unwrap();
+    }
+    s.call(
+        Method::GET,
+        &format!("/streams/{sid}/subscribe-credentials"),
+        stranger_token,
+        None,
+    )
+    .await
+    .expect_error(403, "NOT_A_PARTICIPANT");
+    s.call(
+        Method::GET,
+        &format!("/streams/{sid}/subscribe-credentials"),
+        cam_token,
+        None,
+    )
+    .await
+    .expect_error(403, "NOT_A_PARTICIPANT");
+    let play = s
+        .call(
+            Method::GET,
+            &format!("/streams/{sid}/playback-token"),
+            cli_token,
+            None,
+        )
+        .await;
+    assert_eq!(play.status, 200, "{}", play.text);
+    verify(
+        secret,
+        play.json["token"].as_str().unwrap(),
+        &sid,
+        &[MediaRole::Playback],
+        now,
+    )
+    .unwrap();
+    let owner_play = s
+        .call(
+            Method::GET,
+            &format!("/streams/{sid}/playback-token"),
+            &f.token,
+            None,
+        )
+        .await;
+    assert_eq!(owner_play.status, 200);
+
+    let mine = s
+        .call(Method::GET, "/streams/me/list", cam_token, None)
+        .await;
+    assert_eq!(mine.json["items"][0]["id"], sid.as_str());
+    let theirs = s
+        .call(Method::GET, "/streams/me/list", stranger_token, None)
+        .await;
+    assert_eq!(theirs.json["items"], json!([]));
+}
+
+/// End: everyone hears; the session is closed for good.
+async fn ending_tells_everyone_and_closes_the_session(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let f = family(&s).await;
+    let (cam_token, cli_token, stranger_token) = (&f.cam_token, &f.cli_token, &f.stranger_token);
+    let mut camera = s.socket(cam_token).await;
+    let mut client = s.socket(cli_token).await;
+    let sid = request(&s, &f).await;
+    accept(&s, &f, &sid).await;
+
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/streams/{sid}/end"),
+            cli_token,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["status"], "ended");
+    assert_eq!(r.json["endReason"], "ended_by_requester");
+    client.wait_for("stream:ended", WAIT, id_is(&sid)).await;
+    camera.wait_for("stream:ended", WAIT, id_is(&sid)).await;
+    s.call(
+        Method::POST,
+        &format!("/streams/{sid}/end"),
+        cam_token,
+        None,
+    )
+    .await
+    .expect_error(409, "STREAM_ALREADY_ENDED");
+    s.call(
+        Method::GET,
+        &format!("/streams/{sid}/subscribe-credentials"),
+        cli_token,
+        None,
+    )
+    .await
+    .expect_error(409, "STREAM_NOT_ACTIVE");
+    s.call(
+        Method::POST,
+        &format!("/streams/{sid}/end"),
+        stranger_token,
+        None,
+    )
+    .await
+    .expect_error(404, "STREAM_NOT_FOUND");
+}
+
+/// The camera can end a session too.
+async fn the_camera_can_end_a_session(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let f = family(&s).await;
+    let mut client = s.socket(&f.cli_token).await;
+    let r = s
+        .call(
+            Method::POST,
+            "/streams/request",
+            &f.cli_token,
+            Some(json!({"cameraDeviceId": f.cam})),
+        )
+        .await;
+    let sid2 = r.json["id"].as_str().unwrap().to_string();
+    s.call(
+        Method::POST,
+        &format!("/streams/{sid2}/accept"),
+        &f.cam_token,
+        None,
+    )
+    .await;
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/streams/{sid2}/end"),
+            &f.cam_token,
+            None,
+        )
+        .await;
+    assert_eq!(r.json["endReason"], "ended_by_camera");
+    client.wait_for("stream:ended", WAIT, id_is(&sid2)).await;
+}
+
+/// Only a client linked to the camera may request its stream.
+async fn only_a_linked_client_may_request(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let f = family(&s).await;
+    s.call(
+        Method::POST,
+        "/streams/request",
+        &f.stranger_token,
+        Some(json!({"cameraDeviceId": f.cam})),
+    )
+    .await
+    .expect_error(403, "DEVICES_NOT_LINKED");
+    s.call(
+        Method::POST,
+        "/streams/request",
+        &f.cam_token,
+        Some(json!({"cameraDeviceId": f.cam})),
+    )
+    .await
+    .expect_error(403, "CLIENT_ONLY");
+}
+
+async fn stream_requests_expire(backend: Backend) {
+    let s = TestServer::start_with(backend, &[("STREAM_REQUEST_TTL_SECS", "1")]).await;
+    let (_, (cam, cam_token), (_, cli_token)) = household(&s).await;
+    let mut client = s.socket(&cli_token).await;
+    let mut camera = s.socket(&cam_token).await;
+    let r = s
+        .call(
+            Method::POST,
+            "/streams/request",
+            &cli_token,
+            Some(json!({"cameraDeviceId": cam})),
+        )
+        .await;
+    let sid = r.json["id"].as_str().unwrap().to_string();
+    let ended = client.wait_for("stream:ended", WAIT, id_is(&sid)).await;
+    assert_eq!(ended["status"], "expired");
+    camera.wait_for("stream:ended", WAIT, id_is(&sid)).await;
+    s.call(
+        Method::POST,
+        &format!("/streams/{sid}/accept"),
+        &cam_token,
+        None,
+    )
+    .await
+    .expect_error(409, "STREAM_EXPIRED");
+}
+
+async fn legacy_mode_relays_signalling(backend: Backend) {
+    let s = TestServer::start_with(backend, &[("MEDIA_MODE", "legacy")]).await;
+    let (_, (cam, cam_token), (_, cli_token)) = household(&s).await;
+    let camera = s.socket(&cam_token).await;
+    let mut client = s.socket(&cli_token).await;
+    let r = s
+        .call(
+            Method::POST,
+            "/streams/request",
+            &cli_token,
+            Some(json!({"cameraDeviceId": cam})),
+        )
+        .await;
+    let sid = r.json["id"].as_str().unwrap().to_string();
+    let creds = s
+        .call(
+            Method::GET,
+            &format!("/streams/{sid}/subscribe-credentials"),
+            &cli_token,
+            None,
+        )
+        .await;
+    assert_eq!(creds.json["mode"], "legacy");
+    let offer = json!({"type": "offer", "sdp": "v=0\r\n"});
+    let reply = camera
+        .emit_with_ack(
+            "webrtc:signal",
+            json!({"streamSessionId": sid, "data": offer}),
+        )
+        .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    let got = client
+        .wait_for("webrtc:signal", WAIT, |v| {
+            v["streamSessionId"] == sid.as_str()
+        })
+        .await;
+    assert_eq!(got["fromDeviceId"], cam.as_str());
+    assert_eq!(got["data"], offer);
+    let reply = camera
+        .emit_with_ack(
+            "webrtc:signal",
+            json!({"streamSessionId": "nope", "data": {}}),
+        )
+        .await;
+    assert_eq!(reply["code"], "NOT_FOUND");
+}
+
+async fn sfu_mode_refuses_relay(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (_, (cam, cam_token), (_, cli_token)) = household(&s).await;
+    let camera = s.socket(&cam_token).await;
+    let r = s
+        .call(
+            Method::POST,
+            "/streams/request",
+            &cli_token,
+            Some(json!({"cameraDeviceId": cam})),
+        )
+        .await;
+    let sid = r.json["id"].as_str().unwrap().to_string();
+    let reply = camera
+        .emit_with_ack("webrtc:signal", json!({"streamSessionId": sid, "data": {}}))
+        .await;
+    assert_eq!(reply["code"], "NOT_LEGACY_MODE");
+}
+
+both_backends!(
+    request_and_accept_reach_every_participant,
+    credentials_are_scoped_signed_and_verifiable,
+    ending_tells_everyone_and_closes_the_session,
+    the_camera_can_end_a_session,
+    only_a_linked_client_may_request,
+    stream_requests_expire,
+    legacy_mode_relays_signalling,
+    sfu_mode_refuses_relay,
+);
