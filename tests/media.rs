@@ -4,7 +4,8 @@
 mod common;
 mod webrtc_peer;
 
-use common::{Backend, Reply, TestServer, unique_email};
+use common::process::{Child, binary, free_port};
+use common::{Api, Backend, Reply, TestServer, unique_email};
 use reqwest::Method;
 use serde_json::json;
 
@@ -45,6 +46,8 @@ struct Stream {
     sid: String,
     /// The household's user session token.
     user_token: String,
+    /// The camera's device id.
+    camera: String,
     /// The camera's device token.
     camera_token: String,
     /// The requesting phone's device token.
@@ -54,8 +57,9 @@ struct Stream {
     subscribe2: String,
 }
 
-/// A household with a camera and two linked phones and an accepted stream.
-async fn live_stream(s: &TestServer) -> Stream {
+/// A household with a camera and two linked phones and an accepted stream, on any server
+/// (in-process or a child process).
+async fn live_stream(s: &Api) -> Stream {
     let (token, _) = s.sign_up(&unique_email("media"), "password-1").await;
     let (cam, cam_token) = s.register_device(&token, "Cam", "camera").await;
     let (cli, cli_token) = s.register_device(&token, "Phone", "client").await;
@@ -99,6 +103,7 @@ async fn live_stream(s: &TestServer) -> Stream {
     };
     Stream {
         client_token: cli_token.clone(),
+        camera: cam.clone(),
         camera_token: cam_token.clone(),
         user_token: token.clone(),
         publish: creds(cam_token, "publish").await,
@@ -1197,4 +1202,154 @@ async fn a_camera_whose_network_dies_ends_the_stream() {
     );
     let _ = publisher.stop_sending().await;
     let _ = viewer.pc.close().await;
+}
+
+/// SIGTERM mid-stream, to the real binary: a webrtc-rs camera publishing over WHIP, a
+/// webrtc-rs viewer receiving over WHEP, the camera's Socket.IO connection and an upload in
+/// flight. The upload still gets its normal response, and the process exits 0 within 10 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_stream_finishes_in_flight_requests_and_exits_cleanly() {
+    use std::io::BufRead;
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let _media = MEDIA_PEERS.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = Child(
+        std::process::Command::new(binary())
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .env("MEDIA_UDP_PORT", "0")
+            .env("MEDIA_PUBLIC_IP", "127.0.0.1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Read the log as it comes (a full pipe would stall the server); kept for the failure
+    // messages.
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let stderr = child.0.stderr.take().unwrap();
+    let sink = log.clone();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    let api = Api::new(&format!("http://127.0.0.1:{port}"));
+    let started = Instant::now();
+    while api.http.get(api.url("/api/auth/ok")).send().await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "server did not start: {}",
+            log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A live stream: the camera on Socket.IO, publishing; a viewer receiving.
+    let st = live_stream(&api).await;
+    let camera_socket = api.socket(&st.camera_token).await;
+    let r = api
+        .call(
+            Method::POST,
+            "/videos/upload-url",
+            &st.user_token,
+            Some(
+                json!({"fileName": "clip.mp4", "deviceId": st.camera, "contentType": "video/mp4"}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let upload_url = r.json["uploadUrl"].as_str().unwrap();
+    let upload_path = &upload_url[upload_url.find("/storage/").expect("a local upload URL")..];
+    let mut publisher =
+        webrtc_peer::Publisher::start(&api.base, &st.sid, &st.publish, Default::default()).await;
+    let viewer = webrtc_peer::Viewer::start(&api.base, &st.sid, &st.subscribe).await;
+    let frames = || async { viewer.received.lock().await.video.len() };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while frames().await < 15 {
+        assert!(Instant::now() < deadline, "no media reached the viewer");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // An upload in flight: the headers and half the body before the signal, the rest after.
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    let (first_half, second_half) = body.split_at(body.len() / 2);
+    let mut upload = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    upload
+        .write_all(
+            format!(
+                "PUT {upload_path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: video/mp4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    upload.write_all(first_half).await.unwrap();
+    upload.flush().await.unwrap();
+    let before = frames().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        frames().await > before,
+        "media stopped flowing before the signal"
+    );
+
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let signalled = Instant::now();
+
+    // The in-flight request completes with its normal response.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    upload.write_all(second_half).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        upload.read_to_string(&mut response),
+    )
+    .await
+    .expect("no response to the in-flight upload within 10 s of SIGTERM")
+    .unwrap();
+    assert!(
+        response.starts_with("HTTP/1.1 200"),
+        "in-flight upload answered: {response:?}; log: {}",
+        log.lock().unwrap()
+    );
+
+    // Exit 0 within 10 s of the signal.
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(10),
+            "still running 10 s after SIGTERM; log: {}",
+            log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let took = signalled.elapsed();
+    reader.join().unwrap();
+    let log = log.lock().unwrap().clone();
+    eprintln!("exited with {status} {took:?} after SIGTERM, mid-stream");
+    assert_eq!(status.code(), Some(0), "exit status {status}; log: {log}");
+    assert!(took < Duration::from_secs(10), "exit took {took:?}");
+    assert!(log.contains("shut down cleanly"), "{log}");
+
+    drop(camera_socket);
+    let _ = publisher.stop_sending().await;
+    let _ = viewer.pc.close().await;
+    let _ = publisher.pc.close().await;
 }
