@@ -6,6 +6,8 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::storage::StorageError;
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub message: String,
@@ -94,15 +96,126 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(e: sqlx::Error) -> Self {
-        match &e {
-            sqlx::Error::PoolTimedOut => {
+/// What a domain service fails with, free of HTTP: a kind, a stable code and a message.
+/// [`From<DomainError> for ApiError`](ApiError#impl-From<DomainError>-for-ApiError) is the
+/// one place where kinds become status codes.
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    /// The input breaks a rule (400).
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    /// The credentials do not identify anyone (401).
+    #[error("{message}")]
+    Unauthenticated { code: &'static str, message: String },
+    /// The caller is known but may not do this (403).
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
+    /// Nothing of the caller's by that id (404).
+    #[error("{message}")]
+    NotFound { code: &'static str, message: String },
+    /// The current state does not allow it (409).
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// Well-formed but refused (422, as Better Auth answers for a taken email).
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+pub type DomainResult<T> = Result<T, DomainError>;
+
+impl DomainError {
+    pub fn validation(message: impl Into<String>) -> Self {
+        Self::invalid("VALIDATION_ERROR", message)
+    }
+
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn unauthenticated(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Unauthenticated {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Forbidden {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::NotFound {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Conflict {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Unprocessable {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        match e {
+            DomainError::Invalid { code, message } => ApiError::bad_request(code, message),
+            DomainError::Unauthenticated { code, message } => {
+                ApiError::new(StatusCode::UNAUTHORIZED, code, message)
+            }
+            DomainError::Forbidden { code, message } => ApiError::forbidden(code, message),
+            DomainError::NotFound { code, message } => {
+                ApiError::new(StatusCode::NOT_FOUND, code, message)
+            }
+            DomainError::Conflict { code, message } => ApiError::conflict(code, message),
+            DomainError::Unprocessable { code, message } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+            }
+            DomainError::Database(sqlx::Error::PoolTimedOut) => {
                 tracing::warn!("database pool timed out");
                 ApiError::unavailable("The database is busy; try again")
             }
-            _ => ApiError::internal(e),
+            DomainError::Database(e) => ApiError::internal(e),
+            DomainError::Storage(StorageError::NotFound) => ApiError::not_found("Object not found"),
+            DomainError::Storage(StorageError::InvalidKey) => {
+                ApiError::bad_request("INVALID_OBJECT_KEY", "Invalid object key")
+            }
+            DomainError::Storage(StorageError::Io(e)) => ApiError::internal(e),
+            DomainError::Storage(StorageError::Service(e)) => {
+                tracing::warn!(error = %e, "object storage request failed");
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "STORAGE_UNAVAILABLE",
+                    "Object storage is unavailable; try again",
+                )
+            }
         }
+    }
+}
+
+/// Storage routes and the admin dashboard talk to the object store directly.
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        DomainError::from(e).into()
     }
 }
 

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::error::ApiError;
+use crate::error::{DomainError, DomainResult};
 use crate::time::Timestamp;
 
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -28,18 +28,18 @@ pub struct Cursor {
 }
 
 impl PageQuery {
-    pub fn limit(&self) -> Result<i64, ApiError> {
+    pub fn limit(&self) -> DomainResult<i64> {
         match self.limit {
             None => Ok(DEFAULT_LIMIT as i64),
             Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n as i64),
-            Some(_) => Err(ApiError::validation(format!(
+            Some(_) => Err(DomainError::validation(format!(
                 "limit must be between 1 and {MAX_LIMIT}"
             ))),
         }
     }
 
     /// The cursor, or a position before everything (so one SQL text serves both cases).
-    pub fn cursor(&self) -> Result<Cursor, ApiError> {
+    pub fn cursor(&self) -> DomainResult<Cursor> {
         match &self.cursor {
             // Year 9999, not DateTime::MAX_UTC: its "+262143-…" text would sort *before*
             // real dates in SQLite's text comparison.
@@ -48,7 +48,7 @@ impl PageQuery {
                 id: String::new(),
             }),
             Some(raw) => {
-                decode(raw).ok_or_else(|| ApiError::bad_request("INVALID_CURSOR", "Invalid cursor"))
+                decode(raw).ok_or_else(|| DomainError::invalid("INVALID_CURSOR", "Invalid cursor"))
             }
         }
     }

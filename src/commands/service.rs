@@ -1,15 +1,15 @@
-use axum::http::StatusCode;
 use serde_json::Value;
 
-use crate::app::AppState;
-use crate::commands::Command;
+use crate::commands::model::Command;
 use crate::db::Db;
-use crate::devices::auth::require_client;
 use crate::devices::model::Device;
 use crate::devices::service::find_for_user;
-use crate::error::{ApiError, ApiResult};
+use crate::devices::service::require_client;
+use crate::error::{DomainError, DomainResult};
 use crate::links;
 use crate::pagination::{Page, PageQuery};
+use crate::realtime::event;
+use crate::state::AppState;
 use crate::time;
 use crate::{db_execute, db_fetch_all, db_fetch_optional};
 
@@ -22,15 +22,11 @@ const STATUSES: [&str; 5] = [
     "expired",
 ];
 
-fn command_not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "COMMAND_NOT_FOUND",
-        "Command not found",
-    )
+fn command_not_found() -> DomainError {
+    DomainError::not_found("COMMAND_NOT_FOUND", "Command not found")
 }
 
-fn validate(command_type: &str, payload: &Value) -> ApiResult<()> {
+fn validate(command_type: &str, payload: &Value) -> DomainResult<()> {
     let len = command_type.chars().count();
     if len == 0
         || len > 64
@@ -38,12 +34,12 @@ fn validate(command_type: &str, payload: &Value) -> ApiResult<()> {
             .chars()
             .any(|c| c.is_control() || c.is_whitespace())
     {
-        return Err(ApiError::validation(
+        return Err(DomainError::validation(
             "type must be 1-64 visible characters without spaces",
         ));
     }
     if payload.to_string().len() > 16 * 1024 {
-        return Err(ApiError::validation(
+        return Err(DomainError::validation(
             "payload must be at most 16 KiB of JSON",
         ));
     }
@@ -51,23 +47,23 @@ fn validate(command_type: &str, payload: &Value) -> ApiResult<()> {
 }
 
 /// Checks that `source` (a client) may command `target_id` (a linked camera of the same user).
-pub async fn authorise(db: &Db, source: &Device, target_id: &str) -> ApiResult<Device> {
+pub async fn authorise(db: &Db, source: &Device, target_id: &str) -> DomainResult<Device> {
     require_client(source)?;
     let target = find_for_user(db, &source.user_id, target_id).await?;
     if !target.is_camera() {
-        return Err(ApiError::bad_request(
+        return Err(DomainError::invalid(
             "TARGET_NOT_CAMERA",
             "The target must be a camera device",
         ));
     }
     if target.status != "active" {
-        return Err(ApiError::conflict(
+        return Err(DomainError::conflict(
             "DEVICE_DISABLED",
             "The target camera is disabled",
         ));
     }
     if !links::service::are_linked(db, &target.id, &source.id).await? {
-        return Err(ApiError::forbidden(
+        return Err(DomainError::forbidden(
             "DEVICES_NOT_LINKED",
             "This client is not linked to that camera",
         ));
@@ -83,7 +79,7 @@ pub async fn create(
     command_type: String,
     payload: Value,
     ttl_secs: Option<u64>,
-) -> ApiResult<Command> {
+) -> DomainResult<Command> {
     validate(&command_type, &payload)?;
     let now = time::now();
     let ttl = chrono::Duration::seconds(ttl_secs.unwrap_or(state.config.command_ttl_secs) as i64);
@@ -126,7 +122,7 @@ pub async fn create(
             .emit(
                 &command.user_id,
                 &[&command.target_device_id],
-                "command:received",
+                event::COMMAND_RECEIVED,
                 &command,
             )
             .await;
@@ -142,7 +138,7 @@ pub async fn create(
 
 /// Sends a command to its camera. A queued command becomes `dispatched` (announced to the
 /// source); an already dispatched one is simply re-sent (at-least-once delivery).
-pub async fn dispatch(state: &AppState, command: &mut Command) -> ApiResult<()> {
+pub async fn dispatch(state: &AppState, command: &mut Command) -> DomainResult<()> {
     if command.status == "queued" {
         let now = time::now();
         let changed = db_execute!(
@@ -158,7 +154,7 @@ pub async fn dispatch(state: &AppState, command: &mut Command) -> ApiResult<()> 
                 .emit(
                     &command.user_id,
                     &[&command.target_device_id],
-                    "command:received",
+                    event::COMMAND_RECEIVED,
                     command,
                 )
                 .await;
@@ -169,7 +165,7 @@ pub async fn dispatch(state: &AppState, command: &mut Command) -> ApiResult<()> 
     if command.status == "dispatched" {
         state
             .realtime
-            .emit_to_device(&command.target_device_id, "command:received", command)
+            .emit_to_device(&command.target_device_id, event::COMMAND_RECEIVED, command)
             .await;
     }
     Ok(())
@@ -182,14 +178,14 @@ pub async fn announce(state: &AppState, command: &Command) {
         .emit(
             &command.user_id,
             &[&command.source_device_id],
-            "command:status",
+            event::COMMAND_STATUS,
             command,
         )
         .await;
 }
 
 /// Everything a camera should (still) act on, oldest first.
-pub async fn pending_for(db: &Db, camera_id: &str) -> ApiResult<Vec<Command>> {
+pub async fn pending_for(db: &Db, camera_id: &str) -> DomainResult<Vec<Command>> {
     Ok(db_fetch_all!(
         db,
         Command,
@@ -200,7 +196,7 @@ pub async fn pending_for(db: &Db, camera_id: &str) -> ApiResult<Vec<Command>> {
     )?)
 }
 
-pub async fn deliver_pending(state: &AppState, camera_id: &str) -> ApiResult<usize> {
+pub async fn deliver_pending(state: &AppState, camera_id: &str) -> DomainResult<usize> {
     let pending = pending_for(&state.db, camera_id).await?;
     let n = pending.len();
     for mut command in pending {
@@ -209,7 +205,7 @@ pub async fn deliver_pending(state: &AppState, camera_id: &str) -> ApiResult<usi
     Ok(n)
 }
 
-async fn find(db: &Db, id: &str) -> ApiResult<Option<Command>> {
+async fn find(db: &Db, id: &str) -> DomainResult<Option<Command>> {
     Ok(db_fetch_optional!(
         db,
         Command,
@@ -226,16 +222,16 @@ pub async fn acknowledge(
     command_id: &str,
     status: &str,
     reason: Option<String>,
-) -> ApiResult<Command> {
+) -> DomainResult<Command> {
     if !ACK_STATUSES.contains(&status) {
-        return Err(ApiError::validation(
+        return Err(DomainError::validation(
             "status must be \"acknowledged\" or \"rejected\"",
         ));
     }
     if let Some(r) = &reason
         && r.chars().count() > 500
     {
-        return Err(ApiError::validation(
+        return Err(DomainError::validation(
             "reason must be at most 500 characters",
         ));
     }
@@ -270,18 +266,18 @@ pub async fn acknowledge(
     Ok(command)
 }
 
-fn final_error(command: &Command) -> ApiError {
+fn final_error(command: &Command) -> DomainError {
     if command.status == "expired" {
-        ApiError::conflict("COMMAND_EXPIRED", "The command has expired")
+        DomainError::conflict("COMMAND_EXPIRED", "The command has expired")
     } else {
-        ApiError::conflict(
+        DomainError::conflict(
             "COMMAND_ALREADY_FINAL",
             format!("The command is already {}", command.status),
         )
     }
 }
 
-async fn expire(state: &AppState, command: &mut Command) -> ApiResult<()> {
+async fn expire(state: &AppState, command: &mut Command) -> DomainResult<()> {
     let now = time::now();
     let changed = db_execute!(
         &state.db,
@@ -297,7 +293,7 @@ async fn expire(state: &AppState, command: &mut Command) -> ApiResult<()> {
 }
 
 /// Expires every open command past its TTL; run by the housekeeping loop.
-pub async fn expire_due(state: &AppState) -> ApiResult<usize> {
+pub async fn expire_due(state: &AppState) -> DomainResult<usize> {
     let now = time::now();
     let expired = db_fetch_all!(
         &state.db,
@@ -323,11 +319,11 @@ pub async fn list(
     user_id: &str,
     filter: &ListFilter,
     page: &PageQuery,
-) -> ApiResult<Page<Command>> {
+) -> DomainResult<Page<Command>> {
     if let Some(s) = &filter.status
         && !STATUSES.contains(&s.as_str())
     {
-        return Err(ApiError::validation(format!(
+        return Err(DomainError::validation(format!(
             "status must be one of {}",
             STATUSES.join(", ")
         )));

@@ -4,6 +4,9 @@ use utoipa::ToSchema;
 
 use crate::time::Timestamp;
 
+/// Prefix of device tokens; such bearer tokens are never user sessions.
+pub const DEVICE_TOKEN_PREFIX: &str = "wpd_";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Camera,

@@ -1,22 +1,22 @@
-use axum::http::StatusCode;
 use serde_json::Value;
 
-use crate::app::AppState;
 use crate::db::Db;
 use crate::devices::model::Device;
-use crate::error::{ApiError, ApiResult};
-use crate::events::MotionEvent;
+use crate::error::{DomainError, DomainResult};
+use crate::events::model::MotionEvent;
 use crate::links;
 use crate::pagination::{Page, PageQuery};
+use crate::realtime::event::{MOTION_DETECTED, MOTION_ENDED};
+use crate::state::AppState;
 use crate::time::{self, Timestamp};
 use crate::{db_execute, db_fetch_all, db_fetch_optional};
 
-fn event_not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "EVENT_NOT_FOUND", "Event not found")
+fn event_not_found() -> DomainError {
+    DomainError::not_found("EVENT_NOT_FOUND", "Event not found")
 }
 
 /// Linked clients (and the owner's sessions) hear about the camera's event.
-async fn announce(state: &AppState, event: &MotionEvent, name: &str) -> ApiResult<()> {
+async fn announce(state: &AppState, event: &MotionEvent, name: &str) -> DomainResult<()> {
     match links::service::clients_of(&state.db, &event.camera_device_id).await {
         Ok(clients) => {
             let ids: Vec<&str> = clients.iter().map(String::as_str).collect();
@@ -33,25 +33,27 @@ pub async fn start(
     started_at: Option<Timestamp>,
     score: Option<f64>,
     metadata: Option<Value>,
-) -> ApiResult<MotionEvent> {
+) -> DomainResult<MotionEvent> {
     let now = time::now();
     let started_at = started_at.unwrap_or(now);
     if !time::in_supported_range(&started_at) {
-        return Err(ApiError::validation(
+        return Err(DomainError::validation(
             "startedAt must be between 1970 and 9999",
         ));
     }
     if started_at > now + chrono::Duration::minutes(5) {
-        return Err(ApiError::validation("startedAt must not be in the future"));
+        return Err(DomainError::validation(
+            "startedAt must not be in the future",
+        ));
     }
     if let Some(s) = score
         && !s.is_finite()
     {
-        return Err(ApiError::validation("score must be a finite number"));
+        return Err(DomainError::validation("score must be a finite number"));
     }
     let metadata = metadata.unwrap_or_else(|| Value::Object(Default::default()));
     if !metadata.is_object() || metadata.to_string().len() > 16 * 1024 {
-        return Err(ApiError::validation(
+        return Err(DomainError::validation(
             "metadata must be a JSON object of at most 16 KiB",
         ));
     }
@@ -81,11 +83,11 @@ pub async fn start(
             now
         ]
     )?;
-    announce(state, &event, "motion:detected").await?;
+    announce(state, &event, MOTION_DETECTED).await?;
     Ok(event)
 }
 
-pub async fn end(state: &AppState, camera: &Device, event_id: &str) -> ApiResult<MotionEvent> {
+pub async fn end(state: &AppState, camera: &Device, event_id: &str) -> DomainResult<MotionEvent> {
     let mut event = db_fetch_optional!(
         &state.db,
         MotionEvent,
@@ -95,7 +97,7 @@ pub async fn end(state: &AppState, camera: &Device, event_id: &str) -> ApiResult
     )?
     .ok_or_else(event_not_found)?;
     if event.ended_at.is_some() {
-        return Err(ApiError::conflict(
+        return Err(DomainError::conflict(
             "EVENT_ALREADY_ENDED",
             "This motion event has already ended",
         ));
@@ -107,20 +109,20 @@ pub async fn end(state: &AppState, camera: &Device, event_id: &str) -> ApiResult
         [now, now, &event.id]
     )?;
     if changed == 0 {
-        return Err(ApiError::conflict(
+        return Err(DomainError::conflict(
             "EVENT_ALREADY_ENDED",
             "This motion event has already ended",
         ));
     }
     event.ended_at = Some(now);
     event.updated_at = now;
-    announce(state, &event, "motion:ended").await?;
+    announce(state, &event, MOTION_ENDED).await?;
     Ok(event)
 }
 
 /// Closes events left open longer than the configured maximum (a camera that crashed
 /// mid-event), ending them at start + maximum.
-pub async fn close_stale(state: &AppState) -> ApiResult<usize> {
+pub async fn close_stale(state: &AppState) -> DomainResult<usize> {
     let max = chrono::Duration::seconds(state.config.motion_max_duration_secs as i64);
     let now = time::now();
     let stale = db_fetch_all!(
@@ -141,7 +143,7 @@ pub async fn close_stale(state: &AppState) -> ApiResult<usize> {
         if changed == 1 {
             event.ended_at = Some(ended_at);
             event.updated_at = now;
-            announce(state, &event, "motion:ended").await?;
+            announce(state, &event, MOTION_ENDED).await?;
             closed += 1;
         }
     }
@@ -159,10 +161,10 @@ pub async fn list(
     user_id: &str,
     filter: &EventFilter,
     page: &PageQuery,
-) -> ApiResult<Page<MotionEvent>> {
+) -> DomainResult<Page<MotionEvent>> {
     for t in [filter.from, filter.to].iter().flatten() {
         if !time::in_supported_range(t) {
-            return Err(ApiError::validation(
+            return Err(DomainError::validation(
                 "from/to must be between 1970 and 9999",
             ));
         }

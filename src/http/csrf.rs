@@ -12,10 +12,9 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::app::AppState;
-use crate::auth::extract::ClientIp;
-use crate::auth::origin_of;
 use crate::error::ApiError;
+use crate::http::extract::ClientIp;
+use crate::state::{AppState, origin_of};
 
 /// Paths authorised by their own signed URLs or tokens, meant to be called cross-origin.
 const EXEMPT_PREFIXES: &[&str] = &["/storage/", "/whip/", "/whep/", "/socket.io"];

@@ -1,21 +1,26 @@
 use crate::db::Db;
 use crate::devices::service::{IdRow, find_for_user};
-use crate::error::{ApiError, ApiResult, is_unique_violation};
-use crate::links::Link;
+use crate::error::{DomainError, DomainResult, is_unique_violation};
+use crate::links::model::Link;
 use crate::pagination::{Page, PageQuery};
 use crate::time;
 use crate::{db_execute, db_fetch_all, db_fetch_optional};
 
-pub async fn create(db: &Db, user_id: &str, camera_id: &str, client_id: &str) -> ApiResult<Link> {
+pub async fn create(
+    db: &Db,
+    user_id: &str,
+    camera_id: &str,
+    client_id: &str,
+) -> DomainResult<Link> {
     let camera = find_for_user(db, user_id, camera_id).await?;
     let client = find_for_user(db, user_id, client_id).await?;
     if !camera.is_camera() {
-        return Err(ApiError::validation(
+        return Err(DomainError::validation(
             "cameraDeviceId must be a device with role camera",
         ));
     }
     if !client.is_client() {
-        return Err(ApiError::validation(
+        return Err(DomainError::validation(
             "clientDeviceId must be a device with role client",
         ));
     }
@@ -38,7 +43,7 @@ pub async fn create(db: &Db, user_id: &str, camera_id: &str, client_id: &str) ->
     );
     match inserted {
         Ok(_) => Ok(link),
-        Err(e) if is_unique_violation(&e) => Err(ApiError::conflict(
+        Err(e) if is_unique_violation(&e) => Err(DomainError::conflict(
             "LINK_EXISTS",
             "These devices are already linked",
         )),
@@ -46,7 +51,7 @@ pub async fn create(db: &Db, user_id: &str, camera_id: &str, client_id: &str) ->
     }
 }
 
-pub async fn list(db: &Db, user_id: &str, page: &PageQuery) -> ApiResult<Page<Link>> {
+pub async fn list(db: &Db, user_id: &str, page: &PageQuery) -> DomainResult<Page<Link>> {
     let limit = page.limit()?;
     let cursor = page.cursor()?;
     let rows = db_fetch_all!(
@@ -62,19 +67,19 @@ pub async fn list(db: &Db, user_id: &str, page: &PageQuery) -> ApiResult<Page<Li
     }))
 }
 
-pub async fn delete(db: &Db, user_id: &str, link_id: &str) -> ApiResult<()> {
+pub async fn delete(db: &Db, user_id: &str, link_id: &str) -> DomainResult<()> {
     let removed = db_execute!(
         db,
         "DELETE FROM device_links WHERE id = $1 AND user_id = $2",
         [link_id, user_id]
     )?;
     if removed == 0 {
-        return Err(ApiError::not_found("Link not found"));
+        return Err(DomainError::not_found("NOT_FOUND", "Link not found"));
     }
     Ok(())
 }
 
-pub async fn are_linked(db: &Db, camera_id: &str, client_id: &str) -> ApiResult<bool> {
+pub async fn are_linked(db: &Db, camera_id: &str, client_id: &str) -> DomainResult<bool> {
     Ok(db_fetch_optional!(
         db,
         IdRow,
@@ -85,7 +90,7 @@ pub async fn are_linked(db: &Db, camera_id: &str, client_id: &str) -> ApiResult<
 }
 
 /// Client devices linked to a camera (the audience of its events).
-pub async fn clients_of(db: &Db, camera_id: &str) -> ApiResult<Vec<String>> {
+pub async fn clients_of(db: &Db, camera_id: &str) -> DomainResult<Vec<String>> {
     Ok(db_fetch_all!(
         db,
         IdRow,

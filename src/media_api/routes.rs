@@ -13,11 +13,11 @@ use utoipa_axum::routes;
 use watchpost_media::AdmissionError;
 use watchpost_media::sfu::{ParticipantInfo, SfuError};
 
-use crate::app::AppState;
-use crate::devices::auth::DeviceCaller;
+use crate::devices::extract::DeviceCaller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::Path;
 use crate::http::json::Json;
+use crate::state::AppState;
 use crate::streams::media_token::{self, Claims, MediaRole};
 use crate::streams::service as streams;
 
@@ -108,7 +108,7 @@ fn sfu(state: &AppState) -> ApiResult<&watchpost_media::sfu::Sfu> {
 }
 
 fn media_token_from(headers: &HeaderMap) -> Option<&str> {
-    crate::auth::extract::bearer(headers)
+    crate::http::extract::bearer(headers)
 }
 
 /// Verifies the bearer media token for this session and one of `roles`; the session must
@@ -535,7 +535,7 @@ fn public_participant_id(id: &str) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(id.as_bytes());
     let role = id.split('-').next().unwrap_or("p");
-    format!("{role}-{}", crate::auth::tokens::hex(&digest[..8]))
+    format!("{role}-{}", crate::crypto::hex(&digest[..8]))
 }
 
 /// The session, if `device` takes part in it (its camera or a device allowed to watch).
@@ -543,7 +543,7 @@ async fn participant_session(
     state: &AppState,
     device: &crate::devices::model::Device,
     id: &str,
-) -> ApiResult<crate::streams::StreamSession> {
+) -> ApiResult<crate::streams::model::StreamSession> {
     let session = streams::find_for_user(&state.db, &device.user_id, id).await?;
     if device.id != session.camera_device_id
         && !streams::may_view(&state.db, device, &session).await?

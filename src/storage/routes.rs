@@ -12,9 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use utoipa::IntoParams;
 
 use super::{LocalStore, ObjectStore, StorageError};
-use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::{Path, Query};
+use crate::state::AppState;
 
 /// Largest object the embedded store accepts in one PUT (S3's single-PUT limit).
 pub const MAX_OBJECT_BYTES: u64 = 5 * 1024 * 1024 * 1024;
@@ -26,26 +26,6 @@ pub fn router() -> axum::Router<AppState> {
         "/storage/{bucket}/{*key}",
         axum::routing::get(get_object).put(put_object),
     )
-}
-
-impl From<StorageError> for ApiError {
-    fn from(e: StorageError) -> Self {
-        match e {
-            StorageError::NotFound => ApiError::not_found("Object not found"),
-            StorageError::InvalidKey => {
-                ApiError::bad_request("INVALID_OBJECT_KEY", "Invalid object key")
-            }
-            StorageError::Io(e) => ApiError::internal(e),
-            StorageError::Service(e) => {
-                tracing::warn!(error = %e, "object storage request failed");
-                ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "STORAGE_UNAVAILABLE",
-                    "Object storage is unavailable; try again",
-                )
-            }
-        }
-    }
 }
 
 #[derive(Deserialize, IntoParams)]

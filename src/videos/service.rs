@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::db::Db;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{DomainError, DomainResult};
 use crate::pagination::{Page, PageQuery};
 use crate::storage::{ObjectStore, Presigned};
 use crate::time;
@@ -76,14 +76,14 @@ pub async fn create_upload(
     store: &ObjectStore,
     ttl: Duration,
     req: UploadRequest,
-) -> ApiResult<(Video, Presigned)> {
+) -> DomainResult<(Video, Presigned)> {
     if req.file_name.trim().is_empty() {
-        return Err(ApiError::validation("fileName must not be empty"));
+        return Err(DomainError::validation("fileName must not be empty"));
     }
     if let Some(ct) = &req.content_type
         && !valid_content_type(ct)
     {
-        return Err(ApiError::validation(
+        return Err(DomainError::validation(
             "contentType must be a MIME type such as video/mp4",
         ));
     }
@@ -132,7 +132,32 @@ pub async fn create_upload(
     Ok((video, presigned))
 }
 
-pub async fn find_by_key(db: &Db, user_id: &str, key: &str) -> ApiResult<Option<Video>> {
+/// An operator upload under `admin/`, outside every user's namespace (no video row).
+pub async fn create_admin_upload(
+    store: &ObjectStore,
+    ttl: Duration,
+    file_name: &str,
+    prefix: Option<&str>,
+    content_type: Option<&str>,
+) -> DomainResult<(String, Presigned)> {
+    if file_name.trim().is_empty() {
+        return Err(DomainError::validation("fileName must not be empty"));
+    }
+    let mut key = String::from("admin/");
+    if let Some(prefix) = prefix.and_then(sanitize_prefix) {
+        key.push_str(&prefix);
+        key.push('/');
+    }
+    key.push_str(&format!(
+        "{}-{}",
+        uuid::Uuid::new_v4(),
+        sanitize_file_name(file_name)
+    ));
+    let presigned = store.presign_put(&key, content_type, ttl).await?;
+    Ok((key, presigned))
+}
+
+pub async fn find_by_key(db: &Db, user_id: &str, key: &str) -> DomainResult<Option<Video>> {
     Ok(db_fetch_optional!(
         db,
         Video,
@@ -142,7 +167,7 @@ pub async fn find_by_key(db: &Db, user_id: &str, key: &str) -> ApiResult<Option<
     )?)
 }
 
-pub async fn find_by_id(db: &Db, user_id: &str, id: &str) -> ApiResult<Option<Video>> {
+pub async fn find_by_id(db: &Db, user_id: &str, id: &str) -> DomainResult<Option<Video>> {
     Ok(db_fetch_optional!(
         db,
         Video,
@@ -152,7 +177,7 @@ pub async fn find_by_id(db: &Db, user_id: &str, id: &str) -> ApiResult<Option<Vi
     )?)
 }
 
-pub async fn list(db: &Db, user_id: &str, page: &PageQuery) -> ApiResult<Page<Video>> {
+pub async fn list(db: &Db, user_id: &str, page: &PageQuery) -> DomainResult<Page<Video>> {
     let limit = page.limit()?;
     let cursor = page.cursor()?;
     let rows = db_fetch_all!(
@@ -169,12 +194,17 @@ pub async fn list(db: &Db, user_id: &str, page: &PageQuery) -> ApiResult<Page<Vi
 }
 
 /// Confirms an upload by looking at the stored object; records its size.
-pub async fn complete(db: &Db, store: &ObjectStore, user_id: &str, id: &str) -> ApiResult<Video> {
+pub async fn complete(
+    db: &Db,
+    store: &ObjectStore,
+    user_id: &str,
+    id: &str,
+) -> DomainResult<Video> {
     let mut video = find_by_id(db, user_id, id)
         .await?
-        .ok_or_else(|| ApiError::not_found("Video not found"))?;
+        .ok_or_else(|| DomainError::not_found("NOT_FOUND", "Video not found"))?;
     let Some(info) = store.head(&video.object_key).await? else {
-        return Err(ApiError::conflict(
+        return Err(DomainError::conflict(
             "UPLOAD_NOT_FOUND",
             "The object has not been uploaded yet",
         ));
@@ -195,7 +225,7 @@ pub async fn complete(db: &Db, store: &ObjectStore, user_id: &str, id: &str) -> 
 
 /// Deletes the user's object and its row. Deleting again is fine; a key outside the
 /// user's namespace (someone else's) is "not found".
-pub async fn delete(db: &Db, store: &ObjectStore, user_id: &str, key: &str) -> ApiResult<bool> {
+pub async fn delete(db: &Db, store: &ObjectStore, user_id: &str, key: &str) -> DomainResult<bool> {
     match find_by_key(db, user_id, key).await? {
         Some(video) => {
             store.delete(&video.object_key).await?;
@@ -203,8 +233,17 @@ pub async fn delete(db: &Db, store: &ObjectStore, user_id: &str, key: &str) -> A
             Ok(true)
         }
         None if key.starts_with(&user_namespace(user_id)) => Ok(false),
-        None => Err(ApiError::not_found("Video not found")),
+        None => Err(DomainError::not_found("NOT_FOUND", "Video not found")),
     }
+}
+
+/// Deletes any object in the bucket (operator). Returns whether it existed.
+pub async fn delete_any_object(db: &Db, store: &ObjectStore, key: &str) -> DomainResult<bool> {
+    let existed = store.head(key).await?.is_some();
+    store.delete(key).await?;
+    // A user's video row must not outlive its object.
+    db_execute!(db, "DELETE FROM videos WHERE object_key = $1", [key])?;
+    Ok(existed)
 }
 
 #[cfg(test)]
