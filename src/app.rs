@@ -23,7 +23,7 @@ use watchpost_media::sfu::SfuConfig;
 
 use crate::config::{Config, DatabaseTarget};
 use crate::db::Db;
-use crate::error::{ApiError, not_found_fallback};
+use crate::error::{ApiError, codes, not_found_fallback};
 use crate::http::cookies::CookieSettings;
 use crate::http::rate_limit::RateLimiter;
 use crate::http::{csrf, metrics::Metrics};
@@ -372,7 +372,7 @@ pub fn router(state: AppState) -> Router {
     .method_not_allowed_fallback(|| async {
         ApiError::new(
             axum::http::StatusCode::METHOD_NOT_ALLOWED,
-            "METHOD_NOT_ALLOWED",
+            codes::METHOD_NOT_ALLOWED,
             "Method not allowed on this route",
         )
     })

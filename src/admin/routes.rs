@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 
 use crate::auth::model::User;
 use crate::devices::model::Device;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody, codes};
 use crate::http::body::DeleteResponse;
 use crate::http::extract::Query;
 use crate::http::json::Json;
@@ -79,7 +79,7 @@ pub async fn basic_auth(State(state): State<AppState>, request: Request, next: N
     if !authorised {
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
+            codes::UNAUTHORIZED,
             "Admin credentials required",
         )
         .with_header(

@@ -13,7 +13,7 @@ use crate::auth::extract::{MaybeUser, session_token};
 use crate::auth::model::{Session, User};
 use crate::auth::service::{self, ClientInfo, NewUser};
 use crate::crypto;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody, codes};
 use crate::http::cookies::{self, DONT_REMEMBER};
 use crate::http::extract::ClientIp;
 use crate::http::json::Json;
@@ -107,7 +107,7 @@ fn check_callback_url(state: &AppState, url: &Option<String>) -> ApiResult<()> {
         Ok(())
     } else {
         Err(ApiError::forbidden(
-            "INVALID_CALLBACK_URL",
+            codes::INVALID_CALLBACK_URL,
             "Invalid callbackURL",
         ))
     }
@@ -198,11 +198,11 @@ pub async fn sign_in_email(
 ) -> ApiResult<Response> {
     check_callback_url(&state, &body.callback_url)?;
     if service::normalize_email(&body.email).is_err() {
-        return Err(ApiError::bad_request("INVALID_EMAIL", "Invalid email"));
+        return Err(ApiError::bad_request(codes::INVALID_EMAIL, "Invalid email"));
     }
     if body.password.encode_utf16().count() > service::MAX_PASSWORD_LEN {
         return Err(ApiError::bad_request(
-            "PASSWORD_TOO_LONG",
+            codes::PASSWORD_TOO_LONG,
             "Password too long",
         ));
     }

@@ -2,10 +2,10 @@
 
 use chrono::Duration;
 
-use crate::auth::model::{CredentialAccount, Session, User};
+use crate::auth::model::{CredentialAccount, Session, User, user_columns};
 use crate::auth::{password, tokens};
 use crate::db::Db;
-use crate::error::{DomainError, DomainResult, is_unique_violation};
+use crate::error::{DomainError, DomainResult, codes, is_unique_violation};
 use crate::time::{self, Timestamp};
 use crate::{db_execute, db_fetch_all, db_fetch_optional, tx_execute};
 
@@ -33,14 +33,17 @@ pub struct ClientInfo {
 }
 
 pub fn invalid_credentials() -> DomainError {
-    DomainError::unauthenticated("INVALID_EMAIL_OR_PASSWORD", "Invalid email or password")
+    DomainError::unauthenticated(
+        codes::INVALID_EMAIL_OR_PASSWORD,
+        "Invalid email or password",
+    )
 }
 
 /// Lowercases and validates an email address; the rules are deliberately close to the
 /// `z.string().email()` check Better Auth applies.
 pub fn normalize_email(email: &str) -> DomainResult<String> {
     let email = email.trim().to_lowercase();
-    let invalid = || DomainError::invalid("INVALID_EMAIL", "Invalid email");
+    let invalid = || DomainError::invalid(codes::INVALID_EMAIL, "Invalid email");
     if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(invalid());
     }
@@ -75,13 +78,13 @@ pub fn check_password_length(password: &str) -> DomainResult<()> {
     let len = password.encode_utf16().count();
     if len < MIN_PASSWORD_LEN {
         return Err(DomainError::invalid(
-            "PASSWORD_TOO_SHORT",
+            codes::PASSWORD_TOO_SHORT,
             "Password too short",
         ));
     }
     if len > MAX_PASSWORD_LEN {
         return Err(DomainError::invalid(
-            "PASSWORD_TOO_LONG",
+            codes::PASSWORD_TOO_LONG,
             "Password too long",
         ));
     }
@@ -92,7 +95,11 @@ pub async fn find_user_by_email(db: &Db, email: &str) -> DomainResult<Option<Use
     Ok(db_fetch_optional!(
         db,
         User,
-        r#"SELECT id, name, email, email_verified, image, created_at, updated_at FROM "user" WHERE email = $1"#,
+        concat!(
+            r#"SELECT "#,
+            user_columns!(),
+            r#" FROM "user" WHERE email = $1"#
+        ),
         [email]
     )?)
 }
@@ -102,7 +109,11 @@ pub async fn list_users(db: &Db) -> DomainResult<Vec<User>> {
     Ok(db_fetch_all!(
         db,
         User,
-        r#"SELECT id, name, email, email_verified, image, created_at, updated_at FROM "user" ORDER BY created_at DESC LIMIT 500"#,
+        concat!(
+            r#"SELECT "#,
+            user_columns!(),
+            r#" FROM "user" ORDER BY created_at DESC LIMIT 500"#
+        ),
         []
     )?)
 }
@@ -111,14 +122,18 @@ pub async fn find_user(db: &Db, id: &str) -> DomainResult<Option<User>> {
     Ok(db_fetch_optional!(
         db,
         User,
-        r#"SELECT id, name, email, email_verified, image, created_at, updated_at FROM "user" WHERE id = $1"#,
+        concat!(
+            r#"SELECT "#,
+            user_columns!(),
+            r#" FROM "user" WHERE id = $1"#
+        ),
         [id]
     )?)
 }
 
 fn user_exists() -> DomainError {
     DomainError::unprocessable(
-        "USER_ALREADY_EXISTS_USE_ANOTHER_EMAIL",
+        codes::USER_ALREADY_EXISTS_USE_ANOTHER_EMAIL,
         "User already exists. Use another email.",
     )
 }
@@ -367,13 +382,13 @@ mod tests {
     fn password_length_limits() {
         assert_eq!(
             ApiError::from(check_password_length("1234567").unwrap_err()).code,
-            "PASSWORD_TOO_SHORT"
+            codes::PASSWORD_TOO_SHORT
         );
         assert!(check_password_length("12345678").is_ok());
         assert!(check_password_length(&"x".repeat(128)).is_ok());
         assert_eq!(
             ApiError::from(check_password_length(&"x".repeat(129)).unwrap_err()).code,
-            "PASSWORD_TOO_LONG"
+            codes::PASSWORD_TOO_LONG
         );
     }
 }

@@ -2,7 +2,36 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use crate::pagination::Keyed;
 use crate::time::Timestamp;
+
+crate::text_enum! {
+    /// `queued` → `dispatched` → `acknowledged` | `rejected` | `expired`.
+    pub enum CommandStatus {
+        Queued = "queued",
+        Dispatched = "dispatched",
+        Acknowledged = "acknowledged",
+        Rejected = "rejected",
+        Expired = "expired",
+    }
+}
+
+impl CommandStatus {
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            CommandStatus::Acknowledged | CommandStatus::Rejected | CommandStatus::Expired
+        )
+    }
+}
+
+/// The `commands` columns a [`Command`] is read from, written once for every query.
+macro_rules! command_columns {
+    () => {
+        "id, user_id, source_device_id, target_device_id, type, payload, status, reason, created_at, updated_at, expires_at"
+    };
+}
+pub(crate) use command_columns;
 
 #[derive(Debug, Clone, sqlx::FromRow, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -19,7 +48,8 @@ pub struct Command {
     #[schema(value_type = Object)]
     pub payload: Value,
     /// `queued`, `dispatched`, `acknowledged`, `rejected` or `expired`.
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: CommandStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[schema(value_type = String, format = DateTime)]
@@ -35,9 +65,16 @@ pub struct Command {
 
 impl Command {
     pub fn is_final(&self) -> bool {
-        matches!(
-            self.status.as_str(),
-            "acknowledged" | "rejected" | "expired"
-        )
+        self.status.is_final()
+    }
+}
+
+impl Keyed for Command {
+    fn created_at(&self) -> Timestamp {
+        self.created_at
+    }
+
+    fn id(&self) -> &str {
+        &self.id
     }
 }

@@ -1,29 +1,20 @@
 use serde_json::Value;
 
-use crate::commands::model::Command;
+use crate::commands::model::{Command, CommandStatus, command_columns};
 use crate::db::Db;
-use crate::devices::model::Device;
+use crate::devices::model::{Device, DeviceStatus};
 use crate::devices::service::find_for_user;
 use crate::devices::service::require_client;
-use crate::error::{DomainError, DomainResult};
+use crate::error::{DomainError, DomainResult, codes};
 use crate::links;
 use crate::pagination::{Page, PageQuery};
 use crate::realtime::event;
 use crate::state::AppState;
 use crate::time;
-use crate::{db_execute, db_fetch_all, db_fetch_optional};
-
-pub const ACK_STATUSES: [&str; 2] = ["acknowledged", "rejected"];
-const STATUSES: [&str; 5] = [
-    "queued",
-    "dispatched",
-    "acknowledged",
-    "rejected",
-    "expired",
-];
+use crate::{db_execute, db_fetch_all, db_fetch_optional, keyset_page};
 
 fn command_not_found() -> DomainError {
-    DomainError::not_found("COMMAND_NOT_FOUND", "Command not found")
+    DomainError::not_found(codes::COMMAND_NOT_FOUND, "Command not found")
 }
 
 fn validate(command_type: &str, payload: &Value) -> DomainResult<()> {
@@ -52,19 +43,19 @@ pub async fn authorise(db: &Db, source: &Device, target_id: &str) -> DomainResul
     let target = find_for_user(db, &source.user_id, target_id).await?;
     if !target.is_camera() {
         return Err(DomainError::invalid(
-            "TARGET_NOT_CAMERA",
+            codes::TARGET_NOT_CAMERA,
             "The target must be a camera device",
         ));
     }
-    if target.status != "active" {
+    if target.status != DeviceStatus::Active {
         return Err(DomainError::conflict(
-            "DEVICE_DISABLED",
+            codes::DEVICE_DISABLED,
             "The target camera is disabled",
         ));
     }
     if !links::service::are_linked(db, &target.id, &source.id).await? {
         return Err(DomainError::forbidden(
-            "DEVICES_NOT_LINKED",
+            codes::DEVICES_NOT_LINKED,
             "This client is not linked to that camera",
         ));
     }
@@ -93,7 +84,11 @@ pub async fn create(
         target_device_id: target.id.clone(),
         command_type,
         payload,
-        status: if online { "dispatched" } else { "queued" }.to_string(),
+        status: if online {
+            CommandStatus::Dispatched
+        } else {
+            CommandStatus::Queued
+        },
         reason: None,
         created_at: now,
         updated_at: now,
@@ -139,7 +134,7 @@ pub async fn create(
 /// Sends a command to its camera. A queued command becomes `dispatched` (announced to the
 /// source); an already dispatched one is simply re-sent (at-least-once delivery).
 pub async fn dispatch(state: &AppState, command: &mut Command) -> DomainResult<()> {
-    if command.status == "queued" {
+    if command.status == CommandStatus::Queued {
         let now = time::now();
         let changed = db_execute!(
             &state.db,
@@ -147,7 +142,7 @@ pub async fn dispatch(state: &AppState, command: &mut Command) -> DomainResult<(
             [now, &command.id]
         )?;
         if changed == 1 {
-            command.status = "dispatched".to_string();
+            command.status = CommandStatus::Dispatched;
             command.updated_at = now;
             state
                 .realtime
@@ -162,7 +157,7 @@ pub async fn dispatch(state: &AppState, command: &mut Command) -> DomainResult<(
             return Ok(());
         }
     }
-    if command.status == "dispatched" {
+    if command.status == CommandStatus::Dispatched {
         state
             .realtime
             .emit_to_device(&command.target_device_id, event::COMMAND_RECEIVED, command)
@@ -189,9 +184,9 @@ pub async fn pending_for(db: &Db, camera_id: &str) -> DomainResult<Vec<Command>>
     Ok(db_fetch_all!(
         db,
         Command,
-        "SELECT id, user_id, source_device_id, target_device_id, type, payload, status, reason, created_at, updated_at, expires_at
+        concat!("SELECT ", command_columns!(), "
          FROM commands WHERE target_device_id = $1 AND status IN ('queued', 'dispatched') AND expires_at > $2
-         ORDER BY created_at, id",
+         ORDER BY created_at, id"),
         [camera_id, time::now()]
     )?)
 }
@@ -209,8 +204,12 @@ async fn find(db: &Db, id: &str) -> DomainResult<Option<Command>> {
     Ok(db_fetch_optional!(
         db,
         Command,
-        "SELECT id, user_id, source_device_id, target_device_id, type, payload, status, reason, created_at, updated_at, expires_at
-         FROM commands WHERE id = $1",
+        concat!(
+            "SELECT ",
+            command_columns!(),
+            "
+         FROM commands WHERE id = $1"
+        ),
         [id]
     )?)
 }
@@ -223,11 +222,14 @@ pub async fn acknowledge(
     status: &str,
     reason: Option<String>,
 ) -> DomainResult<Command> {
-    if !ACK_STATUSES.contains(&status) {
-        return Err(DomainError::validation(
-            "status must be \"acknowledged\" or \"rejected\"",
-        ));
-    }
+    let status = match CommandStatus::parse(status) {
+        Some(s @ (CommandStatus::Acknowledged | CommandStatus::Rejected)) => s,
+        _ => {
+            return Err(DomainError::validation(
+                "status must be \"acknowledged\" or \"rejected\"",
+            ));
+        }
+    };
     if let Some(r) = &reason
         && r.chars().count() > 500
     {
@@ -259,7 +261,7 @@ pub async fn acknowledge(
             .ok_or_else(command_not_found)?;
         return Err(final_error(&current));
     }
-    command.status = status.to_string();
+    command.status = status;
     command.reason = reason;
     command.updated_at = now;
     announce(state, &command).await;
@@ -267,11 +269,11 @@ pub async fn acknowledge(
 }
 
 fn final_error(command: &Command) -> DomainError {
-    if command.status == "expired" {
-        DomainError::conflict("COMMAND_EXPIRED", "The command has expired")
+    if command.status == CommandStatus::Expired {
+        DomainError::conflict(codes::COMMAND_EXPIRED, "The command has expired")
     } else {
         DomainError::conflict(
-            "COMMAND_ALREADY_FINAL",
+            codes::COMMAND_ALREADY_FINAL,
             format!("The command is already {}", command.status),
         )
     }
@@ -285,7 +287,7 @@ async fn expire(state: &AppState, command: &mut Command) -> DomainResult<()> {
         [now, &command.id]
     )?;
     if changed == 1 {
-        command.status = "expired".to_string();
+        command.status = CommandStatus::Expired;
         command.updated_at = now;
         announce(state, command).await;
     }
@@ -298,9 +300,12 @@ pub async fn expire_due(state: &AppState) -> DomainResult<usize> {
     let expired = db_fetch_all!(
         &state.db,
         Command,
-        "UPDATE commands SET status = 'expired', updated_at = $1
+        concat!(
+            "UPDATE commands SET status = 'expired', updated_at = $1
          WHERE status IN ('queued', 'dispatched') AND expires_at <= $2
-         RETURNING id, user_id, source_device_id, target_device_id, type, payload, status, reason, created_at, updated_at, expires_at",
+         RETURNING ",
+            command_columns!()
+        ),
         [now, now]
     )?;
     for command in &expired {
@@ -320,40 +325,43 @@ pub async fn list(
     filter: &ListFilter,
     page: &PageQuery,
 ) -> DomainResult<Page<Command>> {
-    if let Some(s) = &filter.status
-        && !STATUSES.contains(&s.as_str())
-    {
-        return Err(DomainError::validation(format!(
-            "status must be one of {}",
-            STATUSES.join(", ")
-        )));
-    }
-    let limit = page.limit()?;
-    let cursor = page.cursor()?;
+    let status = filter
+        .status
+        .as_deref()
+        .map(|s| {
+            CommandStatus::parse(s).ok_or_else(|| {
+                let all: Vec<&str> = CommandStatus::ALL.iter().map(|s| s.as_str()).collect();
+                DomainError::validation(format!("status must be one of {}", all.join(", ")))
+            })
+        })
+        .transpose()?;
+    let keyset = page.keyset()?;
     let rows = db_fetch_all!(
         db,
         Command,
-        "SELECT id, user_id, source_device_id, target_device_id, type, payload, status, reason, created_at, updated_at, expires_at
+        concat!(
+            "SELECT ",
+            command_columns!(),
+            "
          FROM commands
          WHERE user_id = $1
            AND ($2 IS NULL OR source_device_id = $3 OR target_device_id = $4)
            AND ($5 IS NULL OR status = $6)
-           AND (created_at < $7 OR (created_at = $8 AND id < $9))
-         ORDER BY created_at DESC, id DESC LIMIT $10",
+           AND ",
+            keyset_page!(7, 8, 9, 10)
+        ),
         [
             user_id,
             &filter.device_id,
             &filter.device_id,
             &filter.device_id,
-            &filter.status,
-            &filter.status,
-            cursor.at,
-            cursor.at,
-            &cursor.id,
-            limit + 1
+            status,
+            status,
+            keyset.at,
+            keyset.at,
+            &keyset.id,
+            keyset.fetch
         ]
     )?;
-    Ok(Page::from_rows(rows, limit, |c| {
-        (c.created_at, c.id.clone())
-    }))
+    Ok(keyset.page(rows))
 }

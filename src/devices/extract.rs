@@ -7,14 +7,14 @@ use axum::http::request::Parts;
 use crate::auth::extract::CurrentUser;
 use crate::devices::model::{DEVICE_TOKEN_PREFIX, Device};
 use crate::devices::service::device_by_token;
-use crate::error::ApiError;
+use crate::error::{ApiError, codes};
 use crate::http::extract::bearer;
 use crate::state::AppState;
 
 fn invalid_device_token() -> ApiError {
     ApiError::new(
         StatusCode::UNAUTHORIZED,
-        "INVALID_DEVICE_TOKEN",
+        codes::INVALID_DEVICE_TOKEN,
         "A valid device token is required (Authorization: Bearer wpd_…)",
     )
 }

@@ -10,9 +10,9 @@ use utoipa_axum::routes;
 
 use crate::auth::extract::CurrentUser;
 use crate::devices::extract::DeviceCaller;
-use crate::devices::model::Device;
+use crate::devices::model::{Device, DeviceStatus};
 use crate::devices::service::{self, DevicePatch, NewDevice, with_presence};
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody, codes};
 use crate::http::body::OkBody;
 use crate::http::extract::{Path, Query};
 use crate::http::json::Json;
@@ -161,7 +161,7 @@ pub async fn update_device(
     )
     .await?;
     let device = updated.device;
-    if device.status == "disabled" {
+    if device.status == DeviceStatus::Disabled {
         // A revoked token must not keep a live connection.
         state.realtime.disconnect_device(&device.id).await;
     }
@@ -207,7 +207,7 @@ pub async fn heartbeat(
 ) -> ApiResult<axum::Json<HeartbeatResponse>> {
     if device.id != device_id {
         return Err(ApiError::forbidden(
-            "WRONG_DEVICE",
+            codes::WRONG_DEVICE,
             "A device may only send its own heartbeat",
         ));
     }

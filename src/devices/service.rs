@@ -7,12 +7,12 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::db::Db;
-use crate::devices::model::{DEVICE_TOKEN_PREFIX, Device, Role};
-use crate::error::{DomainError, DomainResult};
+use crate::devices::model::{DEVICE_TOKEN_PREFIX, Device, DeviceStatus, Role, device_columns};
+use crate::error::{DomainError, DomainResult, codes};
 use crate::pagination::{Page, PageQuery};
 use crate::realtime::Realtime;
 use crate::time;
-use crate::{db_execute, db_fetch_all, db_fetch_optional};
+use crate::{db_execute, db_fetch_all, db_fetch_optional, keyset_page};
 
 /// A heartbeat within this window counts as online.
 pub const ONLINE_WINDOW: Duration = Duration::seconds(60);
@@ -39,14 +39,17 @@ pub async fn device_by_token(db: &Db, token: &str) -> DomainResult<Option<Device
     Ok(db_fetch_optional!(
         db,
         Device,
-        "SELECT id, user_id, name, role, platform, metadata, status, last_seen_at, last_heartbeat_at, created_at, updated_at
-         FROM devices WHERE token_hash = $1 AND status = 'active'",
+        concat!(
+            "SELECT ",
+            device_columns!(),
+            " FROM devices WHERE token_hash = $1 AND status = 'active'"
+        ),
         [hash_device_token(token)]
     )?)
 }
 
 pub fn device_not_found() -> DomainError {
-    DomainError::not_found("DEVICE_NOT_FOUND", "Device not found")
+    DomainError::not_found(codes::DEVICE_NOT_FOUND, "Device not found")
 }
 
 fn validate_name(name: &str) -> DomainResult<String> {
@@ -110,10 +113,10 @@ pub async fn register(db: &Db, user_id: &str, new: NewDevice) -> DomainResult<(D
         id: uuid::Uuid::new_v4().to_string(),
         user_id: user_id.to_string(),
         name,
-        role: role.as_str().to_string(),
+        role,
         platform: new.platform,
         metadata,
-        status: "active".to_string(),
+        status: DeviceStatus::Active,
         online: false,
         last_seen_at: None,
         last_heartbeat_at: None,
@@ -145,27 +148,30 @@ pub async fn find_for_user(db: &Db, user_id: &str, device_id: &str) -> DomainRes
     db_fetch_optional!(
         db,
         Device,
-        "SELECT id, user_id, name, role, platform, metadata, status, last_seen_at, last_heartbeat_at, created_at, updated_at
-         FROM devices WHERE id = $1 AND user_id = $2",
+        concat!(
+            "SELECT ",
+            device_columns!(),
+            " FROM devices WHERE id = $1 AND user_id = $2"
+        ),
         [device_id, user_id]
     )?
     .ok_or_else(device_not_found)
 }
 
 pub async fn list(db: &Db, user_id: &str, page: &PageQuery) -> DomainResult<Page<Device>> {
-    let limit = page.limit()?;
-    let cursor = page.cursor()?;
+    let keyset = page.keyset()?;
     let rows = db_fetch_all!(
         db,
         Device,
-        "SELECT id, user_id, name, role, platform, metadata, status, last_seen_at, last_heartbeat_at, created_at, updated_at
-         FROM devices WHERE user_id = $1 AND (created_at < $2 OR (created_at = $3 AND id < $4))
-         ORDER BY created_at DESC, id DESC LIMIT $5",
-        [user_id, cursor.at, cursor.at, &cursor.id, limit + 1]
+        concat!(
+            "SELECT ",
+            device_columns!(),
+            " FROM devices WHERE user_id = $1 AND ",
+            keyset_page!(2, 3, 4, 5)
+        ),
+        [user_id, keyset.at, keyset.at, &keyset.id, keyset.fetch]
     )?;
-    Ok(Page::from_rows(rows, limit, |d| {
-        (d.created_at, d.id.clone())
-    }))
+    Ok(keyset.page(rows))
 }
 
 /// Every user's devices, newest first (admin dashboard).
@@ -173,8 +179,11 @@ pub async fn list_all(db: &Db) -> DomainResult<Vec<Device>> {
     Ok(db_fetch_all!(
         db,
         Device,
-        "SELECT id, user_id, name, role, platform, metadata, status, last_seen_at, last_heartbeat_at, created_at, updated_at
-         FROM devices ORDER BY created_at DESC LIMIT 1000",
+        concat!(
+            "SELECT ",
+            device_columns!(),
+            " FROM devices ORDER BY created_at DESC LIMIT 1000"
+        ),
         []
     )?)
 }
@@ -207,28 +216,28 @@ pub async fn update(
     if let Some(metadata) = &patch.metadata {
         validate_metadata(metadata)?;
     }
-    if let Some(status) = &patch.status
-        && status != "active"
-        && status != "disabled"
-    {
-        return Err(DomainError::validation(
-            "status must be \"active\" or \"disabled\"",
-        ));
-    }
+    let status = patch
+        .status
+        .as_deref()
+        .map(|s| {
+            DeviceStatus::parse(s)
+                .ok_or_else(|| DomainError::validation("status must be \"active\" or \"disabled\""))
+        })
+        .transpose()?;
     let now = time::now();
     if let Some(role) = role
-        && role.as_str() != current.role
+        && role != current.role
     {
         // Checked and applied in one statement: a link created concurrently cannot slip in.
         let changed = db_execute!(
             db,
             "UPDATE devices SET role = $1, updated_at = $2 WHERE id = $3
                AND NOT EXISTS (SELECT 1 FROM device_links WHERE camera_device_id = $4 OR client_device_id = $5)",
-            [role.as_str(), now, &current.id, &current.id, &current.id]
+            [role, now, &current.id, &current.id, &current.id]
         )?;
         if changed == 0 {
             return Err(DomainError::conflict(
-                "DEVICE_HAS_LINKS",
+                codes::DEVICE_HAS_LINKS,
                 "Remove this device's links before changing its role",
             ));
         }
@@ -248,8 +257,8 @@ pub async fn update(
         )?;
     }
     let mut new_token = None;
-    match patch.status.as_deref() {
-        Some("disabled") => {
+    match status {
+        Some(DeviceStatus::Disabled) => {
             // Revoke: the stored hash no longer matches any token ever issued.
             db_execute!(
                 db,
@@ -261,7 +270,7 @@ pub async fn update(
                 ]
             )?;
         }
-        Some("active") if current.status == "disabled" => {
+        Some(DeviceStatus::Active) if current.status == DeviceStatus::Disabled => {
             let token = generate_device_token();
             let changed = db_execute!(
                 db,
@@ -323,7 +332,7 @@ pub fn require_camera(device: &Device) -> DomainResult<()> {
         Ok(())
     } else {
         Err(DomainError::forbidden(
-            "CAMERA_ONLY",
+            codes::CAMERA_ONLY,
             "Only a camera device can do this",
         ))
     }
@@ -335,7 +344,7 @@ pub fn require_client(device: &Device) -> DomainResult<()> {
         Ok(())
     } else {
         Err(DomainError::forbidden(
-            "CLIENT_ONLY",
+            codes::CLIENT_ONLY,
             "Only a client device can do this",
         ))
     }

@@ -2,17 +2,17 @@ use serde_json::Value;
 
 use crate::db::Db;
 use crate::devices::model::Device;
-use crate::error::{DomainError, DomainResult};
-use crate::events::model::MotionEvent;
+use crate::error::{DomainError, DomainResult, codes};
+use crate::events::model::{MotionEvent, motion_event_columns};
 use crate::links;
 use crate::pagination::{Page, PageQuery};
 use crate::realtime::event::{MOTION_DETECTED, MOTION_ENDED};
 use crate::state::AppState;
 use crate::time::{self, Timestamp};
-use crate::{db_execute, db_fetch_all, db_fetch_optional};
+use crate::{db_execute, db_fetch_all, db_fetch_optional, keyset_page};
 
 fn event_not_found() -> DomainError {
-    DomainError::not_found("EVENT_NOT_FOUND", "Event not found")
+    DomainError::not_found(codes::EVENT_NOT_FOUND, "Event not found")
 }
 
 /// Linked clients (and the owner's sessions) hear about the camera's event.
@@ -91,14 +91,18 @@ pub async fn end(state: &AppState, camera: &Device, event_id: &str) -> DomainRes
     let mut event = db_fetch_optional!(
         &state.db,
         MotionEvent,
-        "SELECT id, user_id, camera_device_id, started_at, ended_at, score, metadata, created_at, updated_at
-         FROM motion_events WHERE id = $1 AND camera_device_id = $2",
+        concat!(
+            "SELECT ",
+            motion_event_columns!(),
+            "
+         FROM motion_events WHERE id = $1 AND camera_device_id = $2"
+        ),
         [event_id, &camera.id]
     )?
     .ok_or_else(event_not_found)?;
     if event.ended_at.is_some() {
         return Err(DomainError::conflict(
-            "EVENT_ALREADY_ENDED",
+            codes::EVENT_ALREADY_ENDED,
             "This motion event has already ended",
         ));
     }
@@ -110,7 +114,7 @@ pub async fn end(state: &AppState, camera: &Device, event_id: &str) -> DomainRes
     )?;
     if changed == 0 {
         return Err(DomainError::conflict(
-            "EVENT_ALREADY_ENDED",
+            codes::EVENT_ALREADY_ENDED,
             "This motion event has already ended",
         ));
     }
@@ -128,8 +132,12 @@ pub async fn close_stale(state: &AppState) -> DomainResult<usize> {
     let stale = db_fetch_all!(
         &state.db,
         MotionEvent,
-        "SELECT id, user_id, camera_device_id, started_at, ended_at, score, metadata, created_at, updated_at
-         FROM motion_events WHERE ended_at IS NULL AND started_at <= $1",
+        concat!(
+            "SELECT ",
+            motion_event_columns!(),
+            "
+         FROM motion_events WHERE ended_at IS NULL AND started_at <= $1"
+        ),
         [now - max]
     )?;
     let mut closed = 0;
@@ -169,19 +177,22 @@ pub async fn list(
             ));
         }
     }
-    let limit = page.limit()?;
-    let cursor = page.cursor()?;
+    let keyset = page.keyset()?;
     let rows = db_fetch_all!(
         db,
         MotionEvent,
-        "SELECT id, user_id, camera_device_id, started_at, ended_at, score, metadata, created_at, updated_at
+        concat!(
+            "SELECT ",
+            motion_event_columns!(),
+            "
          FROM motion_events
          WHERE user_id = $1
            AND ($2 IS NULL OR camera_device_id = $3)
            AND ($4 IS NULL OR started_at >= $5)
            AND ($6 IS NULL OR started_at < $7)
-           AND (created_at < $8 OR (created_at = $9 AND id < $10))
-         ORDER BY created_at DESC, id DESC LIMIT $11",
+           AND ",
+            keyset_page!(8, 9, 10, 11)
+        ),
         [
             user_id,
             &filter.camera_device_id,
@@ -190,13 +201,11 @@ pub async fn list(
             filter.from,
             filter.to,
             filter.to,
-            cursor.at,
-            cursor.at,
-            &cursor.id,
-            limit + 1
+            keyset.at,
+            keyset.at,
+            &keyset.id,
+            keyset.fetch
         ]
     )?;
-    Ok(Page::from_rows(rows, limit, |e| {
-        (e.created_at, e.id.clone())
-    }))
+    Ok(keyset.page(rows))
 }

@@ -1,6 +1,7 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::pagination::Keyed;
 use crate::time::Timestamp;
 
 #[derive(Debug, Clone, sqlx::FromRow, Serialize, ToSchema)]
@@ -12,4 +13,14 @@ pub struct Link {
     #[schema(value_type = String, format = DateTime)]
     #[serde(with = "crate::time::iso_millis")]
     pub created_at: Timestamp,
+}
+
+impl Keyed for Link {
+    fn created_at(&self) -> Timestamp {
+        self.created_at
+    }
+
+    fn id(&self) -> &str {
+        &self.id
+    }
 }

@@ -1,10 +1,10 @@
 use crate::db::Db;
 use crate::devices::service::{IdRow, find_for_user};
-use crate::error::{DomainError, DomainResult, is_unique_violation};
+use crate::error::{DomainError, DomainResult, codes, is_unique_violation};
 use crate::links::model::Link;
 use crate::pagination::{Page, PageQuery};
 use crate::time;
-use crate::{db_execute, db_fetch_all, db_fetch_optional};
+use crate::{db_execute, db_fetch_all, db_fetch_optional, keyset_page};
 
 pub async fn create(
     db: &Db,
@@ -44,7 +44,7 @@ pub async fn create(
     match inserted {
         Ok(_) => Ok(link),
         Err(e) if is_unique_violation(&e) => Err(DomainError::conflict(
-            "LINK_EXISTS",
+            codes::LINK_EXISTS,
             "These devices are already linked",
         )),
         Err(e) => Err(e.into()),
@@ -52,19 +52,18 @@ pub async fn create(
 }
 
 pub async fn list(db: &Db, user_id: &str, page: &PageQuery) -> DomainResult<Page<Link>> {
-    let limit = page.limit()?;
-    let cursor = page.cursor()?;
+    let keyset = page.keyset()?;
     let rows = db_fetch_all!(
         db,
         Link,
-        "SELECT id, camera_device_id, client_device_id, created_at FROM device_links
-         WHERE user_id = $1 AND (created_at < $2 OR (created_at = $3 AND id < $4))
-         ORDER BY created_at DESC, id DESC LIMIT $5",
-        [user_id, cursor.at, cursor.at, &cursor.id, limit + 1]
+        concat!(
+            "SELECT id, camera_device_id, client_device_id, created_at FROM device_links
+             WHERE user_id = $1 AND",
+            keyset_page!(2, 3, 4, 5)
+        ),
+        [user_id, keyset.at, keyset.at, &keyset.id, keyset.fetch]
     )?;
-    Ok(Page::from_rows(rows, limit, |l| {
-        (l.created_at, l.id.clone())
-    }))
+    Ok(keyset.page(rows))
 }
 
 pub async fn delete(db: &Db, user_id: &str, link_id: &str) -> DomainResult<()> {
@@ -74,7 +73,7 @@ pub async fn delete(db: &Db, user_id: &str, link_id: &str) -> DomainResult<()> {
         [link_id, user_id]
     )?;
     if removed == 0 {
-        return Err(DomainError::not_found("NOT_FOUND", "Link not found"));
+        return Err(DomainError::not_found(codes::NOT_FOUND, "Link not found"));
     }
     Ok(())
 }

@@ -14,8 +14,8 @@ use crate::auth::extract::session_token;
 use crate::auth::service::find_session;
 use crate::commands;
 use crate::devices::model::{DEVICE_TOKEN_PREFIX, Device};
-use crate::devices::service::{device_by_token, touch};
-use crate::error::ApiError;
+use crate::devices::service::{device_by_token, require_camera, touch};
+use crate::error::{ApiError, codes};
 use crate::http::extract::bearer;
 use crate::realtime::{SocketSession, device_room, event, user_room};
 use crate::state::AppState;
@@ -244,11 +244,8 @@ struct AckEvent {
 }
 
 async fn handle_ack(state: &AppState, device: &Device, body: AckEvent) -> Value {
-    if !device.is_camera() {
-        return error_reply(&ApiError::forbidden(
-            "CAMERA_ONLY",
-            "Only a camera device can do this",
-        ));
+    if let Err(e) = require_camera(device) {
+        return error_reply(&e.into());
     }
     match commands::service::acknowledge(state, device, &body.command_id, &body.status, body.reason)
         .await
@@ -273,7 +270,7 @@ async fn relay_signal(
 ) -> Result<(), ApiError> {
     if state.media.mode() != watchpost_media::MediaMode::Legacy {
         return Err(ApiError::conflict(
-            "NOT_LEGACY_MODE",
+            codes::NOT_LEGACY_MODE,
             "Signalling relay is only available with MEDIA_MODE=legacy",
         ));
     }

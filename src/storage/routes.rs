@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use utoipa::IntoParams;
 
 use super::{LocalStore, ObjectStore, StorageError};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, codes};
 use crate::http::extract::{Path, Query};
 use crate::state::AppState;
 
@@ -53,7 +53,7 @@ fn verify(
     store
         .verify(method, bucket, key, q.expires, &q.signature)
         .map_err(|reason| {
-            ApiError::forbidden("INVALID_SIGNATURE", format!("Access denied: {reason}"))
+            ApiError::forbidden(codes::INVALID_SIGNATURE, format!("Access denied: {reason}"))
         })
 }
 
@@ -201,14 +201,17 @@ async fn write_body(path: &std::path::Path, body: Body) -> ApiResult<u64> {
     let mut written: u64 = 0;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
-            ApiError::bad_request("UPLOAD_INTERRUPTED", format!("Upload interrupted: {e}"))
+            ApiError::bad_request(
+                codes::UPLOAD_INTERRUPTED,
+                format!("Upload interrupted: {e}"),
+            )
         })?;
         if let Ok(chunk) = frame.into_data() {
             written += chunk.len() as u64;
             if written > MAX_OBJECT_BYTES {
                 return Err(ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    "PAYLOAD_TOO_LARGE",
+                    codes::PAYLOAD_TOO_LARGE,
                     "Object exceeds the 5 GiB limit",
                 ));
             }

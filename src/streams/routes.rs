@@ -8,7 +8,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::devices::extract::{Caller, DeviceCaller};
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody, codes};
 use crate::http::extract::{Path, Query};
 use crate::http::json::Json;
 use crate::pagination::{Page, PageQuery};
@@ -142,7 +142,7 @@ pub async fn playback_token(
         Caller::Device(device) => {
             if !service::may_view(&state.db, device, &session).await? {
                 return Err(ApiError::forbidden(
-                    "NOT_A_PARTICIPANT",
+                    codes::NOT_A_PARTICIPANT,
                     "This device may not watch this stream",
                 ));
             }

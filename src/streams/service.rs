@@ -4,29 +4,35 @@ use crate::commands;
 use crate::db::Db;
 use crate::devices::model::Device;
 use crate::devices::service::{require_camera, require_client};
-use crate::error::{DomainError, DomainResult};
+use crate::error::{DomainError, DomainResult, codes};
 use crate::links;
 use crate::pagination::{Page, PageQuery};
 use crate::realtime::event;
 use crate::state::AppState;
 use crate::streams::media_token::{self, Claims, MediaRole};
-use crate::streams::model::{IceServer, MediaCredentials, StreamSession};
+use crate::streams::model::{
+    IceServer, MediaCredentials, StreamSession, StreamStatus, stream_session_columns,
+};
 use crate::time::{self, Timestamp};
-use crate::{db_execute, db_fetch_all, db_fetch_optional};
+use crate::{db_execute, db_fetch_all, db_fetch_optional, keyset_page};
 
 pub const MEDIA_TOKEN_TTL_SECS: i64 = 600;
 pub const PLAYBACK_TOKEN_TTL_SECS: i64 = 300;
 
 fn session_not_found() -> DomainError {
-    DomainError::not_found("STREAM_NOT_FOUND", "Stream session not found")
+    DomainError::not_found(codes::STREAM_NOT_FOUND, "Stream session not found")
 }
 
 pub async fn find(db: &Db, id: &str) -> DomainResult<Option<StreamSession>> {
     Ok(db_fetch_optional!(
         db,
         StreamSession,
-        "SELECT id, user_id, camera_device_id, requester_device_id, status, end_reason, created_at, updated_at, started_at, ended_at
-         FROM stream_sessions WHERE id = $1",
+        concat!(
+            "SELECT ",
+            stream_session_columns!(),
+            "
+         FROM stream_sessions WHERE id = $1"
+        ),
         [id]
     )?)
 }
@@ -73,7 +79,7 @@ pub async fn request(
         user_id: client.user_id.clone(),
         camera_device_id: camera.id.clone(),
         requester_device_id: client.id.clone(),
-        status: "requested".to_string(),
+        status: StreamStatus::Requested,
         end_reason: None,
         created_at: now,
         updated_at: now,
@@ -122,15 +128,18 @@ pub async fn accept(state: &AppState, camera: &Device, id: &str) -> DomainResult
     )?;
     if changed == 0 {
         let current = find(&state.db, id).await?.ok_or_else(session_not_found)?;
-        return Err(match current.status.as_str() {
-            "streaming" => {
-                DomainError::conflict("STREAM_ALREADY_STARTED", "The stream is already streaming")
+        return Err(match current.status {
+            StreamStatus::Streaming => DomainError::conflict(
+                codes::STREAM_ALREADY_STARTED,
+                "The stream is already streaming",
+            ),
+            StreamStatus::Expired => {
+                DomainError::conflict(codes::STREAM_EXPIRED, "The stream request has expired")
             }
-            "expired" => DomainError::conflict("STREAM_EXPIRED", "The stream request has expired"),
-            _ => DomainError::conflict("STREAM_NOT_ACTIVE", "The stream session has ended"),
+            _ => DomainError::conflict(codes::STREAM_NOT_ACTIVE, "The stream session has ended"),
         });
     }
-    session.status = "streaming".to_string();
+    session.status = StreamStatus::Streaming;
     session.started_at = Some(now);
     session.updated_at = now;
     announce(state, &session, event::STREAM_STARTED).await?;
@@ -153,14 +162,14 @@ pub async fn end_session(
     )?;
     if changed == 0 {
         return Err(DomainError::conflict(
-            "STREAM_ALREADY_ENDED",
+            codes::STREAM_ALREADY_ENDED,
             "The stream session has already ended",
         ));
     }
     if let Some(sfu) = state.media.sfu() {
         sfu.close_room(&session.id).await;
     }
-    session.status = "ended".to_string();
+    session.status = StreamStatus::Ended;
     session.end_reason = Some(reason.to_string());
     session.ended_at = Some(now);
     session.updated_at = now;
@@ -192,9 +201,9 @@ pub async fn expire_due(state: &AppState) -> DomainResult<usize> {
     let expired = db_fetch_all!(
         &state.db,
         StreamSession,
-        "UPDATE stream_sessions SET status = 'expired', end_reason = 'not_accepted', ended_at = $1, updated_at = $2
+        concat!("UPDATE stream_sessions SET status = 'expired', end_reason = 'not_accepted', ended_at = $1, updated_at = $2
          WHERE status = 'requested' AND created_at <= $3
-         RETURNING id, user_id, camera_device_id, requester_device_id, status, end_reason, created_at, updated_at, started_at, ended_at",
+         RETURNING ", stream_session_columns!()),
         [now, now, cutoff]
     )?;
     for session in &expired {
@@ -208,21 +217,29 @@ pub async fn list_for_device(
     device: &Device,
     page: &PageQuery,
 ) -> DomainResult<Page<StreamSession>> {
-    let limit = page.limit()?;
-    let cursor = page.cursor()?;
+    let keyset = page.keyset()?;
     let rows = db_fetch_all!(
         db,
         StreamSession,
-        "SELECT id, user_id, camera_device_id, requester_device_id, status, end_reason, created_at, updated_at, started_at, ended_at
+        concat!(
+            "SELECT ",
+            stream_session_columns!(),
+            "
          FROM stream_sessions
          WHERE (camera_device_id = $1 OR requester_device_id = $2)
-           AND (created_at < $3 OR (created_at = $4 AND id < $5))
-         ORDER BY created_at DESC, id DESC LIMIT $6",
-        [&device.id, &device.id, cursor.at, cursor.at, &cursor.id, limit + 1]
+           AND ",
+            keyset_page!(3, 4, 5, 6)
+        ),
+        [
+            &device.id,
+            &device.id,
+            keyset.at,
+            keyset.at,
+            &keyset.id,
+            keyset.fetch
+        ]
     )?;
-    Ok(Page::from_rows(rows, limit, |s| {
-        (s.created_at, s.id.clone())
-    }))
+    Ok(keyset.page(rows))
 }
 
 /// Live sessions of every user (admin dashboard).
@@ -230,8 +247,8 @@ pub async fn list_live(db: &Db) -> DomainResult<Vec<StreamSession>> {
     Ok(db_fetch_all!(
         db,
         StreamSession,
-        "SELECT id, user_id, camera_device_id, requester_device_id, status, end_reason, created_at, updated_at, started_at, ended_at
-         FROM stream_sessions WHERE status IN ('requested', 'streaming') ORDER BY created_at DESC LIMIT 500",
+        concat!("SELECT ", stream_session_columns!(), "
+         FROM stream_sessions WHERE status IN ('requested', 'streaming') ORDER BY created_at DESC LIMIT 500"),
         []
     )?)
 }
@@ -314,7 +331,7 @@ fn require_active(session: &StreamSession) -> DomainResult<()> {
         Ok(())
     } else {
         Err(DomainError::conflict(
-            "STREAM_NOT_ACTIVE",
+            codes::STREAM_NOT_ACTIVE,
             "The stream session is not active",
         ))
     }
@@ -336,7 +353,7 @@ pub async fn credentials(
     };
     if !allowed {
         return Err(DomainError::forbidden(
-            "NOT_A_PARTICIPANT",
+            codes::NOT_A_PARTICIPANT,
             "This device may not join this stream in that role",
         ));
     }

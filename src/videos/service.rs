@@ -3,12 +3,12 @@
 use std::time::Duration;
 
 use crate::db::Db;
-use crate::error::{DomainError, DomainResult};
+use crate::error::{DomainError, DomainResult, codes};
 use crate::pagination::{Page, PageQuery};
 use crate::storage::{ObjectStore, Presigned};
 use crate::time;
-use crate::videos::model::Video;
-use crate::{db_execute, db_fetch_all, db_fetch_optional};
+use crate::videos::model::{Video, VideoStatus, video_columns};
+use crate::{db_execute, db_fetch_all, db_fetch_optional, keyset_page};
 
 const MAX_FILE_NAME: usize = 128;
 
@@ -107,7 +107,7 @@ pub async fn create_upload(
         file_name,
         content_type: req.content_type,
         size: None,
-        status: "pending".to_string(),
+        status: VideoStatus::Pending,
         created_at: now,
         updated_at: now,
         uploaded_at: None,
@@ -161,8 +161,12 @@ pub async fn find_by_key(db: &Db, user_id: &str, key: &str) -> DomainResult<Opti
     Ok(db_fetch_optional!(
         db,
         Video,
-        "SELECT id, device_id, object_key, bucket, file_name, content_type, size, status, created_at, updated_at, uploaded_at
-         FROM videos WHERE user_id = $1 AND object_key = $2",
+        concat!(
+            "SELECT ",
+            video_columns!(),
+            "
+         FROM videos WHERE user_id = $1 AND object_key = $2"
+        ),
         [user_id, key]
     )?)
 }
@@ -171,26 +175,31 @@ pub async fn find_by_id(db: &Db, user_id: &str, id: &str) -> DomainResult<Option
     Ok(db_fetch_optional!(
         db,
         Video,
-        "SELECT id, device_id, object_key, bucket, file_name, content_type, size, status, created_at, updated_at, uploaded_at
-         FROM videos WHERE user_id = $1 AND id = $2",
+        concat!(
+            "SELECT ",
+            video_columns!(),
+            "
+         FROM videos WHERE user_id = $1 AND id = $2"
+        ),
         [user_id, id]
     )?)
 }
 
 pub async fn list(db: &Db, user_id: &str, page: &PageQuery) -> DomainResult<Page<Video>> {
-    let limit = page.limit()?;
-    let cursor = page.cursor()?;
+    let keyset = page.keyset()?;
     let rows = db_fetch_all!(
         db,
         Video,
-        "SELECT id, device_id, object_key, bucket, file_name, content_type, size, status, created_at, updated_at, uploaded_at
-         FROM videos WHERE user_id = $1 AND (created_at < $2 OR (created_at = $3 AND id < $4))
-         ORDER BY created_at DESC, id DESC LIMIT $5",
-        [user_id, cursor.at, cursor.at, &cursor.id, limit + 1]
+        concat!(
+            "SELECT ",
+            video_columns!(),
+            "
+         FROM videos WHERE user_id = $1 AND ",
+            keyset_page!(2, 3, 4, 5)
+        ),
+        [user_id, keyset.at, keyset.at, &keyset.id, keyset.fetch]
     )?;
-    Ok(Page::from_rows(rows, limit, |v| {
-        (v.created_at, v.id.clone())
-    }))
+    Ok(keyset.page(rows))
 }
 
 /// Confirms an upload by looking at the stored object; records its size.
@@ -202,10 +211,10 @@ pub async fn complete(
 ) -> DomainResult<Video> {
     let mut video = find_by_id(db, user_id, id)
         .await?
-        .ok_or_else(|| DomainError::not_found("NOT_FOUND", "Video not found"))?;
+        .ok_or_else(|| DomainError::not_found(codes::NOT_FOUND, "Video not found"))?;
     let Some(info) = store.head(&video.object_key).await? else {
         return Err(DomainError::conflict(
-            "UPLOAD_NOT_FOUND",
+            codes::UPLOAD_NOT_FOUND,
             "The object has not been uploaded yet",
         ));
     };
@@ -216,7 +225,7 @@ pub async fn complete(
         "UPDATE videos SET status = 'uploaded', size = $1, uploaded_at = $2, updated_at = $3 WHERE id = $4",
         [size, now, now, &video.id]
     )?;
-    video.status = "uploaded".to_string();
+    video.status = VideoStatus::Uploaded;
     video.size = Some(size);
     video.uploaded_at = Some(now);
     video.updated_at = now;
@@ -233,7 +242,7 @@ pub async fn delete(db: &Db, store: &ObjectStore, user_id: &str, key: &str) -> D
             Ok(true)
         }
         None if key.starts_with(&user_namespace(user_id)) => Ok(false),
-        None => Err(DomainError::not_found("NOT_FOUND", "Video not found")),
+        None => Err(DomainError::not_found(codes::NOT_FOUND, "Video not found")),
     }
 }
 

@@ -2,6 +2,8 @@
 //! `{"message": "...", "code": "UPPER_SNAKE"}` with the matching status, which is the shape
 //! Better Auth clients already parse.
 
+pub mod codes;
+
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -44,11 +46,15 @@ impl ApiError {
     }
 
     pub fn validation(message: impl Into<String>) -> Self {
-        Self::bad_request("VALIDATION_ERROR", message)
+        Self::bad_request(codes::VALIDATION_ERROR, message)
     }
 
     pub fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "Unauthorized")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            codes::UNAUTHORIZED,
+            "Unauthorized",
+        )
     }
 
     pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
@@ -56,7 +62,7 @@ impl ApiError {
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", message)
+        Self::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, message)
     }
 
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
@@ -68,7 +74,7 @@ impl ApiError {
         tracing::error!(error = %cause, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL_SERVER_ERROR",
+            codes::INTERNAL_SERVER_ERROR,
             "Internal server error",
         )
     }
@@ -76,7 +82,7 @@ impl ApiError {
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "SERVICE_UNAVAILABLE",
+            codes::SERVICE_UNAVAILABLE,
             message,
         )
     }
@@ -129,7 +135,7 @@ pub type DomainResult<T> = Result<T, DomainError>;
 
 impl DomainError {
     pub fn validation(message: impl Into<String>) -> Self {
-        Self::invalid("VALIDATION_ERROR", message)
+        Self::invalid(codes::VALIDATION_ERROR, message)
     }
 
     pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
@@ -197,14 +203,14 @@ impl From<DomainError> for ApiError {
             DomainError::Database(e) => ApiError::internal(e),
             DomainError::Storage(StorageError::NotFound) => ApiError::not_found("Object not found"),
             DomainError::Storage(StorageError::InvalidKey) => {
-                ApiError::bad_request("INVALID_OBJECT_KEY", "Invalid object key")
+                ApiError::bad_request(codes::INVALID_OBJECT_KEY, "Invalid object key")
             }
             DomainError::Storage(StorageError::Io(e)) => ApiError::internal(e),
             DomainError::Storage(StorageError::Service(e)) => {
                 tracing::warn!(error = %e, "object storage request failed");
                 ApiError::new(
                     StatusCode::BAD_GATEWAY,
-                    "STORAGE_UNAVAILABLE",
+                    codes::STORAGE_UNAVAILABLE,
                     "Object storage is unavailable; try again",
                 )
             }
