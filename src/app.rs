@@ -1,4 +1,4 @@
-//! Application state, router assembly and the server lifecycle.
+//! Router assembly and the server lifecycle.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,6 +10,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware;
+use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -20,66 +21,23 @@ use utoipa_swagger_ui::SwaggerUi;
 use watchpost_media::MediaEngine;
 use watchpost_media::sfu::SfuConfig;
 
-use crate::auth::cookies::CookieSettings;
-use crate::auth::rate_limit::RateLimiter;
-use crate::auth::{self, AuthSettings};
 use crate::config::{Config, DatabaseTarget};
 use crate::db::Db;
-use crate::error::{ApiError, not_found_fallback};
-use crate::health::{self, ComponentHealth};
+use crate::error::{ApiError, codes, not_found_fallback};
+use crate::http::cookies::CookieSettings;
+use crate::http::rate_limit::RateLimiter;
 use crate::http::{csrf, metrics::Metrics};
 use crate::openapi::ApiDoc;
 use crate::realtime::Realtime;
+use crate::state::{AppState, AuthSettings, origin_of};
 use crate::storage::{LocalStore, ObjectStore, S3Store};
-use socketioxide::SocketIo;
+use crate::{
+    admin, auth, commands, devices, events, health, jobs, links, media_api, pages, realtime,
+    storage, streams, videos,
+};
 
 /// Largest JSON body any API route accepts. Uploads never pass through here.
 pub const JSON_BODY_LIMIT: usize = 1024 * 1024;
-
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub db: Db,
-    pub auth: Arc<AuthSettings>,
-    pub metrics: Arc<Metrics>,
-    pub media: MediaEngine,
-    pub storage: ObjectStore,
-    pub realtime: Realtime,
-}
-
-impl AppState {
-    pub async fn storage_health(&self) -> ComponentHealth {
-        let backend = self.storage.backend().to_string();
-        match tokio::time::timeout(Duration::from_secs(5), self.storage.check()).await {
-            Ok(Ok(())) => ComponentHealth {
-                ok: true,
-                backend,
-                error: None,
-            },
-            Ok(Err(e)) => ComponentHealth {
-                ok: false,
-                backend,
-                error: Some(e.to_string()),
-            },
-            Err(_) => ComponentHealth {
-                ok: false,
-                backend,
-                error: Some("timed out".to_string()),
-            },
-        }
-    }
-
-    pub fn presign_ttl(&self) -> Duration {
-        Duration::from_secs(self.config.presign_ttl_secs)
-    }
-
-    /// Checks that `device_id` names one of the user's devices (404 otherwise).
-    pub async fn check_device_owner(&self, user_id: &str, device_id: &str) -> Result<(), ApiError> {
-        crate::devices::service::find_for_user(&self.db, user_id, device_id)
-            .await
-            .map(|_| ())
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -189,7 +147,7 @@ impl Server {
 
         let (base_url, mut trusted) = match &config.base_url {
             Some(url) => {
-                let origin = auth::origin_of(url).unwrap_or_else(|| url.clone());
+                let origin = origin_of(url).unwrap_or_else(|| url.clone());
                 (url.clone(), vec![origin])
             }
             None => {
@@ -252,8 +210,8 @@ impl Server {
             storage,
             realtime,
         };
-        crate::realtime::socket::register(&io, state.clone());
-        crate::media_api::spawn_event_listener(state.clone());
+        realtime::socket::register(&io, state.clone());
+        jobs::spawn_media_event_listener(state.clone());
         let router = router(state.clone()).layer(socket_layer);
         Ok(Server {
             listener,
@@ -282,8 +240,8 @@ impl Server {
             router,
             state,
         } = self;
-        let janitor = tokio::spawn(janitor(state.clone()));
-        let sweeper = tokio::spawn(sweeper(state.clone()));
+        let janitor = jobs::spawn_janitor(state.clone());
+        let sweeper = jobs::spawn_sweeper(state.clone());
         tracing::info!(
             addr = %listener.local_addr()?,
             base_url = %state.auth.base_url,
@@ -352,51 +310,19 @@ async fn open_storage(config: &Config, auth: &AuthSettings) -> Result<ObjectStor
     }
 }
 
-/// Time-driven state changes: command and stream-request expiry, stale motion events.
-/// Once a second keeps expiry within about a second of its deadline.
-async fn sweeper(state: AppState) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if let Err(e) = crate::commands::service::expire_due(&state).await {
-            tracing::warn!(error = ?e, "command expiry failed");
-        }
-        if let Err(e) = crate::streams::service::expire_due(&state).await {
-            tracing::warn!(error = ?e, "stream request expiry failed");
-        }
-        if let Err(e) = crate::events::service::close_stale(&state).await {
-            tracing::warn!(error = ?e, "closing stale motion events failed");
-        }
-    }
-}
-
-/// Periodic housekeeping that must not depend on traffic.
-async fn janitor(state: AppState) {
-    let mut tick = tokio::time::interval(Duration::from_secs(3600));
-    loop {
-        tick.tick().await;
-        match auth::service::purge_expired_sessions(&state.db).await {
-            Ok(n) if n > 0 => tracing::info!(removed = n, "purged expired sessions"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = ?e, "session purge failed"),
-        }
-    }
-}
-
 pub fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(auth::routes::router())
         .merge(health::router())
-        .merge(crate::videos::routes::router())
-        .merge(crate::admin::routes::router())
-        .merge(crate::devices::routes::router())
-        .merge(crate::links::routes::router())
-        .merge(crate::commands::routes::router())
-        .merge(crate::events::routes::router())
-        .merge(crate::streams::routes::router())
-        .merge(crate::pages::router())
-        .merge(crate::media_api::router())
+        .merge(videos::routes::router())
+        .merge(admin::routes::router())
+        .merge(devices::routes::router())
+        .merge(links::routes::router())
+        .merge(commands::routes::router())
+        .merge(events::routes::router())
+        .merge(streams::routes::router())
+        .merge(pages::router())
+        .merge(media_api::router())
 }
 
 fn cors(state: &AppState) -> CorsLayer {
@@ -440,19 +366,19 @@ pub fn router(state: AppState) -> Router {
         "/openapi.json",
         axum::routing::get(move || async move { axum::Json(openapi_json) }),
     )
-    .merge(crate::storage::routes::router())
+    .merge(storage::routes::router())
     .merge(SwaggerUi::new("/docs").url("/docs/openapi.json", openapi))
     .fallback(not_found_fallback)
     .method_not_allowed_fallback(|| async {
         ApiError::new(
             axum::http::StatusCode::METHOD_NOT_ALLOWED,
-            "METHOD_NOT_ALLOWED",
+            codes::METHOD_NOT_ALLOWED,
             "Method not allowed on this route",
         )
     })
     .layer(middleware::from_fn_with_state(
         state.clone(),
-        crate::admin::routes::basic_auth,
+        admin::routes::basic_auth,
     ))
     .layer(middleware::from_fn_with_state(
         state.clone(),
@@ -463,7 +389,7 @@ pub fn router(state: AppState) -> Router {
         csrf::origin_check,
     ))
     .layer(middleware::from_fn_with_state(
-        state.clone(),
+        state.metrics.clone(),
         crate::http::metrics::track,
     ))
     .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
@@ -474,5 +400,5 @@ pub fn router(state: AppState) -> Router {
     .layer(TraceLayer::new_for_http())
     .layer(cors(&state))
     .with_state(state.clone())
-    .merge(crate::media_api::whip_router(state))
+    .merge(media_api::whip_router(state))
 }

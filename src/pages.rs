@@ -5,7 +5,7 @@ use axum::response::IntoResponse;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 const MOBILE_SIM: &str = include_str!("../static/mobile-sim.html");
 const WATCH: &str = include_str!("../static/watch.html");

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::error::ApiError;
+use crate::error::{DomainError, DomainResult, codes};
 use crate::time::Timestamp;
 
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -22,24 +22,70 @@ pub struct PageQuery {
 }
 
 /// Position after which the next page starts: (created_at, id) of the last item seen.
-pub struct Cursor {
+struct Cursor {
+    at: Timestamp,
+    id: String,
+}
+
+/// The bounds of one newest-first page. Bind `at`, `at`, `id`, `fetch` to the four
+/// placeholders of [`keyset_page!`](crate::keyset_page), then build the page with
+/// [`Keyset::page`].
+pub struct Keyset {
     pub at: Timestamp,
     pub id: String,
+    /// Rows to fetch: one more than the page, which only signals that more exist.
+    pub fetch: i64,
+    limit: i64,
+}
+
+/// A row listed newest first, keyed by `(created_at, id)`.
+pub trait Keyed {
+    fn created_at(&self) -> Timestamp;
+    fn id(&self) -> &str;
+}
+
+/// The keyset condition and ordering every list query ends with; the arguments are the
+/// numbers of the placeholders bound to [`Keyset`]'s `at`, `at`, `id` and `fetch`.
+#[macro_export]
+macro_rules! keyset_page {
+    ($at:literal, $at_again:literal, $id:literal, $fetch:literal) => {
+        concat!(
+            " (created_at < $",
+            $at,
+            " OR (created_at = $",
+            $at_again,
+            " AND id < $",
+            $id,
+            ")) ORDER BY created_at DESC, id DESC LIMIT $",
+            $fetch
+        )
+    };
 }
 
 impl PageQuery {
-    pub fn limit(&self) -> Result<i64, ApiError> {
+    pub fn keyset(&self) -> DomainResult<Keyset> {
+        let limit = self.limit()?;
+        let cursor = self.cursor()?;
+        Ok(Keyset {
+            at: cursor.at,
+            id: cursor.id,
+            fetch: limit + 1,
+            limit,
+        })
+    }
+
+    fn limit(&self) -> DomainResult<i64> {
         match self.limit {
             None => Ok(DEFAULT_LIMIT as i64),
             Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n as i64),
-            Some(_) => Err(ApiError::validation(format!(
+            Some(_) => Err(DomainError::validation(format!(
                 "limit must be between 1 and {MAX_LIMIT}"
             ))),
         }
     }
 
     /// The cursor, or a position before everything (so one SQL text serves both cases).
-    pub fn cursor(&self) -> Result<Cursor, ApiError> {
+    fn cursor(&self) -> DomainResult<Cursor> {
         match &self.cursor {
             // Year 9999, not DateTime::MAX_UTC: its "+262143-…" text would sort *before*
             // real dates in SQLite's text comparison.
@@ -47,9 +93,8 @@ impl PageQuery {
                 at: DateTime::<Utc>::from_timestamp(253_402_300_799, 0).expect("valid date"),
                 id: String::new(),
             }),
-            Some(raw) => {
-                decode(raw).ok_or_else(|| ApiError::bad_request("INVALID_CURSOR", "Invalid cursor"))
-            }
+            Some(raw) => decode(raw)
+                .ok_or_else(|| DomainError::invalid(codes::INVALID_CURSOR, "Invalid cursor")),
         }
     }
 }
@@ -68,7 +113,7 @@ fn decode(raw: &str) -> Option<Cursor> {
     })
 }
 
-pub fn encode(at: &Timestamp, id: &str) -> String {
+fn encode(at: &Timestamp, id: &str) -> String {
     URL_SAFE_NO_PAD.encode(format!("{}|{id}", at.timestamp_millis()))
 }
 
@@ -81,19 +126,13 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
-impl<T> Page<T> {
-    /// Builds a page from `limit + 1` fetched rows (the extra row only signals "more").
-    pub fn from_rows(
-        mut rows: Vec<T>,
-        limit: i64,
-        key: impl Fn(&T) -> (Timestamp, String),
-    ) -> Page<T> {
-        let next_cursor = if rows.len() as i64 > limit {
-            rows.truncate(limit as usize);
-            rows.last().map(|last| {
-                let (at, id) = key(last);
-                encode(&at, &id)
-            })
+impl Keyset {
+    /// The page made of `fetch` rows (the extra row only signals "more").
+    pub fn page<T: Keyed>(&self, mut rows: Vec<T>) -> Page<T> {
+        let next_cursor = if rows.len() as i64 > self.limit {
+            rows.truncate(self.limit as usize);
+            rows.last()
+                .map(|last| encode(&last.created_at(), last.id()))
         } else {
             None
         };

@@ -12,14 +12,16 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
 use crate::auth::model::User;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::devices::model::Device;
+use crate::error::{ApiError, ApiResult, ErrorBody, codes};
+use crate::http::body::DeleteResponse;
 use crate::http::extract::Query;
 use crate::http::json::Json;
+use crate::state::AppState;
 use crate::storage::ObjectInfo;
-use crate::videos::service::{sanitize_file_name, sanitize_prefix};
-use crate::{db_execute, db_fetch_all};
+use crate::streams::model::StreamSession;
+use crate::{auth, devices, streams, videos};
 
 const ADMIN_PAGE: &str = include_str!("../../static/admin.html");
 
@@ -77,7 +79,7 @@ pub async fn basic_auth(State(state): State<AppState>, request: Request, next: N
     if !authorised {
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
+            codes::UNAUTHORIZED,
             "Admin credentials required",
         )
         .with_header(
@@ -136,23 +138,14 @@ pub async fn admin_upload_url(
     State(state): State<AppState>,
     Json(body): Json<AdminUploadBody>,
 ) -> ApiResult<axum::Json<AdminUploadResponse>> {
-    if body.file_name.trim().is_empty() {
-        return Err(ApiError::validation("fileName must not be empty"));
-    }
-    let mut key = String::from("admin/");
-    if let Some(prefix) = body.prefix.as_deref().and_then(sanitize_prefix) {
-        key.push_str(&prefix);
-        key.push('/');
-    }
-    key.push_str(&format!(
-        "{}-{}",
-        uuid::Uuid::new_v4(),
-        sanitize_file_name(&body.file_name)
-    ));
-    let presigned = state
-        .storage
-        .presign_put(&key, body.content_type.as_deref(), state.presign_ttl())
-        .await?;
+    let (key, presigned) = videos::service::create_admin_upload(
+        &state.storage,
+        state.presign_ttl(),
+        &body.file_name,
+        body.prefix.as_deref(),
+        body.content_type.as_deref(),
+    )
+    .await?;
     Ok(axum::Json(AdminUploadResponse {
         upload_url: presigned.url,
         object_key: key,
@@ -229,23 +222,15 @@ pub struct AdminDeleteBody {
     delete, path = "/admin/object", tag = "admin",
     request_body = AdminDeleteBody,
     security(("basic" = [])),
-    responses((status = 200, body = crate::videos::routes::DeleteResponse, description = "Deleted"))
+    responses((status = 200, body = DeleteResponse, description = "Deleted"))
 )]
 pub async fn admin_delete_object(
     State(state): State<AppState>,
     Json(body): Json<AdminDeleteBody>,
-) -> ApiResult<axum::Json<crate::videos::routes::DeleteResponse>> {
-    let existed = state.storage.head(&body.object_key).await?.is_some();
-    state.storage.delete(&body.object_key).await?;
-    // A user's video row must not outlive its object.
-    db_execute!(
-        &state.db,
-        "DELETE FROM videos WHERE object_key = $1",
-        [&body.object_key]
-    )?;
-    Ok(axum::Json(crate::videos::routes::DeleteResponse {
-        deleted: existed,
-    }))
+) -> ApiResult<axum::Json<DeleteResponse>> {
+    let deleted =
+        videos::service::delete_any_object(&state.db, &state.storage, &body.object_key).await?;
+    Ok(axum::Json(DeleteResponse { deleted }))
 }
 
 #[utoipa::path(
@@ -254,34 +239,22 @@ pub async fn admin_delete_object(
     responses((status = 200, body = Vec<User>, description = "All accounts, newest first"))
 )]
 pub async fn admin_list_users(State(state): State<AppState>) -> ApiResult<axum::Json<Vec<User>>> {
-    let users = db_fetch_all!(
-        &state.db,
-        User,
-        r#"SELECT id, name, email, email_verified, image, created_at, updated_at FROM "user" ORDER BY created_at DESC LIMIT 500"#,
-        []
-    )?;
-    Ok(axum::Json(users))
+    Ok(axum::Json(auth::service::list_users(&state.db).await?))
 }
 
 #[utoipa::path(
     get, path = "/admin/devices", tag = "admin",
     security(("basic" = [])),
-    responses((status = 200, body = Vec<crate::devices::model::Device>, description = "All devices, newest first"))
+    responses((status = 200, body = Vec<Device>, description = "All devices, newest first"))
 )]
 pub async fn admin_list_devices(
     State(state): State<AppState>,
-) -> ApiResult<axum::Json<Vec<crate::devices::model::Device>>> {
-    let devices = db_fetch_all!(
-        &state.db,
-        crate::devices::model::Device,
-        "SELECT id, user_id, name, role, platform, metadata, status, last_seen_at, last_heartbeat_at, created_at, updated_at
-         FROM devices ORDER BY created_at DESC LIMIT 1000",
-        []
-    )?;
+) -> ApiResult<axum::Json<Vec<Device>>> {
+    let devices = devices::service::list_all(&state.db).await?;
     Ok(axum::Json(
         devices
             .into_iter()
-            .map(|d| crate::devices::service::with_presence(d, &state.realtime))
+            .map(|d| devices::service::with_presence(d, &state.realtime))
             .collect(),
     ))
 }
@@ -289,12 +262,10 @@ pub async fn admin_list_devices(
 #[utoipa::path(
     get, path = "/admin/streams", tag = "admin",
     security(("basic" = [])),
-    responses((status = 200, body = Vec<crate::streams::StreamSession>, description = "Live (requested or streaming) sessions"))
+    responses((status = 200, body = Vec<StreamSession>, description = "Live (requested or streaming) sessions"))
 )]
 pub async fn admin_list_streams(
     State(state): State<AppState>,
-) -> ApiResult<axum::Json<Vec<crate::streams::StreamSession>>> {
-    Ok(axum::Json(
-        crate::streams::service::list_live(&state.db).await?,
-    ))
+) -> ApiResult<axum::Json<Vec<StreamSession>>> {
+    Ok(axum::Json(streams::service::list_live(&state.db).await?))
 }

@@ -3,6 +3,14 @@ use utoipa::ToSchema;
 
 use crate::time::Timestamp;
 
+/// The `"user"` columns a [`User`] is read from, written once for every query.
+macro_rules! user_columns {
+    () => {
+        "id, name, email, email_verified, image, created_at, updated_at"
+    };
+}
+pub(crate) use user_columns;
+
 /// A Better Auth user, as stored and as returned on the wire.
 #[derive(Debug, Clone, sqlx::FromRow, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

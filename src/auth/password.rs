@@ -118,7 +118,7 @@ pub fn better_auth_scrypt_hash(password: &str, salt_hex: &str) -> String {
         &mut derived,
     )
     .expect("64-byte output is valid");
-    format!("{salt_hex}:{}", crate::auth::tokens::hex(&derived))
+    format!("{salt_hex}:{}", crate::crypto::hex(&derived))
 }
 
 #[cfg(test)]

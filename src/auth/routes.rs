@@ -9,14 +9,15 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
-use crate::auth::cookies::{self, DONT_REMEMBER};
-use crate::auth::extract::{ClientIp, MaybeUser, session_token};
+use crate::auth::extract::{MaybeUser, session_token};
 use crate::auth::model::{Session, User};
 use crate::auth::service::{self, ClientInfo, NewUser};
-use crate::auth::tokens;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::crypto;
+use crate::error::{ApiError, ApiResult, ErrorBody, codes};
+use crate::http::cookies::{self, DONT_REMEMBER};
+use crate::http::extract::ClientIp;
 use crate::http::json::Json;
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -106,7 +107,7 @@ fn check_callback_url(state: &AppState, url: &Option<String>) -> ApiResult<()> {
         Ok(())
     } else {
         Err(ApiError::forbidden(
-            "INVALID_CALLBACK_URL",
+            codes::INVALID_CALLBACK_URL,
             "Invalid callbackURL",
         ))
     }
@@ -129,7 +130,7 @@ fn attach_session(state: &AppState, response: &mut Response, token: &str, rememb
             HeaderValue::from_str(&flag).expect("cookie is ASCII"),
         );
     }
-    let signed = tokens::signed_token(secret, token);
+    let signed = crypto::signed_token(secret, token);
     headers.insert(
         "set-auth-token",
         HeaderValue::from_str(&signed).expect("token is ASCII"),
@@ -197,11 +198,11 @@ pub async fn sign_in_email(
 ) -> ApiResult<Response> {
     check_callback_url(&state, &body.callback_url)?;
     if service::normalize_email(&body.email).is_err() {
-        return Err(ApiError::bad_request("INVALID_EMAIL", "Invalid email"));
+        return Err(ApiError::bad_request(codes::INVALID_EMAIL, "Invalid email"));
     }
     if body.password.encode_utf16().count() > service::MAX_PASSWORD_LEN {
         return Err(ApiError::bad_request(
-            "PASSWORD_TOO_LONG",
+            codes::PASSWORD_TOO_LONG,
             "Password too long",
         ));
     }
@@ -233,7 +234,7 @@ pub async fn sign_in_email(
 pub async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     if let Some(token) = session_token(&headers, &state.auth.secret, state.auth.cookies.secure) {
         if let Some((_, user)) = service::find_session(&state.db, &token).await? {
-            crate::realtime::socket::disconnect_session(&state, &user.id, &token).await;
+            state.realtime.disconnect_session(&user.id, &token);
         }
         service::delete_session(&state.db, &token).await?;
     }

@@ -2,14 +2,12 @@
 
 use chrono::Duration;
 
-use crate::auth::model::{CredentialAccount, Session, User};
+use crate::auth::model::{CredentialAccount, Session, User, user_columns};
 use crate::auth::{password, tokens};
 use crate::db::Db;
-use crate::error::{ApiError, ApiResult, is_unique_violation};
+use crate::error::{DomainError, DomainResult, codes, is_unique_violation};
 use crate::time::{self, Timestamp};
-use crate::{db_execute, db_fetch_optional, tx_execute};
-
-use axum::http::StatusCode;
+use crate::{db_execute, db_fetch_all, db_fetch_optional, tx_execute};
 
 pub const SESSION_TTL: Duration = Duration::days(7);
 /// A session is pushed forward at most once per this interval (sliding refresh).
@@ -34,19 +32,18 @@ pub struct ClientInfo {
     pub user_agent: Option<String>,
 }
 
-pub fn invalid_credentials() -> ApiError {
-    ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "INVALID_EMAIL_OR_PASSWORD",
+pub fn invalid_credentials() -> DomainError {
+    DomainError::unauthenticated(
+        codes::INVALID_EMAIL_OR_PASSWORD,
         "Invalid email or password",
     )
 }
 
 /// Lowercases and validates an email address; the rules are deliberately close to the
 /// `z.string().email()` check Better Auth applies.
-pub fn normalize_email(email: &str) -> ApiResult<String> {
+pub fn normalize_email(email: &str) -> DomainResult<String> {
     let email = email.trim().to_lowercase();
-    let invalid = || ApiError::bad_request("INVALID_EMAIL", "Invalid email");
+    let invalid = || DomainError::invalid(codes::INVALID_EMAIL, "Invalid email");
     if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(invalid());
     }
@@ -76,54 +73,75 @@ pub fn normalize_email(email: &str) -> ApiResult<String> {
     }
 }
 
-pub fn check_password_length(password: &str) -> ApiResult<()> {
+pub fn check_password_length(password: &str) -> DomainResult<()> {
     // JavaScript counts UTF-16 code units; match it so limits agree with Better Auth.
     let len = password.encode_utf16().count();
     if len < MIN_PASSWORD_LEN {
-        return Err(ApiError::bad_request(
-            "PASSWORD_TOO_SHORT",
+        return Err(DomainError::invalid(
+            codes::PASSWORD_TOO_SHORT,
             "Password too short",
         ));
     }
     if len > MAX_PASSWORD_LEN {
-        return Err(ApiError::bad_request(
-            "PASSWORD_TOO_LONG",
+        return Err(DomainError::invalid(
+            codes::PASSWORD_TOO_LONG,
             "Password too long",
         ));
     }
     Ok(())
 }
 
-pub async fn find_user_by_email(db: &Db, email: &str) -> ApiResult<Option<User>> {
+pub async fn find_user_by_email(db: &Db, email: &str) -> DomainResult<Option<User>> {
     Ok(db_fetch_optional!(
         db,
         User,
-        r#"SELECT id, name, email, email_verified, image, created_at, updated_at FROM "user" WHERE email = $1"#,
+        concat!(
+            r#"SELECT "#,
+            user_columns!(),
+            r#" FROM "user" WHERE email = $1"#
+        ),
         [email]
     )?)
 }
 
-pub async fn find_user(db: &Db, id: &str) -> ApiResult<Option<User>> {
+/// Every account, newest first (admin dashboard).
+pub async fn list_users(db: &Db) -> DomainResult<Vec<User>> {
+    Ok(db_fetch_all!(
+        db,
+        User,
+        concat!(
+            r#"SELECT "#,
+            user_columns!(),
+            r#" FROM "user" ORDER BY created_at DESC LIMIT 500"#
+        ),
+        []
+    )?)
+}
+
+pub async fn find_user(db: &Db, id: &str) -> DomainResult<Option<User>> {
     Ok(db_fetch_optional!(
         db,
         User,
-        r#"SELECT id, name, email, email_verified, image, created_at, updated_at FROM "user" WHERE id = $1"#,
+        concat!(
+            r#"SELECT "#,
+            user_columns!(),
+            r#" FROM "user" WHERE id = $1"#
+        ),
         [id]
     )?)
 }
 
-fn user_exists() -> ApiError {
-    ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "USER_ALREADY_EXISTS_USE_ANOTHER_EMAIL",
+fn user_exists() -> DomainError {
+    DomainError::unprocessable(
+        codes::USER_ALREADY_EXISTS_USE_ANOTHER_EMAIL,
         "User already exists. Use another email.",
     )
 }
 
-pub async fn sign_up(db: &Db, new: NewUser) -> ApiResult<User> {
+pub async fn sign_up(db: &Db, new: NewUser) -> DomainResult<User> {
     let name = new.name.trim().to_string();
     if name.is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
-        return Err(ApiError::validation(
+        return Err(DomainError::validation(
             "name must be 1-256 characters without control characters",
         ));
     }
@@ -132,7 +150,7 @@ pub async fn sign_up(db: &Db, new: NewUser) -> ApiResult<User> {
     if let Some(image) = &new.image
         && image.len() > 2048
     {
-        return Err(ApiError::validation(
+        return Err(DomainError::validation(
             "image must be at most 2048 characters",
         ));
     }
@@ -183,7 +201,11 @@ pub async fn sign_up(db: &Db, new: NewUser) -> ApiResult<User> {
 
 /// Checks an email/password pair; unknown users and wrong passwords are indistinguishable,
 /// in the response and in timing.
-pub async fn verify_credentials(db: &Db, email: &str, password_attempt: String) -> ApiResult<User> {
+pub async fn verify_credentials(
+    db: &Db,
+    email: &str,
+    password_attempt: String,
+) -> DomainResult<User> {
     let Ok(email) = normalize_email(email) else {
         password::verify_dummy(password_attempt).await;
         return Err(invalid_credentials());
@@ -227,7 +249,7 @@ pub async fn create_session(
     user_id: &str,
     client: &ClientInfo,
     remember: bool,
-) -> ApiResult<Session> {
+) -> DomainResult<Session> {
     let now = time::now();
     let ttl = if remember {
         SESSION_TTL
@@ -278,7 +300,7 @@ struct SessionRow {
 }
 
 /// Looks up a live session by its (unsigned) token. Expired sessions are deleted.
-pub async fn find_session(db: &Db, token: &str) -> ApiResult<Option<(Session, User)>> {
+pub async fn find_session(db: &Db, token: &str) -> DomainResult<Option<(Session, User)>> {
     let row = db_fetch_optional!(
         db,
         SessionRow,
@@ -308,7 +330,7 @@ pub async fn find_session(db: &Db, token: &str) -> ApiResult<Option<(Session, Us
 
 /// Sliding expiry: once a day of use, push the session's expiry a full TTL ahead.
 /// Returns true when the session was extended (so the cookie should be re-sent).
-pub async fn refresh_if_due(db: &Db, session: &mut Session) -> ApiResult<bool> {
+pub async fn refresh_if_due(db: &Db, session: &mut Session) -> DomainResult<bool> {
     let now = time::now();
     if now - session.updated_at < SESSION_UPDATE_AGE {
         return Ok(false);
@@ -324,13 +346,13 @@ pub async fn refresh_if_due(db: &Db, session: &mut Session) -> ApiResult<bool> {
     Ok(true)
 }
 
-pub async fn delete_session(db: &Db, token: &str) -> ApiResult<()> {
+pub async fn delete_session(db: &Db, token: &str) -> DomainResult<()> {
     db_execute!(db, "DELETE FROM session WHERE token = $1", [token])?;
     Ok(())
 }
 
 /// Removes expired sessions; run periodically so the table does not grow without bound.
-pub async fn purge_expired_sessions(db: &Db) -> ApiResult<u64> {
+pub async fn purge_expired_sessions(db: &Db) -> DomainResult<u64> {
     Ok(db_execute!(
         db,
         "DELETE FROM session WHERE expires_at < $1",
@@ -341,6 +363,7 @@ pub async fn purge_expired_sessions(db: &Db) -> ApiResult<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ApiError;
 
     #[test]
     fn email_rules() {
@@ -358,14 +381,14 @@ mod tests {
     #[test]
     fn password_length_limits() {
         assert_eq!(
-            check_password_length("1234567").unwrap_err().code,
-            "PASSWORD_TOO_SHORT"
+            ApiError::from(check_password_length("1234567").unwrap_err()).code,
+            codes::PASSWORD_TOO_SHORT
         );
         assert!(check_password_length("12345678").is_ok());
         assert!(check_password_length(&"x".repeat(128)).is_ok());
         assert_eq!(
-            check_password_length(&"x".repeat(129)).unwrap_err().code,
-            "PASSWORD_TOO_LONG"
+            ApiError::from(check_password_length(&"x".repeat(129)).unwrap_err()).code,
+            codes::PASSWORD_TOO_LONG
         );
     }
 }

@@ -8,16 +8,17 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
-use crate::auth::CurrentUser;
-use crate::commands::Command;
+use crate::auth::extract::CurrentUser;
+use crate::commands::model::Command;
 use crate::commands::service::{self, ListFilter};
-use crate::devices::auth::{Caller, DeviceCaller, require_camera};
+use crate::devices::extract::{Caller, DeviceCaller};
 use crate::devices::service::find_for_user;
+use crate::devices::service::require_camera;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{Path, Query};
 use crate::http::json::Json;
 use crate::pagination::{Page, PageQuery};
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

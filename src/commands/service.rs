@@ -1,36 +1,23 @@
-use axum::http::StatusCode;
 use serde_json::Value;
 
-use crate::app::AppState;
-use crate::commands::Command;
+use crate::commands::model::{Command, CommandStatus, command_columns};
 use crate::db::Db;
-use crate::devices::auth::require_client;
-use crate::devices::model::Device;
+use crate::devices::model::{Device, DeviceStatus};
 use crate::devices::service::find_for_user;
-use crate::error::{ApiError, ApiResult};
+use crate::devices::service::require_client;
+use crate::error::{DomainError, DomainResult, codes};
 use crate::links;
 use crate::pagination::{Page, PageQuery};
+use crate::realtime::event;
+use crate::state::AppState;
 use crate::time;
-use crate::{db_execute, db_fetch_all, db_fetch_optional};
+use crate::{db_execute, db_fetch_all, db_fetch_optional, keyset_page};
 
-pub const ACK_STATUSES: [&str; 2] = ["acknowledged", "rejected"];
-const STATUSES: [&str; 5] = [
-    "queued",
-    "dispatched",
-    "acknowledged",
-    "rejected",
-    "expired",
-];
-
-fn command_not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "COMMAND_NOT_FOUND",
-        "Command not found",
-    )
+fn command_not_found() -> DomainError {
+    DomainError::not_found(codes::COMMAND_NOT_FOUND, "Command not found")
 }
 
-fn validate(command_type: &str, payload: &Value) -> ApiResult<()> {
+fn validate(command_type: &str, payload: &Value) -> DomainResult<()> {
     let len = command_type.chars().count();
     if len == 0
         || len > 64
@@ -38,12 +25,12 @@ fn validate(command_type: &str, payload: &Value) -> ApiResult<()> {
             .chars()
             .any(|c| c.is_control() || c.is_whitespace())
     {
-        return Err(ApiError::validation(
+        return Err(DomainError::validation(
             "type must be 1-64 visible characters without spaces",
         ));
     }
     if payload.to_string().len() > 16 * 1024 {
-        return Err(ApiError::validation(
+        return Err(DomainError::validation(
             "payload must be at most 16 KiB of JSON",
         ));
     }
@@ -51,24 +38,24 @@ fn validate(command_type: &str, payload: &Value) -> ApiResult<()> {
 }
 
 /// Checks that `source` (a client) may command `target_id` (a linked camera of the same user).
-pub async fn authorise(db: &Db, source: &Device, target_id: &str) -> ApiResult<Device> {
+pub async fn authorise(db: &Db, source: &Device, target_id: &str) -> DomainResult<Device> {
     require_client(source)?;
     let target = find_for_user(db, &source.user_id, target_id).await?;
     if !target.is_camera() {
-        return Err(ApiError::bad_request(
-            "TARGET_NOT_CAMERA",
+        return Err(DomainError::invalid(
+            codes::TARGET_NOT_CAMERA,
             "The target must be a camera device",
         ));
     }
-    if target.status != "active" {
-        return Err(ApiError::conflict(
-            "DEVICE_DISABLED",
+    if target.status != DeviceStatus::Active {
+        return Err(DomainError::conflict(
+            codes::DEVICE_DISABLED,
             "The target camera is disabled",
         ));
     }
     if !links::service::are_linked(db, &target.id, &source.id).await? {
-        return Err(ApiError::forbidden(
-            "DEVICES_NOT_LINKED",
+        return Err(DomainError::forbidden(
+            codes::DEVICES_NOT_LINKED,
             "This client is not linked to that camera",
         ));
     }
@@ -83,7 +70,7 @@ pub async fn create(
     command_type: String,
     payload: Value,
     ttl_secs: Option<u64>,
-) -> ApiResult<Command> {
+) -> DomainResult<Command> {
     validate(&command_type, &payload)?;
     let now = time::now();
     let ttl = chrono::Duration::seconds(ttl_secs.unwrap_or(state.config.command_ttl_secs) as i64);
@@ -97,7 +84,11 @@ pub async fn create(
         target_device_id: target.id.clone(),
         command_type,
         payload,
-        status: if online { "dispatched" } else { "queued" }.to_string(),
+        status: if online {
+            CommandStatus::Dispatched
+        } else {
+            CommandStatus::Queued
+        },
         reason: None,
         created_at: now,
         updated_at: now,
@@ -126,7 +117,7 @@ pub async fn create(
             .emit(
                 &command.user_id,
                 &[&command.target_device_id],
-                "command:received",
+                event::COMMAND_RECEIVED,
                 &command,
             )
             .await;
@@ -142,8 +133,8 @@ pub async fn create(
 
 /// Sends a command to its camera. A queued command becomes `dispatched` (announced to the
 /// source); an already dispatched one is simply re-sent (at-least-once delivery).
-pub async fn dispatch(state: &AppState, command: &mut Command) -> ApiResult<()> {
-    if command.status == "queued" {
+pub async fn dispatch(state: &AppState, command: &mut Command) -> DomainResult<()> {
+    if command.status == CommandStatus::Queued {
         let now = time::now();
         let changed = db_execute!(
             &state.db,
@@ -151,14 +142,14 @@ pub async fn dispatch(state: &AppState, command: &mut Command) -> ApiResult<()> 
             [now, &command.id]
         )?;
         if changed == 1 {
-            command.status = "dispatched".to_string();
+            command.status = CommandStatus::Dispatched;
             command.updated_at = now;
             state
                 .realtime
                 .emit(
                     &command.user_id,
                     &[&command.target_device_id],
-                    "command:received",
+                    event::COMMAND_RECEIVED,
                     command,
                 )
                 .await;
@@ -166,10 +157,10 @@ pub async fn dispatch(state: &AppState, command: &mut Command) -> ApiResult<()> 
             return Ok(());
         }
     }
-    if command.status == "dispatched" {
+    if command.status == CommandStatus::Dispatched {
         state
             .realtime
-            .emit_to_device(&command.target_device_id, "command:received", command)
+            .emit_to_device(&command.target_device_id, event::COMMAND_RECEIVED, command)
             .await;
     }
     Ok(())
@@ -182,25 +173,25 @@ pub async fn announce(state: &AppState, command: &Command) {
         .emit(
             &command.user_id,
             &[&command.source_device_id],
-            "command:status",
+            event::COMMAND_STATUS,
             command,
         )
         .await;
 }
 
 /// Everything a camera should (still) act on, oldest first.
-pub async fn pending_for(db: &Db, camera_id: &str) -> ApiResult<Vec<Command>> {
+pub async fn pending_for(db: &Db, camera_id: &str) -> DomainResult<Vec<Command>> {
     Ok(db_fetch_all!(
         db,
         Command,
-        "SELECT id, user_id, source_device_id, target_device_id, type, payload, status, reason, created_at, updated_at, expires_at
+        concat!("SELECT ", command_columns!(), "
          FROM commands WHERE target_device_id = $1 AND status IN ('queued', 'dispatched') AND expires_at > $2
-         ORDER BY created_at, id",
+         ORDER BY created_at, id"),
         [camera_id, time::now()]
     )?)
 }
 
-pub async fn deliver_pending(state: &AppState, camera_id: &str) -> ApiResult<usize> {
+pub async fn deliver_pending(state: &AppState, camera_id: &str) -> DomainResult<usize> {
     let pending = pending_for(&state.db, camera_id).await?;
     let n = pending.len();
     for mut command in pending {
@@ -209,12 +200,16 @@ pub async fn deliver_pending(state: &AppState, camera_id: &str) -> ApiResult<usi
     Ok(n)
 }
 
-async fn find(db: &Db, id: &str) -> ApiResult<Option<Command>> {
+async fn find(db: &Db, id: &str) -> DomainResult<Option<Command>> {
     Ok(db_fetch_optional!(
         db,
         Command,
-        "SELECT id, user_id, source_device_id, target_device_id, type, payload, status, reason, created_at, updated_at, expires_at
-         FROM commands WHERE id = $1",
+        concat!(
+            "SELECT ",
+            command_columns!(),
+            "
+         FROM commands WHERE id = $1"
+        ),
         [id]
     )?)
 }
@@ -226,16 +221,19 @@ pub async fn acknowledge(
     command_id: &str,
     status: &str,
     reason: Option<String>,
-) -> ApiResult<Command> {
-    if !ACK_STATUSES.contains(&status) {
-        return Err(ApiError::validation(
-            "status must be \"acknowledged\" or \"rejected\"",
-        ));
-    }
+) -> DomainResult<Command> {
+    let status = match CommandStatus::parse(status) {
+        Some(s @ (CommandStatus::Acknowledged | CommandStatus::Rejected)) => s,
+        _ => {
+            return Err(DomainError::validation(
+                "status must be \"acknowledged\" or \"rejected\"",
+            ));
+        }
+    };
     if let Some(r) = &reason
         && r.chars().count() > 500
     {
-        return Err(ApiError::validation(
+        return Err(DomainError::validation(
             "reason must be at most 500 characters",
         ));
     }
@@ -263,25 +261,25 @@ pub async fn acknowledge(
             .ok_or_else(command_not_found)?;
         return Err(final_error(&current));
     }
-    command.status = status.to_string();
+    command.status = status;
     command.reason = reason;
     command.updated_at = now;
     announce(state, &command).await;
     Ok(command)
 }
 
-fn final_error(command: &Command) -> ApiError {
-    if command.status == "expired" {
-        ApiError::conflict("COMMAND_EXPIRED", "The command has expired")
+fn final_error(command: &Command) -> DomainError {
+    if command.status == CommandStatus::Expired {
+        DomainError::conflict(codes::COMMAND_EXPIRED, "The command has expired")
     } else {
-        ApiError::conflict(
-            "COMMAND_ALREADY_FINAL",
+        DomainError::conflict(
+            codes::COMMAND_ALREADY_FINAL,
             format!("The command is already {}", command.status),
         )
     }
 }
 
-async fn expire(state: &AppState, command: &mut Command) -> ApiResult<()> {
+async fn expire(state: &AppState, command: &mut Command) -> DomainResult<()> {
     let now = time::now();
     let changed = db_execute!(
         &state.db,
@@ -289,7 +287,7 @@ async fn expire(state: &AppState, command: &mut Command) -> ApiResult<()> {
         [now, &command.id]
     )?;
     if changed == 1 {
-        command.status = "expired".to_string();
+        command.status = CommandStatus::Expired;
         command.updated_at = now;
         announce(state, command).await;
     }
@@ -297,14 +295,17 @@ async fn expire(state: &AppState, command: &mut Command) -> ApiResult<()> {
 }
 
 /// Expires every open command past its TTL; run by the housekeeping loop.
-pub async fn expire_due(state: &AppState) -> ApiResult<usize> {
+pub async fn expire_due(state: &AppState) -> DomainResult<usize> {
     let now = time::now();
     let expired = db_fetch_all!(
         &state.db,
         Command,
-        "UPDATE commands SET status = 'expired', updated_at = $1
+        concat!(
+            "UPDATE commands SET status = 'expired', updated_at = $1
          WHERE status IN ('queued', 'dispatched') AND expires_at <= $2
-         RETURNING id, user_id, source_device_id, target_device_id, type, payload, status, reason, created_at, updated_at, expires_at",
+         RETURNING ",
+            command_columns!()
+        ),
         [now, now]
     )?;
     for command in &expired {
@@ -323,41 +324,44 @@ pub async fn list(
     user_id: &str,
     filter: &ListFilter,
     page: &PageQuery,
-) -> ApiResult<Page<Command>> {
-    if let Some(s) = &filter.status
-        && !STATUSES.contains(&s.as_str())
-    {
-        return Err(ApiError::validation(format!(
-            "status must be one of {}",
-            STATUSES.join(", ")
-        )));
-    }
-    let limit = page.limit()?;
-    let cursor = page.cursor()?;
+) -> DomainResult<Page<Command>> {
+    let status = filter
+        .status
+        .as_deref()
+        .map(|s| {
+            CommandStatus::parse(s).ok_or_else(|| {
+                let all: Vec<&str> = CommandStatus::ALL.iter().map(|s| s.as_str()).collect();
+                DomainError::validation(format!("status must be one of {}", all.join(", ")))
+            })
+        })
+        .transpose()?;
+    let keyset = page.keyset()?;
     let rows = db_fetch_all!(
         db,
         Command,
-        "SELECT id, user_id, source_device_id, target_device_id, type, payload, status, reason, created_at, updated_at, expires_at
+        concat!(
+            "SELECT ",
+            command_columns!(),
+            "
          FROM commands
          WHERE user_id = $1
            AND ($2 IS NULL OR source_device_id = $3 OR target_device_id = $4)
            AND ($5 IS NULL OR status = $6)
-           AND (created_at < $7 OR (created_at = $8 AND id < $9))
-         ORDER BY created_at DESC, id DESC LIMIT $10",
+           AND ",
+            keyset_page!(7, 8, 9, 10)
+        ),
         [
             user_id,
             &filter.device_id,
             &filter.device_id,
             &filter.device_id,
-            &filter.status,
-            &filter.status,
-            cursor.at,
-            cursor.at,
-            &cursor.id,
-            limit + 1
+            status,
+            status,
+            keyset.at,
+            keyset.at,
+            &keyset.id,
+            keyset.fetch
         ]
     )?;
-    Ok(Page::from_rows(rows, limit, |c| {
-        (c.created_at, c.id.clone())
-    }))
+    Ok(keyset.page(rows))
 }

@@ -13,6 +13,8 @@ use sqlx::{PgPool, SqlitePool};
 
 use crate::config::DatabaseTarget;
 
+pub mod text_enum;
+
 #[derive(Clone, Debug)]
 pub enum Db {
     Sqlite(SqlitePool),

@@ -2,30 +2,34 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use crate::pagination::Keyed;
 use crate::time::Timestamp;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Camera,
-    Client,
-}
+/// Prefix of device tokens; such bearer tokens are never user sessions.
+pub const DEVICE_TOKEN_PREFIX: &str = "wpd_";
 
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Camera => "camera",
-            Role::Client => "client",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "camera" => Some(Role::Camera),
-            "client" => Some(Role::Client),
-            _ => None,
-        }
+crate::text_enum! {
+    pub enum Role {
+        Camera = "camera",
+        Client = "client",
     }
 }
+
+crate::text_enum! {
+    /// A disabled device's token no longer works.
+    pub enum DeviceStatus {
+        Active = "active",
+        Disabled = "disabled",
+    }
+}
+
+/// The `devices` columns a [`Device`] is read from, written once for every query.
+macro_rules! device_columns {
+    () => {
+        "id, user_id, name, role, platform, metadata, status, last_seen_at, last_heartbeat_at, created_at, updated_at"
+    };
+}
+pub(crate) use device_columns;
 
 #[derive(Debug, Clone, sqlx::FromRow, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -34,13 +38,15 @@ pub struct Device {
     pub user_id: String,
     pub name: String,
     /// `camera` or `client`.
-    pub role: String,
+    #[schema(value_type = String)]
+    pub role: Role,
     pub platform: Option<String>,
     #[sqlx(json)]
     #[schema(value_type = Object)]
     pub metadata: Value,
     /// `active` or `disabled` (a disabled device's token no longer works).
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: DeviceStatus,
     /// A live Socket.IO connection or a heartbeat within the last 60 s.
     #[sqlx(skip)]
     pub online: bool,
@@ -59,15 +65,21 @@ pub struct Device {
 }
 
 impl Device {
-    pub fn role(&self) -> Option<Role> {
-        Role::parse(&self.role)
-    }
-
     pub fn is_camera(&self) -> bool {
-        self.role() == Some(Role::Camera)
+        self.role == Role::Camera
     }
 
     pub fn is_client(&self) -> bool {
-        self.role() == Some(Role::Client)
+        self.role == Role::Client
+    }
+}
+
+impl Keyed for Device {
+    fn created_at(&self) -> Timestamp {
+        self.created_at
+    }
+
+    fn id(&self) -> &str {
+        &self.id
     }
 }

@@ -8,15 +8,16 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
-use crate::auth::CurrentUser;
-use crate::devices::auth::DeviceCaller;
-use crate::devices::model::Device;
+use crate::auth::extract::CurrentUser;
+use crate::devices::extract::DeviceCaller;
+use crate::devices::model::{Device, DeviceStatus};
 use crate::devices::service::{self, DevicePatch, NewDevice, with_presence};
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody, codes};
+use crate::http::body::OkBody;
 use crate::http::extract::{Path, Query};
 use crate::http::json::Json;
 use crate::pagination::{Page, PageQuery};
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -73,11 +74,6 @@ pub struct UpdateResponse {
     /// Only when a disabled device was re-enabled: its new token (the old one stays revoked).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device_token: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct OkBody {
-    pub ok: bool,
 }
 
 #[utoipa::path(
@@ -165,7 +161,7 @@ pub async fn update_device(
     )
     .await?;
     let device = updated.device;
-    if device.status == "disabled" {
+    if device.status == DeviceStatus::Disabled {
         // A revoked token must not keep a live connection.
         state.realtime.disconnect_device(&device.id).await;
     }
@@ -211,7 +207,7 @@ pub async fn heartbeat(
 ) -> ApiResult<axum::Json<HeartbeatResponse>> {
     if device.id != device_id {
         return Err(ApiError::forbidden(
-            "WRONG_DEVICE",
+            codes::WRONG_DEVICE,
             "A device may only send its own heartbeat",
         ));
     }

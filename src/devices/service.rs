@@ -1,50 +1,80 @@
 //! Device registration and management.
 
 use chrono::Duration;
+use rand::Rng;
+use rand::distributions::Alphanumeric;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::db::Db;
-use crate::devices::auth::{generate_device_token, hash_device_token};
-use crate::devices::model::{Device, Role};
-use crate::error::{ApiError, ApiResult};
+use crate::devices::model::{DEVICE_TOKEN_PREFIX, Device, DeviceStatus, Role, device_columns};
+use crate::error::{DomainError, DomainResult, codes};
 use crate::pagination::{Page, PageQuery};
 use crate::realtime::Realtime;
 use crate::time;
-use crate::{db_execute, db_fetch_all, db_fetch_optional};
+use crate::{db_execute, db_fetch_all, db_fetch_optional, keyset_page};
 
 /// A heartbeat within this window counts as online.
 pub const ONLINE_WINDOW: Duration = Duration::seconds(60);
 
-pub fn device_not_found() -> ApiError {
-    ApiError::new(
-        axum::http::StatusCode::NOT_FOUND,
-        "DEVICE_NOT_FOUND",
-        "Device not found",
-    )
+/// `wpd_` + 40 random alphanumerics. Shown once; only its SHA-256 is stored.
+pub fn generate_device_token() -> String {
+    let body: String = rand::rngs::OsRng
+        .sample_iter(&Alphanumeric)
+        .take(40)
+        .map(char::from)
+        .collect();
+    format!("{DEVICE_TOKEN_PREFIX}{body}")
 }
 
-fn validate_name(name: &str) -> ApiResult<String> {
+/// Tokens carry 238 bits of entropy, so a fast unsalted hash is enough (nothing to brute force).
+pub fn hash_device_token(token: &str) -> String {
+    crate::crypto::hex(&Sha256::digest(token.as_bytes()))
+}
+
+pub async fn device_by_token(db: &Db, token: &str) -> DomainResult<Option<Device>> {
+    if !token.starts_with(DEVICE_TOKEN_PREFIX) {
+        return Ok(None);
+    }
+    Ok(db_fetch_optional!(
+        db,
+        Device,
+        concat!(
+            "SELECT ",
+            device_columns!(),
+            " FROM devices WHERE token_hash = $1 AND status = 'active'"
+        ),
+        [hash_device_token(token)]
+    )?)
+}
+
+pub fn device_not_found() -> DomainError {
+    DomainError::not_found(codes::DEVICE_NOT_FOUND, "Device not found")
+}
+
+fn validate_name(name: &str) -> DomainResult<String> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(ApiError::validation(
+        return Err(DomainError::validation(
             "name must be 1-100 characters without control characters",
         ));
     }
     Ok(name.to_string())
 }
 
-fn validate_metadata(metadata: &Value) -> ApiResult<()> {
+fn validate_metadata(metadata: &Value) -> DomainResult<()> {
     if !metadata.is_object() {
-        return Err(ApiError::validation("metadata must be a JSON object"));
+        return Err(DomainError::validation("metadata must be a JSON object"));
     }
     if metadata.to_string().len() > 16 * 1024 {
-        return Err(ApiError::validation("metadata must be at most 16 KiB"));
+        return Err(DomainError::validation("metadata must be at most 16 KiB"));
     }
     Ok(())
 }
 
-pub fn parse_role(role: &str) -> ApiResult<Role> {
-    Role::parse(role).ok_or_else(|| ApiError::validation("role must be \"camera\" or \"client\""))
+pub fn parse_role(role: &str) -> DomainResult<Role> {
+    Role::parse(role)
+        .ok_or_else(|| DomainError::validation("role must be \"camera\" or \"client\""))
 }
 
 /// Fills in `online` from live sockets and recent heartbeats.
@@ -63,7 +93,7 @@ pub struct NewDevice {
     pub metadata: Option<Value>,
 }
 
-pub async fn register(db: &Db, user_id: &str, new: NewDevice) -> ApiResult<(Device, String)> {
+pub async fn register(db: &Db, user_id: &str, new: NewDevice) -> DomainResult<(Device, String)> {
     let name = validate_name(&new.name)?;
     let role = parse_role(&new.role)?;
     let metadata = new
@@ -73,7 +103,7 @@ pub async fn register(db: &Db, user_id: &str, new: NewDevice) -> ApiResult<(Devi
     if let Some(p) = &new.platform
         && (p.chars().count() > 50 || p.chars().any(char::is_control))
     {
-        return Err(ApiError::validation(
+        return Err(DomainError::validation(
             "platform must be at most 50 characters",
         ));
     }
@@ -83,10 +113,10 @@ pub async fn register(db: &Db, user_id: &str, new: NewDevice) -> ApiResult<(Devi
         id: uuid::Uuid::new_v4().to_string(),
         user_id: user_id.to_string(),
         name,
-        role: role.as_str().to_string(),
+        role,
         platform: new.platform,
         metadata,
-        status: "active".to_string(),
+        status: DeviceStatus::Active,
         online: false,
         last_seen_at: None,
         last_heartbeat_at: None,
@@ -114,31 +144,48 @@ pub async fn register(db: &Db, user_id: &str, new: NewDevice) -> ApiResult<(Devi
 }
 
 /// The user's device, or 404 (also for other users' devices: no existence leak).
-pub async fn find_for_user(db: &Db, user_id: &str, device_id: &str) -> ApiResult<Device> {
+pub async fn find_for_user(db: &Db, user_id: &str, device_id: &str) -> DomainResult<Device> {
     db_fetch_optional!(
         db,
         Device,
-        "SELECT id, user_id, name, role, platform, metadata, status, last_seen_at, last_heartbeat_at, created_at, updated_at
-         FROM devices WHERE id = $1 AND user_id = $2",
+        concat!(
+            "SELECT ",
+            device_columns!(),
+            " FROM devices WHERE id = $1 AND user_id = $2"
+        ),
         [device_id, user_id]
     )?
     .ok_or_else(device_not_found)
 }
 
-pub async fn list(db: &Db, user_id: &str, page: &PageQuery) -> ApiResult<Page<Device>> {
-    let limit = page.limit()?;
-    let cursor = page.cursor()?;
+pub async fn list(db: &Db, user_id: &str, page: &PageQuery) -> DomainResult<Page<Device>> {
+    let keyset = page.keyset()?;
     let rows = db_fetch_all!(
         db,
         Device,
-        "SELECT id, user_id, name, role, platform, metadata, status, last_seen_at, last_heartbeat_at, created_at, updated_at
-         FROM devices WHERE user_id = $1 AND (created_at < $2 OR (created_at = $3 AND id < $4))
-         ORDER BY created_at DESC, id DESC LIMIT $5",
-        [user_id, cursor.at, cursor.at, &cursor.id, limit + 1]
+        concat!(
+            "SELECT ",
+            device_columns!(),
+            " FROM devices WHERE user_id = $1 AND ",
+            keyset_page!(2, 3, 4, 5)
+        ),
+        [user_id, keyset.at, keyset.at, &keyset.id, keyset.fetch]
     )?;
-    Ok(Page::from_rows(rows, limit, |d| {
-        (d.created_at, d.id.clone())
-    }))
+    Ok(keyset.page(rows))
+}
+
+/// Every user's devices, newest first (admin dashboard).
+pub async fn list_all(db: &Db) -> DomainResult<Vec<Device>> {
+    Ok(db_fetch_all!(
+        db,
+        Device,
+        concat!(
+            "SELECT ",
+            device_columns!(),
+            " FROM devices ORDER BY created_at DESC LIMIT 1000"
+        ),
+        []
+    )?)
 }
 
 pub struct DevicePatch {
@@ -162,35 +209,35 @@ pub async fn update(
     user_id: &str,
     device_id: &str,
     patch: DevicePatch,
-) -> ApiResult<Updated> {
+) -> DomainResult<Updated> {
     let current = find_for_user(db, user_id, device_id).await?;
     let name = patch.name.as_deref().map(validate_name).transpose()?;
     let role = patch.role.as_deref().map(parse_role).transpose()?;
     if let Some(metadata) = &patch.metadata {
         validate_metadata(metadata)?;
     }
-    if let Some(status) = &patch.status
-        && status != "active"
-        && status != "disabled"
-    {
-        return Err(ApiError::validation(
-            "status must be \"active\" or \"disabled\"",
-        ));
-    }
+    let status = patch
+        .status
+        .as_deref()
+        .map(|s| {
+            DeviceStatus::parse(s)
+                .ok_or_else(|| DomainError::validation("status must be \"active\" or \"disabled\""))
+        })
+        .transpose()?;
     let now = time::now();
     if let Some(role) = role
-        && role.as_str() != current.role
+        && role != current.role
     {
         // Checked and applied in one statement: a link created concurrently cannot slip in.
         let changed = db_execute!(
             db,
             "UPDATE devices SET role = $1, updated_at = $2 WHERE id = $3
                AND NOT EXISTS (SELECT 1 FROM device_links WHERE camera_device_id = $4 OR client_device_id = $5)",
-            [role.as_str(), now, &current.id, &current.id, &current.id]
+            [role, now, &current.id, &current.id, &current.id]
         )?;
         if changed == 0 {
-            return Err(ApiError::conflict(
-                "DEVICE_HAS_LINKS",
+            return Err(DomainError::conflict(
+                codes::DEVICE_HAS_LINKS,
                 "Remove this device's links before changing its role",
             ));
         }
@@ -210,8 +257,8 @@ pub async fn update(
         )?;
     }
     let mut new_token = None;
-    match patch.status.as_deref() {
-        Some("disabled") => {
+    match status {
+        Some(DeviceStatus::Disabled) => {
             // Revoke: the stored hash no longer matches any token ever issued.
             db_execute!(
                 db,
@@ -223,7 +270,7 @@ pub async fn update(
                 ]
             )?;
         }
-        Some("active") if current.status == "disabled" => {
+        Some(DeviceStatus::Active) if current.status == DeviceStatus::Disabled => {
             let token = generate_device_token();
             let changed = db_execute!(
                 db,
@@ -240,7 +287,7 @@ pub async fn update(
     Ok(Updated { device, new_token })
 }
 
-pub async fn delete(db: &Db, user_id: &str, device_id: &str) -> ApiResult<()> {
+pub async fn delete(db: &Db, user_id: &str, device_id: &str) -> DomainResult<()> {
     let removed = db_execute!(
         db,
         "DELETE FROM devices WHERE id = $1 AND user_id = $2",
@@ -253,7 +300,7 @@ pub async fn delete(db: &Db, user_id: &str, device_id: &str) -> ApiResult<()> {
 }
 
 /// Records that the device was seen (socket connect/disconnect).
-pub async fn touch(db: &Db, device_id: &str) -> ApiResult<crate::time::Timestamp> {
+pub async fn touch(db: &Db, device_id: &str) -> DomainResult<crate::time::Timestamp> {
     let now = time::now();
     db_execute!(
         db,
@@ -264,7 +311,7 @@ pub async fn touch(db: &Db, device_id: &str) -> ApiResult<crate::time::Timestamp
 }
 
 /// A heartbeat: seen now, and online for the next minute even without a socket.
-pub async fn heartbeat(db: &Db, device_id: &str) -> ApiResult<crate::time::Timestamp> {
+pub async fn heartbeat(db: &Db, device_id: &str) -> DomainResult<crate::time::Timestamp> {
     let now = time::now();
     db_execute!(
         db,
@@ -277,4 +324,28 @@ pub async fn heartbeat(db: &Db, device_id: &str) -> ApiResult<crate::time::Times
 #[derive(sqlx::FromRow)]
 pub struct IdRow {
     pub id: String,
+}
+
+/// Requires the camera role.
+pub fn require_camera(device: &Device) -> DomainResult<()> {
+    if device.is_camera() {
+        Ok(())
+    } else {
+        Err(DomainError::forbidden(
+            codes::CAMERA_ONLY,
+            "Only a camera device can do this",
+        ))
+    }
+}
+
+/// Requires the client role.
+pub fn require_client(device: &Device) -> DomainResult<()> {
+    if device.is_client() {
+        Ok(())
+    } else {
+        Err(DomainError::forbidden(
+            codes::CLIENT_ONLY,
+            "Only a client device can do this",
+        ))
+    }
 }

@@ -1,35 +1,5 @@
 //! Motion events: a camera starts and ends them; linked clients hear about both at once.
 
+pub mod model;
 pub mod routes;
 pub mod service;
-
-use serde::Serialize;
-use serde_json::Value;
-use utoipa::ToSchema;
-
-use crate::time::Timestamp;
-
-#[derive(Debug, Clone, sqlx::FromRow, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct MotionEvent {
-    pub id: String,
-    #[serde(skip)]
-    pub user_id: String,
-    pub camera_device_id: String,
-    #[schema(value_type = String, format = DateTime)]
-    #[serde(with = "crate::time::iso_millis")]
-    pub started_at: Timestamp,
-    #[schema(value_type = Option<String>, format = DateTime)]
-    #[serde(with = "crate::time::iso_millis_opt")]
-    pub ended_at: Option<Timestamp>,
-    pub score: Option<f64>,
-    #[sqlx(json)]
-    #[schema(value_type = Object)]
-    pub metadata: Value,
-    #[schema(value_type = String, format = DateTime)]
-    #[serde(with = "crate::time::iso_millis")]
-    pub created_at: Timestamp,
-    #[schema(value_type = String, format = DateTime)]
-    #[serde(with = "crate::time::iso_millis")]
-    pub updated_at: Timestamp,
-}

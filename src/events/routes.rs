@@ -8,15 +8,16 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
-use crate::auth::CurrentUser;
-use crate::devices::auth::{DeviceCaller, require_camera};
+use crate::auth::extract::CurrentUser;
+use crate::devices::extract::DeviceCaller;
+use crate::devices::service::require_camera;
 use crate::error::{ApiResult, ErrorBody};
-use crate::events::MotionEvent;
+use crate::events::model::MotionEvent;
 use crate::events::service::{self, EventFilter};
 use crate::http::extract::{Path, Query};
 use crate::http::json::OptionalJson;
 use crate::pagination::{Page, PageQuery};
+use crate::state::AppState;
 use crate::time::Timestamp;
 
 pub fn router() -> OpenApiRouter<AppState> {

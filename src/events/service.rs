@@ -1,22 +1,22 @@
-use axum::http::StatusCode;
 use serde_json::Value;
 
-use crate::app::AppState;
 use crate::db::Db;
 use crate::devices::model::Device;
-use crate::error::{ApiError, ApiResult};
-use crate::events::MotionEvent;
+use crate::error::{DomainError, DomainResult, codes};
+use crate::events::model::{MotionEvent, motion_event_columns};
 use crate::links;
 use crate::pagination::{Page, PageQuery};
+use crate::realtime::event::{MOTION_DETECTED, MOTION_ENDED};
+use crate::state::AppState;
 use crate::time::{self, Timestamp};
-use crate::{db_execute, db_fetch_all, db_fetch_optional};
+use crate::{db_execute, db_fetch_all, db_fetch_optional, keyset_page};
 
-fn event_not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "EVENT_NOT_FOUND", "Event not found")
+fn event_not_found() -> DomainError {
+    DomainError::not_found(codes::EVENT_NOT_FOUND, "Event not found")
 }
 
 /// Linked clients (and the owner's sessions) hear about the camera's event.
-async fn announce(state: &AppState, event: &MotionEvent, name: &str) -> ApiResult<()> {
+async fn announce(state: &AppState, event: &MotionEvent, name: &str) -> DomainResult<()> {
     match links::service::clients_of(&state.db, &event.camera_device_id).await {
         Ok(clients) => {
             let ids: Vec<&str> = clients.iter().map(String::as_str).collect();
@@ -33,25 +33,27 @@ pub async fn start(
     started_at: Option<Timestamp>,
     score: Option<f64>,
     metadata: Option<Value>,
-) -> ApiResult<MotionEvent> {
+) -> DomainResult<MotionEvent> {
     let now = time::now();
     let started_at = started_at.unwrap_or(now);
     if !time::in_supported_range(&started_at) {
-        return Err(ApiError::validation(
+        return Err(DomainError::validation(
             "startedAt must be between 1970 and 9999",
         ));
     }
     if started_at > now + chrono::Duration::minutes(5) {
-        return Err(ApiError::validation("startedAt must not be in the future"));
+        return Err(DomainError::validation(
+            "startedAt must not be in the future",
+        ));
     }
     if let Some(s) = score
         && !s.is_finite()
     {
-        return Err(ApiError::validation("score must be a finite number"));
+        return Err(DomainError::validation("score must be a finite number"));
     }
     let metadata = metadata.unwrap_or_else(|| Value::Object(Default::default()));
     if !metadata.is_object() || metadata.to_string().len() > 16 * 1024 {
-        return Err(ApiError::validation(
+        return Err(DomainError::validation(
             "metadata must be a JSON object of at most 16 KiB",
         ));
     }
@@ -81,22 +83,26 @@ pub async fn start(
             now
         ]
     )?;
-    announce(state, &event, "motion:detected").await?;
+    announce(state, &event, MOTION_DETECTED).await?;
     Ok(event)
 }
 
-pub async fn end(state: &AppState, camera: &Device, event_id: &str) -> ApiResult<MotionEvent> {
+pub async fn end(state: &AppState, camera: &Device, event_id: &str) -> DomainResult<MotionEvent> {
     let mut event = db_fetch_optional!(
         &state.db,
         MotionEvent,
-        "SELECT id, user_id, camera_device_id, started_at, ended_at, score, metadata, created_at, updated_at
-         FROM motion_events WHERE id = $1 AND camera_device_id = $2",
+        concat!(
+            "SELECT ",
+            motion_event_columns!(),
+            "
+         FROM motion_events WHERE id = $1 AND camera_device_id = $2"
+        ),
         [event_id, &camera.id]
     )?
     .ok_or_else(event_not_found)?;
     if event.ended_at.is_some() {
-        return Err(ApiError::conflict(
-            "EVENT_ALREADY_ENDED",
+        return Err(DomainError::conflict(
+            codes::EVENT_ALREADY_ENDED,
             "This motion event has already ended",
         ));
     }
@@ -107,27 +113,31 @@ pub async fn end(state: &AppState, camera: &Device, event_id: &str) -> ApiResult
         [now, now, &event.id]
     )?;
     if changed == 0 {
-        return Err(ApiError::conflict(
-            "EVENT_ALREADY_ENDED",
+        return Err(DomainError::conflict(
+            codes::EVENT_ALREADY_ENDED,
             "This motion event has already ended",
         ));
     }
     event.ended_at = Some(now);
     event.updated_at = now;
-    announce(state, &event, "motion:ended").await?;
+    announce(state, &event, MOTION_ENDED).await?;
     Ok(event)
 }
 
 /// Closes events left open longer than the configured maximum (a camera that crashed
 /// mid-event), ending them at start + maximum.
-pub async fn close_stale(state: &AppState) -> ApiResult<usize> {
+pub async fn close_stale(state: &AppState) -> DomainResult<usize> {
     let max = chrono::Duration::seconds(state.config.motion_max_duration_secs as i64);
     let now = time::now();
     let stale = db_fetch_all!(
         &state.db,
         MotionEvent,
-        "SELECT id, user_id, camera_device_id, started_at, ended_at, score, metadata, created_at, updated_at
-         FROM motion_events WHERE ended_at IS NULL AND started_at <= $1",
+        concat!(
+            "SELECT ",
+            motion_event_columns!(),
+            "
+         FROM motion_events WHERE ended_at IS NULL AND started_at <= $1"
+        ),
         [now - max]
     )?;
     let mut closed = 0;
@@ -141,7 +151,7 @@ pub async fn close_stale(state: &AppState) -> ApiResult<usize> {
         if changed == 1 {
             event.ended_at = Some(ended_at);
             event.updated_at = now;
-            announce(state, &event, "motion:ended").await?;
+            announce(state, &event, MOTION_ENDED).await?;
             closed += 1;
         }
     }
@@ -159,27 +169,30 @@ pub async fn list(
     user_id: &str,
     filter: &EventFilter,
     page: &PageQuery,
-) -> ApiResult<Page<MotionEvent>> {
+) -> DomainResult<Page<MotionEvent>> {
     for t in [filter.from, filter.to].iter().flatten() {
         if !time::in_supported_range(t) {
-            return Err(ApiError::validation(
+            return Err(DomainError::validation(
                 "from/to must be between 1970 and 9999",
             ));
         }
     }
-    let limit = page.limit()?;
-    let cursor = page.cursor()?;
+    let keyset = page.keyset()?;
     let rows = db_fetch_all!(
         db,
         MotionEvent,
-        "SELECT id, user_id, camera_device_id, started_at, ended_at, score, metadata, created_at, updated_at
+        concat!(
+            "SELECT ",
+            motion_event_columns!(),
+            "
          FROM motion_events
          WHERE user_id = $1
            AND ($2 IS NULL OR camera_device_id = $3)
            AND ($4 IS NULL OR started_at >= $5)
            AND ($6 IS NULL OR started_at < $7)
-           AND (created_at < $8 OR (created_at = $9 AND id < $10))
-         ORDER BY created_at DESC, id DESC LIMIT $11",
+           AND ",
+            keyset_page!(8, 9, 10, 11)
+        ),
         [
             user_id,
             &filter.camera_device_id,
@@ -188,13 +201,11 @@ pub async fn list(
             filter.from,
             filter.to,
             filter.to,
-            cursor.at,
-            cursor.at,
-            &cursor.id,
-            limit + 1
+            keyset.at,
+            keyset.at,
+            &keyset.id,
+            keyset.fetch
         ]
     )?;
-    Ok(Page::from_rows(rows, limit, |e| {
-        (e.created_at, e.id.clone())
-    }))
+    Ok(keyset.page(rows))
 }

@@ -1,5 +1,7 @@
 //! `/healthz` and `/metrics`.
 
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
@@ -9,7 +11,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -37,6 +39,27 @@ pub struct Health {
     pub media: watchpost_media::MediaStatus,
 }
 
+async fn storage_health(state: &AppState) -> ComponentHealth {
+    let backend = state.storage.backend().to_string();
+    match tokio::time::timeout(Duration::from_secs(5), state.storage.check()).await {
+        Ok(Ok(())) => ComponentHealth {
+            ok: true,
+            backend,
+            error: None,
+        },
+        Ok(Err(e)) => ComponentHealth {
+            ok: false,
+            backend,
+            error: Some(e.to_string()),
+        },
+        Err(_) => ComponentHealth {
+            ok: false,
+            backend,
+            error: Some("timed out".to_string()),
+        },
+    }
+}
+
 #[utoipa::path(
     get, path = "/healthz", tag = "operations",
     responses(
@@ -57,7 +80,7 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
             error: Some(e.to_string()),
         },
     };
-    let storage = state.storage_health().await;
+    let storage = storage_health(&state).await;
     let healthy = database.ok && storage.ok;
     let body = Health {
         status: if healthy { "ok" } else { "degraded" }.to_string(),

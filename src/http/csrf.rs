@@ -12,10 +12,9 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::app::AppState;
-use crate::auth::extract::ClientIp;
-use crate::auth::origin_of;
-use crate::error::ApiError;
+use crate::error::{ApiError, codes};
+use crate::http::extract::ClientIp;
+use crate::state::{AppState, origin_of};
 
 /// Paths authorised by their own signed URLs or tokens, meant to be called cross-origin.
 const EXEMPT_PREFIXES: &[&str] = &["/storage/", "/whip/", "/whep/", "/socket.io"];
@@ -66,7 +65,7 @@ pub fn check(
         && header(headers, "sec-fetch-mode") == Some("navigate")
     {
         return Err(ApiError::forbidden(
-            "CROSS_SITE_NAVIGATION_LOGIN_BLOCKED",
+            codes::CROSS_SITE_NAVIGATION_LOGIN_BLOCKED,
             "Cross-site navigation login blocked. This request appears to be a CSRF attack.",
         ));
     }
@@ -77,11 +76,11 @@ pub fn check(
     };
     match origin.as_deref() {
         None | Some("") | Some("null") => Err(ApiError::forbidden(
-            "MISSING_OR_NULL_ORIGIN",
+            codes::MISSING_OR_NULL_ORIGIN,
             "Missing or null Origin",
         )),
         Some(o) if state.auth.is_trusted_origin(o) => Ok(()),
-        Some(_) => Err(ApiError::forbidden("INVALID_ORIGIN", "Invalid origin")),
+        Some(_) => Err(ApiError::forbidden(codes::INVALID_ORIGIN, "Invalid origin")),
     }
 }
 
@@ -117,7 +116,7 @@ pub async fn auth_rate_limit(
         Ok(()) => next.run(request).await,
         Err(retry) => ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
-            "TOO_MANY_REQUESTS",
+            codes::TOO_MANY_REQUESTS,
             "Too many requests. Please try again later.",
         )
         .with_header(

@@ -5,7 +5,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, codes};
 
 pub struct Json<T>(pub T);
 
@@ -27,7 +27,7 @@ where
         if essence != "application/json" && !essence.ends_with("+json") {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "UNSUPPORTED_MEDIA_TYPE",
+                codes::UNSUPPORTED_MEDIA_TYPE,
                 "Expected a request body with content-type: application/json",
             ));
         }
@@ -42,11 +42,11 @@ fn bytes_rejection(e: axum::extract::rejection::BytesRejection) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "PAYLOAD_TOO_LARGE",
+            codes::PAYLOAD_TOO_LARGE,
             "Request body is too large",
         )
     } else {
-        ApiError::bad_request("INVALID_BODY", e.body_text())
+        ApiError::bad_request(codes::INVALID_BODY, e.body_text())
     }
 }
 
@@ -72,11 +72,12 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 ApiError::validation(format!("{path}: {inner}"))
             }
         } else {
-            ApiError::bad_request("INVALID_JSON", format!("Malformed JSON body: {inner}"))
+            ApiError::bad_request(codes::INVALID_JSON, format!("Malformed JSON body: {inner}"))
         }
     })?;
-    de.end()
-        .map_err(|e| ApiError::bad_request("INVALID_JSON", format!("Malformed JSON body: {e}")))?;
+    de.end().map_err(|e| {
+        ApiError::bad_request(codes::INVALID_JSON, format!("Malformed JSON body: {e}"))
+    })?;
     Ok(value)
 }
 

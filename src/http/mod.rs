@@ -1,7 +1,10 @@
-//! HTTP plumbing shared by every route: JSON extraction, origin (CSRF) checks, the auth
-//! rate limit and request metrics.
+//! HTTP plumbing shared by every route: JSON extraction, cookies, origin (CSRF) checks,
+//! the auth rate limit, request metrics and the small response bodies several domains share.
 
+pub mod body;
+pub mod cookies;
 pub mod csrf;
 pub mod extract;
 pub mod json;
 pub mod metrics;
+pub mod rate_limit;

@@ -1,20 +1,5 @@
 //! Camera–client links: which client devices may command and watch which cameras.
 
+pub mod model;
 pub mod routes;
 pub mod service;
-
-use serde::Serialize;
-use utoipa::ToSchema;
-
-use crate::time::Timestamp;
-
-#[derive(Debug, Clone, sqlx::FromRow, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Link {
-    pub id: String,
-    pub camera_device_id: String,
-    pub client_device_id: String,
-    #[schema(value_type = String, format = DateTime)]
-    #[serde(with = "crate::time::iso_millis")]
-    pub created_at: Timestamp,
-}

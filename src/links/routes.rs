@@ -7,14 +7,15 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
-use crate::auth::CurrentUser;
-use crate::devices::routes::OkBody;
+use crate::auth::extract::CurrentUser;
 use crate::error::{ApiResult, ErrorBody};
+use crate::http::body::OkBody;
 use crate::http::extract::{Path, Query};
 use crate::http::json::Json;
-use crate::links::{Link, service};
+use crate::links::model::Link;
+use crate::links::service;
 use crate::pagination::{Page, PageQuery};
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -1,21 +1,26 @@
 use crate::db::Db;
 use crate::devices::service::{IdRow, find_for_user};
-use crate::error::{ApiError, ApiResult, is_unique_violation};
-use crate::links::Link;
+use crate::error::{DomainError, DomainResult, codes, is_unique_violation};
+use crate::links::model::Link;
 use crate::pagination::{Page, PageQuery};
 use crate::time;
-use crate::{db_execute, db_fetch_all, db_fetch_optional};
+use crate::{db_execute, db_fetch_all, db_fetch_optional, keyset_page};
 
-pub async fn create(db: &Db, user_id: &str, camera_id: &str, client_id: &str) -> ApiResult<Link> {
+pub async fn create(
+    db: &Db,
+    user_id: &str,
+    camera_id: &str,
+    client_id: &str,
+) -> DomainResult<Link> {
     let camera = find_for_user(db, user_id, camera_id).await?;
     let client = find_for_user(db, user_id, client_id).await?;
     if !camera.is_camera() {
-        return Err(ApiError::validation(
+        return Err(DomainError::validation(
             "cameraDeviceId must be a device with role camera",
         ));
     }
     if !client.is_client() {
-        return Err(ApiError::validation(
+        return Err(DomainError::validation(
             "clientDeviceId must be a device with role client",
         ));
     }
@@ -38,43 +43,42 @@ pub async fn create(db: &Db, user_id: &str, camera_id: &str, client_id: &str) ->
     );
     match inserted {
         Ok(_) => Ok(link),
-        Err(e) if is_unique_violation(&e) => Err(ApiError::conflict(
-            "LINK_EXISTS",
+        Err(e) if is_unique_violation(&e) => Err(DomainError::conflict(
+            codes::LINK_EXISTS,
             "These devices are already linked",
         )),
         Err(e) => Err(e.into()),
     }
 }
 
-pub async fn list(db: &Db, user_id: &str, page: &PageQuery) -> ApiResult<Page<Link>> {
-    let limit = page.limit()?;
-    let cursor = page.cursor()?;
+pub async fn list(db: &Db, user_id: &str, page: &PageQuery) -> DomainResult<Page<Link>> {
+    let keyset = page.keyset()?;
     let rows = db_fetch_all!(
         db,
         Link,
-        "SELECT id, camera_device_id, client_device_id, created_at FROM device_links
-         WHERE user_id = $1 AND (created_at < $2 OR (created_at = $3 AND id < $4))
-         ORDER BY created_at DESC, id DESC LIMIT $5",
-        [user_id, cursor.at, cursor.at, &cursor.id, limit + 1]
+        concat!(
+            "SELECT id, camera_device_id, client_device_id, created_at FROM device_links
+             WHERE user_id = $1 AND",
+            keyset_page!(2, 3, 4, 5)
+        ),
+        [user_id, keyset.at, keyset.at, &keyset.id, keyset.fetch]
     )?;
-    Ok(Page::from_rows(rows, limit, |l| {
-        (l.created_at, l.id.clone())
-    }))
+    Ok(keyset.page(rows))
 }
 
-pub async fn delete(db: &Db, user_id: &str, link_id: &str) -> ApiResult<()> {
+pub async fn delete(db: &Db, user_id: &str, link_id: &str) -> DomainResult<()> {
     let removed = db_execute!(
         db,
         "DELETE FROM device_links WHERE id = $1 AND user_id = $2",
         [link_id, user_id]
     )?;
     if removed == 0 {
-        return Err(ApiError::not_found("Link not found"));
+        return Err(DomainError::not_found(codes::NOT_FOUND, "Link not found"));
     }
     Ok(())
 }
 
-pub async fn are_linked(db: &Db, camera_id: &str, client_id: &str) -> ApiResult<bool> {
+pub async fn are_linked(db: &Db, camera_id: &str, client_id: &str) -> DomainResult<bool> {
     Ok(db_fetch_optional!(
         db,
         IdRow,
@@ -85,7 +89,7 @@ pub async fn are_linked(db: &Db, camera_id: &str, client_id: &str) -> ApiResult<
 }
 
 /// Client devices linked to a camera (the audience of its events).
-pub async fn clients_of(db: &Db, camera_id: &str) -> ApiResult<Vec<String>> {
+pub async fn clients_of(db: &Db, camera_id: &str) -> DomainResult<Vec<String>> {
     Ok(db_fetch_all!(
         db,
         IdRow,

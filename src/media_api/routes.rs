@@ -13,41 +13,42 @@ use utoipa_axum::routes;
 use watchpost_media::AdmissionError;
 use watchpost_media::sfu::{ParticipantInfo, SfuError};
 
-use crate::app::AppState;
-use crate::devices::auth::DeviceCaller;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::devices::extract::DeviceCaller;
+use crate::error::{ApiError, ApiResult, ErrorBody, codes};
 use crate::http::extract::Path;
 use crate::http::json::Json;
+use crate::state::AppState;
 use crate::streams::media_token::{self, Claims, MediaRole};
+use crate::streams::model::{ParticipantKind, StreamSession};
 use crate::streams::service as streams;
 
 impl From<SfuError> for ApiError {
     fn from(e: SfuError) -> Self {
         match e {
             SfuError::BadSdp(reason) => {
-                ApiError::bad_request("INVALID_SDP", format!("Invalid SDP offer: {reason}"))
+                ApiError::bad_request(codes::INVALID_SDP, format!("Invalid SDP offer: {reason}"))
             }
             SfuError::NoUsableMedia => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "NO_USABLE_MEDIA",
+                codes::NO_USABLE_MEDIA,
                 "The offer has no audio or video this server can use (Opus, VP8 or H.264)",
             ),
             SfuError::Admission(AdmissionError::RoomHasPublisher) => ApiError::conflict(
-                "STREAM_HAS_PUBLISHER",
+                codes::STREAM_HAS_PUBLISHER,
                 "This stream already has a publisher",
             ),
             SfuError::Admission(e @ AdmissionError::TooManyPublishers { .. }) => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "TOO_MANY_PUBLISHERS",
+                codes::TOO_MANY_PUBLISHERS,
                 e.to_string(),
             ),
             SfuError::Admission(e @ AdmissionError::TooManySubscribers { .. }) => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "TOO_MANY_SUBSCRIBERS",
+                codes::TOO_MANY_SUBSCRIBERS,
                 e.to_string(),
             ),
             SfuError::RoomClosed => {
-                ApiError::conflict("STREAM_NOT_ACTIVE", "The stream session is not active")
+                ApiError::conflict(codes::STREAM_NOT_ACTIVE, "The stream session is not active")
             }
             SfuError::Stopped => ApiError::unavailable("The media engine is not running"),
         }
@@ -101,14 +102,14 @@ pub fn whip_router(state: AppState) -> axum::Router {
 fn sfu(state: &AppState) -> ApiResult<&watchpost_media::sfu::Sfu> {
     state.media.sfu().ok_or_else(|| {
         ApiError::conflict(
-            "SFU_DISABLED",
+            codes::SFU_DISABLED,
             "This server does not route media (MEDIA_MODE=legacy)",
         )
     })
 }
 
 fn media_token_from(headers: &HeaderMap) -> Option<&str> {
-    crate::auth::extract::bearer(headers)
+    crate::http::extract::bearer(headers)
 }
 
 /// Verifies the bearer media token for this session and one of `roles`; the session must
@@ -122,7 +123,7 @@ async fn authorise(
     let token = media_token_from(headers).ok_or_else(|| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "MEDIA_TOKEN_REQUIRED",
+            codes::MEDIA_TOKEN_REQUIRED,
             "Send the media token as Authorization: Bearer",
         )
     })?;
@@ -153,12 +154,12 @@ fn sdp_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<String> {
     {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UNSUPPORTED_MEDIA_TYPE",
+            codes::UNSUPPORTED_MEDIA_TYPE,
             "Expected content-type: application/sdp",
         ));
     }
     String::from_utf8(body.to_vec())
-        .map_err(|_| ApiError::bad_request("INVALID_SDP", "The SDP offer is not UTF-8"))
+        .map_err(|_| ApiError::bad_request(codes::INVALID_SDP, "The SDP offer is not UTF-8"))
 }
 
 fn ice_links(state: &AppState) -> Vec<HeaderValue> {
@@ -226,7 +227,7 @@ pub async fn whip_post(
 ) -> ApiResult<Response> {
     authorise(&state, &headers, &session_id, &[MediaRole::Publish]).await?;
     let offer = sdp_body(&headers, &body)?;
-    let resource = format!("pub-{}", uuid::Uuid::new_v4());
+    let resource = ParticipantKind::Publisher.new_id();
     let answer = sfu(&state)?.publish(&session_id, &resource, offer).await?;
     Ok(created(&state, "whip", &session_id, &resource, answer))
 }
@@ -259,7 +260,7 @@ pub async fn whep_post(
     )
     .await?;
     let offer = sdp_body(&headers, &body)?;
-    let resource = format!("sub-{}", uuid::Uuid::new_v4());
+    let resource = ParticipantKind::Subscriber.new_id();
     let answer = sfu(&state)?
         .subscribe(&session_id, &resource, offer)
         .await?;
@@ -302,7 +303,7 @@ async fn patch_resource(
     if !ct.starts_with("application/trickle-ice-sdpfrag") {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UNSUPPORTED_MEDIA_TYPE",
+            codes::UNSUPPORTED_MEDIA_TYPE,
             "Expected content-type: application/trickle-ice-sdpfrag",
         ));
     }
@@ -316,7 +317,8 @@ async fn delete_resource(
 ) -> ApiResult<StatusCode> {
     let token = media_token_from(&headers).ok_or_else(ApiError::unauthorized)?;
     // Only the camera's own token hangs up the camera; viewers' tokens close viewers.
-    let roles: &[MediaRole] = if resource.starts_with("pub-") {
+    let roles: &[MediaRole] = if ParticipantKind::of(&resource) == Some(ParticipantKind::Publisher)
+    {
         &[MediaRole::Publish]
     } else {
         &[MediaRole::Subscribe, MediaRole::Playback]
@@ -383,7 +385,7 @@ pub async fn sfu_session(
     }
     Ok(axum::Json(SfuSession {
         stream_session_id: session.id,
-        status: session.status,
+        status: session.status.to_string(),
         participants,
     }))
 }
@@ -418,12 +420,12 @@ pub async fn publish_transport(
     let session = streams::find_for_user(&state.db, &device.user_id, &id).await?;
     if device.id != session.camera_device_id {
         return Err(ApiError::forbidden(
-            "NOT_A_PARTICIPANT",
+            codes::NOT_A_PARTICIPANT,
             "Only the session's camera can publish",
         ));
     }
     streams::require_session_active(&session)?;
-    let participant = format!("pub-{}", uuid::Uuid::new_v4());
+    let participant = ParticipantKind::Publisher.new_id();
     let answer = sfu(&state)?
         .publish(&session.id, &participant, offer_sdp(body)?)
         .await?;
@@ -456,12 +458,12 @@ pub async fn subscribe_transport(
     let session = streams::find_for_user(&state.db, &device.user_id, &id).await?;
     if !streams::may_view(&state.db, &device, &session).await? {
         return Err(ApiError::forbidden(
-            "NOT_A_PARTICIPANT",
+            codes::NOT_A_PARTICIPANT,
             "This device may not watch this stream",
         ));
     }
     streams::require_session_active(&session)?;
-    let participant = format!("sub-{}", uuid::Uuid::new_v4());
+    let participant = ParticipantKind::Subscriber.new_id();
     let answer = sfu(&state)?
         .subscribe(&session.id, &participant, offer_sdp(body)?)
         .await?;
@@ -534,8 +536,8 @@ pub async fn whep_delete(
 fn public_participant_id(id: &str) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(id.as_bytes());
-    let role = id.split('-').next().unwrap_or("p");
-    format!("{role}-{}", crate::auth::tokens::hex(&digest[..8]))
+    let prefix = ParticipantKind::of(id).map_or("p", ParticipantKind::prefix);
+    format!("{prefix}-{}", crate::crypto::hex(&digest[..8]))
 }
 
 /// The session, if `device` takes part in it (its camera or a device allowed to watch).
@@ -543,13 +545,13 @@ async fn participant_session(
     state: &AppState,
     device: &crate::devices::model::Device,
     id: &str,
-) -> ApiResult<crate::streams::StreamSession> {
+) -> ApiResult<StreamSession> {
     let session = streams::find_for_user(&state.db, &device.user_id, id).await?;
     if device.id != session.camera_device_id
         && !streams::may_view(&state.db, device, &session).await?
     {
         return Err(ApiError::forbidden(
-            "NOT_A_PARTICIPANT",
+            codes::NOT_A_PARTICIPANT,
             "This device is not part of this stream",
         ));
     }
@@ -557,8 +559,7 @@ async fn participant_session(
 }
 
 fn require_transport_id(participant_id: &str) -> ApiResult<()> {
-    let well_formed = participant_id.len() <= 64
-        && (participant_id.starts_with("pub-") || participant_id.starts_with("sub-"));
+    let well_formed = participant_id.len() <= 64 && ParticipantKind::of(participant_id).is_some();
     if well_formed {
         Ok(())
     } else {
@@ -633,9 +634,11 @@ pub async fn sfu_close(
 ) -> ApiResult<StatusCode> {
     let session = participant_session(&state, &device, &id).await?;
     require_transport_id(&body.participant_id)?;
-    if body.participant_id.starts_with("pub-") && device.id != session.camera_device_id {
+    if ParticipantKind::of(&body.participant_id) == Some(ParticipantKind::Publisher)
+        && device.id != session.camera_device_id
+    {
         return Err(ApiError::forbidden(
-            "NOT_A_PARTICIPANT",
+            codes::NOT_A_PARTICIPANT,
             "Only the session's camera can close its publish transport",
         ));
     }
@@ -647,11 +650,11 @@ pub async fn sfu_close(
 fn token_error(e: media_token::TokenError) -> ApiError {
     match e {
         media_token::TokenError::WrongSession | media_token::TokenError::WrongRole => {
-            ApiError::forbidden("MEDIA_TOKEN_FORBIDDEN", e.to_string())
+            ApiError::forbidden(codes::MEDIA_TOKEN_FORBIDDEN, e.to_string())
         }
         _ => ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "INVALID_MEDIA_TOKEN",
+            codes::INVALID_MEDIA_TOKEN,
             e.to_string(),
         ),
     }

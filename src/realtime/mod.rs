@@ -5,6 +5,7 @@
 //! activity. Emits are best-effort: a closed socket never fails the HTTP request that
 //! caused the event (state lives in the database and is redelivered on reconnect).
 
+pub mod event;
 pub mod socket;
 
 use std::collections::HashMap;
@@ -21,6 +22,11 @@ pub fn user_room(user_id: &str) -> String {
     format!("user:{user_id}")
 }
 
+/// The session token a user's socket authenticated with (kept in the socket's extensions),
+/// so signing that session out can close the socket.
+#[derive(Clone)]
+pub(crate) struct SocketSession(pub(crate) String);
+
 #[derive(Clone)]
 pub struct Realtime {
     io: SocketIo,
@@ -34,10 +40,6 @@ impl Realtime {
             io,
             presence: Arc::new(Mutex::new(HashMap::new())),
         }
-    }
-
-    pub fn io(&self) -> &SocketIo {
-        &self.io
     }
 
     fn presence(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
@@ -95,6 +97,19 @@ impl Realtime {
             .await
         {
             tracing::debug!(event, error = %e, "realtime emit failed");
+        }
+    }
+
+    /// Closes the sockets opened with a session token that was just signed out.
+    pub fn disconnect_session(&self, user_id: &str, session_token: &str) {
+        for socket in self.io.to(user_room(user_id)).sockets() {
+            let matches = socket
+                .extensions
+                .get::<SocketSession>()
+                .is_some_and(|s| s.0 == session_token);
+            if matches {
+                let _ = socket.disconnect();
+            }
         }
     }
 

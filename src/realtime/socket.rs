@@ -10,23 +10,23 @@ use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, Data, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 
-use crate::app::AppState;
-use crate::auth::extract::{DEVICE_TOKEN_PREFIX, bearer, session_token};
+use crate::auth::extract::session_token;
 use crate::auth::service::find_session;
 use crate::commands;
-use crate::devices::auth::device_by_token;
-use crate::devices::model::Device;
-use crate::devices::service::touch;
-use crate::error::ApiError;
-use crate::realtime::{device_room, user_room};
+use crate::devices::model::{DEVICE_TOKEN_PREFIX, Device};
+use crate::devices::service::{device_by_token, require_camera, touch};
+use crate::error::{ApiError, codes};
+use crate::http::extract::bearer;
+use crate::realtime::{SocketSession, device_room, event, user_room};
+use crate::state::AppState;
 use crate::streams;
 
 /// Who a socket belongs to; stored in the socket's extensions by the auth middleware.
 #[derive(Clone)]
 enum Identity {
     Device(Box<Device>),
-    /// A user session: (user id, session token).
-    User(String, String),
+    /// A user session, by user id.
+    User(String),
 }
 
 #[derive(Debug)]
@@ -95,7 +95,10 @@ async fn authenticate(
                 ));
             };
             match find_session(&state.db, &session).await {
-                Ok(Some((_, user))) => Identity::User(user.id, session),
+                Ok(Some((_, user))) => {
+                    socket.extensions.insert(SocketSession(session));
+                    Identity::User(user.id)
+                }
                 Ok(None) => return Err(AuthError("invalid or expired session")),
                 Err(_) => return Err(AuthError("authentication is temporarily unavailable")),
             }
@@ -139,7 +142,7 @@ async fn on_connect(state: AppState, socket: SocketRef) {
         return;
     };
     match identity {
-        Identity::User(user_id, _) => {
+        Identity::User(user_id) => {
             socket.join(user_room(&user_id));
         }
         Identity::Device(device) => {
@@ -161,7 +164,7 @@ async fn on_connect(state: AppState, socket: SocketRef) {
             let ack_state = state.clone();
             let ack_device = device.clone();
             socket.on(
-                "command:ack",
+                event::COMMAND_ACK,
                 move |TryData(body): TryData<AckEvent>, ack: AckSender| {
                     let state = ack_state.clone();
                     let device = ack_device.clone();
@@ -180,7 +183,7 @@ async fn on_connect(state: AppState, socket: SocketRef) {
             let signal_state = state.clone();
             let signal_device = device.clone();
             socket.on(
-                "webrtc:signal",
+                event::WEBRTC_SIGNAL,
                 move |TryData(body): TryData<SignalEvent>, ack: AckSender| {
                     let state = signal_state.clone();
                     let device = signal_device.clone();
@@ -200,7 +203,7 @@ async fn on_connect(state: AppState, socket: SocketRef) {
             );
 
             socket.on(
-                "heartbeat",
+                event::HEARTBEAT,
                 move |Data(_): Data<Value>, ack: AckSender| async move {
                     let _ = ack.send(
                         &json!({ "ok": true, "serverTime": crate::time::iso(&crate::time::now()) }),
@@ -228,19 +231,6 @@ async fn on_connect(state: AppState, socket: SocketRef) {
     }
 }
 
-/// Closes the sockets opened with a session token that was just signed out.
-pub async fn disconnect_session(state: &AppState, user_id: &str, session_token: &str) {
-    for socket in state.realtime.io().to(user_room(user_id)).sockets() {
-        let matches = socket
-            .extensions
-            .get::<Identity>()
-            .is_some_and(|id| matches!(id, Identity::User(_, t) if t == session_token));
-        if matches {
-            let _ = socket.disconnect();
-        }
-    }
-}
-
 fn error_reply(e: &ApiError) -> Value {
     json!({ "ok": false, "code": e.code, "message": e.message })
 }
@@ -254,17 +244,14 @@ struct AckEvent {
 }
 
 async fn handle_ack(state: &AppState, device: &Device, body: AckEvent) -> Value {
-    if !device.is_camera() {
-        return error_reply(&ApiError::forbidden(
-            "CAMERA_ONLY",
-            "Only a camera device can do this",
-        ));
+    if let Err(e) = require_camera(device) {
+        return error_reply(&e.into());
     }
     match commands::service::acknowledge(state, device, &body.command_id, &body.status, body.reason)
         .await
     {
         Ok(command) => json!({ "ok": true, "command": command }),
-        Err(e) => error_reply(&e),
+        Err(e) => error_reply(&ApiError::from(e)),
     }
 }
 
@@ -283,7 +270,7 @@ async fn relay_signal(
 ) -> Result<(), ApiError> {
     if state.media.mode() != watchpost_media::MediaMode::Legacy {
         return Err(ApiError::conflict(
-            "NOT_LEGACY_MODE",
+            codes::NOT_LEGACY_MODE,
             "Signalling relay is only available with MEDIA_MODE=legacy",
         ));
     }
@@ -301,7 +288,7 @@ async fn relay_signal(
         .realtime
         .emit_to_device(
             peer,
-            "webrtc:signal",
+            event::WEBRTC_SIGNAL,
             &json!({ "streamSessionId": session.id, "fromDeviceId": device.id, "data": body.data }),
         )
         .await;

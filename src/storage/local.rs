@@ -11,7 +11,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::auth::tokens::hex;
+use crate::crypto::hex;
 
 use super::{ObjectInfo, ObjectPage, Presigned, StorageError, validate_key};
 

@@ -12,9 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use utoipa::IntoParams;
 
 use super::{LocalStore, ObjectStore, StorageError};
-use crate::app::AppState;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, codes};
 use crate::http::extract::{Path, Query};
+use crate::state::AppState;
 
 /// Largest object the embedded store accepts in one PUT (S3's single-PUT limit).
 pub const MAX_OBJECT_BYTES: u64 = 5 * 1024 * 1024 * 1024;
@@ -26,26 +26,6 @@ pub fn router() -> axum::Router<AppState> {
         "/storage/{bucket}/{*key}",
         axum::routing::get(get_object).put(put_object),
     )
-}
-
-impl From<StorageError> for ApiError {
-    fn from(e: StorageError) -> Self {
-        match e {
-            StorageError::NotFound => ApiError::not_found("Object not found"),
-            StorageError::InvalidKey => {
-                ApiError::bad_request("INVALID_OBJECT_KEY", "Invalid object key")
-            }
-            StorageError::Io(e) => ApiError::internal(e),
-            StorageError::Service(e) => {
-                tracing::warn!(error = %e, "object storage request failed");
-                ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "STORAGE_UNAVAILABLE",
-                    "Object storage is unavailable; try again",
-                )
-            }
-        }
-    }
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -73,7 +53,7 @@ fn verify(
     store
         .verify(method, bucket, key, q.expires, &q.signature)
         .map_err(|reason| {
-            ApiError::forbidden("INVALID_SIGNATURE", format!("Access denied: {reason}"))
+            ApiError::forbidden(codes::INVALID_SIGNATURE, format!("Access denied: {reason}"))
         })
 }
 
@@ -221,14 +201,17 @@ async fn write_body(path: &std::path::Path, body: Body) -> ApiResult<u64> {
     let mut written: u64 = 0;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
-            ApiError::bad_request("UPLOAD_INTERRUPTED", format!("Upload interrupted: {e}"))
+            ApiError::bad_request(
+                codes::UPLOAD_INTERRUPTED,
+                format!("Upload interrupted: {e}"),
+            )
         })?;
         if let Ok(chunk) = frame.into_data() {
             written += chunk.len() as u64;
             if written > MAX_OBJECT_BYTES {
                 return Err(ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    "PAYLOAD_TOO_LARGE",
+                    codes::PAYLOAD_TOO_LARGE,
                     "Object exceeds the 5 GiB limit",
                 ));
             }

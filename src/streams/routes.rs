@@ -7,15 +7,15 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
-use crate::devices::auth::{Caller, DeviceCaller};
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::devices::extract::{Caller, DeviceCaller};
+use crate::error::{ApiError, ApiResult, ErrorBody, codes};
 use crate::http::extract::{Path, Query};
 use crate::http::json::Json;
 use crate::pagination::{Page, PageQuery};
-use crate::streams::StreamSession;
+use crate::state::AppState;
 use crate::streams::media_token::MediaRole;
-use crate::streams::service::{self, MediaCredentials, PLAYBACK_TOKEN_TTL_SECS};
+use crate::streams::model::{MediaCredentials, StreamSession};
+use crate::streams::service::{self, PLAYBACK_TOKEN_TTL_SECS};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -142,7 +142,7 @@ pub async fn playback_token(
         Caller::Device(device) => {
             if !service::may_view(&state.db, device, &session).await? {
                 return Err(ApiError::forbidden(
-                    "NOT_A_PARTICIPANT",
+                    codes::NOT_A_PARTICIPANT,
                     "This device may not watch this stream",
                 ));
             }

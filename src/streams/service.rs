@@ -1,44 +1,44 @@
-use axum::http::StatusCode;
-use serde::Serialize;
 use serde_json::json;
-use utoipa::ToSchema;
 
-use crate::app::AppState;
 use crate::commands;
 use crate::db::Db;
-use crate::devices::auth::{require_camera, require_client};
 use crate::devices::model::Device;
-use crate::error::{ApiError, ApiResult};
+use crate::devices::service::{require_camera, require_client};
+use crate::error::{DomainError, DomainResult, codes};
 use crate::links;
 use crate::pagination::{Page, PageQuery};
-use crate::streams::StreamSession;
+use crate::realtime::event;
+use crate::state::AppState;
 use crate::streams::media_token::{self, Claims, MediaRole};
+use crate::streams::model::{
+    IceServer, MediaCredentials, StreamSession, StreamStatus, stream_session_columns,
+};
 use crate::time::{self, Timestamp};
-use crate::{db_execute, db_fetch_all, db_fetch_optional};
+use crate::{db_execute, db_fetch_all, db_fetch_optional, keyset_page};
 
 pub const MEDIA_TOKEN_TTL_SECS: i64 = 600;
 pub const PLAYBACK_TOKEN_TTL_SECS: i64 = 300;
 
-fn session_not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "STREAM_NOT_FOUND",
-        "Stream session not found",
-    )
+fn session_not_found() -> DomainError {
+    DomainError::not_found(codes::STREAM_NOT_FOUND, "Stream session not found")
 }
 
-pub async fn find(db: &Db, id: &str) -> ApiResult<Option<StreamSession>> {
+pub async fn find(db: &Db, id: &str) -> DomainResult<Option<StreamSession>> {
     Ok(db_fetch_optional!(
         db,
         StreamSession,
-        "SELECT id, user_id, camera_device_id, requester_device_id, status, end_reason, created_at, updated_at, started_at, ended_at
-         FROM stream_sessions WHERE id = $1",
+        concat!(
+            "SELECT ",
+            stream_session_columns!(),
+            "
+         FROM stream_sessions WHERE id = $1"
+        ),
         [id]
     )?)
 }
 
 /// A session of the caller's own user, or 404.
-pub async fn find_for_user(db: &Db, user_id: &str, id: &str) -> ApiResult<StreamSession> {
+pub async fn find_for_user(db: &Db, user_id: &str, id: &str) -> DomainResult<StreamSession> {
     find(db, id)
         .await?
         .filter(|s| s.user_id == user_id)
@@ -46,7 +46,7 @@ pub async fn find_for_user(db: &Db, user_id: &str, id: &str) -> ApiResult<Stream
 }
 
 /// Who hears about a session: requester, camera and every client linked to the camera.
-async fn audience(db: &Db, session: &StreamSession) -> ApiResult<Vec<String>> {
+async fn audience(db: &Db, session: &StreamSession) -> DomainResult<Vec<String>> {
     let mut ids = links::service::clients_of(db, &session.camera_device_id).await?;
     for id in [&session.requester_device_id, &session.camera_device_id] {
         if !ids.contains(id) {
@@ -56,7 +56,7 @@ async fn audience(db: &Db, session: &StreamSession) -> ApiResult<Vec<String>> {
     Ok(ids)
 }
 
-async fn announce(state: &AppState, session: &StreamSession, event: &str) -> ApiResult<()> {
+async fn announce(state: &AppState, session: &StreamSession, event: &str) -> DomainResult<()> {
     let ids = audience(&state.db, session).await?;
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     state
@@ -70,7 +70,7 @@ pub async fn request(
     state: &AppState,
     client: &Device,
     camera_id: &str,
-) -> ApiResult<StreamSession> {
+) -> DomainResult<StreamSession> {
     require_client(client)?;
     let camera = commands::service::authorise(&state.db, client, camera_id).await?;
     let now = time::now();
@@ -79,7 +79,7 @@ pub async fn request(
         user_id: client.user_id.clone(),
         camera_device_id: camera.id.clone(),
         requester_device_id: client.id.clone(),
-        status: "requested".to_string(),
+        status: StreamStatus::Requested,
         end_reason: None,
         created_at: now,
         updated_at: now,
@@ -100,7 +100,7 @@ pub async fn request(
             now
         ]
     )?;
-    announce(state, &session, "stream:requested").await?;
+    announce(state, &session, event::STREAM_REQUESTED).await?;
     commands::service::create(
         state,
         client,
@@ -114,7 +114,7 @@ pub async fn request(
     Ok(session)
 }
 
-pub async fn accept(state: &AppState, camera: &Device, id: &str) -> ApiResult<StreamSession> {
+pub async fn accept(state: &AppState, camera: &Device, id: &str) -> DomainResult<StreamSession> {
     require_camera(camera)?;
     let mut session = find(&state.db, id)
         .await?
@@ -128,18 +128,21 @@ pub async fn accept(state: &AppState, camera: &Device, id: &str) -> ApiResult<St
     )?;
     if changed == 0 {
         let current = find(&state.db, id).await?.ok_or_else(session_not_found)?;
-        return Err(match current.status.as_str() {
-            "streaming" => {
-                ApiError::conflict("STREAM_ALREADY_STARTED", "The stream is already streaming")
+        return Err(match current.status {
+            StreamStatus::Streaming => DomainError::conflict(
+                codes::STREAM_ALREADY_STARTED,
+                "The stream is already streaming",
+            ),
+            StreamStatus::Expired => {
+                DomainError::conflict(codes::STREAM_EXPIRED, "The stream request has expired")
             }
-            "expired" => ApiError::conflict("STREAM_EXPIRED", "The stream request has expired"),
-            _ => ApiError::conflict("STREAM_NOT_ACTIVE", "The stream session has ended"),
+            _ => DomainError::conflict(codes::STREAM_NOT_ACTIVE, "The stream session has ended"),
         });
     }
-    session.status = "streaming".to_string();
+    session.status = StreamStatus::Streaming;
     session.started_at = Some(now);
     session.updated_at = now;
-    announce(state, &session, "stream:started").await?;
+    announce(state, &session, event::STREAM_STARTED).await?;
     Ok(session)
 }
 
@@ -149,7 +152,7 @@ pub async fn end_session(
     state: &AppState,
     session: &mut StreamSession,
     reason: &str,
-) -> ApiResult<()> {
+) -> DomainResult<()> {
     let now = time::now();
     let changed = db_execute!(
         &state.db,
@@ -158,26 +161,26 @@ pub async fn end_session(
         [reason, now, now, &session.id]
     )?;
     if changed == 0 {
-        return Err(ApiError::conflict(
-            "STREAM_ALREADY_ENDED",
+        return Err(DomainError::conflict(
+            codes::STREAM_ALREADY_ENDED,
             "The stream session has already ended",
         ));
     }
     if let Some(sfu) = state.media.sfu() {
         sfu.close_room(&session.id).await;
     }
-    session.status = "ended".to_string();
+    session.status = StreamStatus::Ended;
     session.end_reason = Some(reason.to_string());
     session.ended_at = Some(now);
     session.updated_at = now;
-    announce(state, session, "stream:ended").await
+    announce(state, session, event::STREAM_ENDED).await
 }
 
 pub async fn end_by_device(
     state: &AppState,
     device: &Device,
     id: &str,
-) -> ApiResult<StreamSession> {
+) -> DomainResult<StreamSession> {
     let mut session = find(&state.db, id)
         .await?
         .filter(|s| s.camera_device_id == device.id || s.requester_device_id == device.id)
@@ -192,19 +195,19 @@ pub async fn end_by_device(
 }
 
 /// Requests nobody accepted in time become `expired` (announced as `stream:ended`).
-pub async fn expire_due(state: &AppState) -> ApiResult<usize> {
+pub async fn expire_due(state: &AppState) -> DomainResult<usize> {
     let now = time::now();
     let cutoff = now - chrono::Duration::seconds(state.config.stream_request_ttl_secs as i64);
     let expired = db_fetch_all!(
         &state.db,
         StreamSession,
-        "UPDATE stream_sessions SET status = 'expired', end_reason = 'not_accepted', ended_at = $1, updated_at = $2
+        concat!("UPDATE stream_sessions SET status = 'expired', end_reason = 'not_accepted', ended_at = $1, updated_at = $2
          WHERE status = 'requested' AND created_at <= $3
-         RETURNING id, user_id, camera_device_id, requester_device_id, status, end_reason, created_at, updated_at, started_at, ended_at",
+         RETURNING ", stream_session_columns!()),
         [now, now, cutoff]
     )?;
     for session in &expired {
-        announce(state, session, "stream:ended").await?;
+        announce(state, session, event::STREAM_ENDED).await?;
     }
     Ok(expired.len())
 }
@@ -213,59 +216,41 @@ pub async fn list_for_device(
     db: &Db,
     device: &Device,
     page: &PageQuery,
-) -> ApiResult<Page<StreamSession>> {
-    let limit = page.limit()?;
-    let cursor = page.cursor()?;
+) -> DomainResult<Page<StreamSession>> {
+    let keyset = page.keyset()?;
     let rows = db_fetch_all!(
         db,
         StreamSession,
-        "SELECT id, user_id, camera_device_id, requester_device_id, status, end_reason, created_at, updated_at, started_at, ended_at
+        concat!(
+            "SELECT ",
+            stream_session_columns!(),
+            "
          FROM stream_sessions
          WHERE (camera_device_id = $1 OR requester_device_id = $2)
-           AND (created_at < $3 OR (created_at = $4 AND id < $5))
-         ORDER BY created_at DESC, id DESC LIMIT $6",
-        [&device.id, &device.id, cursor.at, cursor.at, &cursor.id, limit + 1]
+           AND ",
+            keyset_page!(3, 4, 5, 6)
+        ),
+        [
+            &device.id,
+            &device.id,
+            keyset.at,
+            keyset.at,
+            &keyset.id,
+            keyset.fetch
+        ]
     )?;
-    Ok(Page::from_rows(rows, limit, |s| {
-        (s.created_at, s.id.clone())
-    }))
+    Ok(keyset.page(rows))
 }
 
 /// Live sessions of every user (admin dashboard).
-pub async fn list_live(db: &Db) -> ApiResult<Vec<StreamSession>> {
+pub async fn list_live(db: &Db) -> DomainResult<Vec<StreamSession>> {
     Ok(db_fetch_all!(
         db,
         StreamSession,
-        "SELECT id, user_id, camera_device_id, requester_device_id, status, end_reason, created_at, updated_at, started_at, ended_at
-         FROM stream_sessions WHERE status IN ('requested', 'streaming') ORDER BY created_at DESC LIMIT 500",
+        concat!("SELECT ", stream_session_columns!(), "
+         FROM stream_sessions WHERE status IN ('requested', 'streaming') ORDER BY created_at DESC LIMIT 500"),
         []
     )?)
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct IceServer {
-    pub urls: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub credential: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct MediaCredentials {
-    /// `single_server_sfu` or `legacy`.
-    pub mode: String,
-    pub provider: String,
-    /// `publish` or `subscribe`.
-    pub role: String,
-    pub stream_session_id: String,
-    pub token: String,
-    #[schema(value_type = String, format = DateTime)]
-    #[serde(with = "crate::time::iso_millis")]
-    pub expires_at: Timestamp,
-    pub ice_servers: Vec<IceServer>,
 }
 
 pub fn ice_servers(state: &AppState) -> Vec<IceServer> {
@@ -334,19 +319,19 @@ pub fn issue_token(
 
 /// May this device watch the session? Any client currently linked to the camera
 /// (including the requester: unlinking revokes access to running streams too).
-pub async fn may_view(db: &Db, device: &Device, session: &StreamSession) -> ApiResult<bool> {
+pub async fn may_view(db: &Db, device: &Device, session: &StreamSession) -> DomainResult<bool> {
     if device.user_id != session.user_id || !device.is_client() {
         return Ok(false);
     }
     links::service::are_linked(db, &session.camera_device_id, &device.id).await
 }
 
-fn require_active(session: &StreamSession) -> ApiResult<()> {
+fn require_active(session: &StreamSession) -> DomainResult<()> {
     if session.is_active() {
         Ok(())
     } else {
-        Err(ApiError::conflict(
-            "STREAM_NOT_ACTIVE",
+        Err(DomainError::conflict(
+            codes::STREAM_NOT_ACTIVE,
             "The stream session is not active",
         ))
     }
@@ -357,7 +342,7 @@ pub async fn credentials(
     device: &Device,
     id: &str,
     role: MediaRole,
-) -> ApiResult<MediaCredentials> {
+) -> DomainResult<MediaCredentials> {
     let session = find(&state.db, id)
         .await?
         .filter(|s| s.user_id == device.user_id)
@@ -367,8 +352,8 @@ pub async fn credentials(
         _ => may_view(&state.db, device, &session).await?,
     };
     if !allowed {
-        return Err(ApiError::forbidden(
-            "NOT_A_PARTICIPANT",
+        return Err(DomainError::forbidden(
+            codes::NOT_A_PARTICIPANT,
             "This device may not join this stream in that role",
         ));
     }
@@ -400,7 +385,7 @@ pub async fn credentials(
     })
 }
 
-pub fn require_session_active(session: &StreamSession) -> ApiResult<()> {
+pub fn require_session_active(session: &StreamSession) -> DomainResult<()> {
     require_active(session)
 }
 

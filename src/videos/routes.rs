@@ -6,12 +6,14 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
-use crate::auth::CurrentUser;
+use crate::auth::extract::CurrentUser;
+use crate::devices;
 use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::body::DeleteResponse;
 use crate::http::extract::{Path, Query};
 use crate::http::json::Json;
 use crate::pagination::{Page, PageQuery};
+use crate::state::AppState;
 use crate::videos::model::Video;
 use crate::videos::service::{self, UploadRequest};
 
@@ -68,12 +70,6 @@ pub struct DeleteBody {
     pub object_key: String,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct DeleteResponse {
-    /// False when the object was already gone.
-    pub deleted: bool,
-}
-
 #[utoipa::path(
     post, path = "/videos/upload-url", tag = "videos",
     request_body = UploadUrlBody,
@@ -90,9 +86,8 @@ pub async fn create_upload_url(
     current: CurrentUser,
     Json(body): Json<UploadUrlBody>,
 ) -> ApiResult<axum::Json<UploadUrlResponse>> {
-    state
-        .check_device_owner(&current.user.id, &body.device_id)
-        .await?;
+    // The video must belong to one of the caller's devices (404 otherwise).
+    devices::service::find_for_user(&state.db, &current.user.id, &body.device_id).await?;
     let (video, presigned) = service::create_upload(
         &state.db,
         &state.storage,

@@ -3,12 +3,12 @@
 use std::time::Duration;
 
 use crate::db::Db;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{DomainError, DomainResult, codes};
 use crate::pagination::{Page, PageQuery};
 use crate::storage::{ObjectStore, Presigned};
 use crate::time;
-use crate::videos::model::Video;
-use crate::{db_execute, db_fetch_all, db_fetch_optional};
+use crate::videos::model::{Video, VideoStatus, video_columns};
+use crate::{db_execute, db_fetch_all, db_fetch_optional, keyset_page};
 
 const MAX_FILE_NAME: usize = 128;
 
@@ -76,14 +76,14 @@ pub async fn create_upload(
     store: &ObjectStore,
     ttl: Duration,
     req: UploadRequest,
-) -> ApiResult<(Video, Presigned)> {
+) -> DomainResult<(Video, Presigned)> {
     if req.file_name.trim().is_empty() {
-        return Err(ApiError::validation("fileName must not be empty"));
+        return Err(DomainError::validation("fileName must not be empty"));
     }
     if let Some(ct) = &req.content_type
         && !valid_content_type(ct)
     {
-        return Err(ApiError::validation(
+        return Err(DomainError::validation(
             "contentType must be a MIME type such as video/mp4",
         ));
     }
@@ -107,7 +107,7 @@ pub async fn create_upload(
         file_name,
         content_type: req.content_type,
         size: None,
-        status: "pending".to_string(),
+        status: VideoStatus::Pending,
         created_at: now,
         updated_at: now,
         uploaded_at: None,
@@ -132,50 +132,89 @@ pub async fn create_upload(
     Ok((video, presigned))
 }
 
-pub async fn find_by_key(db: &Db, user_id: &str, key: &str) -> ApiResult<Option<Video>> {
+/// An operator upload under `admin/`, outside every user's namespace (no video row).
+pub async fn create_admin_upload(
+    store: &ObjectStore,
+    ttl: Duration,
+    file_name: &str,
+    prefix: Option<&str>,
+    content_type: Option<&str>,
+) -> DomainResult<(String, Presigned)> {
+    if file_name.trim().is_empty() {
+        return Err(DomainError::validation("fileName must not be empty"));
+    }
+    let mut key = String::from("admin/");
+    if let Some(prefix) = prefix.and_then(sanitize_prefix) {
+        key.push_str(&prefix);
+        key.push('/');
+    }
+    key.push_str(&format!(
+        "{}-{}",
+        uuid::Uuid::new_v4(),
+        sanitize_file_name(file_name)
+    ));
+    let presigned = store.presign_put(&key, content_type, ttl).await?;
+    Ok((key, presigned))
+}
+
+pub async fn find_by_key(db: &Db, user_id: &str, key: &str) -> DomainResult<Option<Video>> {
     Ok(db_fetch_optional!(
         db,
         Video,
-        "SELECT id, device_id, object_key, bucket, file_name, content_type, size, status, created_at, updated_at, uploaded_at
-         FROM videos WHERE user_id = $1 AND object_key = $2",
+        concat!(
+            "SELECT ",
+            video_columns!(),
+            "
+         FROM videos WHERE user_id = $1 AND object_key = $2"
+        ),
         [user_id, key]
     )?)
 }
 
-pub async fn find_by_id(db: &Db, user_id: &str, id: &str) -> ApiResult<Option<Video>> {
+pub async fn find_by_id(db: &Db, user_id: &str, id: &str) -> DomainResult<Option<Video>> {
     Ok(db_fetch_optional!(
         db,
         Video,
-        "SELECT id, device_id, object_key, bucket, file_name, content_type, size, status, created_at, updated_at, uploaded_at
-         FROM videos WHERE user_id = $1 AND id = $2",
+        concat!(
+            "SELECT ",
+            video_columns!(),
+            "
+         FROM videos WHERE user_id = $1 AND id = $2"
+        ),
         [user_id, id]
     )?)
 }
 
-pub async fn list(db: &Db, user_id: &str, page: &PageQuery) -> ApiResult<Page<Video>> {
-    let limit = page.limit()?;
-    let cursor = page.cursor()?;
+pub async fn list(db: &Db, user_id: &str, page: &PageQuery) -> DomainResult<Page<Video>> {
+    let keyset = page.keyset()?;
     let rows = db_fetch_all!(
         db,
         Video,
-        "SELECT id, device_id, object_key, bucket, file_name, content_type, size, status, created_at, updated_at, uploaded_at
-         FROM videos WHERE user_id = $1 AND (created_at < $2 OR (created_at = $3 AND id < $4))
-         ORDER BY created_at DESC, id DESC LIMIT $5",
-        [user_id, cursor.at, cursor.at, &cursor.id, limit + 1]
+        concat!(
+            "SELECT ",
+            video_columns!(),
+            "
+         FROM videos WHERE user_id = $1 AND ",
+            keyset_page!(2, 3, 4, 5)
+        ),
+        [user_id, keyset.at, keyset.at, &keyset.id, keyset.fetch]
     )?;
-    Ok(Page::from_rows(rows, limit, |v| {
-        (v.created_at, v.id.clone())
-    }))
+    Ok(keyset.page(rows))
 }
 
 /// Confirms an upload by looking at the stored object; records its size.
-pub async fn complete(db: &Db, store: &ObjectStore, user_id: &str, id: &str) -> ApiResult<Video> {
+pub async fn complete(
+    db: &Db,
+    store: &ObjectStore,
+    user_id: &str,
+    id: &str,
+) -> DomainResult<Video> {
     let mut video = find_by_id(db, user_id, id)
         .await?
-        .ok_or_else(|| ApiError::not_found("Video not found"))?;
+        .ok_or_else(|| DomainError::not_found(codes::NOT_FOUND, "Video not found"))?;
     let Some(info) = store.head(&video.object_key).await? else {
-        return Err(ApiError::conflict(
-            "UPLOAD_NOT_FOUND",
+        return Err(DomainError::conflict(
+            codes::UPLOAD_NOT_FOUND,
             "The object has not been uploaded yet",
         ));
     };
@@ -186,7 +225,7 @@ pub async fn complete(db: &Db, store: &ObjectStore, user_id: &str, id: &str) -> 
         "UPDATE videos SET status = 'uploaded', size = $1, uploaded_at = $2, updated_at = $3 WHERE id = $4",
         [size, now, now, &video.id]
     )?;
-    video.status = "uploaded".to_string();
+    video.status = VideoStatus::Uploaded;
     video.size = Some(size);
     video.uploaded_at = Some(now);
     video.updated_at = now;
@@ -195,7 +234,7 @@ pub async fn complete(db: &Db, store: &ObjectStore, user_id: &str, id: &str) -> 
 
 /// Deletes the user's object and its row. Deleting again is fine; a key outside the
 /// user's namespace (someone else's) is "not found".
-pub async fn delete(db: &Db, store: &ObjectStore, user_id: &str, key: &str) -> ApiResult<bool> {
+pub async fn delete(db: &Db, store: &ObjectStore, user_id: &str, key: &str) -> DomainResult<bool> {
     match find_by_key(db, user_id, key).await? {
         Some(video) => {
             store.delete(&video.object_key).await?;
@@ -203,8 +242,17 @@ pub async fn delete(db: &Db, store: &ObjectStore, user_id: &str, key: &str) -> A
             Ok(true)
         }
         None if key.starts_with(&user_namespace(user_id)) => Ok(false),
-        None => Err(ApiError::not_found("Video not found")),
+        None => Err(DomainError::not_found(codes::NOT_FOUND, "Video not found")),
     }
+}
+
+/// Deletes any object in the bucket (operator). Returns whether it existed.
+pub async fn delete_any_object(db: &Db, store: &ObjectStore, key: &str) -> DomainResult<bool> {
+    let existed = store.head(key).await?.is_some();
+    store.delete(key).await?;
+    // A user's video row must not outlive its object.
+    db_execute!(db, "DELETE FROM videos WHERE object_key = $1", [key])?;
+    Ok(existed)
 }
 
 #[cfg(test)]

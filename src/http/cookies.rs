@@ -4,7 +4,7 @@ use axum::http::HeaderMap;
 use axum::http::header::COOKIE;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
-use crate::auth::tokens;
+use crate::crypto;
 
 /// Characters `encodeURIComponent` leaves alone; everything else is escaped.
 const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -49,7 +49,7 @@ impl CookieSettings {
     /// `Set-Cookie` value for a session; `max_age` is `None` for a browser-session cookie.
     pub fn session_cookie(&self, secret: &[u8], token: &str, max_age: Option<i64>) -> String {
         let value =
-            utf8_percent_encode(&tokens::signed_token(secret, token), URI_COMPONENT).to_string();
+            utf8_percent_encode(&crypto::signed_token(secret, token), URI_COMPONENT).to_string();
         let name = self.name(SESSION_TOKEN);
         match max_age {
             Some(age) => format!("{name}={value}; Max-Age={age}; {}", self.attributes()),
@@ -59,7 +59,7 @@ impl CookieSettings {
 
     pub fn dont_remember_cookie(&self, secret: &[u8]) -> String {
         let value =
-            utf8_percent_encode(&tokens::signed_token(secret, "true"), URI_COMPONENT).to_string();
+            utf8_percent_encode(&crypto::signed_token(secret, "true"), URI_COMPONENT).to_string();
         format!(
             "{}={value}; {}",
             self.name(DONT_REMEMBER),
@@ -103,7 +103,7 @@ pub fn session_token_from_cookie(
     };
     let raw = read_cookie(headers, &name)?;
     let decoded = percent_decode_str(raw).decode_utf8().ok()?;
-    tokens::verify_signed(secret, &decoded)
+    crypto::verify_signed(secret, &decoded)
 }
 
 pub fn has_signed_flag(headers: &HeaderMap, secret: &[u8], base: &str, secure: bool) -> bool {
@@ -115,7 +115,7 @@ pub fn has_signed_flag(headers: &HeaderMap, secret: &[u8], base: &str, secure: b
     read_cookie(headers, &name)
         .into_iter()
         .filter_map(|raw| percent_decode_str(raw).decode_utf8().ok())
-        .any(|v| tokens::verify_signed(secret, &v).is_some())
+        .any(|v| crypto::verify_signed(secret, &v).is_some())
 }
 
 #[cfg(test)]

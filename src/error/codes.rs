@@ -1,0 +1,73 @@
+//! Every error code the API answers with, defined once. Clients branch on these strings,
+//! so they are part of the wire format.
+
+// Generic.
+pub const VALIDATION_ERROR: &str = "VALIDATION_ERROR";
+pub const INVALID_JSON: &str = "INVALID_JSON";
+pub const INVALID_BODY: &str = "INVALID_BODY";
+pub const PAYLOAD_TOO_LARGE: &str = "PAYLOAD_TOO_LARGE";
+pub const UNSUPPORTED_MEDIA_TYPE: &str = "UNSUPPORTED_MEDIA_TYPE";
+pub const UNAUTHORIZED: &str = "UNAUTHORIZED";
+pub const NOT_FOUND: &str = "NOT_FOUND";
+pub const METHOD_NOT_ALLOWED: &str = "METHOD_NOT_ALLOWED";
+pub const TOO_MANY_REQUESTS: &str = "TOO_MANY_REQUESTS";
+pub const INTERNAL_SERVER_ERROR: &str = "INTERNAL_SERVER_ERROR";
+pub const SERVICE_UNAVAILABLE: &str = "SERVICE_UNAVAILABLE";
+pub const INVALID_CURSOR: &str = "INVALID_CURSOR";
+
+// Origin checks.
+pub const CROSS_SITE_NAVIGATION_LOGIN_BLOCKED: &str = "CROSS_SITE_NAVIGATION_LOGIN_BLOCKED";
+pub const MISSING_OR_NULL_ORIGIN: &str = "MISSING_OR_NULL_ORIGIN";
+pub const INVALID_ORIGIN: &str = "INVALID_ORIGIN";
+
+// Accounts (Better Auth's codes).
+pub const INVALID_EMAIL: &str = "INVALID_EMAIL";
+pub const INVALID_EMAIL_OR_PASSWORD: &str = "INVALID_EMAIL_OR_PASSWORD";
+pub const PASSWORD_TOO_SHORT: &str = "PASSWORD_TOO_SHORT";
+pub const PASSWORD_TOO_LONG: &str = "PASSWORD_TOO_LONG";
+pub const USER_ALREADY_EXISTS_USE_ANOTHER_EMAIL: &str = "USER_ALREADY_EXISTS_USE_ANOTHER_EMAIL";
+pub const INVALID_CALLBACK_URL: &str = "INVALID_CALLBACK_URL";
+
+// Devices and links.
+pub const INVALID_DEVICE_TOKEN: &str = "INVALID_DEVICE_TOKEN";
+pub const DEVICE_NOT_FOUND: &str = "DEVICE_NOT_FOUND";
+pub const DEVICE_HAS_LINKS: &str = "DEVICE_HAS_LINKS";
+pub const DEVICE_DISABLED: &str = "DEVICE_DISABLED";
+pub const WRONG_DEVICE: &str = "WRONG_DEVICE";
+pub const CAMERA_ONLY: &str = "CAMERA_ONLY";
+pub const CLIENT_ONLY: &str = "CLIENT_ONLY";
+pub const LINK_EXISTS: &str = "LINK_EXISTS";
+pub const DEVICES_NOT_LINKED: &str = "DEVICES_NOT_LINKED";
+
+// Commands and motion events.
+pub const TARGET_NOT_CAMERA: &str = "TARGET_NOT_CAMERA";
+pub const COMMAND_NOT_FOUND: &str = "COMMAND_NOT_FOUND";
+pub const COMMAND_EXPIRED: &str = "COMMAND_EXPIRED";
+pub const COMMAND_ALREADY_FINAL: &str = "COMMAND_ALREADY_FINAL";
+pub const EVENT_NOT_FOUND: &str = "EVENT_NOT_FOUND";
+pub const EVENT_ALREADY_ENDED: &str = "EVENT_ALREADY_ENDED";
+
+// Streams and media.
+pub const STREAM_NOT_FOUND: &str = "STREAM_NOT_FOUND";
+pub const STREAM_NOT_ACTIVE: &str = "STREAM_NOT_ACTIVE";
+pub const STREAM_ALREADY_STARTED: &str = "STREAM_ALREADY_STARTED";
+pub const STREAM_ALREADY_ENDED: &str = "STREAM_ALREADY_ENDED";
+pub const STREAM_EXPIRED: &str = "STREAM_EXPIRED";
+pub const STREAM_HAS_PUBLISHER: &str = "STREAM_HAS_PUBLISHER";
+pub const NOT_A_PARTICIPANT: &str = "NOT_A_PARTICIPANT";
+pub const NOT_LEGACY_MODE: &str = "NOT_LEGACY_MODE";
+pub const SFU_DISABLED: &str = "SFU_DISABLED";
+pub const MEDIA_TOKEN_REQUIRED: &str = "MEDIA_TOKEN_REQUIRED";
+pub const MEDIA_TOKEN_FORBIDDEN: &str = "MEDIA_TOKEN_FORBIDDEN";
+pub const INVALID_MEDIA_TOKEN: &str = "INVALID_MEDIA_TOKEN";
+pub const INVALID_SDP: &str = "INVALID_SDP";
+pub const NO_USABLE_MEDIA: &str = "NO_USABLE_MEDIA";
+pub const TOO_MANY_PUBLISHERS: &str = "TOO_MANY_PUBLISHERS";
+pub const TOO_MANY_SUBSCRIBERS: &str = "TOO_MANY_SUBSCRIBERS";
+
+// Object storage.
+pub const INVALID_OBJECT_KEY: &str = "INVALID_OBJECT_KEY";
+pub const INVALID_SIGNATURE: &str = "INVALID_SIGNATURE";
+pub const STORAGE_UNAVAILABLE: &str = "STORAGE_UNAVAILABLE";
+pub const UPLOAD_NOT_FOUND: &str = "UPLOAD_NOT_FOUND";
+pub const UPLOAD_INTERRUPTED: &str = "UPLOAD_INTERRUPTED";

@@ -1,0 +1,80 @@
+//! Background jobs: time-driven state changes, housekeeping, and the bridge from media
+//! events to stream sessions. `Server::run` starts them and stops them on shutdown.
+
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use watchpost_media::sfu::MediaEvent;
+
+use crate::state::AppState;
+use crate::{auth, commands, events, streams};
+
+/// Time-driven state changes: command and stream-request expiry, stale motion events.
+/// Once a second keeps expiry within about a second of its deadline.
+pub fn spawn_sweeper(state: AppState) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = commands::service::expire_due(&state).await {
+                tracing::warn!(error = ?e, "command expiry failed");
+            }
+            if let Err(e) = streams::service::expire_due(&state).await {
+                tracing::warn!(error = ?e, "stream request expiry failed");
+            }
+            if let Err(e) = events::service::close_stale(&state).await {
+                tracing::warn!(error = ?e, "closing stale motion events failed");
+            }
+        }
+    })
+}
+
+/// Periodic housekeeping that must not depend on traffic.
+pub fn spawn_janitor(state: AppState) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            match auth::service::purge_expired_sessions(&state.db).await {
+                Ok(n) if n > 0 => tracing::info!(removed = n, "purged expired sessions"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = ?e, "session purge failed"),
+            }
+        }
+    })
+}
+
+/// Ends a stream session when its publisher's transport dies (ICE/DTLS failure or
+/// disconnect), so everyone gets `stream:ended`.
+pub fn spawn_media_event_listener(state: AppState) {
+    let Some(sfu) = state.media.sfu() else { return };
+    let mut events = sfu.subscribe_events();
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(MediaEvent::PublisherLeft { room, reason }) => {
+                    tracing::info!(stream = %room, %reason, "publisher left");
+                    if let Ok(Some(mut session)) = streams::service::find(&state.db, &room).await
+                        && session.is_active()
+                        && let Err(e) =
+                            streams::service::end_session(&state, &mut session, "publisher_left")
+                                .await
+                    {
+                        tracing::debug!(error = ?e, "ending session after publisher left");
+                    }
+                }
+                Ok(MediaEvent::PublisherConnected { room }) => {
+                    tracing::info!(stream = %room, "publisher connected");
+                }
+                Ok(MediaEvent::SubscriberLeft { room, participant }) => {
+                    tracing::debug!(stream = %room, %participant, "subscriber left");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "media event listener lagged");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+}

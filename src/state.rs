@@ -1,0 +1,70 @@
+//! The state every handler, socket and background job shares. It sits at the bottom of the
+//! module graph: its fields come from infrastructure modules only, so anything above may
+//! take an `AppState` without creating a cycle.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use watchpost_media::MediaEngine;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::http::cookies::CookieSettings;
+use crate::http::metrics::Metrics;
+use crate::http::rate_limit::RateLimiter;
+use crate::realtime::Realtime;
+use crate::storage::ObjectStore;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub auth: Arc<AuthSettings>,
+    pub metrics: Arc<Metrics>,
+    pub media: MediaEngine,
+    pub storage: ObjectStore,
+    pub realtime: Realtime,
+}
+
+impl AppState {
+    pub fn presign_ttl(&self) -> Duration {
+        Duration::from_secs(self.config.presign_ttl_secs)
+    }
+}
+
+/// Everything request handling needs to know about authentication.
+pub struct AuthSettings {
+    pub secret: Vec<u8>,
+    /// Public origin of this server, e.g. `https://cams.example.net`.
+    pub base_url: String,
+    /// The base URL's origin plus `BETTER_AUTH_TRUSTED_ORIGINS`.
+    pub trusted_origins: Vec<String>,
+    pub cookies: CookieSettings,
+    pub rate_limiter: RateLimiter,
+}
+
+impl AuthSettings {
+    /// `scheme://host[:port]` of an absolute URL.
+    pub fn origin_of(&self, url: &str) -> Option<String> {
+        origin_of(url)
+    }
+
+    pub fn is_trusted_origin(&self, origin: &str) -> bool {
+        let origin = origin.trim_end_matches('/');
+        self.trusted_origins
+            .iter()
+            .any(|o| o.eq_ignore_ascii_case(origin))
+    }
+}
+
+pub fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let authority = rest.split(['/', '?', '#']).next()?;
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    Some(format!("{scheme}://{}", authority.to_ascii_lowercase()))
+}
