@@ -12,6 +12,8 @@ use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware;
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
@@ -131,6 +133,9 @@ pub struct Server {
     listener: TcpListener,
     router: Router,
     state: AppState,
+    /// Tells background jobs to finish their round and return.
+    stop: CancellationToken,
+    media_events: JoinHandle<()>,
 }
 
 impl Server {
@@ -211,12 +216,15 @@ impl Server {
             realtime,
         };
         realtime::socket::register(&io, state.clone());
-        jobs::spawn_media_event_listener(state.clone());
+        let stop = CancellationToken::new();
+        let media_events = jobs::spawn_media_event_listener(state.clone(), stop.clone());
         let router = router(state.clone()).layer(socket_layer);
         Ok(Server {
             listener,
             router,
             state,
+            stop,
+            media_events,
         })
     }
 
@@ -230,7 +238,11 @@ impl Server {
         &self.state
     }
 
-    /// Serves until `shutdown` resolves, then drains in-flight requests.
+    /// Serves until `shutdown` resolves, then stops in order (as tokio's mini-redis does):
+    /// Socket.IO clients are told the server is going away, the listener stops accepting
+    /// and in-flight requests finish, the media plane hangs up its peers (their sessions
+    /// are ended in the database), background jobs finish their current round, and the
+    /// database pool closes. Each step is bounded so the whole takes well under 10 s.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -239,25 +251,74 @@ impl Server {
             listener,
             router,
             state,
+            stop,
+            media_events,
         } = self;
-        let janitor = jobs::spawn_janitor(state.clone());
-        let sweeper = jobs::spawn_sweeper(state.clone());
+        let janitor = jobs::spawn_janitor(state.clone(), stop.clone());
+        let sweeper = jobs::spawn_sweeper(state.clone(), stop.clone());
         tracing::info!(
             addr = %listener.local_addr()?,
             base_url = %state.auth.base_url,
             database = state.db.kind(),
             "watchpost listening"
         );
-        let result = axum::serve(
+        let signalled = CancellationToken::new();
+        tokio::spawn({
+            let signalled = signalled.clone();
+            async move {
+                shutdown.await;
+                signalled.cancel();
+            }
+        });
+        // Sockets are closed while HTTP drains: their disconnect handlers still reach the
+        // database, and long-polling transports would otherwise hold the drain open.
+        let sockets_closed = tokio::spawn({
+            let signalled = signalled.clone();
+            let realtime = state.realtime.clone();
+            async move {
+                signalled.cancelled().await;
+                realtime.close().await;
+            }
+        });
+        let serve = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
-        .await;
-        janitor.abort();
-        sweeper.abort();
+        .with_graceful_shutdown(signalled.clone().cancelled_owned());
+        let result = tokio::select! {
+            result = serve => result,
+            // A client that never finishes its request must not hold the process.
+            () = async {
+                signalled.cancelled().await;
+                tokio::time::sleep(HTTP_DRAIN_LIMIT).await;
+            } => {
+                tracing::warn!("in-flight requests did not finish in time; closing them");
+                Ok(())
+            }
+        };
+        bounded("socket.io close", sockets_closed).await;
+        state.media.shutdown().await;
+        stop.cancel();
+        bounded("media event listener", media_events).await;
+        bounded("sweeper", sweeper).await;
+        bounded("janitor", janitor).await;
         state.db.close().await;
         result
+    }
+}
+
+/// How long in-flight HTTP requests get to finish after a shutdown signal.
+const HTTP_DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// Waits for a stopping task, but not forever: shutdown has a 10 s budget in all.
+async fn bounded(what: &str, task: JoinHandle<()>) {
+    let abort = task.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(2), task)
+        .await
+        .is_err()
+    {
+        tracing::warn!(task = what, "did not stop in time; aborted");
+        abort.abort();
     }
 }
 

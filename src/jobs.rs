@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use watchpost_media::sfu::MediaEvent;
 
 use crate::state::AppState;
@@ -11,12 +12,13 @@ use crate::{auth, commands, events, streams};
 
 /// Time-driven state changes: command and stream-request expiry, stale motion events.
 /// Once a second keeps expiry within about a second of its deadline.
-pub fn spawn_sweeper(state: AppState) -> JoinHandle<()> {
+pub fn spawn_sweeper(state: AppState, stop: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
+        // A round in progress finishes (its writes are conditional updates); only the wait
+        // between rounds is cut short.
+        while stop.run_until_cancelled(tick.tick()).await.is_some() {
             if let Err(e) = commands::service::expire_due(&state).await {
                 tracing::warn!(error = ?e, "command expiry failed");
             }
@@ -31,11 +33,10 @@ pub fn spawn_sweeper(state: AppState) -> JoinHandle<()> {
 }
 
 /// Periodic housekeeping that must not depend on traffic.
-pub fn spawn_janitor(state: AppState) -> JoinHandle<()> {
+pub fn spawn_janitor(state: AppState, stop: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
-        loop {
-            tick.tick().await;
+        while stop.run_until_cancelled(tick.tick()).await.is_some() {
             match auth::service::purge_expired_sessions(&state.db).await {
                 Ok(n) if n > 0 => tracing::info!(removed = n, "purged expired sessions"),
                 Ok(_) => {}
@@ -46,13 +47,24 @@ pub fn spawn_janitor(state: AppState) -> JoinHandle<()> {
 }
 
 /// Ends a stream session when its publisher's transport dies (ICE/DTLS failure or
-/// disconnect), so everyone gets `stream:ended`.
-pub fn spawn_media_event_listener(state: AppState) {
-    let Some(sfu) = state.media.sfu() else { return };
+/// disconnect), so everyone gets `stream:ended`. On `stop` it first handles what the
+/// media plane already reported (its shutdown ends every live publisher), then returns.
+pub fn spawn_media_event_listener(state: AppState, stop: CancellationToken) -> JoinHandle<()> {
+    let Some(sfu) = state.media.sfu() else {
+        return tokio::spawn(async {});
+    };
     let mut events = sfu.subscribe_events();
     tokio::spawn(async move {
         loop {
-            match events.recv().await {
+            let event = tokio::select! {
+                biased;
+                event = events.recv() => event,
+                () = stop.cancelled() => match events.try_recv() {
+                    Ok(event) => Ok(event),
+                    Err(_) => return,
+                },
+            };
+            match event {
                 Ok(MediaEvent::PublisherLeft { room, reason }) => {
                     tracing::info!(stream = %room, %reason, "publisher left");
                     if let Ok(Some(mut session)) = streams::service::find(&state.db, &room).await
@@ -76,5 +88,5 @@ pub fn spawn_media_event_listener(state: AppState) {
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
         }
-    });
+    })
 }

@@ -46,6 +46,12 @@ impl Realtime {
         self.presence.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Disconnects every socket with the "server shutting down" reason (their disconnect
+    /// handlers run), so clients reconnect elsewhere instead of timing out.
+    pub async fn close(&self) {
+        self.io.close().await;
+    }
+
     pub fn is_online(&self, device_id: &str) -> bool {
         self.presence().get(device_id).is_some_and(|n| *n > 0)
     }
