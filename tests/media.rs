@@ -1347,6 +1347,13 @@ async fn sigterm_mid_stream_finishes_in_flight_requests_and_exits_cleanly() {
     assert_eq!(status.code(), Some(0), "exit status {status}; log: {log}");
     assert!(took < Duration::from_secs(10), "exit took {took:?}");
     assert!(log.contains("shut down cleanly"), "{log}");
+    // The media plane hung up the camera and the stream was ended through the usual path,
+    // after the sockets were closed, without anything panicking on the way out.
+    assert!(
+        log.contains("publisher left") && log.contains("media server stopping"),
+        "{log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
 
     drop(camera_socket);
     let _ = publisher.stop_sending().await;

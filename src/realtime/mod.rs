@@ -52,6 +52,13 @@ impl Realtime {
         self.io.close().await;
     }
 
+    /// The root namespace, or `None` once [`Realtime::close`] removed it: events raised
+    /// while the server shuts down (a stream ended by the media plane's hang-up) have no
+    /// one to reach, and socketioxide's `io.to` would panic on the missing namespace.
+    fn root(&self) -> Option<socketioxide::operators::BroadcastOperators> {
+        self.io.of("/")
+    }
+
     pub fn is_online(&self, device_id: &str) -> bool {
         self.presence().get(device_id).is_some_and(|n| *n > 0)
     }
@@ -84,7 +91,8 @@ impl Realtime {
     ) {
         let mut rooms: Vec<String> = device_ids.iter().map(|d| device_room(d)).collect();
         rooms.push(user_room(user_id));
-        if let Err(e) = self.io.to(rooms).emit(event, payload).await {
+        let Some(root) = self.root() else { return };
+        if let Err(e) = root.to(rooms).emit(event, payload).await {
             tracing::debug!(event, error = %e, "realtime emit failed");
         }
     }
@@ -96,19 +104,16 @@ impl Realtime {
         event: &str,
         payload: &T,
     ) {
-        if let Err(e) = self
-            .io
-            .to(device_room(device_id))
-            .emit(event, payload)
-            .await
-        {
+        let Some(root) = self.root() else { return };
+        if let Err(e) = root.to(device_room(device_id)).emit(event, payload).await {
             tracing::debug!(event, error = %e, "realtime emit failed");
         }
     }
 
     /// Closes the sockets opened with a session token that was just signed out.
     pub fn disconnect_session(&self, user_id: &str, session_token: &str) {
-        for socket in self.io.to(user_room(user_id)).sockets() {
+        let Some(root) = self.root() else { return };
+        for socket in root.to(user_room(user_id)).sockets() {
             let matches = socket
                 .extensions
                 .get::<SocketSession>()
@@ -120,7 +125,8 @@ impl Realtime {
     }
 
     pub async fn disconnect_device(&self, device_id: &str) {
-        if let Err(e) = self.io.to(device_room(device_id)).disconnect().await {
+        let Some(root) = self.root() else { return };
+        if let Err(e) = root.to(device_room(device_id)).disconnect().await {
             tracing::debug!(error = %e, "disconnecting device sockets failed");
         }
     }
