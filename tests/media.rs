@@ -237,6 +237,65 @@ async fn whip_whep_validation_and_authorisation() {
     assert_eq!(del.status(), 200);
 }
 
+/// RFC 9725: `OPTIONS` on a WHIP or WHEP endpoint answers `Accept-Post: application/sdp`,
+/// whether it is a CORS preflight or a plain request, and never carries TURN credentials
+/// (nothing about it is authenticated).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whip_and_whep_options_answer_accept_post_without_turn_credentials() {
+    let s = TestServer::start_with(
+        Backend::Sqlite,
+        &[
+            ("TURN_URLS", "turn:127.0.0.1:3478"),
+            ("TURN_SECRET", "north"),
+        ],
+    )
+    .await;
+    let st = live_stream(&s).await;
+    for kind in ["whip", "whep"] {
+        let url = s.url(&format!("/{kind}/{}", st.sid));
+        let plain = s.http.request(Method::OPTIONS, &url).send().await.unwrap();
+        assert!(plain.status().is_success(), "{kind}: {}", plain.status());
+        assert_eq!(plain.headers()["accept-post"], "application/sdp", "{kind}");
+        assert!(
+            plain.headers().get("link").is_none(),
+            "{kind}: ICE servers on OPTIONS"
+        );
+
+        let preflight = s
+            .http
+            .request(Method::OPTIONS, &url)
+            .header("origin", "https://player.example")
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type",
+            )
+            .send()
+            .await
+            .unwrap();
+        assert!(preflight.status().is_success());
+        let h = preflight.headers();
+        assert_eq!(h["access-control-allow-origin"], "*");
+        assert!(
+            h["access-control-allow-methods"]
+                .to_str()
+                .unwrap()
+                .contains("POST")
+        );
+        assert!(
+            h["access-control-allow-headers"]
+                .to_str()
+                .unwrap()
+                .contains("authorization")
+        );
+        assert_eq!(h["accept-post"], "application/sdp");
+        assert!(
+            h.get("link").is_none(),
+            "{kind}: ICE servers on a preflight"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_limits_are_enforced() {
     let s = TestServer::start_with(

@@ -78,15 +78,13 @@ pub fn whip_router(state: AppState) -> axum::Router {
         ])
         .expose_headers([LOCATION, ETAG, LINK, HeaderName::from_static("accept-post")])
         .max_age(Duration::from_secs(600));
-    axum::Router::new()
-        .route(
-            "/whip/{stream}",
-            axum::routing::post(whip_post).options(whip_options),
-        )
-        .route(
-            "/whep/{stream}",
-            axum::routing::post(whep_post).options(whip_options),
-        )
+    let endpoints = axum::Router::new()
+        .route("/whip/{stream}", axum::routing::post(whip_post))
+        .route("/whep/{stream}", axum::routing::post(whep_post))
+        .layer(cors.clone())
+        // Outside the CORS layer, which answers every OPTIONS itself (as a preflight).
+        .layer(axum::middleware::from_fn(accept_post));
+    let resources = axum::Router::new()
         .route(
             "/whip/{stream}/{resource}",
             axum::routing::patch(whip_patch).delete(whip_delete),
@@ -95,8 +93,22 @@ pub fn whip_router(state: AppState) -> axum::Router {
             "/whep/{stream}/{resource}",
             axum::routing::patch(whep_patch).delete(whep_delete),
         )
-        .layer(cors)
-        .with_state(state)
+        .layer(cors);
+    endpoints.merge(resources).with_state(state)
+}
+
+/// RFC 9725: `OPTIONS` on a WHIP/WHEP endpoint says what it accepts. Preflights and plain
+/// `OPTIONS` alike get `Accept-Post`; neither carries ICE servers, since an `OPTIONS`
+/// request is never authenticated and TURN credentials are handed out only with a token.
+async fn accept_post(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let options = request.method() == Method::OPTIONS;
+    let mut response = next.run(request).await;
+    if options && response.status().is_success() {
+        response
+            .headers_mut()
+            .insert("accept-post", HeaderValue::from_static("application/sdp"));
+    }
+    response
 }
 
 fn sfu(state: &AppState) -> ApiResult<&watchpost_media::sfu::Sfu> {
@@ -265,16 +277,6 @@ pub async fn whep_post(
         .subscribe(&session_id, &resource, offer)
         .await?;
     Ok(created(&state, "whep", &session_id, &resource, answer))
-}
-
-async fn whip_options(State(state): State<AppState>) -> Response {
-    let mut response = StatusCode::NO_CONTENT.into_response();
-    let h = response.headers_mut();
-    h.insert("accept-post", HeaderValue::from_static("application/sdp"));
-    for link in ice_links(&state) {
-        h.append(LINK, link);
-    }
-    response
 }
 
 /// Trickle ICE. The server is ICE-lite: it learns each client's addresses from the client's
