@@ -146,6 +146,10 @@ async fn credentials_are_scoped_signed_and_verifiable(backend: Backend) {
     assert_eq!(publish.json["mode"], "single_server_sfu");
     assert_eq!(publish.json["role"], "publish");
     assert!(publish.json["iceServers"].is_array());
+    // The ready-to-use endpoint, absolute, on the server's base URL (here the default).
+    let base = format!("http://localhost:{}", s.addr.port());
+    assert_eq!(publish.json["whipUrl"], format!("{base}/whip/{sid}"));
+    assert!(publish.json.get("whepUrl").is_none());
     let ptoken = publish.json["token"].as_str().unwrap();
     let claims = verify(secret, ptoken, &sid, &[MediaRole::Publish], now).unwrap();
     assert_eq!(claims.dev.as_deref(), Some(cam.as_str()));
@@ -168,6 +172,8 @@ async fn credentials_are_scoped_signed_and_verifiable(backend: Backend) {
             )
             .await;
         assert_eq!(sub.status, 200, "{}", sub.text);
+        assert_eq!(sub.json["whepUrl"], format!("{base}/whep/{sid}"));
+        assert!(sub.json.get("whipUrl").is_none());
         verify(
             secret,
             sub.json["token"].as_str().unwrap(),
@@ -228,6 +234,48 @@ async fn credentials_are_scoped_signed_and_verifiable(backend: Backend) {
         .call(Method::GET, "/streams/me/list", stranger_token, None)
         .await;
     assert_eq!(theirs.json["items"], json!([]));
+}
+
+/// The WHIP/WHEP URLs in media credentials are built on `BETTER_AUTH_BASE_URL` (a public
+/// URL behind a proxy, path prefix included), not on the address the request came in on.
+async fn credentials_carry_endpoints_on_the_public_base_url(backend: Backend) {
+    let s = TestServer::start_with(
+        backend,
+        &[(
+            "BETTER_AUTH_BASE_URL",
+            "https://cams.example.net/watchpost/",
+        )],
+    )
+    .await;
+    let f = family(&s).await;
+    let sid = request(&s, &f).await;
+    accept(&s, &f, &sid).await;
+    let publish = s
+        .call(
+            Method::GET,
+            &format!("/streams/{sid}/publish-credentials"),
+            &f.cam_token,
+            None,
+        )
+        .await;
+    assert_eq!(publish.status, 200, "{}", publish.text);
+    assert_eq!(
+        publish.json["whipUrl"],
+        format!("https://cams.example.net/watchpost/whip/{sid}")
+    );
+    let subscribe = s
+        .call(
+            Method::GET,
+            &format!("/streams/{sid}/subscribe-credentials"),
+            &f.cli_token,
+            None,
+        )
+        .await;
+    assert_eq!(subscribe.status, 200, "{}", subscribe.text);
+    assert_eq!(
+        subscribe.json["whepUrl"],
+        format!("https://cams.example.net/watchpost/whep/{sid}")
+    );
 }
 
 /// End: everyone hears; the session is closed for good.
@@ -384,6 +432,8 @@ async fn legacy_mode_relays_signalling(backend: Backend) {
         )
         .await;
     assert_eq!(creds.json["mode"], "legacy");
+    // No media flows through this server, so there is no WHEP endpoint to offer.
+    assert!(creds.json.get("whepUrl").is_none(), "{}", creds.text);
     let offer = json!({"type": "offer", "sdp": "v=0\r\n"});
     let reply = camera
         .emit_with_ack(
@@ -430,6 +480,7 @@ async fn sfu_mode_refuses_relay(backend: Backend) {
 both_backends!(
     request_and_accept_reach_every_participant,
     credentials_are_scoped_signed_and_verifiable,
+    credentials_carry_endpoints_on_the_public_base_url,
     ending_tells_everyone_and_closes_the_session,
     the_camera_can_end_a_session,
     only_a_linked_client_may_request,

@@ -125,6 +125,13 @@ pub struct MediaCredentials {
     #[serde(with = "crate::time::iso_millis")]
     pub expires_at: Timestamp,
     pub ice_servers: Vec<IceServer>,
+    /// Publish credentials: the absolute WHIP endpoint to `POST` the SDP offer to, with
+    /// `token` as `Authorization: Bearer`. Absent when the server does not route media.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub whip_url: Option<String>,
+    /// Subscribe credentials: the absolute WHEP endpoint, used the same way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub whep_url: Option<String>,
 }
 
 #[cfg(test)]

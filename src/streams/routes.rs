@@ -86,7 +86,7 @@ pub async fn accept_stream(
     params(("streamSessionId" = String, Path)),
     security(("bearer" = [])),
     responses(
-        (status = 200, body = MediaCredentials, description = "Publish token and ICE servers for the camera"),
+        (status = 200, body = MediaCredentials, description = "Publish token, its WHIP URL (whipUrl) and ICE servers for the camera"),
         (status = 403, body = ErrorBody, description = "Not this session's camera"),
         (status = 409, body = ErrorBody, description = "STREAM_NOT_ACTIVE"),
     )
@@ -106,7 +106,7 @@ pub async fn publish_credentials(
     params(("streamSessionId" = String, Path)),
     security(("bearer" = [])),
     responses(
-        (status = 200, body = MediaCredentials, description = "Subscribe token and ICE servers for a viewer"),
+        (status = 200, body = MediaCredentials, description = "Subscribe token, its WHEP URL (whepUrl) and ICE servers for a viewer"),
         (status = 403, body = ErrorBody, description = "Neither the requester nor a linked client"),
         (status = 409, body = ErrorBody, description = "STREAM_NOT_ACTIVE"),
     )

@@ -365,6 +365,7 @@ pub async fn credentials(
         Some(&device.id),
         MEDIA_TOKEN_TTL_SECS,
     );
+    let endpoint = media_endpoint(state, role, &session.id);
     Ok(MediaCredentials {
         mode: mode_name(state),
         provider: state.config.media_provider.clone(),
@@ -382,7 +383,22 @@ pub async fn credentials(
             &device.user_id,
             chrono::Utc::now().timestamp(),
         ),
+        whip_url: endpoint.clone().filter(|_| role == MediaRole::Publish),
+        whep_url: endpoint.filter(|_| role != MediaRole::Publish),
     })
+}
+
+/// The absolute WHIP (publish) or WHEP (view) URL of a session on this server's public base
+/// URL (`BETTER_AUTH_BASE_URL`), or none when media does not flow through this server.
+fn media_endpoint(state: &AppState, role: MediaRole, session_id: &str) -> Option<String> {
+    state.media.sfu()?;
+    let kind = if role == MediaRole::Publish {
+        "whip"
+    } else {
+        "whep"
+    };
+    let base = state.auth.base_url.trim_end_matches('/');
+    Some(format!("{base}/{kind}/{session_id}"))
 }
 
 pub fn require_session_active(session: &StreamSession) -> DomainResult<()> {
