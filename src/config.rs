@@ -265,12 +265,33 @@ impl Config {
         let media_limits = MediaLimits {
             max_publishers: v.parse("MEDIA_MAX_PUBLISHERS", 16u32, positive)?,
             max_subscribers_per_room: v.parse("MEDIA_MAX_SUBSCRIBERS_PER_ROOM", 32u32, positive)?,
+            // Fair shares: by default one account gets half the server's cameras, so
+            // another can always go live.
+            max_publishers_per_account: v.parse("MEDIA_MAX_PUBLISHERS_PER_USER", 8u32, positive)?,
+            max_subscribers_per_account: v.parse(
+                "MEDIA_MAX_SUBSCRIBERS_PER_USER",
+                32u32,
+                positive,
+            )?,
         };
-        if media_limits.max_publishers == 0 {
-            return Err(err("MEDIA_MAX_PUBLISHERS", "0", positive));
-        }
-        if media_limits.max_subscribers_per_room == 0 {
-            return Err(err("MEDIA_MAX_SUBSCRIBERS_PER_ROOM", "0", positive));
+        for (var, value) in [
+            ("MEDIA_MAX_PUBLISHERS", media_limits.max_publishers),
+            (
+                "MEDIA_MAX_SUBSCRIBERS_PER_ROOM",
+                media_limits.max_subscribers_per_room,
+            ),
+            (
+                "MEDIA_MAX_PUBLISHERS_PER_USER",
+                media_limits.max_publishers_per_account,
+            ),
+            (
+                "MEDIA_MAX_SUBSCRIBERS_PER_USER",
+                media_limits.max_subscribers_per_account,
+            ),
+        ] {
+            if value == 0 {
+                return Err(err(var, "0", positive));
+            }
         }
         let media_recordings_dir =
             PathBuf::from(v.get("MEDIA_RECORDINGS_DIR").unwrap_or("./recordings"));
@@ -504,6 +525,8 @@ mod tests {
         assert_eq!(e.var, "ADMIN_PASSWORD");
         let e = Config::from_vars(&vars(&[("MEDIA_MAX_PUBLISHERS", "0")])).unwrap_err();
         assert_eq!(e.var, "MEDIA_MAX_PUBLISHERS");
+        let e = Config::from_vars(&vars(&[("MEDIA_MAX_SUBSCRIBERS_PER_USER", "0")])).unwrap_err();
+        assert_eq!(e.var, "MEDIA_MAX_SUBSCRIBERS_PER_USER");
         let e = Config::from_vars(&vars(&[("MINIO_ENDPOINT", "localhost")])).unwrap_err();
         assert_eq!(e.var, "MINIO_ACCESS_KEY");
         let e = Config::from_vars(&vars(&[("MEDIA_SHARDS", "0")])).unwrap_err();

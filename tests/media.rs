@@ -52,6 +52,10 @@ struct Stream {
     camera_token: String,
     /// The requesting phone's device token.
     client_token: String,
+    /// The phone's link to the camera.
+    client_link: String,
+    /// The second linked client (a tablet).
+    client2: String,
     publish: String,
     subscribe: String,
     subscribe2: String,
@@ -61,11 +65,17 @@ struct Stream {
 /// (in-process or a child process).
 async fn live_stream(s: &Api) -> Stream {
     let (token, _) = s.sign_up(&unique_email("media"), "password-1").await;
-    let (cam, cam_token) = s.register_device(&token, "Cam", "camera").await;
-    let (cli, cli_token) = s.register_device(&token, "Phone", "client").await;
-    let (cli2, cli2_token) = s.register_device(&token, "Tablet", "client").await;
-    s.link(&token, &cam, &cli).await;
-    s.link(&token, &cam, &cli2).await;
+    stream_of(s, &token).await
+}
+
+/// Another camera of the account signed in with `token`, with its own two linked phones,
+/// live.
+async fn stream_of(s: &Api, token: &str) -> Stream {
+    let (cam, cam_token) = s.register_device(token, "Cam", "camera").await;
+    let (cli, cli_token) = s.register_device(token, "Phone", "client").await;
+    let (cli2, cli2_token) = s.register_device(token, "Tablet", "client").await;
+    let client_link = s.link(token, &cam, &cli).await;
+    s.link(token, &cam, &cli2).await;
     let r = s
         .call(
             Method::POST,
@@ -86,31 +96,32 @@ async fn live_stream(s: &Api) -> Stream {
         .status,
         200
     );
-    let creds = |t: String, kind: &'static str| {
-        let sid = sid.clone();
-        async move {
-            let r = s
-                .call(
-                    Method::GET,
-                    &format!("/streams/{sid}/{kind}-credentials"),
-                    &t,
-                    None,
-                )
-                .await;
-            assert_eq!(r.status, 200, "{}", r.text);
-            r.json["token"].as_str().unwrap().to_string()
-        }
-    };
     Stream {
         client_token: cli_token.clone(),
+        client_link,
+        client2: cli2,
         camera: cam.clone(),
         camera_token: cam_token.clone(),
-        user_token: token.clone(),
-        publish: creds(cam_token, "publish").await,
-        subscribe: creds(cli_token, "subscribe").await,
-        subscribe2: creds(cli2_token, "subscribe").await,
+        user_token: token.to_string(),
+        publish: credentials(s, &sid, &cam_token, "publish").await,
+        subscribe: credentials(s, &sid, &cli_token, "subscribe").await,
+        subscribe2: credentials(s, &sid, &cli2_token, "subscribe").await,
         sid,
     }
+}
+
+/// A media token from `/streams/{sid}/{kind}-credentials` for the device with `token`.
+async fn credentials(s: &Api, sid: &str, token: &str, kind: &str) -> String {
+    let r = s
+        .call(
+            Method::GET,
+            &format!("/streams/{sid}/{kind}-credentials"),
+            token,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json["token"].as_str().unwrap().to_string()
 }
 
 async fn post_sdp(s: &TestServer, path: &str, token: Option<&str>, sdp: &str) -> Reply {
@@ -294,6 +305,309 @@ async fn whip_and_whep_options_answer_accept_post_without_turn_credentials() {
             "{kind}: ICE servers on a preflight"
         );
     }
+}
+
+/// The transport ids live in a room, straight from the SFU.
+async fn participants(s: &TestServer, sid: &str) -> Vec<String> {
+    let sfu = s.state.media.sfu().expect("an SFU");
+    sfu.describe(sid).await.into_iter().map(|p| p.id).collect()
+}
+
+/// The transport id at the end of a WHIP/WHEP `Location`.
+fn resource_of(reply: &Reply) -> String {
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let location = reply.header("location").expect("a Location");
+    location.rsplit('/').next().unwrap().to_string()
+}
+
+/// Waits (briefly: the close is a command to the media loop) until `id` has left `sid`.
+async fn assert_gone(s: &TestServer, sid: &str, id: &str, what: &str) {
+    for _ in 0..100 {
+        if !participants(s, sid).await.iter().any(|p| p == id) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{what}: transport {id} still in the room");
+}
+
+/// Revocation reaches the media plane: unlinking a phone, disabling a tablet, deleting a
+/// laptop or disabling the camera closes that device's live transports at once, and the
+/// media token it still holds is refused when presented again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_devices_lose_their_media_at_once_and_their_tokens_stop_working() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let st = live_stream(&s).await;
+    let (whip, whep) = (format!("/whip/{}", st.sid), format!("/whep/{}", st.sid));
+    let (laptop, laptop_token) = s.register_device(&st.user_token, "Laptop", "client").await;
+    s.link(&st.user_token, &st.camera, &laptop).await;
+    let laptop_media = credentials(&s, &st.sid, &laptop_token, "subscribe").await;
+
+    let camera =
+        resource_of(&post_sdp(&s, &whip, Some(&st.publish), &offer("sendonly", "VP8")).await);
+    let phone =
+        resource_of(&post_sdp(&s, &whep, Some(&st.subscribe), &offer("recvonly", "VP8")).await);
+    let tablet =
+        resource_of(&post_sdp(&s, &whep, Some(&st.subscribe2), &offer("recvonly", "VP8")).await);
+    let laptop_view =
+        resource_of(&post_sdp(&s, &whep, Some(&laptop_media), &offer("recvonly", "VP8")).await);
+    assert_eq!(participants(&s, &st.sid).await.len(), 4);
+
+    // Unlinking the phone: it stops watching; the others do not.
+    let r = s
+        .call(
+            Method::DELETE,
+            &format!("/device-links/{}", st.client_link),
+            &st.user_token,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_gone(&s, &st.sid, &phone, "unlinked phone").await;
+    assert!(participants(&s, &st.sid).await.contains(&tablet));
+    post_sdp(&s, &whep, Some(&st.subscribe), &offer("recvonly", "VP8"))
+        .await
+        .expect_error(403, "MEDIA_TOKEN_REVOKED");
+
+    // Disabling the tablet.
+    let r = s
+        .call(
+            Method::PATCH,
+            &format!("/devices/{}", st.client2),
+            &st.user_token,
+            Some(json!({"status": "disabled"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_gone(&s, &st.sid, &tablet, "disabled tablet").await;
+    post_sdp(&s, &whep, Some(&st.subscribe2), &offer("recvonly", "VP8"))
+        .await
+        .expect_error(403, "MEDIA_TOKEN_REVOKED");
+
+    // Deleting the laptop.
+    let r = s
+        .call(
+            Method::DELETE,
+            &format!("/devices/{laptop}"),
+            &st.user_token,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_gone(&s, &st.sid, &laptop_view, "deleted laptop").await;
+    post_sdp(&s, &whep, Some(&laptop_media), &offer("recvonly", "VP8"))
+        .await
+        .expect_error(403, "MEDIA_TOKEN_REVOKED");
+    assert!(participants(&s, &st.sid).await.contains(&camera));
+
+    // Disabling the camera hangs it up and ends its stream.
+    let mut requester_socket = s.socket(&st.client_token).await;
+    let r = s
+        .call(
+            Method::PATCH,
+            &format!("/devices/{}", st.camera),
+            &st.user_token,
+            Some(json!({"status": "disabled"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_gone(&s, &st.sid, &camera, "disabled camera").await;
+    let session = watchpost::streams::service::find(&s.state.db, &st.sid)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(session.status.as_str(), "ended");
+    assert_eq!(session.end_reason.as_deref(), Some("device_disabled"));
+    requester_socket
+        .wait_for("stream:ended", common::household::WAIT, |v| {
+            v["id"] == st.sid.as_str()
+        })
+        .await;
+    post_sdp(&s, &whip, Some(&st.publish), &offer("sendonly", "VP8"))
+        .await
+        .expect_error(403, "MEDIA_TOKEN_REVOKED");
+}
+
+/// Fair share: one account's cameras and viewers are capped (`MEDIA_MAX_*_PER_USER`) so
+/// another account still gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_account_cannot_take_every_media_slot() {
+    let s = TestServer::start_with(
+        Backend::Sqlite,
+        &[
+            ("MEDIA_MAX_PUBLISHERS_PER_USER", "1"),
+            ("MEDIA_MAX_SUBSCRIBERS_PER_USER", "1"),
+        ],
+    )
+    .await;
+    let first = live_stream(&s).await;
+    let second = stream_of(&s, &first.user_token).await;
+    let neighbour = live_stream(&s).await;
+    let whip = |st: &Stream| format!("/whip/{}", st.sid);
+    let whep = |st: &Stream| format!("/whep/{}", st.sid);
+
+    let r = post_sdp(
+        &s,
+        &whip(&first),
+        Some(&first.publish),
+        &offer("sendonly", "VP8"),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    post_sdp(
+        &s,
+        &whip(&second),
+        Some(&second.publish),
+        &offer("sendonly", "VP8"),
+    )
+    .await
+    .expect_error(429, "TOO_MANY_PUBLISHERS_FOR_USER");
+    let r = post_sdp(
+        &s,
+        &whip(&neighbour),
+        Some(&neighbour.publish),
+        &offer("sendonly", "VP8"),
+    )
+    .await;
+    assert_eq!(r.status, 201, "another account still goes live: {}", r.text);
+
+    let r = post_sdp(
+        &s,
+        &whep(&first),
+        Some(&first.subscribe),
+        &offer("recvonly", "VP8"),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    post_sdp(
+        &s,
+        &whep(&first),
+        Some(&first.subscribe2),
+        &offer("recvonly", "VP8"),
+    )
+    .await
+    .expect_error(429, "TOO_MANY_SUBSCRIBERS_FOR_USER");
+    let r = post_sdp(
+        &s,
+        &whep(&neighbour),
+        Some(&neighbour.subscribe),
+        &offer("recvonly", "VP8"),
+    )
+    .await;
+    assert_eq!(
+        r.status, 201,
+        "another account's viewer still gets in: {}",
+        r.text
+    );
+}
+
+/// An offer with this many video m-lines.
+fn offer_with_media_lines(count: usize) -> String {
+    let one = offer("sendonly", "VP8");
+    let (session, media) = one.split_at(one.find("m=video").unwrap());
+    let mids: Vec<String> = (0..count).map(|i| i.to_string()).collect();
+    let mut sdp = session.replace(
+        "a=group:BUNDLE 0",
+        &format!("a=group:BUNDLE {}", mids.join(" ")),
+    );
+    for mid in &mids {
+        sdp.push_str(&media.replace("a=mid:0", &format!("a=mid:{mid}")));
+    }
+    sdp
+}
+
+/// SDP offers are bounded (64 KiB, 8 m-lines) before they reach the media loop, on WHIP
+/// and on the device transport routes, each with a clear JSON error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdp_offers_are_bounded_before_the_media_loop() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let st = live_stream(&s).await;
+    let whip = format!("/whip/{}", st.sid);
+    let padded = |len: usize| {
+        let mut sdp = offer("sendonly", "VP8");
+        while sdp.len() < len {
+            sdp.push_str("a=x-padding:0123456789abcdef0123456789abcdef\r\n");
+        }
+        sdp
+    };
+    post_sdp(&s, &whip, Some(&st.publish), &padded(65 * 1024))
+        .await
+        .expect_error(413, "SDP_TOO_LARGE");
+    // Far past the bound: refused without reading it all, with the same answer.
+    post_sdp(&s, &whip, Some(&st.publish), &padded(3 * 1024 * 1024))
+        .await
+        .expect_error(413, "SDP_TOO_LARGE");
+    post_sdp(&s, &whip, Some(&st.publish), &offer_with_media_lines(9))
+        .await
+        .expect_error(400, "TOO_MANY_MEDIA_LINES");
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/streams/{}/sfu/publish-transport", st.sid),
+            &st.camera_token,
+            Some(json!({"type": "offer", "sdp": padded(65 * 1024)})),
+        )
+        .await;
+    r.expect_error(413, "SDP_TOO_LARGE");
+    // Within the bounds the offer is answered.
+    let r = post_sdp(&s, &whip, Some(&st.publish), &offer_with_media_lines(8)).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+}
+
+/// TURN credentials on a WHIP/WHEP answer and in media credentials expire with the media
+/// token that unlocked them (here 10 minutes), not after TURN_CREDENTIAL_TTL_SECS (a day).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turn_credentials_expire_with_the_media_token() {
+    let s = TestServer::start_with(
+        Backend::Sqlite,
+        &[
+            ("TURN_URLS", "turn:127.0.0.1:3478"),
+            ("TURN_SECRET", "north"),
+            ("TURN_CREDENTIAL_TTL_SECS", "86400"),
+        ],
+    )
+    .await;
+    let st = live_stream(&s).await;
+    let now = chrono::Utc::now().timestamp();
+    let token_exp =
+        watchpost::streams::media_token::decode(common::SECRET.as_bytes(), &st.subscribe, now)
+            .unwrap()
+            .exp;
+    let r = post_sdp(
+        &s,
+        &format!("/whep/{}", st.sid),
+        Some(&st.subscribe),
+        &offer("recvonly", "VP8"),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let link = r.header("link").expect("ICE servers in Link");
+    let username = link.split("username=\"").nth(1).unwrap();
+    let expiry: i64 = username.split(':').next().unwrap().parse().unwrap();
+    assert!(
+        expiry <= token_exp,
+        "TURN expiry {expiry} after the token's {token_exp}"
+    );
+    assert!(expiry > now, "already expired");
+
+    let creds = s
+        .call(
+            Method::GET,
+            &format!("/streams/{}/publish-credentials", st.sid),
+            &st.camera_token,
+            None,
+        )
+        .await;
+    let expires_at =
+        chrono::DateTime::parse_from_rfc3339(creds.json["expiresAt"].as_str().unwrap())
+            .unwrap()
+            .timestamp();
+    let username = creds.json["iceServers"][0]["username"].as_str().unwrap();
+    let expiry: i64 = username.split(':').next().unwrap().parse().unwrap();
+    assert_eq!(
+        expiry, expires_at,
+        "TURN lives exactly as long as the token"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

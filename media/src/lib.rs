@@ -88,14 +88,23 @@ impl MediaEngine {
         self.mode
     }
 
-    /// Reserves a publisher slot for `room`; the slot is released when dropped.
-    pub fn admit_publisher(&self, room: &str) -> Result<PublisherSlot, AdmissionError> {
-        limits::Admission::admit_publisher(&self.limits, room)
+    /// Reserves a publisher slot for `room` (of `account`, if it counts against one's fair
+    /// share); the slot is released when dropped.
+    pub fn admit_publisher(
+        &self,
+        account: Option<&str>,
+        room: &str,
+    ) -> Result<PublisherSlot, AdmissionError> {
+        limits::Admission::admit_publisher(&self.limits, room, account)
     }
 
-    /// Reserves a subscriber slot in `room`; the slot is released when dropped.
-    pub fn admit_subscriber(&self, room: &str) -> Result<SubscriberSlot, AdmissionError> {
-        limits::Admission::admit_subscriber(&self.limits, room)
+    /// Reserves a subscriber slot in `room` (of `account`); released when dropped.
+    pub fn admit_subscriber(
+        &self,
+        account: Option<&str>,
+        room: &str,
+    ) -> Result<SubscriberSlot, AdmissionError> {
+        limits::Admission::admit_subscriber(&self.limits, room, account)
     }
 
     pub fn status(&self) -> MediaStatus {

@@ -7,7 +7,7 @@ use str0m::Rtc;
 use str0m::media::{Direction, MediaKind};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpStream, UdpSocket};
-use watchpost_media::sfu::{MediaEvent, SfuConfig, SfuError};
+use watchpost_media::sfu::{MediaEvent, Owner, SfuConfig, SfuError};
 use watchpost_media::{MediaEngine, MediaLimits, MediaMode};
 
 fn offer() -> String {
@@ -21,10 +21,7 @@ fn offer() -> String {
 async fn shutdown_closes_peers_and_stops_loops_router_and_ice_tcp() {
     let engine = MediaEngine::start(
         MediaMode::SingleServerSfu,
-        MediaLimits {
-            max_publishers: 4,
-            max_subscribers_per_room: 4,
-        },
+        MediaLimits::server_wide(4, 4),
         SfuConfig {
             bind: "127.0.0.1:0".parse().expect("address"),
             public_ips: Vec::new(),
@@ -37,7 +34,9 @@ async fn shutdown_closes_peers_and_stops_loops_router_and_ice_tcp() {
     let sfu = engine.sfu().expect("an SFU").clone();
     let addr: SocketAddr = sfu.local_addr();
     let mut events = sfu.subscribe_events();
-    sfu.publish("room", "cam", offer()).await.expect("answered");
+    sfu.publish("room", "cam", Owner::default(), offer())
+        .await
+        .expect("answered");
     let mut tcp = TcpStream::connect(addr).await.expect("ICE-TCP listens");
     // The port is taken while the SFU runs.
     assert!(UdpSocket::bind(addr).await.is_err());
@@ -73,11 +72,11 @@ async fn shutdown_closes_peers_and_stops_loops_router_and_ice_tcp() {
         .expect("the UDP port is free again");
 
     assert!(matches!(
-        sfu.publish("room2", "cam", offer()).await,
+        sfu.publish("room2", "cam", Owner::default(), offer()).await,
         Err(SfuError::Stopped)
     ));
     assert!(matches!(
-        sfu.subscribe("room", "v", offer()).await,
+        sfu.subscribe("room", "v", Owner::default(), offer()).await,
         Err(SfuError::Stopped)
     ));
     assert!(sfu.describe("room").await.is_empty());

@@ -18,6 +18,7 @@ use crate::http::extract::{Path, Query};
 use crate::http::json::Json;
 use crate::pagination::{Page, PageQuery};
 use crate::state::AppState;
+use crate::streams;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -162,8 +163,9 @@ pub async fn update_device(
     .await?;
     let device = updated.device;
     if device.status == DeviceStatus::Disabled {
-        // A revoked token must not keep a live connection.
+        // A revoked token must not keep a live connection, nor live media.
         state.realtime.disconnect_device(&device.id).await;
+        streams::service::revoke_device_media(&state, &device.id, "device_disabled", false).await?;
     }
     Ok(axum::Json(UpdateResponse {
         device: with_presence(device, &state.realtime),
@@ -185,6 +187,10 @@ pub async fn delete_device(
     current: CurrentUser,
     Path(device_id): Path<String>,
 ) -> ApiResult<axum::Json<OkBody>> {
+    // Ownership first: only the caller's own device's media is revoked.
+    service::find_for_user(&state.db, &current.user.id, &device_id).await?;
+    // Before the delete takes its sessions with it, so they end announced.
+    streams::service::revoke_device_media(&state, &device_id, "device_deleted", true).await?;
     service::delete(&state.db, &current.user.id, &device_id).await?;
     state.realtime.disconnect_device(&device_id).await;
     Ok(axum::Json(OkBody { ok: true }))

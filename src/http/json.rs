@@ -38,7 +38,8 @@ where
     }
 }
 
-fn bytes_rejection(e: axum::extract::rejection::BytesRejection) -> ApiError {
+/// A body that could not be read, as an API error (413 when over the route's limit).
+pub fn bytes_rejection(e: axum::extract::rejection::BytesRejection) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

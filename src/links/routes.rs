@@ -16,6 +16,7 @@ use crate::links::model::Link;
 use crate::links::service;
 use crate::pagination::{Page, PageQuery};
 use crate::state::AppState;
+use crate::streams;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -77,7 +78,7 @@ pub async fn list_links(
     params(("linkId" = String, Path)),
     security(("bearer" = []), ("cookie" = [])),
     responses(
-        (status = 200, body = OkBody, description = "Unlinked"),
+        (status = 200, body = OkBody, description = "Unlinked; the client's live viewing of the camera is closed"),
         (status = 404, body = ErrorBody, description = "Not the caller's link"),
     )
 )]
@@ -86,6 +87,9 @@ pub async fn delete_link(
     current: CurrentUser,
     Path(link_id): Path<String>,
 ) -> ApiResult<axum::Json<OkBody>> {
-    service::delete(&state.db, &current.user.id, &link_id).await?;
+    let link = service::delete(&state.db, &current.user.id, &link_id).await?;
+    // The link was what let the client watch: its live viewing stops with it.
+    streams::service::revoke_viewer_media(&state, &link.camera_device_id, &link.client_device_id)
+        .await?;
     Ok(axum::Json(OkBody { ok: true }))
 }

@@ -66,16 +66,16 @@ pub async fn list(db: &Db, user_id: &str, page: &PageQuery) -> DomainResult<Page
     Ok(keyset.page(rows))
 }
 
-pub async fn delete(db: &Db, user_id: &str, link_id: &str) -> DomainResult<()> {
-    let removed = db_execute!(
+/// Removes the link and returns it (the caller revokes what it allowed).
+pub async fn delete(db: &Db, user_id: &str, link_id: &str) -> DomainResult<Link> {
+    db_fetch_optional!(
         db,
-        "DELETE FROM device_links WHERE id = $1 AND user_id = $2",
+        Link,
+        "DELETE FROM device_links WHERE id = $1 AND user_id = $2
+         RETURNING id, camera_device_id, client_device_id, created_at",
         [link_id, user_id]
-    )?;
-    if removed == 0 {
-        return Err(DomainError::not_found(codes::NOT_FOUND, "Link not found"));
-    }
-    Ok(())
+    )?
+    .ok_or_else(|| DomainError::not_found(codes::NOT_FOUND, "Link not found"))
 }
 
 pub async fn are_linked(db: &Db, camera_id: &str, client_id: &str) -> DomainResult<bool> {

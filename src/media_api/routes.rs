@@ -1,7 +1,9 @@
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, ETAG, LINK, LOCATION};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -11,12 +13,12 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use watchpost_media::AdmissionError;
-use watchpost_media::sfu::{ParticipantInfo, SfuError};
+use watchpost_media::sfu::{MAX_OFFER_BYTES, ParticipantInfo, SfuError, check_offer_size};
 
 use crate::devices::extract::DeviceCaller;
 use crate::error::{ApiError, ApiResult, ErrorBody, codes};
 use crate::http::extract::Path;
-use crate::http::json::Json;
+use crate::http::json::{Json, bytes_rejection};
 use crate::state::AppState;
 use crate::streams::media_token::{self, Claims, MediaRole};
 use crate::streams::model::{ParticipantKind, StreamSession};
@@ -47,6 +49,26 @@ impl From<SfuError> for ApiError {
                 codes::TOO_MANY_SUBSCRIBERS,
                 e.to_string(),
             ),
+            SfuError::Admission(e @ AdmissionError::AccountPublisherLimit { .. }) => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                codes::TOO_MANY_PUBLISHERS_FOR_USER,
+                e.to_string(),
+            ),
+            SfuError::Admission(e @ AdmissionError::AccountSubscriberLimit { .. }) => {
+                ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    codes::TOO_MANY_SUBSCRIBERS_FOR_USER,
+                    e.to_string(),
+                )
+            }
+            e @ SfuError::OfferTooLarge { .. } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                codes::SDP_TOO_LARGE,
+                e.to_string(),
+            ),
+            e @ SfuError::TooManyMediaLines { .. } => {
+                ApiError::bad_request(codes::TOO_MANY_MEDIA_LINES, e.to_string())
+            }
             SfuError::RoomClosed => {
                 ApiError::conflict(codes::STREAM_NOT_ACTIVE, "The stream session is not active")
             }
@@ -81,6 +103,8 @@ pub fn whip_router(state: AppState) -> axum::Router {
     let endpoints = axum::Router::new()
         .route("/whip/{stream}", axum::routing::post(whip_post))
         .route("/whep/{stream}", axum::routing::post(whep_post))
+        // An offer is refused past its bound without reading the rest (see `sdp_body`).
+        .layer(DefaultBodyLimit::max(MAX_OFFER_BYTES))
         .layer(cors.clone())
         // Outside the CORS layer, which answers every OPTIONS itself (as a preflight).
         .layer(axum::middleware::from_fn(accept_post));
@@ -124,14 +148,15 @@ fn media_token_from(headers: &HeaderMap) -> Option<&str> {
     crate::http::extract::bearer(headers)
 }
 
-/// Verifies the bearer media token for this session and one of `roles`; the session must
-/// still be active.
+/// Verifies the bearer media token for this session and one of `roles`, and that the
+/// device it was issued to may still use it (not deleted, disabled or unlinked since); the
+/// session must still be active.
 async fn authorise(
     state: &AppState,
     headers: &HeaderMap,
     session_id: &str,
     roles: &[MediaRole],
-) -> ApiResult<Claims> {
+) -> ApiResult<(Claims, StreamSession)> {
     let token = media_token_from(headers).ok_or_else(|| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -150,11 +175,13 @@ async fn authorise(
     let session = streams::find(&state.db, session_id)
         .await?
         .ok_or_else(|| ApiError::not_found("Stream session not found"))?;
+    streams::recheck_media_token(&state.db, &claims, &session).await?;
     streams::require_session_active(&session)?;
-    Ok(claims)
+    Ok((claims, session))
 }
 
-fn sdp_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<String> {
+/// The SDP offer of a WHIP/WHEP `POST`, bounded before it goes anywhere near the media loop.
+fn sdp_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> ApiResult<String> {
     let ct = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -170,12 +197,24 @@ fn sdp_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<String> {
             "Expected content-type: application/sdp",
         ));
     }
-    String::from_utf8(body.to_vec())
-        .map_err(|_| ApiError::bad_request(codes::INVALID_SDP, "The SDP offer is not UTF-8"))
+    let body = body.map_err(|e| match e.status() {
+        // Over the route's body limit: the same answer as an offer just over the bound.
+        StatusCode::PAYLOAD_TOO_LARGE => SfuError::OfferTooLarge {
+            max: MAX_OFFER_BYTES,
+        }
+        .into(),
+        _ => bytes_rejection(e),
+    })?;
+    let offer = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::bad_request(codes::INVALID_SDP, "The SDP offer is not UTF-8"))?;
+    check_offer_size(&offer)?;
+    Ok(offer)
 }
 
-fn ice_links(state: &AppState) -> Vec<HeaderValue> {
-    streams::ice_servers(state)
+/// ICE servers as `Link` headers (RFC 9725 §4.6), for a response to a request that
+/// presented `claims`: TURN credentials expire with the media token, never later.
+fn ice_links(state: &AppState, claims: &Claims) -> Vec<HeaderValue> {
+    streams::ice_servers(state, claims.exp)
         .into_iter()
         .flat_map(|server| {
             let username = server.username.clone();
@@ -195,6 +234,7 @@ fn ice_links(state: &AppState) -> Vec<HeaderValue> {
 
 fn created(
     state: &AppState,
+    claims: &Claims,
     kind: &str,
     session_id: &str,
     resource: &str,
@@ -209,7 +249,7 @@ fn created(
     if let Ok(v) = HeaderValue::from_str(&format!("\"{resource}\"")) {
         h.insert(ETAG, v);
     }
-    for link in ice_links(state) {
+    for link in ice_links(state, claims) {
         h.append(LINK, link);
     }
     response
@@ -235,13 +275,23 @@ pub async fn whip_post(
     State(state): State<AppState>,
     Path(session_id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    authorise(&state, &headers, &session_id, &[MediaRole::Publish]).await?;
-    let offer = sdp_body(&headers, &body)?;
+    let (claims, session) = authorise(&state, &headers, &session_id, &[MediaRole::Publish]).await?;
+    let offer = sdp_body(&headers, body)?;
     let resource = ParticipantKind::Publisher.new_id();
-    let answer = sfu(&state)?.publish(&session_id, &resource, offer).await?;
-    Ok(created(&state, "whip", &session_id, &resource, answer))
+    let owner = streams::media_owner(&session, claims.dev.as_deref());
+    let answer = sfu(&state)?
+        .publish(&session_id, &resource, owner, offer)
+        .await?;
+    Ok(created(
+        &state,
+        &claims,
+        "whip",
+        &session_id,
+        &resource,
+        answer,
+    ))
 }
 
 #[utoipa::path(
@@ -262,21 +312,29 @@ pub async fn whep_post(
     State(state): State<AppState>,
     Path(session_id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    authorise(
+    let (claims, session) = authorise(
         &state,
         &headers,
         &session_id,
         &[MediaRole::Subscribe, MediaRole::Playback],
     )
     .await?;
-    let offer = sdp_body(&headers, &body)?;
+    let offer = sdp_body(&headers, body)?;
     let resource = ParticipantKind::Subscriber.new_id();
+    let owner = streams::media_owner(&session, claims.dev.as_deref());
     let answer = sfu(&state)?
-        .subscribe(&session_id, &resource, offer)
+        .subscribe(&session_id, &resource, owner, offer)
         .await?;
-    Ok(created(&state, "whep", &session_id, &resource, answer))
+    Ok(created(
+        &state,
+        &claims,
+        "whep",
+        &session_id,
+        &resource,
+        answer,
+    ))
 }
 
 /// Trickle ICE. The server is ICE-lite: it learns each client's addresses from the client's
@@ -428,8 +486,9 @@ pub async fn publish_transport(
     }
     streams::require_session_active(&session)?;
     let participant = ParticipantKind::Publisher.new_id();
+    let owner = streams::media_owner(&session, Some(&device.id));
     let answer = sfu(&state)?
-        .publish(&session.id, &participant, offer_sdp(body)?)
+        .publish(&session.id, &participant, owner, offer_sdp(body)?)
         .await?;
     Ok(axum::Json(TransportAnswer {
         kind: "answer".into(),
@@ -466,8 +525,9 @@ pub async fn subscribe_transport(
     }
     streams::require_session_active(&session)?;
     let participant = ParticipantKind::Subscriber.new_id();
+    let owner = streams::media_owner(&session, Some(&device.id));
     let answer = sfu(&state)?
-        .subscribe(&session.id, &participant, offer_sdp(body)?)
+        .subscribe(&session.id, &participant, owner, offer_sdp(body)?)
         .await?;
     Ok(axum::Json(TransportAnswer {
         kind: "answer".into(),

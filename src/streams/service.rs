@@ -2,7 +2,7 @@ use serde_json::json;
 
 use crate::commands;
 use crate::db::Db;
-use crate::devices::model::Device;
+use crate::devices::model::{Device, DeviceStatus};
 use crate::devices::service::{require_camera, require_client};
 use crate::error::{DomainError, DomainResult, codes};
 use crate::links;
@@ -253,18 +253,28 @@ pub async fn list_live(db: &Db) -> DomainResult<Vec<StreamSession>> {
     )?)
 }
 
-pub fn ice_servers(state: &AppState) -> Vec<IceServer> {
+/// ICE servers for a WHIP/WHEP client whose media token expires at `token_expiry` (Unix s).
+pub fn ice_servers(state: &AppState, token_expiry: i64) -> Vec<IceServer> {
     ice_servers_for(
         &state.config.turn,
         "watchpost",
         chrono::Utc::now().timestamp(),
+        token_expiry,
     )
 }
 
 /// ICE servers for a client. With `TURN_SECRET`, credentials are ephemeral in the TURN REST
 /// convention coturn's `use-auth-secret` accepts: username `<expiry>:<user>`, password
-/// base64(HMAC-SHA1(secret, username)).
-pub fn ice_servers_for(turn: &crate::config::TurnConfig, user: &str, now: i64) -> Vec<IceServer> {
+/// base64(HMAC-SHA1(secret, username)). They expire after `TURN_CREDENTIAL_TTL_SECS` or with
+/// the media token that unlocked them (`token_expiry`, Unix seconds), whichever is first:
+/// relaying must not outlive the right to the media. (Static `TURN_USERNAME` credentials
+/// cannot expire; `TURN_SECRET` is the way to bound them.)
+pub fn ice_servers_for(
+    turn: &crate::config::TurnConfig,
+    user: &str,
+    now: i64,
+    token_expiry: i64,
+) -> Vec<IceServer> {
     if turn.urls.is_empty() {
         return Vec::new();
     }
@@ -272,7 +282,8 @@ pub fn ice_servers_for(turn: &crate::config::TurnConfig, user: &str, now: i64) -
         Some(secret) => {
             use base64::Engine;
             use hmac::Mac;
-            let username = format!("{}:{user}", now + turn.credential_ttl_secs as i64);
+            let expiry = (now + turn.credential_ttl_secs as i64).min(token_expiry);
+            let username = format!("{expiry}:{user}");
             let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes())
                 .expect("any key length");
             mac.update(username.as_bytes());
@@ -382,6 +393,7 @@ pub async fn credentials(
             &state.config.turn,
             &device.user_id,
             chrono::Utc::now().timestamp(),
+            expires_at.timestamp(),
         ),
         whip_url: endpoint.clone().filter(|_| role == MediaRole::Publish),
         whep_url: endpoint.filter(|_| role != MediaRole::Publish),
@@ -405,6 +417,117 @@ pub fn require_session_active(session: &StreamSession) -> DomainResult<()> {
     require_active(session)
 }
 
+fn token_revoked(message: &str) -> DomainError {
+    DomainError::forbidden(codes::MEDIA_TOKEN_REVOKED, message)
+}
+
+/// A media token is checked against the present whenever it is presented, not only when it
+/// was issued: the device it names must still exist and be active, and still be the
+/// session's camera (to publish) or linked to it (to view). Playback tokens issued to the
+/// account's own session name no device and need no more than their signature.
+pub async fn recheck_media_token(
+    db: &Db,
+    claims: &Claims,
+    session: &StreamSession,
+) -> DomainResult<()> {
+    let Some(device_id) = &claims.dev else {
+        return Ok(());
+    };
+    let device = match crate::devices::service::find_for_user(db, &session.user_id, device_id).await
+    {
+        Ok(device) => device,
+        Err(DomainError::NotFound { .. }) => {
+            return Err(token_revoked(
+                "The device this media token was issued to has been deleted",
+            ));
+        }
+        Err(e) => return Err(e),
+    };
+    if device.status != DeviceStatus::Active {
+        return Err(token_revoked(
+            "The device this media token was issued to is disabled",
+        ));
+    }
+    let allowed = match claims.role {
+        MediaRole::Publish => device.id == session.camera_device_id,
+        MediaRole::Subscribe | MediaRole::Playback => may_view(db, &device, session).await?,
+    };
+    if !allowed {
+        return Err(token_revoked(
+            "The device this media token was issued to is no longer linked to this camera",
+        ));
+    }
+    Ok(())
+}
+
+/// Who a media transport belongs to, as the SFU is told at join: the session's account
+/// (whose fair share it counts against) and the device holding it (closed on revocation).
+pub fn media_owner(session: &StreamSession, device: Option<&str>) -> watchpost_media::sfu::Owner {
+    watchpost_media::sfu::Owner {
+        account: Some(session.user_id.clone()),
+        device: device.map(str::to_string),
+    }
+}
+
+/// Active sessions a device takes part in as camera or requester.
+async fn active_sessions_of(db: &Db, device_id: &str) -> DomainResult<Vec<StreamSession>> {
+    Ok(db_fetch_all!(
+        db,
+        StreamSession,
+        concat!(
+            "SELECT ",
+            stream_session_columns!(),
+            "
+         FROM stream_sessions
+         WHERE (camera_device_id = $1 OR requester_device_id = $2)
+           AND status IN ('requested', 'streaming')"
+        ),
+        [device_id, device_id]
+    )?)
+}
+
+/// A device lost its access (disabled, or about to be deleted): every media transport it
+/// holds closes now rather than when its token expires, and the streams of a camera end
+/// (with `stream:ended`, `reason` recorded). When `with_requested` is set (deletion, which
+/// takes the device's sessions with it) the streams it requested end too.
+pub async fn revoke_device_media(
+    state: &AppState,
+    device_id: &str,
+    reason: &str,
+    with_requested: bool,
+) -> DomainResult<()> {
+    for mut session in active_sessions_of(&state.db, device_id).await? {
+        if session.camera_device_id == device_id || with_requested {
+            // Lost a race with another end: nothing left to do for this one.
+            match end_session(state, &mut session, reason).await {
+                Ok(()) | Err(DomainError::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    if let Some(sfu) = state.media.sfu() {
+        sfu.close_device(device_id, None).await;
+    }
+    Ok(())
+}
+
+/// A client was unlinked from a camera: it stops watching that camera's live streams now.
+pub async fn revoke_viewer_media(
+    state: &AppState,
+    camera_id: &str,
+    client_id: &str,
+) -> DomainResult<()> {
+    let Some(sfu) = state.media.sfu() else {
+        return Ok(());
+    };
+    for session in active_sessions_of(&state.db, camera_id).await? {
+        if session.camera_device_id == camera_id {
+            sfu.close_device(client_id, Some(&session.id)).await;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,10 +541,31 @@ mod tests {
             secret: Some("north".into()),
             credential_ttl_secs: 3600,
         };
-        let servers = ice_servers_for(&turn, "user1", 1_000_000);
+        let servers = ice_servers_for(&turn, "user1", 1_000_000, i64::MAX);
         assert_eq!(servers[0].username.as_deref(), Some("1003600:user1"));
         // base64(HMAC-SHA1("north", "1003600:user1")), computed independently with openssl.
         assert_eq!(servers[0].credential.as_deref(), Some(EXPECTED));
+    }
+
+    #[test]
+    fn turn_credentials_never_outlive_the_media_token() {
+        let turn = crate::config::TurnConfig {
+            urls: vec!["turn:127.0.0.1:3478".into()],
+            username: None,
+            credential: None,
+            secret: Some("north".into()),
+            credential_ttl_secs: 86_400,
+        };
+        // A token that expires in 10 minutes caps the day-long TURN lifetime.
+        let servers = ice_servers_for(&turn, "user1", 1_000_000, 1_000_600);
+        assert_eq!(servers[0].username.as_deref(), Some("1000600:user1"));
+        // A short TURN lifetime stays short.
+        let turn = crate::config::TurnConfig {
+            credential_ttl_secs: 60,
+            ..turn
+        };
+        let servers = ice_servers_for(&turn, "user1", 1_000_000, 1_000_600);
+        assert_eq!(servers[0].username.as_deref(), Some("1000060:user1"));
     }
 
     const EXPECTED: &str = "NPgA2YHzgVFDRpXE/fwdvZmbM60=";

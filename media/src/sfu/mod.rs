@@ -51,6 +51,20 @@ pub enum SfuError {
     RoomClosed,
     #[error("the media engine is not running")]
     Stopped,
+    #[error("the SDP offer is larger than {max} bytes")]
+    OfferTooLarge { max: usize },
+    #[error("the SDP offer has more than {max} media sections")]
+    TooManyMediaLines { max: usize },
+}
+
+/// Who a transport belongs to, in the control plane's own terms; the SFU only compares
+/// these strings. `account` is whose fair share the transport counts against (the
+/// per-account limits); `device` lets the server close every transport a device holds the
+/// moment its access is revoked ([`Sfu::close_device`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Owner {
+    pub account: Option<String>,
+    pub device: Option<String>,
 }
 
 /// Lifecycle news for the control plane.
@@ -107,6 +121,7 @@ pub(crate) enum Command {
     Join {
         room: String,
         participant: String,
+        owner: Owner,
         publisher: bool,
         offer: String,
         reply: oneshot::Sender<Result<String, SfuError>>,
@@ -117,6 +132,11 @@ pub(crate) enum Command {
     },
     CloseRoom {
         room: String,
+    },
+    /// Hang up every transport this device holds (in `room`, or anywhere).
+    CloseDevice {
+        device: String,
+        room: Option<String>,
     },
     Describe {
         room: String,
@@ -274,14 +294,18 @@ impl Sfu {
         &self,
         room: &str,
         participant: &str,
+        owner: Owner,
         publisher: bool,
         offer: String,
     ) -> Result<String, SfuError> {
+        // Bounded here, before the offer is queued for the media loop or parsed there.
+        check_offer_size(&offer)?;
         let (reply, rx) = oneshot::channel();
         self.shard(room)
             .send(Command::Join {
                 room: room.to_string(),
                 participant: participant.to_string(),
+                owner,
                 publisher,
                 offer,
                 reply,
@@ -297,9 +321,10 @@ impl Sfu {
         &self,
         room: &str,
         participant: &str,
+        owner: Owner,
         offer: String,
     ) -> Result<String, SfuError> {
-        self.join(room, participant, true, offer).await
+        self.join(room, participant, owner, true, offer).await
     }
 
     /// Adds a viewer from an SDP offer (recvonly audio/video); returns the SDP answer.
@@ -307,9 +332,10 @@ impl Sfu {
         &self,
         room: &str,
         participant: &str,
+        owner: Owner,
         offer: String,
     ) -> Result<String, SfuError> {
-        self.join(room, participant, false, offer).await
+        self.join(room, participant, owner, false, offer).await
     }
 
     /// A participant hangs up. For the publisher this ends the room at once (no grace).
@@ -321,6 +347,25 @@ impl Sfu {
                 participant: participant.to_string(),
             })
             .await;
+    }
+
+    /// Hangs up every transport `device` holds, in `room` or (with `None`) in any room: its
+    /// access was revoked. A publisher hanging up ends its room, as a WHIP `DELETE` does.
+    /// Returns once every shard has taken the command.
+    pub async fn close_device(&self, device: &str, room: Option<&str>) {
+        let shards: Vec<&mpsc::Sender<Command>> = match room {
+            Some(room) => vec![self.shard(room)],
+            // Which rooms a device is in is not known here: every shard looks.
+            None => self.shards.iter().collect(),
+        };
+        for shard in shards {
+            let _ = shard
+                .send(Command::CloseDevice {
+                    device: device.to_string(),
+                    room: room.map(str::to_string),
+                })
+                .await;
+        }
     }
 
     pub async fn close_room(&self, room: &str) {
@@ -349,10 +394,55 @@ impl Sfu {
     }
 }
 
+/// Largest SDP offer accepted (real offers are a few KiB; str0m's parser would otherwise
+/// work through whatever it is given on the media loop).
+pub const MAX_OFFER_BYTES: usize = 64 * 1024;
+/// Most m-lines an offer may have: a camera sends one audio and one video (simulcast
+/// layers share an m-line), so a handful leaves room and bounds the per-peer work.
+pub const MAX_OFFER_MEDIA_LINES: usize = 8;
+
+/// Refuses an offer too large to be worth parsing, before it reaches a media loop.
+pub fn check_offer_size(offer: &str) -> Result<(), SfuError> {
+    if offer.len() > MAX_OFFER_BYTES {
+        return Err(SfuError::OfferTooLarge {
+            max: MAX_OFFER_BYTES,
+        });
+    }
+    let media_lines = offer.lines().filter(|l| l.starts_with("m=")).count();
+    if media_lines > MAX_OFFER_MEDIA_LINES {
+        return Err(SfuError::TooManyMediaLines {
+            max: MAX_OFFER_MEDIA_LINES,
+        });
+    }
+    Ok(())
+}
+
 /// Waits for a task until `deadline`, then aborts it (and waits for the abort to land).
 async fn join_or_abort(mut task: JoinHandle<()>, deadline: tokio::time::Instant) {
     if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
         task.abort();
         let _ = task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offers_are_bounded_in_size_and_media_lines() {
+        let line = "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\n";
+        assert!(check_offer_size(&format!("v=0\r\n{}", line.repeat(8))).is_ok());
+        assert!(matches!(
+            check_offer_size(&format!("v=0\r\n{}", line.repeat(9))),
+            Err(SfuError::TooManyMediaLines { max: 8 })
+        ));
+        let huge = format!("v=0\r\n{}", "a=x\r\n".repeat(MAX_OFFER_BYTES / 5));
+        assert!(matches!(
+            check_offer_size(&huge),
+            Err(SfuError::OfferTooLarge {
+                max: MAX_OFFER_BYTES
+            })
+        ));
     }
 }

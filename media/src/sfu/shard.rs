@@ -59,11 +59,14 @@ impl Shard {
             Command::Join {
                 room,
                 participant,
+                owner,
                 publisher,
                 offer,
                 reply,
             } => {
-                let answer = self.core.join(now, &room, &participant, publisher, &offer);
+                let answer = self
+                    .core
+                    .join(now, &room, &participant, owner, publisher, &offer);
                 // The new ufrag's route is in place before the answer can reach the client,
                 // so its first ICE check is never dropped by the router.
                 self.execute_outputs();
@@ -71,6 +74,9 @@ impl Shard {
             }
             Command::Leave { room, participant } => self.core.leave(now, &room, &participant),
             Command::CloseRoom { room } => self.core.close_room(now, &room),
+            Command::CloseDevice { device, room } => {
+                self.core.close_device(now, &device, room.as_deref())
+            }
             Command::Describe { room, reply } => {
                 let _ = reply.send(self.core.describe(&room));
             }

@@ -43,7 +43,7 @@ use str0m::{Input, Output as RtcOutput, Rtc};
 
 use super::forward::{Timeline, VideoState};
 use super::net::stun_local_ufrag;
-use super::{MediaCounters, MediaEvent};
+use super::{MediaCounters, MediaEvent, Owner};
 use crate::limits::{Admission, PublisherSlot, SubscriberSlot};
 
 use fanout::Forward;
@@ -116,6 +116,8 @@ impl Viewing {
 struct Peer {
     id: String,
     room: Arc<str>,
+    /// The device holding this transport, as the control plane named it at join.
+    device: Option<String>,
     rtc: Rtc,
     role: Role,
     ufrag: String,

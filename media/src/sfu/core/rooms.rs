@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::super::{MediaEvent, SfuError};
 use super::setup::{build_peer, parse_offer};
 use super::stats::{PeerStats, release_gauges};
-use super::{Core, Output, Peer, PeerKey, Role, RouteUpdate, enqueue_peer};
+use super::{Core, Output, Owner, Peer, PeerKey, Role, RouteUpdate, enqueue_peer};
 use crate::limits::Admission;
 
 /// A connected peer that has sent nothing at all (media, RTCP or ICE checks) for this long
@@ -35,6 +35,7 @@ impl Core {
         now: Instant,
         room_id: &str,
         participant: &str,
+        owner: Owner,
         publisher: bool,
         offer: &str,
     ) -> Result<String, SfuError> {
@@ -57,11 +58,16 @@ impl Core {
             self.remove_peer(key, false);
         }
         let room_id: Arc<str> = room_id.into();
+        let account = owner.account.as_deref();
         let role = if publisher {
-            Role::Publisher(Admission::admit_publisher(&self.admission, &room_id)?)
+            Role::Publisher(Admission::admit_publisher(
+                &self.admission,
+                &room_id,
+                account,
+            )?)
         } else {
             Role::Subscriber(
-                Admission::admit_subscriber(&self.admission, &room_id)?,
+                Admission::admit_subscriber(&self.admission, &room_id, account)?,
                 Box::default(),
             )
         };
@@ -85,6 +91,7 @@ impl Core {
             Peer {
                 id: participant.to_string(),
                 room: room_id.clone(),
+                device: owner.device,
                 rtc: new.rtc,
                 role,
                 ufrag: new.ufrag,
@@ -128,6 +135,15 @@ impl Core {
     pub fn leave(&mut self, now: Instant, room: &str, participant: &str) {
         self.advance(now);
         self.hang_up(|p| &*p.room == room && p.id == participant);
+    }
+
+    /// A device's access was revoked: every transport it holds (in `room`, or anywhere on
+    /// this shard) hangs up. A publisher among them ends its room as a hang-up does.
+    pub fn close_device(&mut self, now: Instant, device: &str, room: Option<&str>) {
+        self.advance(now);
+        self.hang_up(|p| {
+            p.device.as_deref() == Some(device) && room.is_none_or(|room| *p.room == *room)
+        });
     }
 
     /// The stream ended: everyone in the room hangs up, and late joins are refused.

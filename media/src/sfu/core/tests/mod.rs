@@ -10,7 +10,7 @@ use str0m::media::MediaKind;
 
 use super::RouteUpdate;
 use crate::sfu::{MediaEvent, SfuError};
-use sim::{ClientId, Sim, frame_id, vp8_frame};
+use sim::{ClientId, Sim, frame_id, owned_by, vp8_frame};
 
 const FRAME: Duration = Duration::from_millis(33);
 const LAYER_L: u8 = b'l';
@@ -204,18 +204,20 @@ fn never_connected_transports_are_dropped_after_30_s() {
     // A viewer that signalled and went away before its first ICE check.
     let index = sim.clients.len();
     sim.run_for(Duration::from_millis(10));
-    let answer_only = sim.core.join(sim.now, "room", "ghost", false, &{
-        let mut rtc = str0m::Rtc::builder().build(sim.now);
-        let mut change = rtc.sdp_api();
-        change.add_media(
-            MediaKind::Video,
-            str0m::media::Direction::RecvOnly,
-            None,
-            None,
-            None,
-        );
-        change.apply().expect("offer").0.to_sdp_string()
-    });
+    let answer_only = sim
+        .core
+        .join(sim.now, "room", "ghost", owned_by("ghost"), false, &{
+            let mut rtc = str0m::Rtc::builder().build(sim.now);
+            let mut change = rtc.sdp_api();
+            change.add_media(
+                MediaKind::Video,
+                str0m::media::Direction::RecvOnly,
+                None,
+                None,
+                None,
+            );
+            change.apply().expect("offer").0.to_sdp_string()
+        });
     assert!(answer_only.is_ok());
     assert_eq!(sim.clients.len(), index);
     assert_eq!(sim.describe("room").len(), 2);
@@ -420,6 +422,48 @@ fn a_viewer_leaving_does_not_disturb_the_others() {
     );
     let ids: Vec<String> = sim.describe("room").into_iter().map(|p| p.id).collect();
     assert_eq!(ids, ["cam", "a", "c"]);
+}
+
+#[test]
+fn closing_a_device_hangs_up_its_transports_only() {
+    let mut sim = Sim::new(Duration::from_secs(5));
+    let camera = sim.publisher("room", "cam", &[]);
+    let revoked = sim.viewer("room", "phone");
+    let kept = sim.viewer("room", "tablet");
+    let mut sent = stream(&mut sim, camera, 0, 10, true);
+    // A device's transports in another room are left alone when the close names a room.
+    sim.core.close_device(sim.now, "phone", Some("elsewhere"));
+    sim.run_for(Duration::from_millis(100));
+    assert!(sim.clients[revoked].rtc.is_alive());
+    sim.core.close_device(sim.now, "phone", None);
+    sent.extend(stream(&mut sim, camera, 10, 10, false));
+    sim.run_for(Duration::from_millis(200));
+    assert!(
+        !sim.clients[revoked].rtc.is_alive(),
+        "the phone got a close"
+    );
+    assert!(sim.events.contains(&MediaEvent::SubscriberLeft {
+        room: "room".into(),
+        participant: "phone".into()
+    }));
+    assert_eq!(
+        received_video(&sim, kept),
+        sent,
+        "the tablet keeps watching"
+    );
+    // The camera's device revoked: its hang-up ends the room at once, grace or not.
+    sim.core.close_device(sim.now, "cam", Some("room"));
+    sim.run_for(Duration::from_millis(200));
+    assert!(
+        !sim.clients[camera].rtc.is_alive(),
+        "the camera got a close"
+    );
+    assert!(sim.events.contains(&MediaEvent::PublisherLeft {
+        room: "room".into(),
+        reason: "publisher hung up".into()
+    }));
+    let ids: Vec<String> = sim.describe("room").into_iter().map(|p| p.id).collect();
+    assert_eq!(ids, ["tablet"]);
 }
 
 #[test]

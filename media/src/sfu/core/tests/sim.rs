@@ -114,10 +114,7 @@ impl Sim {
         CRYPTO.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
         let now = Instant::now();
         let counters = Arc::new(MediaCounters::default());
-        let admission = Arc::new(Admission::new(MediaLimits {
-            max_publishers: 10,
-            max_subscribers_per_room: 10,
-        }));
+        let admission = Arc::new(Admission::new(MediaLimits::server_wide(10, 10)));
         let core = Core::new(
             now,
             CoreConfig {
@@ -183,7 +180,14 @@ impl Sim {
         let (offer, pending) = change.apply().expect("an offer");
         let answer = self
             .core
-            .join(self.now, room, id, publisher, &offer.to_sdp_string())
+            .join(
+                self.now,
+                room,
+                id,
+                owned_by(id),
+                publisher,
+                &offer.to_sdp_string(),
+            )
             .expect("joined");
         let answer = SdpAnswer::from_sdp_string(&answer).expect("answer parses");
         rtc.sdp_api()
@@ -222,7 +226,14 @@ impl Sim {
         change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
         let (offer, _) = change.apply().expect("an offer");
         self.core
-            .join(self.now, room, id, true, &offer.to_sdp_string())
+            .join(
+                self.now,
+                room,
+                id,
+                owned_by(id),
+                true,
+                &offer.to_sdp_string(),
+            )
             .expect_err("join refused")
     }
 
@@ -437,6 +448,14 @@ fn rtp_header(packet: &[u8]) -> Option<RtpSeen> {
 
 /// A VP8 frame as the depacketizer sees it: the first byte's P bit (bit 0) is clear on a
 /// keyframe. The rest names the layer and the frame number and pads to `len`.
+/// Each simulated participant is held by a device named like it, in one account.
+pub fn owned_by(id: &str) -> crate::sfu::Owner {
+    crate::sfu::Owner {
+        account: Some("household".into()),
+        device: Some(id.into()),
+    }
+}
+
 pub fn vp8_frame(keyframe: bool, layer: u8, number: u32, len: usize) -> Vec<u8> {
     let mut frame = vec![if keyframe { 0x10 } else { 0x11 }, layer];
     frame.extend_from_slice(&number.to_be_bytes());
