@@ -37,6 +37,27 @@ const TCP_SEND_QUEUE: usize = 1024;
 /// RTCP keep a live one busy).
 const TCP_IDLE: Duration = Duration::from_secs(30);
 
+/// What one remote may hold of the ICE-TCP listener, so a single host cannot fill it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TcpLimits {
+    /// Connections open at once from one IP address (a household behind one NAT needs a
+    /// few: a camera and some viewers, each maybe reconnecting).
+    pub per_ip: usize,
+    /// A new connection must bring a STUN binding request naming a live transport (a
+    /// local ufrag some shard owns) within this long, or it is closed; until then nothing
+    /// it sends reaches a media loop.
+    pub first_check: Duration,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        Self {
+            per_ip: 8,
+            first_check: Duration::from_secs(5),
+        }
+    }
+}
+
 /// Which shard owns each local ICE ufrag. Written when a peer joins or leaves, read only for
 /// STUN from addresses the router has not seen, so the lock is off the media path.
 pub(crate) type UfragOwners = Arc<RwLock<HashMap<String, usize>>>;
@@ -88,6 +109,8 @@ pub(crate) async fn start(
                 listener,
                 tcp.clone(),
                 tcp_tx,
+                owners.clone(),
+                TcpLimits::default(),
                 stop.clone(),
             )));
             true
@@ -209,6 +232,16 @@ pub(crate) fn stun_local_ufrag(packet: &[u8]) -> Option<&str> {
     None
 }
 
+/// An ICE connectivity check for a transport some shard owns (its USERNAME names our ufrag).
+fn names_live_transport(packet: &[u8], owners: &UfragOwners) -> bool {
+    stun_local_ufrag(packet).is_some_and(|ufrag| {
+        owners
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(ufrag)
+    })
+}
+
 /// Accepts ICE-TCP connections and runs each one's framed reader and writer. On stop the
 /// listener closes, readers end, writers send what is queued, and this returns once every
 /// connection task has ended (dropping it aborts them).
@@ -216,6 +249,8 @@ async fn accept_tcp(
     listener: TcpListener,
     conns: TcpConnections,
     to_router: mpsc::Sender<(SocketAddr, Vec<u8>)>,
+    owners: UfragOwners,
+    limits: TcpLimits,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut next_id = 0u64;
@@ -241,7 +276,8 @@ async fn accept_tcp(
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(TCP_SEND_QUEUE);
         {
             let mut open = conns.lock().unwrap_or_else(|p| p.into_inner());
-            if open.len() >= MAX_TCP_CONNECTIONS {
+            let from_ip = open.keys().filter(|a| a.ip() == remote.ip()).count();
+            if open.len() >= MAX_TCP_CONNECTIONS || from_ip >= limits.per_ip {
                 continue; // dropping the stream closes it
             }
             open.insert(remote, (id, tx));
@@ -258,22 +294,39 @@ async fn accept_tcp(
         });
         let conns = conns.clone();
         let to_router = to_router.clone();
+        let owners = owners.clone();
         let mut stop = stop.clone();
         connections.spawn(async move {
+            let check_by = tokio::time::Instant::now() + limits.first_check;
+            let mut checked = false;
             // RFC 4571: each packet is preceded by its 16-bit big-endian length.
             loop {
+                let deadline = if checked {
+                    tokio::time::Instant::now() + TCP_IDLE
+                } else {
+                    check_by
+                };
                 let mut len = [0u8; 2];
                 tokio::select! {
                     _ = stopped(&mut stop) => break,
-                    read = tokio::time::timeout(TCP_IDLE, reader.read_exact(&mut len)) => {
+                    read = tokio::time::timeout_at(deadline, reader.read_exact(&mut len)) => {
                         if !matches!(read, Ok(Ok(_))) {
                             break;
                         }
                     }
                 }
                 let mut packet = vec![0u8; u16::from_be_bytes(len) as usize];
-                let read = tokio::time::timeout(TCP_IDLE, reader.read_exact(&mut packet)).await;
-                if !matches!(read, Ok(Ok(_))) || to_router.send((remote, packet)).await.is_err() {
+                let read = tokio::time::timeout_at(deadline, reader.read_exact(&mut packet)).await;
+                if !matches!(read, Ok(Ok(_))) {
+                    break;
+                }
+                if !checked {
+                    if !names_live_transport(&packet, &owners) {
+                        continue; // dropped: the first-check deadline keeps running
+                    }
+                    checked = true;
+                }
+                if to_router.send((remote, packet)).await.is_err() {
                     break;
                 }
             }
@@ -294,8 +347,8 @@ async fn accept_tcp(
 mod tests {
     use super::*;
 
-    #[test]
-    fn reads_the_local_ufrag_from_a_binding_request() {
+    /// A STUN binding request with USERNAME `srvUfrag:cliUfrag`.
+    fn binding_request() -> Vec<u8> {
         let username = b"srvUfrag:cliUfrag";
         let mut packet = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
         packet.extend_from_slice(&[7; 12]);
@@ -304,10 +357,126 @@ mod tests {
         packet.extend_from_slice(&[0x00, 0x06, 0x00, username.len() as u8]);
         packet.extend_from_slice(username);
         packet.extend_from_slice(&[0, 0, 0]);
+        packet
+    }
+
+    #[test]
+    fn reads_the_local_ufrag_from_a_binding_request() {
+        let packet = binding_request();
         assert_eq!(stun_local_ufrag(&packet), Some("srvUfrag"));
         // RTP/DTLS are not STUN.
         assert_eq!(stun_local_ufrag(&[0x80; 40]), None);
         assert_eq!(stun_local_ufrag(&[22; 40]), None);
         assert_eq!(stun_local_ufrag(&packet[..30]), None);
+    }
+
+    /// An ICE-TCP listener on loopback with `limits`, whose only live transport has ufrag
+    /// `srvUfrag`; returns its address and what it hands the router.
+    async fn listener(
+        limits: TcpLimits,
+    ) -> (
+        SocketAddr,
+        mpsc::Receiver<(SocketAddr, Vec<u8>)>,
+        watch::Sender<bool>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let owners: UfragOwners =
+            Arc::new(RwLock::new(HashMap::from([("srvUfrag".to_string(), 0)])));
+        let (to_router, routed) = mpsc::channel(16);
+        let (stop, stop_rx) = watch::channel(false);
+        tokio::spawn(accept_tcp(
+            listener,
+            Arc::new(Mutex::new(HashMap::new())),
+            to_router,
+            owners,
+            limits,
+            stop_rx,
+        ));
+        (addr, routed, stop)
+    }
+
+    /// True when the server closed `stream` within `within` (EOF or reset).
+    async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+        let mut buf = [0u8; 64];
+        matches!(
+            tokio::time::timeout(within, stream.read(&mut buf)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+
+    fn framed(packet: &[u8]) -> Vec<u8> {
+        let mut out = (packet.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(packet);
+        out
+    }
+
+    #[tokio::test]
+    async fn ice_tcp_connections_are_capped_per_address() {
+        let limits = TcpLimits {
+            per_ip: 2,
+            first_check: Duration::from_secs(30),
+        };
+        let (addr, _routed, _stop) = listener(limits).await;
+        let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(
+            closed_within(&mut third, Duration::from_secs(2)).await,
+            "a third connection from one address is refused"
+        );
+        for stream in [&mut first, &mut second] {
+            assert!(!closed_within(stream, Duration::from_millis(200)).await);
+        }
+        // A slot freed is a slot available again.
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut again = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(!closed_within(&mut again, Duration::from_millis(200)).await);
+    }
+
+    #[tokio::test]
+    async fn ice_tcp_connections_without_a_valid_check_are_closed() {
+        let limits = TcpLimits {
+            per_ip: 8,
+            first_check: Duration::from_millis(300),
+        };
+        let (addr, mut routed, _stop) = listener(limits).await;
+        let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut garbage = tokio::net::TcpStream::connect(addr).await.unwrap();
+        garbage.write_all(&framed(&[0x80; 40])).await.unwrap();
+        let mut stranger = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut unknown = binding_request();
+        unknown[32..40].copy_from_slice(b"notOurs!");
+        stranger.write_all(&framed(&unknown)).await.unwrap();
+        let mut peer = tokio::net::TcpStream::connect(addr).await.unwrap();
+        peer.write_all(&framed(&binding_request())).await.unwrap();
+
+        let (from, packet) = tokio::time::timeout(Duration::from_secs(2), routed.recv())
+            .await
+            .expect("the valid check is routed")
+            .unwrap();
+        assert_eq!(from, peer.local_addr().unwrap());
+        assert_eq!(packet, binding_request());
+        for (what, stream) in [
+            ("silent", &mut silent),
+            ("garbage", &mut garbage),
+            ("unknown ufrag", &mut stranger),
+        ] {
+            assert!(
+                closed_within(stream, Duration::from_secs(2)).await,
+                "{what} connection left open"
+            );
+        }
+        // Checked in time: it stays open past the deadline, and media flows on.
+        assert!(!closed_within(&mut peer, Duration::from_millis(500)).await);
+        peer.write_all(&framed(&[0x80; 20])).await.unwrap();
+        let (_, packet) = tokio::time::timeout(Duration::from_secs(2), routed.recv())
+            .await
+            .expect("later packets are routed")
+            .unwrap();
+        assert_eq!(packet, [0x80; 20]);
+        // Nothing from the others reached the router.
+        assert!(routed.try_recv().is_err());
     }
 }
