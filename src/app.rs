@@ -35,7 +35,7 @@ use crate::state::{AppState, AuthSettings, origin_of};
 use crate::storage::{LocalStore, ObjectStore, S3Store};
 use crate::{
     admin, auth, commands, devices, events, health, jobs, links, media_api, pages, realtime,
-    storage, streams, videos,
+    storage, streams, videos, watchtogether,
 };
 
 /// Largest JSON body any API route accepts. Uploads never pass through here.
@@ -206,6 +206,13 @@ impl Server {
         }
         let (socket_layer, io) = SocketIo::builder().build_layer();
         let realtime = Realtime::new(io.clone());
+        let watchtogether =
+            watchtogether::service::WatchTogether::start(db.clone(), config.watch_together.clone())
+                .await
+                .map_err(|source| StartupError::Database {
+                    target: describe_target(&config.database),
+                    source,
+                })?;
         let state = AppState {
             config: Arc::new(config),
             db,
@@ -214,6 +221,7 @@ impl Server {
             media,
             storage,
             realtime,
+            watchtogether,
         };
         realtime::socket::register(&io, state.clone());
         let stop = CancellationToken::new();
@@ -297,6 +305,13 @@ impl Server {
             }
         };
         bounded("socket.io close", sockets_closed).await;
+        // Rooms write their last state so a restart resumes them.
+        if tokio::time::timeout(Duration::from_secs(3), state.watchtogether.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("watch together rooms did not stop in time");
+        }
         state.media.shutdown().await;
         stop.cancel();
         bounded("media event listener", media_events).await;
@@ -384,6 +399,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(streams::routes::router())
         .merge(pages::router())
         .merge(media_api::router())
+        .merge(watchtogether::routes::router())
 }
 
 fn cors(state: &AppState) -> CorsLayer {

@@ -60,6 +60,35 @@ pub struct RateLimitConfig {
     pub window_secs: u64,
 }
 
+/// Who may drive a Watch Together room with `sync` (`WT_SYNC_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// Any joined participant (the default; any value but `host_only`).
+    Collaborative,
+    HostOnly,
+}
+
+/// Watch Together (StreamVault rooms): limits and timings. Timings default to the
+/// reference backend's; tests shorten them.
+#[derive(Debug, Clone)]
+pub struct WatchTogetherConfig {
+    pub sync_mode: SyncMode,
+    pub require_auth: bool,
+    pub max_message_bytes: usize,
+    pub max_messages_per_sec: u32,
+    pub max_participants: usize,
+    pub max_rooms_per_address: usize,
+    pub max_nickname_chars: usize,
+    pub state_update_ms: u64,
+    pub ping_ms: u64,
+    pub reconnect_grace_ms: u64,
+    pub room_idle_ms: u64,
+    pub expiry_sweep_ms: u64,
+    /// WebSocket ping frames; a socket silent for two intervals is closed.
+    pub ws_ping_ms: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub host: IpAddr,
@@ -97,6 +126,9 @@ pub struct Config {
     pub stream_request_ttl_secs: u64,
     /// Motion events left open longer than this are closed automatically.
     pub motion_max_duration_secs: u64,
+    pub watch_together: WatchTogetherConfig,
+    /// `GOOGLE_CLIENT_ID` and `GOOGLE_CLIENT_SECRET` are both set (`GET /health`).
+    pub google_oauth_configured: bool,
 }
 
 /// Reads the process environment after loading `.env` (existing variables win).
@@ -455,6 +487,10 @@ impl Config {
         let stream_request_ttl_secs = seconds("STREAM_REQUEST_TTL_SECS", 30)?;
         let motion_max_duration_secs = seconds("MOTION_MAX_DURATION_SECS", 600)?;
 
+        let watch_together = watch_together_config(&v)?;
+        let google_oauth_configured =
+            v.get("GOOGLE_CLIENT_ID").is_some() && v.get("GOOGLE_CLIENT_SECRET").is_some();
+
         Ok(Config {
             host,
             port,
@@ -481,8 +517,40 @@ impl Config {
             command_ttl_secs,
             stream_request_ttl_secs,
             motion_max_duration_secs,
+            watch_together,
+            google_oauth_configured,
         })
     }
+}
+
+fn watch_together_config(v: &Vars) -> Result<WatchTogetherConfig, ConfigError> {
+    let at_least_one = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
+        let expected = "a whole number greater than 0";
+        let value = v.parse(name, default, expected)?;
+        if value == 0 {
+            return Err(err(name, "0", expected));
+        }
+        Ok(value)
+    };
+    let sync_mode = match v.get("WT_SYNC_MODE").map(str::to_ascii_lowercase) {
+        Some(m) if m == "host_only" => SyncMode::HostOnly,
+        _ => SyncMode::Collaborative,
+    };
+    Ok(WatchTogetherConfig {
+        sync_mode,
+        require_auth: v.bool("WATCH_TOGETHER_REQUIRE_AUTH", false)?,
+        max_message_bytes: at_least_one("WT_MAX_MESSAGE_BYTES", 65_536)? as usize,
+        max_messages_per_sec: at_least_one("WT_MAX_MESSAGES_PER_SEC", 50)? as u32,
+        max_participants: at_least_one("WT_MAX_PARTICIPANTS", 50)? as usize,
+        max_rooms_per_address: at_least_one("WT_MAX_ROOMS_PER_ADDRESS", 20)? as usize,
+        max_nickname_chars: at_least_one("WT_MAX_NICKNAME_CHARS", 64)? as usize,
+        state_update_ms: at_least_one("WT_STATE_UPDATE_MS", 500)?,
+        ping_ms: at_least_one("WT_PING_MS", 2000)?,
+        reconnect_grace_ms: at_least_one("WT_RECONNECT_GRACE_MS", 20_000)?,
+        room_idle_ms: at_least_one("WT_ROOM_IDLE_MS", 3_600_000)?,
+        expiry_sweep_ms: at_least_one("WT_EXPIRY_SWEEP_MS", 300_000)?,
+        ws_ping_ms: at_least_one("WT_WS_PING_MS", 15_000)?,
+    })
 }
 
 #[cfg(test)]
@@ -571,6 +639,30 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(c.base_url.as_deref(), Some("https://new.example"));
+    }
+
+    #[test]
+    fn watch_together_defaults_follow_the_reference() {
+        let c = Config::from_vars(&vars(&[])).unwrap().watch_together;
+        assert_eq!(c.sync_mode, SyncMode::Collaborative);
+        assert!(!c.require_auth);
+        assert_eq!(c.max_message_bytes, 65_536);
+        assert_eq!(c.max_participants, 50);
+        assert_eq!((c.state_update_ms, c.ping_ms), (500, 2000));
+        assert_eq!(c.reconnect_grace_ms, 20_000);
+        assert_eq!((c.room_idle_ms, c.expiry_sweep_ms), (3_600_000, 300_000));
+        let c = Config::from_vars(&vars(&[
+            ("WT_SYNC_MODE", "HOST_ONLY"),
+            ("WATCH_TOGETHER_REQUIRE_AUTH", "true"),
+        ]))
+        .unwrap()
+        .watch_together;
+        assert_eq!(c.sync_mode, SyncMode::HostOnly);
+        assert!(c.require_auth);
+        let c = Config::from_vars(&vars(&[("WT_SYNC_MODE", "anything")])).unwrap();
+        assert_eq!(c.watch_together.sync_mode, SyncMode::Collaborative);
+        let e = Config::from_vars(&vars(&[("WT_MAX_PARTICIPANTS", "0")])).unwrap_err();
+        assert_eq!(e.var, "WT_MAX_PARTICIPANTS");
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod storage;
 pub mod streams;
 pub mod time;
 pub mod videos;
+pub mod watchtogether;
 
 pub use app::Server;
 pub use config::Config;

@@ -34,6 +34,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         (name = "streams", description = "On-demand live stream sessions and media credentials"),
         (name = "pages", description = "Browser pages"),
         (name = "media", description = "WHIP/WHEP and SFU signalling"),
+        (name = "watchtogether", description = "StreamVault Watch Together rooms (the room protocol itself is `WS /ws/watchtogether[/<code>]`)"),
     )
 )]
 pub struct ApiDoc;

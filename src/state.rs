@@ -14,6 +14,7 @@ use crate::http::metrics::Metrics;
 use crate::http::rate_limit::RateLimiter;
 use crate::realtime::Realtime;
 use crate::storage::ObjectStore;
+use crate::watchtogether::service::WatchTogether;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -24,6 +25,7 @@ pub struct AppState {
     pub media: MediaEngine,
     pub storage: ObjectStore,
     pub realtime: Realtime,
+    pub watchtogether: WatchTogether,
 }
 
 impl AppState {

@@ -10,7 +10,8 @@
 //! * **domain**: the other files of `auth`, `devices`, `links`, `commands`, `events`,
 //!   `streams`, `videos` (`service`, `model`, ...).
 //! * **infrastructure**: `state`, `db`, `storage` (but its routes), `http`, `realtime` (but
-//!   its socket handlers), `time`, `error`, `config`, `pagination`, `crypto`.
+//!   its socket handlers), `watchtogether` (but its routes), `time`, `error`, `config`,
+//!   `pagination`, `crypto`.
 //!
 //! The scan reads `crate::…` paths (grouped `use` trees included), `super::…` paths, names
 //! a `use crate::…` brings into scope when they are modules (`use crate::streams;` then
@@ -42,6 +43,7 @@ const INFRASTRUCTURE: &[&str] = &[
     "config",
     "pagination",
     "crypto",
+    "watchtogether",
 ];
 const ADAPTERS: &[&str] = &[
     "media_api",
@@ -62,7 +64,10 @@ fn layer_of(module: &[String]) -> Option<Layer> {
         _ => {}
     }
     let first = first?;
-    if module == ["storage", "routes"] || module == ["realtime", "socket"] {
+    if module == ["storage", "routes"]
+        || module == ["realtime", "socket"]
+        || module == ["watchtogether", "routes"]
+    {
         return Some(Layer::Adapter);
     }
     if INFRASTRUCTURE.contains(&first) {

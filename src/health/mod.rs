@@ -1,4 +1,4 @@
-//! `/healthz` and `/metrics`.
+//! `/healthz`, `/metrics`, and `/health` (the StreamVault backend's liveness check).
 
 use std::time::Duration;
 
@@ -17,6 +17,37 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(metrics))
+        .routes(routes!(health))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Liveness {
+    /// Always `ok`.
+    pub status: String,
+    /// ISO-8601 UTC with milliseconds.
+    pub timestamp: String,
+    /// Google sign-in is configured (`GOOGLE_CLIENT_ID` and `GOOGLE_CLIENT_SECRET`).
+    pub configured: bool,
+}
+
+/// StreamVault clients poll this before connecting; it checks nothing but the process.
+#[utoipa::path(
+    get, path = "/health", tag = "operations",
+    responses((status = 200, body = Liveness, description = "The server is up"))
+)]
+pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [
+            ("x-content-type-options", "nosniff"),
+            ("x-frame-options", "DENY"),
+            ("referrer-policy", "no-referrer"),
+        ],
+        axum::Json(Liveness {
+            status: "ok".into(),
+            timestamp: crate::time::iso(&crate::time::now()),
+            configured: state.config.google_oauth_configured,
+        }),
+    )
 }
 
 #[derive(Serialize, ToSchema)]

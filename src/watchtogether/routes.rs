@@ -1,0 +1,228 @@
+//! `WS /ws/watchtogether[/<code>]` and `/api/watchtogether/rooms[/{code}]`.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tower_http::set_header::SetResponseHeaderLayer;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::extract::resolve_user;
+use crate::devices::model::DEVICE_TOKEN_PREFIX;
+use crate::devices::service::device_by_token;
+use crate::error::{ApiError, ApiResult};
+use crate::http::extract::{ClientIp, bearer};
+use crate::state::AppState;
+use crate::watchtogether::model::{CreatedRoom, RoomSummary, code_from_path};
+use crate::watchtogether::room::ConnMeta;
+use crate::watchtogether::service::CreateError;
+use crate::watchtogether::socket;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    let header = |name: &'static str, value: &'static str| {
+        SetResponseHeaderLayer::overriding(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        )
+    };
+    OpenApiRouter::new()
+        .routes(routes!(create_room))
+        .routes(routes!(get_room, delete_room))
+        .route("/ws/watchtogether", get(upgrade))
+        .route("/ws/watchtogether/{*rest}", get(upgrade))
+        .layer(header("x-content-type-options", "nosniff"))
+        .layer(header("x-frame-options", "DENY"))
+        .layer(header("referrer-policy", "no-referrer"))
+}
+
+/// The reference backend's error shape: `{"error": "..."}`.
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({ "error": message }))).into_response()
+}
+
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct CreateRoomBody {
+    #[schema(value_type = Object)]
+    media_id: Value,
+    media_title: String,
+    host_nickname: String,
+    media_match_key: Option<String>,
+}
+
+/// A flat `application/x-www-form-urlencoded` body as a JSON object of strings.
+fn form_to_json(body: &[u8]) -> Value {
+    let text = String::from_utf8_lossy(body).replace('+', " ");
+    let fields = text
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+            (decode(k), Value::String(decode(v)))
+        })
+        .collect();
+    Value::Object(fields)
+}
+
+#[utoipa::path(
+    post, path = "/api/watchtogether/rooms", tag = "watchtogether",
+    request_body = CreateRoomBody,
+    responses(
+        (status = 200, body = CreatedRoom, description = "Created; the host takes the slot by joining with client_id = host_id"),
+        (status = 400, description = "`{\"error\":\"media_id, media_title, and host_nickname required\"}`"),
+        (status = 429, description = "Too many rooms from this address"),
+        (status = 500, description = "`{\"error\":\"Failed to create room\"}` (no body)"),
+    )
+)]
+pub async fn create_room(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let is_form = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let body = if body.is_empty() {
+        Value::Null
+    } else if is_form {
+        form_to_json(&body)
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(_) => return error(StatusCode::BAD_REQUEST, "Invalid JSON body"),
+        }
+    };
+    if !body.is_object() {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "Failed to create room");
+    }
+    match state.watchtogether.create_rest(ip, &body) {
+        Ok(room) => axum::Json(room).into_response(),
+        Err(e @ CreateError::Invalid(_)) => error(StatusCode::BAD_REQUEST, &e.text()),
+        Err(e @ CreateError::TooManyRooms(_)) => error(StatusCode::TOO_MANY_REQUESTS, &e.text()),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "Failed to create room"),
+    }
+}
+
+#[utoipa::path(
+    get, path = "/api/watchtogether/rooms/{code}", tag = "watchtogether",
+    params(("code" = String, Path, description = "Room code (case-insensitive)")),
+    responses(
+        (status = 200, body = RoomSummary, description = "The room"),
+        (status = 404, description = "`{\"error\":\"Room not found\"}`"),
+    )
+)]
+pub async fn get_room(
+    State(state): State<AppState>,
+    axum::extract::Path(code): axum::extract::Path<String>,
+) -> Response {
+    match state.watchtogether.summary(&code.to_uppercase()).await {
+        Some(room) => axum::Json(room).into_response(),
+        None => error(StatusCode::NOT_FOUND, "Room not found"),
+    }
+}
+
+#[utoipa::path(
+    delete, path = "/api/watchtogether/rooms/{code}", tag = "watchtogether",
+    params(("code" = String, Path, description = "Room code (case-insensitive)")),
+    responses(
+        (status = 200, description = "`{\"success\":true}`; every socket was closed with 1000 `Room closed`"),
+        (status = 404, description = "`{\"error\":\"Room not found\"}`"),
+    )
+)]
+pub async fn delete_room(
+    State(state): State<AppState>,
+    axum::extract::Path(code): axum::extract::Path<String>,
+) -> Response {
+    if state.watchtogether.close(&code.to_uppercase()).await {
+        axum::Json(json!({"success": true})).into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, "Room not found")
+    }
+}
+
+/// The account a connection's token (`?token=`, `Authorization` or the session cookie)
+/// names: `(user id, name)`. A token that names nobody is refused.
+async fn account(
+    state: &AppState,
+    headers: &HeaderMap,
+    query_token: Option<&str>,
+) -> ApiResult<Option<(String, String)>> {
+    let token = query_token.or_else(|| bearer(headers));
+    let user = match token {
+        Some(t) if t.starts_with(DEVICE_TOKEN_PREFIX) => {
+            let device = device_by_token(&state.db, t)
+                .await?
+                .ok_or_else(ApiError::unauthorized)?;
+            crate::auth::service::find_user(&state.db, &device.user_id).await?
+        }
+        Some(t) => {
+            let mut with_bearer = HeaderMap::new();
+            let value = HeaderValue::from_str(&format!("Bearer {t}"))
+                .map_err(|_| ApiError::unauthorized())?;
+            with_bearer.insert(AUTHORIZATION, value);
+            let found = resolve_user(state, &with_bearer).await?;
+            Some(found.ok_or_else(ApiError::unauthorized)?.user)
+        }
+        None => resolve_user(state, headers).await?.map(|u| u.user),
+    };
+    Ok(user.map(|u| (u.id, u.name)))
+}
+
+/// The WebSocket upgrade for `/ws/watchtogether` and `/ws/watchtogether/<code>`.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    uri: Uri,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let account = match account(&state, &headers, query.get("token").map(String::as_str)).await {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    let wt = state.watchtogether.clone();
+    let cfg = wt.config();
+    if cfg.require_auth && account.is_none() {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "Watch Together requires a signed-in account (session or device token)",
+        )
+        .into_response();
+    }
+    let (account_id, account_name) = account.unzip();
+    let meta = ConnMeta {
+        id: wt.next_conn_id(),
+        ip,
+        account_id,
+        account_name,
+    };
+    let code = code_from_path(uri.path());
+    // Frames past this close the socket (1009); smaller ones over the limit get an `error`.
+    let transport_cap = (cfg.max_message_bytes * 4).max(1024 * 1024);
+    let offered = headers
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty());
+    let ws = match offered {
+        Some(p) => ws.protocols([p]),
+        None => ws,
+    };
+    ws.max_message_size(transport_cap)
+        .max_frame_size(transport_cap)
+        .on_upgrade(move |socket| socket::serve(wt, socket, meta, code))
+}
