@@ -65,9 +65,8 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn open(url: &str) -> Ws {
     for attempt in 0.. {
@@ -119,7 +118,8 @@ async fn member(
 ) -> Vec<u64> {
     let mut latencies = Vec::new();
     let phase = Duration::from_millis(rand::random::<u64>() % 1000);
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + phase, Duration::from_secs(1));
+    let mut tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + phase, Duration::from_secs(1));
     let mut seq = 0u64;
     let until = tokio::time::Instant::from_std(stop);
     loop {

@@ -56,7 +56,10 @@ async fn connect(server: &TestServer) -> Client {
 
 impl Client {
     async fn send(&mut self, v: Value) {
-        self.ws.send(Message::Text(v.to_string().into())).await.unwrap();
+        self.ws
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .unwrap();
     }
 
     async fn send_raw(&mut self, text: String) {
@@ -67,7 +70,9 @@ impl Client {
     async fn next(&mut self, within: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            let frame = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()?;
+            let frame = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()?;
             match frame {
                 Some(Ok(Message::Text(t))) => return Some(serde_json::from_str(&t).unwrap()),
                 Some(Ok(Message::Close(frame))) => {
@@ -103,7 +108,10 @@ impl Client {
     /// Fails if a message of type `ty` arrives within `within`.
     async fn expect_no(&mut self, ty: &str, within: Duration) {
         let deadline = Instant::now() + within;
-        while let Some(m) = self.next(deadline.saturating_duration_since(Instant::now())).await {
+        while let Some(m) = self
+            .next(deadline.saturating_duration_since(Instant::now()))
+            .await
+        {
             assert_ne!(m["type"], ty, "unexpected {m}");
         }
     }
@@ -140,8 +148,10 @@ async fn room_of_two(server: &TestServer) -> (Client, Client, String) {
         .to_string();
     let mut guest = connect(server).await;
     guest
-        .send(json!({"type": "join", "room_code": code, "client_id": "guest-1",
-            "nickname": "Guest", "media_id": 424242, "media_match_key": "file:abc"}))
+        .send(
+            json!({"type": "join", "room_code": code, "client_id": "guest-1",
+            "nickname": "Guest", "media_id": 424242, "media_match_key": "file:abc"}),
+        )
         .await;
     guest.expect("room_joined").await;
     host.expect("participant_joined").await;
@@ -178,14 +188,19 @@ async fn reference_session_create_join_ready_start_sync_leave() {
     assert!(room.get("state").is_none());
     let code = room["code"].as_str().unwrap().to_string();
     assert_eq!(code.len(), 6);
-    assert!(code.bytes().all(|b| b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789".contains(&b)));
+    assert!(
+        code.bytes()
+            .all(|b| b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789".contains(&b))
+    );
 
     // A guest sharing the file and title tokens (different cloud token), code in lowercase.
     let mut guest = connect(&server).await;
     guest
-        .send(json!({"type": "join", "room_code": code.to_lowercase(), "client_id": "guest-1",
+        .send(
+            json!({"type": "join", "room_code": code.to_lowercase(), "client_id": "guest-1",
             "nickname": "Guest", "media_id": 424242,
-            "media_match_key": "FILE:abc|title:big film|cloud:two"}))
+            "media_match_key": "FILE:abc|title:big film|cloud:two"}),
+        )
         .await;
     let joined = guest.expect("room_joined").await;
     assert_eq!(joined["room"]["code"], code.as_str());
@@ -197,11 +212,15 @@ async fn reference_session_create_join_ready_start_sync_leave() {
     // No shared token: refused with the reference's text.
     let mut third = connect(&server).await;
     third
-        .send(json!({"type": "join", "room_code": code, "client_id": "third",
-            "nickname": "T", "media_id": 424242, "media_match_key": "file:zzz"}))
+        .send(
+            json!({"type": "join", "room_code": code, "client_id": "third",
+            "nickname": "T", "media_id": 424242, "media_match_key": "file:zzz"}),
+        )
         .await;
     third
-        .expect_error("This room is watching a different media item (\"Big Film\", room media_id: 424242)")
+        .expect_error(
+            "This room is watching a different media item (\"Big Film\", room media_id: 424242)",
+        )
         .await;
     third.send(json!({"type": "join", "client_id": ""})).await;
     third
@@ -211,7 +230,8 @@ async fn reference_session_create_join_ready_start_sync_leave() {
     // Start rules.
     guest.send(json!({"type": "start", "position": 1})).await;
     guest.expect_error("Only the host can start playback").await;
-    host.send(json!({"type": "start_playback", "position": 1})).await;
+    host.send(json!({"type": "start_playback", "position": 1}))
+        .await;
     host.expect_error("Cannot start until all participants are ready")
         .await;
 
@@ -245,7 +265,9 @@ async fn reference_session_create_join_ready_start_sync_leave() {
     // state_update every 500 ms while playing; the position moves forward.
     let mut last: Option<(Instant, f64)> = None;
     for _ in 0..4 {
-        let u = guest.expect_within("state_update", Duration::from_millis(1300)).await;
+        let u = guest
+            .expect_within("state_update", Duration::from_millis(1300))
+            .await;
         assert_eq!(u["paused"], false);
         assert_eq!(u["participants"].as_array().unwrap().len(), 2);
         let now = Instant::now();
@@ -255,14 +277,20 @@ async fn reference_session_create_join_ready_start_sync_leave() {
                 gap >= Duration::from_millis(250) && gap <= Duration::from_millis(1300),
                 "state_update gap {gap:?}"
             );
-            assert!(positions(&u) > p, "position went back: {} <= {p}", positions(&u));
+            assert!(
+                positions(&u) > p,
+                "position went back: {} <= {p}",
+                positions(&u)
+            );
         }
         last = Some((now, positions(&u)));
     }
 
     // `resume` is relayed as `play`, echoed to its sender.
     guest
-        .send(json!({"type": "sync", "command": {"action": "resume", "position": 42.5, "note": "x"}}))
+        .send(
+            json!({"type": "sync", "command": {"action": "resume", "position": 42.5, "note": "x"}}),
+        )
         .await;
     let relay = host.expect("sync").await;
     assert_eq!(relay["command"]["action"], "play");
@@ -279,9 +307,13 @@ async fn reference_session_create_join_ready_start_sync_leave() {
     let pong = guest.expect("pong").await;
     assert_eq!(pong["ping_id"], "p1");
     assert_eq!(pong["your_rtt"], 80.0);
-    guest.send(json!({"type": "heartbeat", "position": 43})).await;
+    guest
+        .send(json!({"type": "heartbeat", "position": 43}))
+        .await;
     assert!(guest.expect("heartbeat_ack").await["timestamp"].is_i64());
-    let ping = guest.expect_within("ping", Duration::from_millis(2600)).await;
+    let ping = guest
+        .expect_within("ping", Duration::from_millis(2600))
+        .await;
     assert!(ping["ping_id"].as_str().unwrap().starts_with("guest-1-"));
 
     // The host leaves: host migrates to the guest, then participant_left.
@@ -323,7 +355,10 @@ async fn state_reports_correct_the_room_only_from_the_authority() {
     let deadline = Instant::now() + Duration::from_millis(3500);
     loop {
         let u = guest
-            .expect_within("state_update", deadline.saturating_duration_since(Instant::now()))
+            .expect_within(
+                "state_update",
+                deadline.saturating_duration_since(Instant::now()),
+            )
             .await;
         if positions(&u) > 136.0 - 0.8 {
             assert_eq!(u["paused"], false);
@@ -341,7 +376,10 @@ async fn state_reports_correct_the_room_only_from_the_authority() {
     let deadline = Instant::now() + Duration::from_millis(3500);
     loop {
         let u = host
-            .expect_within("state_update", deadline.saturating_duration_since(Instant::now()))
+            .expect_within(
+                "state_update",
+                deadline.saturating_duration_since(Instant::now()),
+            )
             .await;
         if u["paused"] == true {
             assert!((positions(&u) - 300.0).abs() < 0.5, "{u}");
@@ -498,8 +536,10 @@ async fn malformed_oversized_and_excess_messages_get_errors() {
         .await;
     // Nickname length.
     let mut long = connect(&server).await;
-    long.send(json!({"type": "create", "media_id": 1, "media_title": "t", "nickname": "n".repeat(65)}))
-        .await;
+    long.send(
+        json!({"type": "create", "media_id": 1, "media_title": "t", "nickname": "n".repeat(65)}),
+    )
+    .await;
     long.expect_error("Nickname too long (limit: 64 characters)")
         .await;
     // Rooms per address: the second room from 127.0.0.1 is fine, the third is refused.
@@ -574,8 +614,10 @@ async fn slot_takeover_needs_the_same_address_or_account() {
     )
     .await
     .unwrap();
-    acct.send(json!({"type": "join", "client_id": "acct-1", "nickname": "ignored", "media_id": 424242}))
-        .await;
+    acct.send(
+        json!({"type": "join", "client_id": "acct-1", "nickname": "ignored", "media_id": 424242}),
+    )
+    .await;
     let joined = acct.expect("room_joined").await;
     let me = joined["room"]["participants"]
         .as_array()
@@ -612,14 +654,25 @@ async fn require_auth_refuses_anonymous_connections() {
     };
     let anon = connect_with(server.addr, "/ws/watchtogether", [127, 0, 0, 1], None).await;
     assert_eq!(status(anon.err().expect("refused")), 401);
-    let bad = connect_with(server.addr, "/ws/watchtogether?token=nope", [127, 0, 0, 1], None).await;
+    let bad = connect_with(
+        server.addr,
+        "/ws/watchtogether?token=nope",
+        [127, 0, 0, 1],
+        None,
+    )
+    .await;
     assert_eq!(status(bad.err().expect("refused")), 401);
     let (token, _) = server
         .sign_up(&common::unique_email("wt"), "password-123")
         .await;
-    let mut ok = connect_with(server.addr, "/ws/watchtogether", [127, 0, 0, 1], Some(&token))
-        .await
-        .expect("a signed-in user connects");
+    let mut ok = connect_with(
+        server.addr,
+        "/ws/watchtogether",
+        [127, 0, 0, 1],
+        Some(&token),
+    )
+    .await
+    .expect("a signed-in user connects");
     ok.send(create_msg("h", "")).await;
     let created = ok.expect("room_created").await;
     assert_eq!(created["room"]["participants"][0]["nickname"], "Test User");
@@ -629,7 +682,10 @@ async fn require_auth_refuses_anonymous_connections() {
 async fn rest_routes_and_restart(backend: Backend) {
     let server = TestServer::start(backend).await;
     let r = server
-        .post_json("/api/watchtogether/rooms", json!({"media_id": 7, "media_title": "Film"}))
+        .post_json(
+            "/api/watchtogether/rooms",
+            json!({"media_id": 7, "media_title": "Film"}),
+        )
         .await;
     assert_eq!(r.status, 400);
     assert_eq!(
@@ -646,7 +702,10 @@ async fn rest_routes_and_restart(backend: Backend) {
     assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
     let code = r.json["code"].as_str().unwrap().to_string();
     let host_id = r.json["host_id"].as_str().unwrap().to_string();
-    assert_eq!(uuid::Uuid::parse_str(&host_id).unwrap().get_version_num(), 4);
+    assert_eq!(
+        uuid::Uuid::parse_str(&host_id).unwrap().get_version_num(),
+        4
+    );
     assert_eq!(
         r.json["participants"],
         json!([{"id": host_id, "nickname": "Hosty", "is_host": true, "is_ready": false}])
@@ -672,7 +731,9 @@ async fn rest_routes_and_restart(backend: Backend) {
     host.send(json!({"type": "sync", "command": {"action": "play", "position": 50}}))
         .await;
     guest.expect("state_update").await;
-    guest.expect_within("ping", Duration::from_millis(2600)).await;
+    guest
+        .expect_within("ping", Duration::from_millis(2600))
+        .await;
 
     drop(host);
     drop(guest);
@@ -695,7 +756,12 @@ async fn rest_routes_and_restart(backend: Backend) {
     assert_eq!(joined["room"]["is_playing"], true);
 
     let del = server
-        .call(reqwest::Method::DELETE, &format!("/api/watchtogether/rooms/{code}"), "", None)
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/watchtogether/rooms/{code}"),
+            "",
+            None,
+        )
         .await;
     assert_eq!(del.status, 200);
     assert_eq!(del.json, json!({"success": true}));
@@ -708,7 +774,12 @@ async fn rest_routes_and_restart(backend: Backend) {
         .await;
     assert_eq!(got.status, 404);
     let del = server
-        .call(reqwest::Method::DELETE, &format!("/api/watchtogether/rooms/{code}"), "", None)
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/watchtogether/rooms/{code}"),
+            "",
+            None,
+        )
         .await;
     assert_eq!(del.status, 404);
     assert_eq!(del.json, json!({"error": "Room not found"}));

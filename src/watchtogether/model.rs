@@ -48,13 +48,22 @@ fn parse_js_number(s: &str) -> Option<f64> {
         "-Infinity" => return Some(f64::NEG_INFINITY),
         _ => {}
     }
-    for (prefix, radix) in [("0x", 16), ("0X", 16), ("0o", 8), ("0O", 8), ("0b", 2), ("0B", 2)] {
+    for (prefix, radix) in [
+        ("0x", 16),
+        ("0X", 16),
+        ("0o", 8),
+        ("0O", 8),
+        ("0b", 2),
+        ("0B", 2),
+    ] {
         if let Some(digits) = t.strip_prefix(prefix) {
             return u64::from_str_radix(digits, radix).ok().map(|n| n as f64);
         }
     }
     // Rust also accepts "inf", "nan" and "infinity"; JavaScript does not.
-    if t.bytes().any(|b| b.is_ascii_alphabetic() && b != b'e' && b != b'E') {
+    if t.bytes()
+        .any(|b| b.is_ascii_alphabetic() && b != b'e' && b != b'E')
+    {
         return None;
     }
     t.parse::<f64>().ok()
@@ -216,7 +225,10 @@ mod tests {
         let code = random_code();
         assert_eq!(code.len(), 6);
         assert!(code.bytes().all(|b| CODE_ALPHABET.contains(&b)));
-        assert_eq!(code_from_path("/ws/watchtogether/abc234"), Some("ABC234".into()));
+        assert_eq!(
+            code_from_path("/ws/watchtogether/abc234"),
+            Some("ABC234".into())
+        );
         assert_eq!(code_from_path("/ws/watchtogether"), None);
         assert_eq!(code_from_path("/ws/watchtogether/"), None);
         assert_eq!(code_from_path("/ws/watchtogether/x?y=1"), Some("X".into()));

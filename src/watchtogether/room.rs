@@ -56,7 +56,8 @@ pub struct Effects {
 
 impl Effects {
     fn send(&mut self, to: ConnId, msg: &Value) {
-        self.out.push(Out::Send(to, Utf8Bytes::from(msg.to_string())));
+        self.out
+            .push(Out::Send(to, Utf8Bytes::from(msg.to_string())));
     }
 
     fn send_many(&mut self, to: impl IntoIterator<Item = ConnId>, msg: &Value) {
@@ -217,8 +218,7 @@ impl Room {
         now: i64,
         cfg: &WatchTogetherConfig,
     ) -> Result<(Room, Effects), String> {
-        if !(truthy(&msg["media_id"]) && truthy(&msg["media_title"]) && truthy(&msg["nickname"]))
-        {
+        if !(truthy(&msg["media_id"]) && truthy(&msg["media_title"]) && truthy(&msg["nickname"])) {
             return Err(CREATE_REQUIRED.into());
         }
         let nickname = conn
@@ -480,7 +480,10 @@ impl Room {
                 if self.participants.len() >= cfg.max_participants {
                     return fx.error(
                         conn.id,
-                        &format!("Room is full (limit: {} participants)", cfg.max_participants),
+                        &format!(
+                            "Room is full (limit: {} participants)",
+                            cfg.max_participants
+                        ),
                     );
                 }
                 let mut p = Participant::new(
@@ -522,7 +525,11 @@ impl Room {
             p.duration = duration.clone();
         }
         let id = p.id.clone();
-        let shown = if truthy(&duration) { duration } else { json!(0) };
+        let shown = if truthy(&duration) {
+            duration
+        } else {
+            json!(0)
+        };
         let all = self.all();
         fx.send_many(
             all.clone(),
@@ -536,7 +543,9 @@ impl Room {
     }
 
     fn start(&mut self, conn: ConnId, msg: &Value, now: i64, fx: &mut Effects) {
-        let Some(i) = self.sender(conn).filter(|&i| self.participants[i].id == self.host_id)
+        let Some(i) = self
+            .sender(conn)
+            .filter(|&i| self.participants[i].id == self.host_id)
         else {
             return fx.error(conn, ONLY_HOST_STARTS);
         };
@@ -726,7 +735,11 @@ impl Room {
         let due: Vec<String> = self
             .participants
             .iter()
-            .filter(|p| p.in_grace && p.disconnected_at.is_some_and(|t| t + grace_ms as i64 <= now))
+            .filter(|p| {
+                p.in_grace
+                    && p.disconnected_at
+                        .is_some_and(|t| t + grace_ms as i64 <= now)
+            })
             .map(|p| p.id.clone())
             .collect();
         let mut fx = Effects::default();
@@ -940,7 +953,10 @@ mod tests {
         let guest = to(&fx, 2);
         assert_eq!(host[0]["is_echo"], false);
         assert_eq!(guest[0]["is_echo"], true);
-        assert_eq!(host[0]["command"], json!({"action": "play", "position": 12.5, "extra": 1}));
+        assert_eq!(
+            host[0]["command"],
+            json!({"action": "play", "position": 12.5, "extra": 1})
+        );
         assert_eq!(host[0]["from"], "g");
         assert_eq!(room.state, PlayState::Playing);
         assert_eq!(room.last_sync_from.as_deref(), Some("g"));
@@ -1010,11 +1026,21 @@ mod tests {
     fn leaving_host_migrates_to_the_next_in_join_order() {
         let c = cfg();
         let mut room = room_with_guest();
-        let fx = room.handle(&conn(1, [127, 0, 0, 1]), &json!({"type": "leave"}), 2_000, &c);
+        let fx = room.handle(
+            &conn(1, [127, 0, 0, 1]),
+            &json!({"type": "leave"}),
+            2_000,
+            &c,
+        );
         assert_eq!(types(&to(&fx, 2)), ["host_migrated", "participant_left"]);
         assert_eq!(room.host_id, "g");
         assert!(room.participants[0].is_host);
-        let fx = room.handle(&conn(2, [127, 0, 0, 1]), &json!({"type": "leave"}), 2_000, &c);
+        let fx = room.handle(
+            &conn(2, [127, 0, 0, 1]),
+            &json!({"type": "leave"}),
+            2_000,
+            &c,
+        );
         assert!(fx.deleted);
         assert!(fx.out.is_empty());
     }
@@ -1057,9 +1083,22 @@ mod tests {
     fn state_updates_add_half_the_rtt_and_rebase() {
         let c = cfg();
         let mut room = room_with_guest();
-        assert!(room.tick_state(0).out.is_empty(), "no updates while waiting");
-        room.handle(&conn(2, [127, 0, 0, 1]), &json!({"type": "pong_report", "rtt": 100}), 0, &c);
-        room.handle(&conn(2, [127, 0, 0, 1]), &json!({"type": "pong_report", "rtt": 200}), 0, &c);
+        assert!(
+            room.tick_state(0).out.is_empty(),
+            "no updates while waiting"
+        );
+        room.handle(
+            &conn(2, [127, 0, 0, 1]),
+            &json!({"type": "pong_report", "rtt": 100}),
+            0,
+            &c,
+        );
+        room.handle(
+            &conn(2, [127, 0, 0, 1]),
+            &json!({"type": "pong_report", "rtt": 200}),
+            0,
+            &c,
+        );
         assert!((room.participants[1].rtt_avg - 115.0).abs() < 1e-9);
         room.handle(
             &conn(1, [127, 0, 0, 1]),

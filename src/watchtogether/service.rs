@@ -21,7 +21,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::WatchTogetherConfig;
 use crate::db::Db;
 use crate::watchtogether::model::{CreatedRoom, RoomSummary, random_code};
-use crate::watchtogether::room::{ConnId, ConnMeta, Effects, Out, ROOM_NOT_FOUND, RestCreateError, Room};
+use crate::watchtogether::room::{
+    ConnId, ConnMeta, Effects, Out, ROOM_NOT_FOUND, RestCreateError, Room,
+};
 
 /// Unix time in milliseconds.
 pub fn now_ms() -> i64 {
@@ -63,7 +65,10 @@ impl Conn {
 }
 
 pub enum RoomCmd {
-    Msg { conn: Arc<Conn>, msg: Value },
+    Msg {
+        conn: Arc<Conn>,
+        msg: Value,
+    },
     Closed(ConnId),
     Summary(oneshot::Sender<RoomSummary>),
     /// REST `DELETE`: close every socket with `Room closed`.
@@ -204,13 +209,7 @@ impl WatchTogether {
                 *reg.per_address.entry(ip).or_default() += 1;
             }
             let handle = wt.spawn_room(room, creator, false, None);
-            reg.rooms.insert(
-                row.code,
-                RoomEntry {
-                    handle,
-                    creator,
-                },
-            );
+            reg.rooms.insert(row.code, RoomEntry { handle, creator });
         }
         Ok(wt)
     }
