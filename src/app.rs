@@ -33,10 +33,13 @@ use crate::openapi::ApiDoc;
 use crate::realtime::Realtime;
 use crate::state::{AppState, AuthSettings, origin_of};
 use crate::storage::{LocalStore, ObjectStore, S3Store};
+use crate::upstream::oauth::OAuthProvider;
+use crate::upstream::tmdb::TmdbUpstream;
 use crate::{
     admin, auth, commands, devices, events, health, jobs, links, media_api, pages, realtime,
     storage, streams, videos, watchtogether,
 };
+use crate::{oauth, tmdb};
 
 /// Largest JSON body any API route accepts. Uploads never pass through here.
 pub const JSON_BODY_LIMIT: usize = 1024 * 1024;
@@ -213,6 +216,8 @@ impl Server {
                     target: describe_target(&config.database),
                     source,
                 })?;
+        let config_tmdb = config.tmdb.clone();
+        let config_oauth = config.oauth.clone();
         let state = AppState {
             config: Arc::new(config),
             db,
@@ -222,6 +227,8 @@ impl Server {
             storage,
             realtime,
             watchtogether,
+            tmdb: Arc::new(TmdbUpstream::new(&config_tmdb)),
+            oauth: Arc::new(OAuthProvider::new(&config_oauth)),
         };
         realtime::socket::register(&io, state.clone());
         let stop = CancellationToken::new();
@@ -400,6 +407,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(pages::router())
         .merge(media_api::router())
         .merge(watchtogether::routes::router())
+        .merge(tmdb::routes::router())
+        .merge(oauth::routes::router())
 }
 
 fn cors(state: &AppState) -> CorsLayer {

@@ -127,8 +127,10 @@ pub struct Config {
     /// Motion events left open longer than this are closed automatically.
     pub motion_max_duration_secs: u64,
     pub watch_together: WatchTogetherConfig,
-    /// `GOOGLE_CLIENT_ID` and `GOOGLE_CLIENT_SECRET` are both set (`GET /health`).
-    pub google_oauth_configured: bool,
+    /// StreamVault desktop OAuth and Better Auth social sign-in (Google or any OIDC provider).
+    pub oauth: OAuthConfig,
+    /// StreamVault's TMDB proxy.
+    pub tmdb: TmdbConfig,
 }
 
 /// Reads the process environment after loading `.env` (existing variables win).
@@ -488,8 +490,6 @@ impl Config {
         let motion_max_duration_secs = seconds("MOTION_MAX_DURATION_SECS", 600)?;
 
         let watch_together = watch_together_config(&v)?;
-        let google_oauth_configured =
-            v.get("GOOGLE_CLIENT_ID").is_some() && v.get("GOOGLE_CLIENT_SECRET").is_some();
 
         Ok(Config {
             host,
@@ -518,7 +518,8 @@ impl Config {
             stream_request_ttl_secs,
             motion_max_duration_secs,
             watch_together,
-            google_oauth_configured,
+            oauth: oauth_config(&v)?,
+            tmdb: tmdb_config(&v)?,
         })
     }
 }
@@ -550,6 +551,253 @@ fn watch_together_config(v: &Vars) -> Result<WatchTogetherConfig, ConfigError> {
         room_idle_ms: at_least_one("WT_ROOM_IDLE_MS", 3_600_000)?,
         expiry_sweep_ms: at_least_one("WT_EXPIRY_SWEEP_MS", 300_000)?,
         ws_ping_ms: at_least_one("WT_WS_PING_MS", 15_000)?,
+    })
+}
+
+/// A value that must never be printed: its `Debug` output is `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value itself, for the one place that sends it upstream.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+pub const GOOGLE_AUTHORIZE_URL: &str = "https://accounts.google.com/o/oauth2/v2/auth";
+pub const GOOGLE_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
+pub const GOOGLE_USERINFO_URL: &str = "https://openidconnect.googleapis.com/v1/userinfo";
+pub const DESKTOP_CALLBACK_URL: &str = "http://localhost:8085/callback";
+pub const TMDB_API_BASE: &str = "https://api.themoviedb.org/3";
+
+/// Google (or any OpenID Connect provider) for the StreamVault desktop flow and Better Auth
+/// social sign-in. The client secret is a [`Secret`], so printing the config never shows it.
+#[derive(Debug, Clone)]
+pub struct OAuthConfig {
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    /// `None`: `<proto>://<host>/auth/callback`, built per request.
+    pub redirect_uri: Option<String>,
+    pub authorize_url: String,
+    pub token_url: String,
+    pub userinfo_url: String,
+    /// Where the desktop app listens for the result; loopback only.
+    pub desktop_callback_url: String,
+    /// Limit on each call to the provider.
+    pub timeout_ms: u64,
+}
+
+impl OAuthConfig {
+    /// `GOOGLE_CLIENT_ID` and `GOOGLE_CLIENT_SECRET` are both set (`GET /health`).
+    pub fn configured(&self) -> bool {
+        self.client_id.is_some() && self.client_secret.is_some()
+    }
+}
+
+fn http_url(var: &'static str, value: &str) -> Result<String, ConfigError> {
+    match reqwest::Url::parse(value) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+            Ok(value.to_string())
+        }
+        _ => Err(err(var, value, "an absolute http:// or https:// URL")),
+    }
+}
+
+/// The desktop callback must be this machine: the tokens travel in its query string.
+fn loopback_url(var: &'static str, value: &str) -> Result<String, ConfigError> {
+    let expected = "an http:// URL on a loopback host (localhost, 127.0.0.1 or [::1]), \
+                    such as http://localhost:8085/callback";
+    let url = reqwest::Url::parse(value).map_err(|_| err(var, value, expected))?;
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    if url.scheme() != "http" || !loopback || url.fragment().is_some() || !url.username().is_empty()
+    {
+        return Err(err(var, value, expected));
+    }
+    Ok(value.to_string())
+}
+
+fn oauth_config(v: &Vars) -> Result<OAuthConfig, ConfigError> {
+    let url = |name: &'static str, default: &str| match v.get(name) {
+        None => Ok(default.to_string()),
+        Some(u) => http_url(name, u),
+    };
+    let timeout_ms = v.parse("OAUTH_TIMEOUT_MS", 10_000u64, "milliseconds, 1-120000")?;
+    if !(1..=120_000).contains(&timeout_ms) {
+        return Err(err(
+            "OAUTH_TIMEOUT_MS",
+            &timeout_ms.to_string(),
+            "milliseconds, 1-120000",
+        ));
+    }
+    Ok(OAuthConfig {
+        client_id: v.get("GOOGLE_CLIENT_ID").map(str::to_string),
+        client_secret: v.get("GOOGLE_CLIENT_SECRET").map(Secret::new),
+        redirect_uri: match v.get("REDIRECT_URI") {
+            None => None,
+            Some(u) => Some(http_url("REDIRECT_URI", u)?),
+        },
+        authorize_url: url("GOOGLE_AUTHORIZE_URL", GOOGLE_AUTHORIZE_URL)?,
+        token_url: url("GOOGLE_TOKEN_URL", GOOGLE_TOKEN_URL)?,
+        userinfo_url: url("GOOGLE_USERINFO_URL", GOOGLE_USERINFO_URL)?,
+        desktop_callback_url: match v.get("OAUTH_DESKTOP_CALLBACK_URL") {
+            None => DESKTOP_CALLBACK_URL.to_string(),
+            Some(u) => loopback_url("OAUTH_DESKTOP_CALLBACK_URL", u)?,
+        },
+        timeout_ms,
+    })
+}
+
+/// StreamVault's TMDB proxy. Credentials are redacted from `Debug`.
+#[derive(Clone)]
+pub struct TmdbConfig {
+    /// At most five access tokens (`eyJ…`, sent as bearer) or API keys, in pool order.
+    pub credentials: Vec<Secret>,
+    pub api_base: String,
+    pub rate_limit_cooldown_ms: u64,
+    pub auth_failure_cooldown_ms: u64,
+    pub server_failure_cooldown_ms: u64,
+    /// Preference only (0 = unlimited): never queues or rejects.
+    pub max_inflight_per_key: u32,
+    /// Limit on each upstream attempt.
+    pub timeout_ms: u64,
+    /// Response cache size; 0 turns the cache off.
+    pub cache_max_bytes: u64,
+    /// Requests per client address per window; 0 turns the limit off.
+    pub client_rate_limit_max: u32,
+    pub client_rate_limit_window_secs: u64,
+    pub require_auth: bool,
+}
+
+impl std::fmt::Debug for TmdbConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TmdbConfig")
+            .field(
+                "credentials",
+                &format_args!("<{} redacted>", self.credentials.len()),
+            )
+            .field("api_base", &self.api_base)
+            .field("max_inflight_per_key", &self.max_inflight_per_key)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("cache_max_bytes", &self.cache_max_bytes)
+            .field("client_rate_limit_max", &self.client_rate_limit_max)
+            .field("require_auth", &self.require_auth)
+            .finish_non_exhaustive()
+    }
+}
+
+pub const TMDB_MAX_CREDENTIALS: usize = 5;
+
+/// The credential pool in the reference's order: the list variables, then every
+/// `TMDB_ACCESS_TOKEN*` / `TMDB_API_KEY*` (suffix of `_` and digits) sorted by name; values
+/// split on `,`, `;` and newlines, trimmed, deduplicated, at most five.
+fn tmdb_credentials(v: &Vars) -> Vec<Secret> {
+    let mut names: Vec<String> = [
+        "TMDB_ACCESS_TOKENS",
+        "TMDB_API_KEYS",
+        "TMDB_KEYS",
+        "TMDB_ACCESS_TOKEN",
+        "TMDB_API_KEY",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut numbered: Vec<&String> =
+        v.0.keys()
+            .filter(|name| {
+                let upper = name.to_ascii_uppercase();
+                ["TMDB_ACCESS_TOKEN", "TMDB_API_KEY"].iter().any(|p| {
+                    upper
+                        .strip_prefix(p)
+                        .is_some_and(|rest| rest.chars().all(|c| c == '_' || c.is_ascii_digit()))
+                })
+            })
+            .collect();
+    numbered.sort();
+    names.extend(numbered.into_iter().cloned());
+    let mut out: Vec<String> = Vec::new();
+    for name in &names {
+        let Some(raw) = v.0.get(name) else { continue };
+        for value in raw.split([',', ';', '\n', '\r']).map(str::trim) {
+            if !value.is_empty() && !out.iter().any(|o| o == value) {
+                out.push(value.to_string());
+            }
+        }
+    }
+    out.truncate(TMDB_MAX_CREDENTIALS);
+    out.into_iter().map(Secret::new).collect()
+}
+
+fn tmdb_config(v: &Vars) -> Result<TmdbConfig, ConfigError> {
+    // As the reference: a cooldown that is not a positive number falls back to its default.
+    let cooldown = |name: &str, default: u64| {
+        v.get(name)
+            .and_then(|s| s.parse::<f64>().ok())
+            .filter(|n| n.is_finite() && *n > 0.0)
+            .map_or(default, |n| n.ceil() as u64)
+    };
+    let api_base = match v.get("TMDB_API_BASE") {
+        None => TMDB_API_BASE.to_string(),
+        Some(u) => http_url("TMDB_API_BASE", u)?,
+    };
+    let timeout_ms = v.parse("TMDB_PROXY_TIMEOUT_MS", 10_000u64, "milliseconds, 1-120000")?;
+    if !(1..=120_000).contains(&timeout_ms) {
+        return Err(err(
+            "TMDB_PROXY_TIMEOUT_MS",
+            &timeout_ms.to_string(),
+            "milliseconds, 1-120000",
+        ));
+    }
+    let client_rate_limit_window_secs = v.parse(
+        "TMDB_PROXY_RATE_LIMIT_WINDOW_SECS",
+        10u64,
+        "a number of seconds",
+    )?;
+    if client_rate_limit_window_secs == 0 {
+        return Err(err(
+            "TMDB_PROXY_RATE_LIMIT_WINDOW_SECS",
+            "0",
+            "at least 1 second",
+        ));
+    }
+    Ok(TmdbConfig {
+        credentials: tmdb_credentials(v),
+        api_base: api_base.trim_end_matches('/').to_string(),
+        rate_limit_cooldown_ms: cooldown("TMDB_RATE_LIMIT_COOLDOWN_MS", 15_000),
+        auth_failure_cooldown_ms: cooldown("TMDB_AUTH_FAILURE_COOLDOWN_MS", 60_000),
+        server_failure_cooldown_ms: cooldown("TMDB_SERVER_FAILURE_COOLDOWN_MS", 3_000),
+        max_inflight_per_key: v
+            .get("TMDB_MAX_INFLIGHT_PER_KEY")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        timeout_ms,
+        cache_max_bytes: v.parse(
+            "TMDB_PROXY_CACHE_MAX_BYTES",
+            32u64 * 1024 * 1024,
+            "a number of bytes (0 turns the cache off)",
+        )?,
+        client_rate_limit_max: v.parse(
+            "TMDB_PROXY_RATE_LIMIT_MAX",
+            200u32,
+            "a whole number of requests (0 turns the limit off)",
+        )?,
+        client_rate_limit_window_secs,
+        require_auth: v.bool("TMDB_PROXY_REQUIRE_AUTH", false)?,
     })
 }
 
@@ -670,5 +918,54 @@ mod tests {
         let c =
             Config::from_vars(&vars(&[("DATABASE_URL", "postgres://u:p@127.0.0.1/db")])).unwrap();
         assert!(matches!(c.database, DatabaseTarget::Postgres(_)));
+    }
+    #[test]
+    fn tmdb_pool_order_split_dedupe_and_cap() {
+        let c = Config::from_vars(&vars(&[
+            ("TMDB_API_KEY_2", "k2"),
+            ("TMDB_ACCESS_TOKENS", "eyJa; eyJb\nk1"),
+            ("tmdb_api_key_1", "k1, k0"),
+            ("TMDB_API_KEY", "kx"),
+            ("TMDB_API_KEYSX", "ignored"),
+        ]))
+        .unwrap();
+        let values: Vec<&str> = c.tmdb.credentials.iter().map(Secret::expose).collect();
+        assert_eq!(values, ["eyJa", "eyJb", "k1", "kx", "k2"]);
+        assert!(!format!("{:?}", c.tmdb).contains("eyJa"));
+        let c = Config::from_vars(&vars(&[("TMDB_RATE_LIMIT_COOLDOWN_MS", "-5")])).unwrap();
+        assert_eq!(c.tmdb.rate_limit_cooldown_ms, 15_000);
+        assert_eq!(c.tmdb.api_base, TMDB_API_BASE);
+    }
+
+    #[test]
+    fn oauth_secret_is_redacted_and_callback_must_be_loopback() {
+        let c = Config::from_vars(&vars(&[
+            ("GOOGLE_CLIENT_ID", "id"),
+            ("GOOGLE_CLIENT_SECRET", "very-secret-value"),
+        ]))
+        .unwrap();
+        assert!(!format!("{c:?}").contains("very-secret-value"));
+        assert_eq!(c.oauth.desktop_callback_url, DESKTOP_CALLBACK_URL);
+        for ok in [
+            "http://127.0.0.1:9999/cb",
+            "http://[::1]:1/x",
+            "http://LOCALHOST:8085/callback",
+        ] {
+            assert!(
+                Config::from_vars(&vars(&[("OAUTH_DESKTOP_CALLBACK_URL", ok)])).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "http://example.com/callback",
+            "https://localhost:8085/callback",
+            "http://10.0.0.1:8085/cb",
+            "http://localhost.example.com/cb",
+            "localhost:8085",
+        ] {
+            let e = Config::from_vars(&vars(&[("OAUTH_DESKTOP_CALLBACK_URL", bad)])).unwrap_err();
+            assert_eq!(e.var, "OAUTH_DESKTOP_CALLBACK_URL", "{bad}");
+            assert!(e.to_string().contains("loopback"));
+        }
     }
 }

@@ -18,6 +18,7 @@ pub mod http;
 pub mod jobs;
 pub mod links;
 pub mod media_api;
+pub mod oauth;
 pub mod openapi;
 pub mod pages;
 pub mod pagination;
@@ -26,6 +27,8 @@ pub mod state;
 pub mod storage;
 pub mod streams;
 pub mod time;
+pub mod tmdb;
+pub mod upstream;
 pub mod videos;
 pub mod watchtogether;
 

@@ -19,6 +19,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         crate::media_api::routes::whip_patch,
         crate::media_api::routes::whep_patch,
         crate::media_api::routes::whip_delete,
+        crate::tmdb::routes::tmdb_proxy,
         crate::media_api::routes::whep_delete,
     ),
     tags(
@@ -35,6 +36,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         (name = "pages", description = "Browser pages"),
         (name = "media", description = "WHIP/WHEP and SFU signalling"),
         (name = "watchtogether", description = "StreamVault Watch Together rooms (the room protocol itself is `WS /ws/watchtogether[/<code>]`)"),
+        (name = "streamvault", description = "StreamVault desktop backend: Google OAuth with server-held secrets, TMDB proxy"),
     )
 )]
 pub struct ApiDoc;

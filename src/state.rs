@@ -15,6 +15,8 @@ use crate::http::rate_limit::RateLimiter;
 use crate::realtime::Realtime;
 use crate::storage::ObjectStore;
 use crate::watchtogether::service::WatchTogether;
+use crate::upstream::oauth::OAuthProvider;
+use crate::upstream::tmdb::TmdbUpstream;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -26,6 +28,10 @@ pub struct AppState {
     pub storage: ObjectStore,
     pub realtime: Realtime,
     pub watchtogether: WatchTogether,
+    /// StreamVault's TMDB proxy: credential pool, cache, client rate limit.
+    pub tmdb: Arc<TmdbUpstream>,
+    /// The OAuth provider (client id, secret, endpoints) for desktop and web sign-in.
+    pub oauth: Arc<OAuthProvider>,
 }
 
 impl AppState {

@@ -31,6 +31,7 @@ enum Layer {
 
 const DOMAINS: &[&str] = &[
     "auth", "devices", "links", "commands", "events", "streams", "videos",
+    "oauth", "tmdb",
 ];
 const INFRASTRUCTURE: &[&str] = &[
     "state",
@@ -44,6 +45,7 @@ const INFRASTRUCTURE: &[&str] = &[
     "pagination",
     "crypto",
     "watchtogether",
+    "upstream",
 ];
 const ADAPTERS: &[&str] = &[
     "media_api",

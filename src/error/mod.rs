@@ -22,6 +22,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// Rendered as `{"error": message}`: the StreamVault wire shape.
+    plain: bool,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -33,6 +35,15 @@ impl ApiError {
             code,
             message: message.into(),
             headers: Vec::new(),
+            plain: false,
+        }
+    }
+
+    /// An error in the StreamVault wire shape, `{"error": "<message>"}`.
+    pub fn plain(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            plain: true,
+            ..Self::new(status, "ERROR", message)
         }
     }
 
@@ -90,6 +101,17 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if self.plain {
+            let mut response = (
+                self.status,
+                axum::Json(serde_json::json!({"error": self.message})),
+            )
+                .into_response();
+            for (name, value) in self.headers {
+                response.headers_mut().insert(name, value);
+            }
+            return response;
+        }
         let body = ErrorBody {
             message: self.message,
             code: self.code.to_string(),

@@ -45,7 +45,7 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
         axum::Json(Liveness {
             status: "ok".into(),
             timestamp: crate::time::iso(&crate::time::now()),
-            configured: state.config.google_oauth_configured,
+            configured: state.config.oauth.configured(),
         }),
     )
 }

@@ -8,3 +8,4 @@ pub mod extract;
 pub mod json;
 pub mod metrics;
 pub mod rate_limit;
+pub mod streamvault;
