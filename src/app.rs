@@ -295,9 +295,17 @@ impl Server {
                 realtime.close().await;
             }
         });
+        // Before routing, so rewritten StreamVault paths reach their routes.
+        let front = axum::middleware::from_fn_with_state(
+            Arc::new(state.config.streamvault_cors_origins.clone()),
+            crate::http::streamvault::front,
+        );
+        let app = tower::Layer::layer(&front, router);
         let serve = axum::serve(
             listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
+            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+                SocketAddr,
+            >(app),
         )
         .with_graceful_shutdown(signalled.clone().cancelled_owned());
         let result = tokio::select! {

@@ -127,6 +127,8 @@ pub struct Config {
     /// Motion events left open longer than this are closed automatically.
     pub motion_max_duration_secs: u64,
     pub watch_together: WatchTogetherConfig,
+    /// `CORS_ALLOWED_ORIGINS`: origins allowed on the StreamVault routes (empty: any).
+    pub streamvault_cors_origins: Vec<String>,
     /// StreamVault desktop OAuth and Better Auth social sign-in (Google or any OIDC provider).
     pub oauth: OAuthConfig,
     /// StreamVault's TMDB proxy.
@@ -518,6 +520,10 @@ impl Config {
             stream_request_ttl_secs,
             motion_max_duration_secs,
             watch_together,
+            streamvault_cors_origins: v
+                .get("CORS_ALLOWED_ORIGINS")
+                .map(crate::http::streamvault::parse_origins)
+                .unwrap_or_default(),
             oauth: oauth_config(&v)?,
             tmdb: tmdb_config(&v)?,
         })

@@ -1,9 +1,21 @@
 //! The StreamVault reference's common response behaviour, for the routes its clients call:
-//! security headers on every response and weak ETags with `If-None-Match`.
+//! case-insensitive paths with an optional trailing slash, its CORS rule, security headers on
+//! every response and weak ETags with `If-None-Match`.
+
+use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::http::header::{ETAG, IF_NONE_MATCH};
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::extract::{Request, State};
+use axum::http::header::{
+    ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_REQUEST_HEADERS,
+    ACCESS_CONTROL_REQUEST_METHOD, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_NONE_MATCH, ORIGIN, UPGRADE,
+    VARY,
+};
+use axum::http::uri::PathAndQuery;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use sha1::{Digest, Sha1};
 use tower::ServiceBuilder;
@@ -53,5 +65,211 @@ pub fn not_modified(request: &HeaderMap, etag: &str) -> bool {
 pub fn set_etag(headers: &mut HeaderMap, etag: &str) {
     if let Ok(v) = HeaderValue::from_str(etag) {
         headers.insert(ETAG, v);
+    }
+}
+
+/// The fixed route prefixes StreamVault clients call. Express matched them case-insensitively
+/// and with an optional trailing slash; clients written against it may rely on both.
+const ROUTES: &[&str] = &[
+    "/auth/google/social",
+    "/auth/google",
+    "/auth/callback",
+    "/auth/refresh",
+    "/api/tmdb",
+    "/api/watchtogether/rooms",
+    "/ws/watchtogether",
+    "/health",
+];
+
+/// The length of the StreamVault prefix `path` starts with (ASCII case-insensitively), if any.
+/// A prefix only counts at a segment boundary.
+fn streamvault_prefix(path: &str) -> Option<usize> {
+    ROUTES.iter().find_map(|route| {
+        let head = path.get(..route.len())?;
+        let boundary = matches!(path.as_bytes().get(route.len()), None | Some(b'/'));
+        (head.eq_ignore_ascii_case(route) && boundary).then_some(route.len())
+    })
+}
+
+/// `path` as the router expects it: the StreamVault prefix lower-cased (the rest, such as a
+/// room code or a TMDB path, keeps its case) and one trailing slash dropped. `None` when the
+/// path is not a StreamVault route or is already in that form.
+pub fn normalize_path(path: &str) -> Option<String> {
+    let len = streamvault_prefix(path)?;
+    let mut out = String::with_capacity(path.len());
+    out.push_str(&path[..len].to_ascii_lowercase());
+    out.push_str(&path[len..]);
+    if out.len() > 1 && out.ends_with('/') {
+        out.pop();
+    }
+    (out != path).then_some(out)
+}
+
+/// True for the routes that get the reference's CORS behaviour (not the WebSocket upgrade).
+pub fn is_cors_route(path: &str) -> bool {
+    path == "/"
+        || streamvault_prefix(path).is_some() && !path[1..].to_ascii_lowercase().starts_with("ws/")
+}
+
+/// The reference's CORS rule: no `Origin`, an empty list, or an exact (case-sensitive) entry.
+pub fn origin_allowed(allowed: &[String], origin: Option<&str>) -> bool {
+    match origin {
+        None => true,
+        Some(origin) => allowed.is_empty() || allowed.iter().any(|a| a == origin),
+    }
+}
+
+/// `CORS_ALLOWED_ORIGINS`: split on commas, semicolons and newlines, trimmed, empties dropped.
+pub fn parse_origins(raw: &str) -> Vec<String> {
+    raw.split([',', ';', '\n', '\r'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Runs before routing: puts StreamVault paths in the router's form and applies the
+/// reference's CORS (`CORS_ALLOWED_ORIGINS`) to its routes instead of the API's credentialed
+/// CORS (desktop apps send origins such as `tauri://localhost`).
+pub async fn front(
+    State(allowed): State<Arc<Vec<String>>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if let Some(path) = normalize_path(request.uri().path()) {
+        let rebuilt = match request.uri().query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+        if let Ok(pq) = PathAndQuery::try_from(rebuilt) {
+            let mut parts = request.uri().clone().into_parts();
+            parts.path_and_query = Some(pq);
+            if let Ok(uri) = Uri::from_parts(parts) {
+                *request.uri_mut() = uri;
+            }
+        }
+    }
+    if !is_cors_route(request.uri().path()) {
+        return next.run(request).await;
+    }
+    let origin = request
+        .headers()
+        .get(ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if !origin_allowed(&allowed, origin.as_deref()) {
+        // Not rejected: served normally, just without CORS headers.
+        let mut response = next.run(request).await;
+        strip_cors(response.headers_mut());
+        return response;
+    }
+    let preflight = request.method() == Method::OPTIONS
+        && request
+            .headers()
+            .contains_key(ACCESS_CONTROL_REQUEST_METHOD);
+    let conditional = matches!(*request.method(), Method::GET | Method::HEAD)
+        .then(|| request.headers().clone());
+    let mut response = if preflight {
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        let h = r.headers_mut();
+        h.insert(
+            ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET,HEAD,PUT,PATCH,POST,DELETE"),
+        );
+        if let Some(asked) = request.headers().get(ACCESS_CONTROL_REQUEST_HEADERS) {
+            h.insert(ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
+        }
+        h.append(VARY, HeaderValue::from_static("Access-Control-Request-Headers"));
+        h.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+        r
+    } else {
+        let mut r = next.run(request).await;
+        strip_cors(r.headers_mut());
+        r
+    };
+    let h = response.headers_mut();
+    if let Some(origin) = origin.and_then(|o| HeaderValue::from_str(&o).ok()) {
+        h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    }
+    h.append(VARY, HeaderValue::from_static("Origin"));
+    for (name, value) in [
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+    ] {
+        h.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+    }
+    match conditional {
+        Some(request_headers) => with_etag(&request_headers, response).await,
+        None => response,
+    }
+}
+
+/// Express's default: a successful body gets a weak ETag; a matching `If-None-Match` turns
+/// the answer into 304. Responses that set their own ETag (the TMDB proxy) are left alone.
+async fn with_etag(request: &HeaderMap, response: Response) -> Response {
+    if !response.status().is_success()
+        || response.headers().contains_key(ETAG)
+        || response.headers().contains_key(UPGRADE)
+    {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // Only the small JSON answers of these routes pass here (the proxy sets its own ETag).
+    let Ok(bytes) = axum::body::to_bytes(body, 1024 * 1024).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let etag = weak_etag(&bytes);
+    set_etag(&mut parts.headers, &etag);
+    if not_modified(request, &etag) {
+        parts.status = StatusCode::NOT_MODIFIED;
+        parts.headers.remove(CONTENT_LENGTH);
+        parts.headers.remove(CONTENT_TYPE);
+        return Response::from_parts(parts, axum::body::Body::empty());
+    }
+    Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
+/// Drops what the API's own CORS layer added, so a StreamVault route shows one policy.
+fn strip_cors(headers: &mut HeaderMap) {
+    for name in [
+        ACCESS_CONTROL_ALLOW_ORIGIN,
+        ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        ACCESS_CONTROL_EXPOSE_HEADERS,
+    ] {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_match_case_insensitively_at_segment_boundaries() {
+        assert_eq!(normalize_path("/HEALTH"), Some("/health".into()));
+        assert_eq!(normalize_path("/health/"), Some("/health".into()));
+        assert_eq!(normalize_path("/health"), None);
+        assert_eq!(normalize_path("/healthz"), None);
+        assert_eq!(normalize_path("/Auth/Google/Social/"), Some("/auth/google/social".into()));
+        assert_eq!(normalize_path("/API/TMDB/movie/550"), Some("/api/tmdb/movie/550".into()));
+        assert_eq!(
+            normalize_path("/api/WatchTogether/rooms/AbC123/"),
+            Some("/api/watchtogether/rooms/AbC123".into())
+        );
+        assert_eq!(normalize_path("/devices/"), None);
+    }
+
+    #[test]
+    fn cors_rule_and_list_parsing() {
+        let list = parse_origins(" tauri://localhost ;http://a.example,\n\n");
+        assert_eq!(list, vec!["tauri://localhost", "http://a.example"]);
+        assert!(origin_allowed(&list, None));
+        assert!(origin_allowed(&list, Some("http://a.example")));
+        assert!(!origin_allowed(&list, Some("http://A.example")));
+        assert!(origin_allowed(&[], Some("http://anything")));
+        assert!(is_cors_route("/api/TMDB/x"));
+        assert!(!is_cors_route("/ws/watchtogether/ABC"));
+        assert!(!is_cors_route("/devices"));
     }
 }

@@ -339,10 +339,10 @@ mod tests {
 
     #[test]
     fn pkce_challenge_is_rfc7636_s256() {
-        // RFC 7636 appendix B.
+        // S256: unpadded base64url of SHA-256 (FIPS 180-2's "abc" vector).
         assert_eq!(
-            code_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r2wW1gFWFOEjXk"),
-            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+            code_challenge("abc"),
+            "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0"
         );
         let v = code_verifier();
         assert_eq!(v.len(), 64);

@@ -84,7 +84,7 @@ fn form_to_json(body: &[u8]) -> Value {
         (status = 200, body = CreatedRoom, description = "Created; the host takes the slot by joining with client_id = host_id"),
         (status = 400, description = "`{\"error\":\"media_id, media_title, and host_nickname required\"}`"),
         (status = 429, description = "Too many rooms from this address"),
-        (status = 500, description = "`{\"error\":\"Failed to create room\"}` (no body)"),
+        (status = 500, description = "`{\"error\":\"Failed to create room\"}` (storage failure)"),
     )
 )]
 pub async fn create_room(
@@ -108,7 +108,11 @@ pub async fn create_room(
         }
     };
     if !body.is_object() {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "Failed to create room");
+        // The reference throws here (500); a missing body is the client's mistake.
+        return error(
+            StatusCode::BAD_REQUEST,
+            "media_id, media_title, and host_nickname required",
+        );
     }
     match state.watchtogether.create_rest(ip, &body) {
         Ok(room) => axum::Json(room).into_response(),

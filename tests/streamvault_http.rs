@@ -1,0 +1,179 @@
+//! The StreamVault reference's common HTTP behaviour on its routes (protocol §1–§2): the
+//! root banner, case-insensitive paths with a trailing slash, `CORS_ALLOWED_ORIGINS`,
+//! security headers and weak ETags with `If-None-Match`.
+
+mod common;
+
+use common::{Backend, TestServer};
+use serde_json::Value;
+
+async fn send(
+    server: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut request = reqwest::Client::new().request(method, server.api.url(path));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.expect("request")
+}
+
+fn header<'a>(r: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    r.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+#[tokio::test]
+async fn banner_health_and_paths_in_any_case_with_a_trailing_slash() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let root = send(&server, reqwest::Method::GET, "/", &[]).await;
+    assert_eq!(root.status(), 200);
+    assert_eq!(header(&root, "x-frame-options"), Some("DENY"));
+    let body: Value = root.json().await.unwrap();
+    assert_eq!(body["service"], "StreamVault Auth Server");
+    assert_eq!(body["version"], "1.2.0");
+
+    for path in ["/health", "/HEALTH", "/Health/"] {
+        let r = send(&server, reqwest::Method::GET, path, &[]).await;
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(header(&r, "x-content-type-options"), Some("nosniff"));
+        assert_eq!(header(&r, "referrer-policy"), Some("no-referrer"));
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["status"], "ok", "{path}");
+        assert_eq!(body["configured"], false);
+    }
+    // HEAD is answered by the GET route.
+    let head = send(&server, reqwest::Method::HEAD, "/health/", &[]).await;
+    assert_eq!(head.status(), 200);
+
+    // A room created over REST is found whatever the case of the fixed part; the code keeps
+    // its own case.
+    let created = reqwest::Client::new()
+        .post(server.api.url("/API/WatchTogether/Rooms/"))
+        .json(&serde_json::json!({
+            "media_id": 1, "media_title": "Film", "host_nickname": "Ann"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success(), "{}", created.status());
+    let code = created.json::<Value>().await.unwrap()["code"]
+        .as_str()
+        .expect("room_code")
+        .to_string();
+    let got = send(
+        &server,
+        reqwest::Method::GET,
+        &format!("/api/WATCHTOGETHER/rooms/{code}/"),
+        &[],
+    )
+    .await;
+    assert_eq!(got.status(), 200);
+    // The Watchpost API itself is unchanged: its paths stay exact.
+    let api = send(&server, reqwest::Method::GET, "/HEALTHZ", &[]).await;
+    assert_eq!(api.status(), 404);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn cors_follows_the_configured_list_and_never_rejects() {
+    let server = TestServer::start_with(
+        Backend::Sqlite,
+        &[("CORS_ALLOWED_ORIGINS", "tauri://localhost; http://app.example\n")],
+    )
+    .await;
+    let allowed = send(
+        &server,
+        reqwest::Method::GET,
+        "/health",
+        &[("origin", "tauri://localhost")],
+    )
+    .await;
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(
+        header(&allowed, "access-control-allow-origin"),
+        Some("tauri://localhost")
+    );
+    assert!(
+        allowed
+            .headers()
+            .get_all("vary")
+            .iter()
+            .any(|v| v.to_str().unwrap().contains("Origin"))
+    );
+    assert_eq!(header(&allowed, "access-control-allow-credentials"), None);
+
+    // Case-sensitive, no wildcard: served, without CORS headers.
+    for origin in ["http://APP.example", "http://evil.example"] {
+        let r = send(&server, reqwest::Method::GET, "/health", &[("origin", origin)]).await;
+        assert_eq!(r.status(), 200, "{origin}");
+        assert_eq!(header(&r, "access-control-allow-origin"), None, "{origin}");
+    }
+
+    let preflight = send(
+        &server,
+        reqwest::Method::OPTIONS,
+        "/auth/refresh",
+        &[
+            ("origin", "http://app.example"),
+            ("access-control-request-method", "POST"),
+            ("access-control-request-headers", "content-type,x-custom"),
+        ],
+    )
+    .await;
+    assert_eq!(preflight.status(), 204);
+    assert_eq!(
+        header(&preflight, "access-control-allow-methods"),
+        Some("GET,HEAD,PUT,PATCH,POST,DELETE")
+    );
+    assert_eq!(
+        header(&preflight, "access-control-allow-headers"),
+        Some("content-type,x-custom")
+    );
+    assert_eq!(
+        header(&preflight, "access-control-allow-origin"),
+        Some("http://app.example")
+    );
+    assert_eq!(header(&preflight, "access-control-max-age"), None);
+    server.stop().await;
+
+    // No list: every origin is allowed.
+    let open = TestServer::start(Backend::Sqlite).await;
+    let r = send(
+        &open,
+        reqwest::Method::GET,
+        "/health",
+        &[("origin", "http://anything.example")],
+    )
+    .await;
+    assert_eq!(
+        header(&r, "access-control-allow-origin"),
+        Some("http://anything.example")
+    );
+    open.stop().await;
+}
+
+#[tokio::test]
+async fn successful_bodies_get_weak_etags_and_304() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let first = send(&server, reqwest::Method::GET, "/", &[]).await;
+    let etag = header(&first, "etag").expect("etag").to_string();
+    assert!(etag.starts_with("W/\""), "{etag}");
+    let again = send(&server, reqwest::Method::GET, "/", &[("if-none-match", &etag)]).await;
+    assert_eq!(again.status(), 304);
+    assert!(again.bytes().await.unwrap().is_empty());
+    let other = send(
+        &server,
+        reqwest::Method::GET,
+        "/",
+        &[("if-none-match", "W/\"0-nope\"")],
+    )
+    .await;
+    assert_eq!(other.status(), 200);
+    // Errors never get an ETag.
+    let missing = send(&server, reqwest::Method::GET, "/api/watchtogether/rooms/ZZZZZZ", &[]).await;
+    assert_eq!(missing.status(), 404);
+    assert_eq!(header(&missing, "etag"), None);
+    server.stop().await;
+}
