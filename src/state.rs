@@ -14,9 +14,9 @@ use crate::http::metrics::Metrics;
 use crate::http::rate_limit::RateLimiter;
 use crate::realtime::Realtime;
 use crate::storage::ObjectStore;
-use crate::watchtogether::service::WatchTogether;
 use crate::upstream::oauth::OAuthProvider;
 use crate::upstream::tmdb::TmdbUpstream;
+use crate::watchtogether::service::WatchTogether;
 
 #[derive(Clone)]
 pub struct AppState {

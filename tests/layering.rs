@@ -30,8 +30,7 @@ enum Layer {
 }
 
 const DOMAINS: &[&str] = &[
-    "auth", "devices", "links", "commands", "events", "streams", "videos",
-    "oauth", "tmdb",
+    "auth", "devices", "links", "commands", "events", "streams", "videos", "oauth", "tmdb",
 ];
 const INFRASTRUCTURE: &[&str] = &[
     "state",

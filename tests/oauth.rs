@@ -30,11 +30,14 @@ struct Grant {
     identity: Value,
 }
 
+/// Query parameters in the order they arrived.
+type Params = Vec<(String, String)>;
+
 /// A fake provider: `/authorize` approves at once, `/token` checks the client secret,
 /// redirect URI and PKCE verifier, `/userinfo` answers for the token it issued.
 #[derive(Clone, Default)]
 struct Provider {
-    authorize_calls: Arc<Mutex<Vec<Vec<(String, String)>>>>,
+    authorize_calls: Arc<Mutex<Vec<Params>>>,
     token_calls: Arc<Mutex<Vec<HashMap<String, String>>>>,
     grants: Arc<Mutex<HashMap<String, Grant>>>,
     access: Arc<Mutex<HashMap<String, Value>>>,

@@ -80,7 +80,10 @@ async fn banner_health_and_paths_in_any_case_with_a_trailing_slash() {
 async fn cors_follows_the_configured_list_and_never_rejects() {
     let server = TestServer::start_with(
         Backend::Sqlite,
-        &[("CORS_ALLOWED_ORIGINS", "tauri://localhost; http://app.example\n")],
+        &[(
+            "CORS_ALLOWED_ORIGINS",
+            "tauri://localhost; http://app.example\n",
+        )],
     )
     .await;
     let allowed = send(
@@ -106,7 +109,13 @@ async fn cors_follows_the_configured_list_and_never_rejects() {
 
     // Case-sensitive, no wildcard: served, without CORS headers.
     for origin in ["http://APP.example", "http://evil.example"] {
-        let r = send(&server, reqwest::Method::GET, "/health", &[("origin", origin)]).await;
+        let r = send(
+            &server,
+            reqwest::Method::GET,
+            "/health",
+            &[("origin", origin)],
+        )
+        .await;
         assert_eq!(r.status(), 200, "{origin}");
         assert_eq!(header(&r, "access-control-allow-origin"), None, "{origin}");
     }
@@ -160,7 +169,13 @@ async fn successful_bodies_get_weak_etags_and_304() {
     let first = send(&server, reqwest::Method::GET, "/", &[]).await;
     let etag = header(&first, "etag").expect("etag").to_string();
     assert!(etag.starts_with("W/\""), "{etag}");
-    let again = send(&server, reqwest::Method::GET, "/", &[("if-none-match", &etag)]).await;
+    let again = send(
+        &server,
+        reqwest::Method::GET,
+        "/",
+        &[("if-none-match", &etag)],
+    )
+    .await;
     assert_eq!(again.status(), 304);
     assert!(again.bytes().await.unwrap().is_empty());
     let other = send(
@@ -172,7 +187,13 @@ async fn successful_bodies_get_weak_etags_and_304() {
     .await;
     assert_eq!(other.status(), 200);
     // Errors never get an ETag.
-    let missing = send(&server, reqwest::Method::GET, "/api/watchtogether/rooms/ZZZZZZ", &[]).await;
+    let missing = send(
+        &server,
+        reqwest::Method::GET,
+        "/api/watchtogether/rooms/ZZZZZZ",
+        &[],
+    )
+    .await;
     assert_eq!(missing.status(), 404);
     assert_eq!(header(&missing, "etag"), None);
     server.stop().await;

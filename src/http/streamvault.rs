@@ -9,8 +9,8 @@ use axum::extract::{Request, State};
 use axum::http::header::{
     ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
     ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_REQUEST_HEADERS,
-    ACCESS_CONTROL_REQUEST_METHOD, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_NONE_MATCH, ORIGIN, UPGRADE,
-    VARY,
+    ACCESS_CONTROL_REQUEST_METHOD, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_NONE_MATCH, ORIGIN,
+    UPGRADE, VARY,
 };
 use axum::http::uri::PathAndQuery;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
@@ -167,8 +167,8 @@ pub async fn front(
         && request
             .headers()
             .contains_key(ACCESS_CONTROL_REQUEST_METHOD);
-    let conditional = matches!(*request.method(), Method::GET | Method::HEAD)
-        .then(|| request.headers().clone());
+    let conditional =
+        matches!(*request.method(), Method::GET | Method::HEAD).then(|| request.headers().clone());
     let mut response = if preflight {
         let mut r = StatusCode::NO_CONTENT.into_response();
         let h = r.headers_mut();
@@ -179,7 +179,10 @@ pub async fn front(
         if let Some(asked) = request.headers().get(ACCESS_CONTROL_REQUEST_HEADERS) {
             h.insert(ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
         }
-        h.append(VARY, HeaderValue::from_static("Access-Control-Request-Headers"));
+        h.append(
+            VARY,
+            HeaderValue::from_static("Access-Control-Request-Headers"),
+        );
         h.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
         r
     } else {
@@ -197,7 +200,10 @@ pub async fn front(
         ("x-frame-options", "DENY"),
         ("referrer-policy", "no-referrer"),
     ] {
-        h.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+        h.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
     }
     match conditional {
         Some(request_headers) => with_etag(&request_headers, response).await,
@@ -251,8 +257,14 @@ mod tests {
         assert_eq!(normalize_path("/health/"), Some("/health".into()));
         assert_eq!(normalize_path("/health"), None);
         assert_eq!(normalize_path("/healthz"), None);
-        assert_eq!(normalize_path("/Auth/Google/Social/"), Some("/auth/google/social".into()));
-        assert_eq!(normalize_path("/API/TMDB/movie/550"), Some("/api/tmdb/movie/550".into()));
+        assert_eq!(
+            normalize_path("/Auth/Google/Social/"),
+            Some("/auth/google/social".into())
+        );
+        assert_eq!(
+            normalize_path("/API/TMDB/movie/550"),
+            Some("/api/tmdb/movie/550".into())
+        );
         assert_eq!(
             normalize_path("/api/WatchTogether/rooms/AbC123/"),
             Some("/api/watchtogether/rooms/AbC123".into())

@@ -528,7 +528,7 @@ impl Actor {
                 }
                 Out::Close(id, code, reason) => {
                     if let Some(conn) = self.conns.get(id) {
-                        conn.deliver(Outbound::Close(*code, *reason));
+                        conn.deliver(Outbound::Close(*code, reason));
                     }
                 }
             }
