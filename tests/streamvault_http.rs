@@ -118,6 +118,8 @@ async fn cors_follows_the_configured_list_and_never_rejects() {
         .await;
         assert_eq!(r.status(), 200, "{origin}");
         assert_eq!(header(&r, "access-control-allow-origin"), None, "{origin}");
+        assert_eq!(header(&r, "x-frame-options"), Some("DENY"), "{origin}");
+        assert!(header(&r, "etag").is_some(), "{origin}");
     }
 
     let preflight = send(

@@ -33,17 +33,10 @@ pub struct ServiceBanner {
     responses((status = 200, body = ServiceBanner, description = "The StreamVault service banner"))
 )]
 pub async fn service_banner() -> impl IntoResponse {
-    (
-        [
-            ("x-content-type-options", "nosniff"),
-            ("x-frame-options", "DENY"),
-            ("referrer-policy", "no-referrer"),
-        ],
-        axum::Json(ServiceBanner {
-            service: "StreamVault Auth Server".into(),
-            version: "1.2.0".into(),
-        }),
-    )
+    axum::Json(ServiceBanner {
+        service: "StreamVault Auth Server".into(),
+        version: "1.2.0".into(),
+    })
 }
 
 #[derive(Serialize, ToSchema)]
@@ -62,18 +55,11 @@ pub struct Liveness {
     responses((status = 200, body = Liveness, description = "The server is up"))
 )]
 pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [
-            ("x-content-type-options", "nosniff"),
-            ("x-frame-options", "DENY"),
-            ("referrer-policy", "no-referrer"),
-        ],
-        axum::Json(Liveness {
-            status: "ok".into(),
-            timestamp: crate::time::iso(&crate::time::now()),
-            configured: state.config.oauth.configured(),
-        }),
-    )
+    axum::Json(Liveness {
+        status: "ok".into(),
+        timestamp: crate::time::iso(&crate::time::now()),
+        configured: state.config.oauth.configured(),
+    })
 }
 
 #[derive(Serialize, ToSchema)]

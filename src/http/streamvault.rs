@@ -18,31 +18,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use sha1::{Digest, Sha1};
-use tower::ServiceBuilder;
-use tower::layer::util::{Identity, Stack};
-use tower_http::set_header::SetResponseHeaderLayer;
-
-type HeaderLayers = Stack<
-    SetResponseHeaderLayer<HeaderValue>,
-    Stack<
-        SetResponseHeaderLayer<HeaderValue>,
-        Stack<SetResponseHeaderLayer<HeaderValue>, Identity>,
-    >,
->;
-
-/// `X-Content-Type-Options: nosniff`, `X-Frame-Options: DENY`, `Referrer-Policy: no-referrer`.
-pub fn security_headers() -> ServiceBuilder<HeaderLayers> {
-    let set = |name: &'static str, value: &'static str| {
-        SetResponseHeaderLayer::overriding(
-            HeaderName::from_static(name),
-            HeaderValue::from_static(value),
-        )
-    };
-    ServiceBuilder::new()
-        .layer(set("x-content-type-options", "nosniff"))
-        .layer(set("x-frame-options", "DENY"))
-        .layer(set("referrer-policy", "no-referrer"))
-}
 
 /// A weak ETag in Express's format: `W/"<length hex>-<base64 SHA-1, 27 chars>"`.
 pub fn weak_etag(body: &Bytes) -> String {
@@ -105,10 +80,14 @@ pub fn normalize_path(path: &str) -> Option<String> {
     (out != path).then_some(out)
 }
 
-/// True for the routes that get the reference's CORS behaviour (not the WebSocket upgrade).
-pub fn is_cors_route(path: &str) -> bool {
-    path == "/"
-        || streamvault_prefix(path).is_some() && !path[1..].to_ascii_lowercase().starts_with("ws/")
+/// True for the routes StreamVault clients call (after [`normalize_path`]).
+pub fn is_streamvault_route(path: &str) -> bool {
+    path == "/" || streamvault_prefix(path).is_some()
+}
+
+/// The Watch Together upgrade: CORS never applies to it.
+fn is_websocket(path: &str) -> bool {
+    path.starts_with("/ws/")
 }
 
 /// The reference's CORS rule: no `Origin`, an empty list, or an exact (case-sensitive) entry.
@@ -149,26 +128,26 @@ pub async fn front(
             }
         }
     }
-    if !is_cors_route(request.uri().path()) {
+    let path = request.uri().path();
+    if !is_streamvault_route(path) {
         return next.run(request).await;
     }
+    // CORS and ETags are for plain HTTP; the WebSocket upgrade only gets the headers.
+    let http = !is_websocket(path);
     let origin = request
         .headers()
         .get(ORIGIN)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    if !origin_allowed(&allowed, origin.as_deref()) {
-        // Not rejected: served normally, just without CORS headers.
-        let mut response = next.run(request).await;
-        strip_cors(response.headers_mut());
-        return response;
-    }
-    let preflight = request.method() == Method::OPTIONS
+    // A disallowed origin is not rejected: served normally, just without CORS headers.
+    let allowed = http && origin_allowed(&allowed, origin.as_deref());
+    let preflight = allowed
+        && request.method() == Method::OPTIONS
         && request
             .headers()
             .contains_key(ACCESS_CONTROL_REQUEST_METHOD);
-    let conditional =
-        matches!(*request.method(), Method::GET | Method::HEAD).then(|| request.headers().clone());
+    let conditional = (http && matches!(*request.method(), Method::GET | Method::HEAD))
+        .then(|| request.headers().clone());
     let mut response = if preflight {
         let mut r = StatusCode::NO_CONTENT.into_response();
         let h = r.headers_mut();
@@ -187,14 +166,18 @@ pub async fn front(
         r
     } else {
         let mut r = next.run(request).await;
-        strip_cors(r.headers_mut());
+        if http {
+            strip_cors(r.headers_mut());
+        }
         r
     };
     let h = response.headers_mut();
-    if let Some(origin) = origin.and_then(|o| HeaderValue::from_str(&o).ok()) {
-        h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    if allowed {
+        if let Some(origin) = origin.and_then(|o| HeaderValue::from_str(&o).ok()) {
+            h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        }
+        h.append(VARY, HeaderValue::from_static("Origin"));
     }
-    h.append(VARY, HeaderValue::from_static("Origin"));
     for (name, value) in [
         ("x-content-type-options", "nosniff"),
         ("x-frame-options", "DENY"),
@@ -280,8 +263,10 @@ mod tests {
         assert!(origin_allowed(&list, Some("http://a.example")));
         assert!(!origin_allowed(&list, Some("http://A.example")));
         assert!(origin_allowed(&[], Some("http://anything")));
-        assert!(is_cors_route("/api/TMDB/x"));
-        assert!(!is_cors_route("/ws/watchtogether/ABC"));
-        assert!(!is_cors_route("/devices"));
+        assert!(is_streamvault_route("/api/TMDB/x"));
+        assert!(is_streamvault_route("/ws/watchtogether/ABC"));
+        assert!(is_websocket("/ws/watchtogether/ABC"));
+        assert!(!is_websocket("/health"));
+        assert!(!is_streamvault_route("/devices"));
     }
 }

@@ -20,7 +20,6 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::cookies::read_cookie;
 use crate::http::extract::ClientIp;
 use crate::http::json::Json;
-use crate::http::streamvault;
 use crate::oauth::service::{
     self, DRIVE_SCOPE, Flow, Profile, SOCIAL_SCOPE, StateData, WEB_SCOPE, encode_component,
     with_query,
@@ -32,14 +31,11 @@ use crate::upstream::oauth::CallError;
 const STATE_COOKIE: &str = "better-auth.state";
 
 pub fn router() -> OpenApiRouter<AppState> {
-    let desktop = OpenApiRouter::new()
+    OpenApiRouter::new()
         .routes(routes!(google_drive))
         .routes(routes!(google_social))
         .routes(routes!(callback))
         .routes(routes!(refresh))
-        .route_layer(streamvault::security_headers());
-    OpenApiRouter::new()
-        .merge(desktop)
         .routes(routes!(sign_in_social))
         .routes(routes!(callback_google))
 }

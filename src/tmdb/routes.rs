@@ -22,7 +22,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .route("/api/tmdb/{*path}", axum::routing::get(tmdb_proxy))
         // `{*path}` never matches an empty rest.
         .route("/api/tmdb/", axum::routing::get(tmdb_root))
-        .route_layer(streamvault::security_headers())
 }
 
 impl From<TmdbError> for ApiError {

@@ -5,12 +5,11 @@ use std::collections::HashMap;
 use axum::body::Bytes;
 use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -27,20 +26,11 @@ use crate::watchtogether::service::CreateError;
 use crate::watchtogether::socket;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    let header = |name: &'static str, value: &'static str| {
-        SetResponseHeaderLayer::overriding(
-            HeaderName::from_static(name),
-            HeaderValue::from_static(value),
-        )
-    };
     OpenApiRouter::new()
         .routes(routes!(create_room))
         .routes(routes!(get_room, delete_room))
         .route("/ws/watchtogether", get(upgrade))
         .route("/ws/watchtogether/{*rest}", get(upgrade))
-        .layer(header("x-content-type-options", "nosniff"))
-        .layer(header("x-frame-options", "DENY"))
-        .layer(header("referrer-policy", "no-referrer"))
 }
 
 /// The reference backend's error shape: `{"error": "..."}`.
