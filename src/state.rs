@@ -52,6 +52,19 @@ pub struct AuthSettings {
 }
 
 impl AuthSettings {
+    /// A callback URL stays on this server or a trusted origin (no open redirects).
+    pub fn is_safe_callback_url(&self, url: &str) -> bool {
+        // Browsers drop tabs/newlines from URLs ("/\t/evil" becomes "//evil"), so any
+        // whitespace or control character disqualifies a relative URL.
+        let clean = !url.chars().any(|c| c.is_control() || c.is_whitespace());
+        let relative =
+            clean && url.starts_with('/') && !url.starts_with("//") && !url.contains('\\');
+        relative
+            || self
+                .origin_of(url)
+                .is_some_and(|o| self.is_trusted_origin(&o))
+    }
+
     /// `scheme://host[:port]` of an absolute URL.
     pub fn origin_of(&self, url: &str) -> Option<String> {
         origin_of(url)

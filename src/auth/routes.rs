@@ -93,23 +93,12 @@ fn client_info(ip: &ClientIp, headers: &HeaderMap) -> ClientInfo {
 
 /// A callback URL must stay on this server or a trusted origin (no open redirects).
 fn check_callback_url(state: &AppState, url: &Option<String>) -> ApiResult<()> {
-    let Some(url) = url else { return Ok(()) };
-    // Browsers drop tabs/newlines from URLs ("/\t/evil" becomes "//evil"), so any
-    // whitespace or control character disqualifies a relative URL.
-    let clean = !url.chars().any(|c| c.is_control() || c.is_whitespace());
-    let relative = clean && url.starts_with('/') && !url.starts_with("//") && !url.contains('\\');
-    if relative
-        || state
-            .auth
-            .origin_of(url)
-            .is_some_and(|o| state.auth.is_trusted_origin(&o))
-    {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(
+    match url {
+        Some(url) if !state.auth.is_safe_callback_url(url) => Err(ApiError::forbidden(
             codes::INVALID_CALLBACK_URL,
             "Invalid callbackURL",
-        ))
+        )),
+        _ => Ok(()),
     }
 }
 

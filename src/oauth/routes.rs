@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 
 use crate::auth::service::{ClientInfo, SESSION_TTL, create_session};
 use crate::crypto;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody, codes};
 use crate::http::cookies::read_cookie;
 use crate::http::extract::ClientIp;
 use crate::http::json::Json;
@@ -330,21 +330,12 @@ pub struct SocialSignInResponse {
 
 /// A callback URL must stay on this server or a trusted origin (no open redirects).
 fn check_callback_url(state: &AppState, url: Option<&str>) -> ApiResult<()> {
-    let Some(url) = url else { return Ok(()) };
-    let clean = !url.chars().any(|c| c.is_control() || c.is_whitespace());
-    let relative = clean && url.starts_with('/') && !url.starts_with("//") && !url.contains('\\');
-    if relative
-        || state
-            .auth
-            .origin_of(url)
-            .is_some_and(|o| state.auth.is_trusted_origin(&o))
-    {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(
-            "INVALID_CALLBACK_URL",
+    match url {
+        Some(url) if !state.auth.is_safe_callback_url(url) => Err(ApiError::forbidden(
+            codes::INVALID_CALLBACK_URL,
             "Invalid callbackURL",
-        ))
+        )),
+        _ => Ok(()),
     }
 }
 
