@@ -5,6 +5,7 @@
 //! server drives it through [`MediaEngine`].
 
 mod limits;
+pub mod recorder;
 pub mod sfu;
 
 pub use limits::{AdmissionError, MediaLimits, PublisherSlot, SubscriberSlot};

@@ -142,6 +142,14 @@ pub(crate) enum Command {
         room: String,
         reply: oneshot::Sender<Vec<ParticipantInfo>>,
     },
+    AttachRecorder {
+        room: String,
+        tap: crate::recorder::RecorderTap,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    DetachRecorder {
+        room: String,
+    },
     /// Close every peer and end the loop.
     Shutdown,
 }
@@ -372,6 +380,36 @@ impl Sfu {
         let _ = self
             .shard(room)
             .send(Command::CloseRoom {
+                room: room.to_string(),
+            })
+            .await;
+    }
+
+    /// Hands the room's published frames to a recorder from now on (see
+    /// [`crate::recorder::start`]). The recording ends when the room does, or at
+    /// [`Sfu::detach_recorder`].
+    pub async fn attach_recorder(
+        &self,
+        room: &str,
+        tap: crate::recorder::RecorderTap,
+    ) -> Result<(), SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.shard(room)
+            .send(Command::AttachRecorder {
+                room: room.to_string(),
+                tap,
+                reply,
+            })
+            .await
+            .map_err(|_| SfuError::Stopped)?;
+        rx.await.map_err(|_| SfuError::Stopped)?
+    }
+
+    /// Stops recording the room; the recorder closes its last segment and finishes.
+    pub async fn detach_recorder(&self, room: &str) {
+        let _ = self
+            .shard(room)
+            .send(Command::DetachRecorder {
                 room: room.to_string(),
             })
             .await;

@@ -80,6 +80,10 @@ impl Shard {
             Command::Describe { room, reply } => {
                 let _ = reply.send(self.core.describe(&room));
             }
+            Command::AttachRecorder { room, tap, reply } => {
+                let _ = reply.send(self.core.attach_recorder(now, &room, tap));
+            }
+            Command::DetachRecorder { room } => self.core.detach_recorder(&room),
             Command::Shutdown => {
                 self.core.shutdown(now);
                 return true;

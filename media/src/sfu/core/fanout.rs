@@ -13,13 +13,13 @@ use super::{Core, Peer, PeerKey, Role, enqueue_peer};
 pub(super) struct Forward {
     room: Arc<str>,
     source: PeerKey,
-    kind: MediaKind,
-    rid: Option<Rid>,
-    keyframe: bool,
-    params: str0m::format::PayloadParams,
-    time: MediaTime,
-    network_time: Instant,
-    data: Arc<[u8]>,
+    pub(super) kind: MediaKind,
+    pub(super) rid: Option<Rid>,
+    pub(super) keyframe: bool,
+    pub(super) params: str0m::format::PayloadParams,
+    pub(super) time: MediaTime,
+    pub(super) network_time: Instant,
+    pub(super) data: Arc<[u8]>,
 }
 
 impl Forward {
@@ -107,6 +107,17 @@ impl Core {
                     .fetch_add(1, Ordering::Relaxed);
             }
             enqueue_peer(&mut self.work, key, peer);
+        }
+        // The recorder gets the publisher's frames as they are, whoever watches.
+        let mut recorder_wants_keyframe = false;
+        if let Some(tap) = room.recorder.as_mut() {
+            recorder_wants_keyframe = Core::record(tap, fwd);
+            if tap.is_closed() {
+                room.recorder = None;
+            }
+        }
+        if recorder_wants_keyframe {
+            self.request_keyframe(&fwd.room, fwd.rid);
         }
         for layer in wanted {
             self.request_keyframe(&fwd.room, layer);

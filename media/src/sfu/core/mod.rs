@@ -22,6 +22,7 @@
 
 mod fanout;
 mod keyframes;
+mod record;
 mod rooms;
 mod setup;
 mod stats;
@@ -157,6 +158,8 @@ struct Room {
     /// The publisher offered simulcast.
     simulcast: bool,
     keyframe_requests: Vec<(Option<Rid>, Instant)>,
+    /// Where the room's frames are recorded, while they are.
+    recorder: Option<crate::recorder::RecorderTap>,
 }
 
 /// What draining a peer produced beyond its own bookkeeping.
@@ -379,6 +382,7 @@ impl Core {
                     Happening::Forward(fwd) => self.forward(&fwd),
                     Happening::NeedsKeyframe(viewer) => self.viewer_needs_keyframe(viewer),
                     Happening::PublisherConnected(room) => {
+                        self.announce_tracks(&room);
                         self.outputs
                             .push_back(Output::Event(MediaEvent::PublisherConnected {
                                 room: room.to_string(),
