@@ -37,7 +37,7 @@ use crate::upstream::oauth::OAuthProvider;
 use crate::upstream::tmdb::TmdbUpstream;
 use crate::{
     admin, auth, commands, devices, events, health, jobs, links, media_api, pages, realtime,
-    storage, streams, videos, watchtogether,
+    recordings, storage, streams, videos, watchtogether,
 };
 use crate::{oauth, tmdb};
 
@@ -217,6 +217,7 @@ impl Server {
                     source,
                 })?;
         let config_tmdb = config.tmdb.clone();
+        let recordings_dir = config.media_recordings_dir.clone();
         let config_oauth = config.oauth.clone();
         let state = AppState {
             config: Arc::new(config),
@@ -225,11 +226,21 @@ impl Server {
             metrics: Arc::new(Metrics::default()),
             media,
             storage,
+            recordings: crate::recording_runtime::RecordingRuntime::new(recordings_dir),
             realtime,
             watchtogether,
             tmdb: Arc::new(TmdbUpstream::new(&config_tmdb)),
             oauth: Arc::new(OAuthProvider::new(&config_oauth)),
         };
+        if !watchpost_media::recorder::AVAILABLE {
+            tracing::warn!(
+                "recording is unavailable: this build has no `recording` feature (GStreamer)"
+            );
+        }
+        // What a crash or an earlier stop left on disk is uploaded before anything new.
+        if let Err(e) = recordings::service::recover(&state).await {
+            tracing::warn!(error = %e, "recovering local recordings failed");
+        }
         realtime::socket::register(&io, state.clone());
         let stop = CancellationToken::new();
         let media_events = jobs::spawn_media_event_listener(state.clone(), stop.clone());
@@ -328,6 +339,19 @@ impl Server {
             tracing::warn!("watch together rooms did not stop in time");
         }
         state.media.shutdown().await;
+        // The recorders closed their open segments as the rooms ended; their uploads get a
+        // bounded wait (what is left is uploaded at the next start).
+        state.recordings.tasks().close();
+        let grace = Duration::from_secs(state.config.recording.shutdown_grace_secs);
+        if tokio::time::timeout(grace, state.recordings.tasks().wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                backlog_bytes = state.recordings.backlog_bytes(),
+                "recording uploads did not finish before shutdown; they resume at the next start"
+            );
+        }
         stop.cancel();
         bounded("media event listener", media_events).await;
         bounded("sweeper", sweeper).await;
@@ -406,6 +430,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(auth::routes::router())
         .merge(health::router())
         .merge(videos::routes::router())
+        .merge(recordings::routes::router())
         .merge(admin::routes::router())
         .merge(devices::routes::router())
         .merge(links::routes::router())

@@ -42,6 +42,88 @@ pub struct AdminCredentials {
     pub password: String,
 }
 
+crate::text_enum! {
+    /// When a camera's live streams are recorded (`RECORDING_MODE`, or per camera).
+    pub enum RecordingMode {
+        Off = "off",
+        Always = "always",
+        Motion = "motion",
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordingConfig {
+    /// `RECORDING_MODE` (default `always`): cameras without their own mode use it.
+    pub mode: RecordingMode,
+    /// `RECORDING_SEGMENT_SECONDS` (default 10).
+    pub segment_secs: u64,
+    /// `RECORDING_MAX_LOCAL_BYTES` (default 5 GiB): segments waiting for upload on disk.
+    pub max_local_bytes: u64,
+    /// `RECORDING_PRE_ROLL_SECS`: unset means 0 when no stream was live, else one segment.
+    pub pre_roll_secs: Option<u64>,
+    /// `RECORDING_POST_ROLL_SECS` (default 10).
+    pub post_roll_secs: u64,
+    /// `RECORDING_RETENTION_DAYS` (default 30; 0 keeps recordings forever).
+    pub retention_days: u64,
+    /// `RECORDING_SHUTDOWN_GRACE_SECS` (default 5): how long a shutdown waits for the last
+    /// segments to close and upload (what is left is uploaded at the next start).
+    pub shutdown_grace_secs: u64,
+}
+
+fn recording_config(v: &Vars<'_>) -> Result<RecordingConfig, ConfigError> {
+    let mode = match v.get("RECORDING_MODE") {
+        None => RecordingMode::Always,
+        Some(m) => RecordingMode::parse(&m.to_ascii_lowercase())
+            .ok_or_else(|| err("RECORDING_MODE", m, "off, always or motion"))?,
+    };
+    let segment_secs = v.parse(
+        "RECORDING_SEGMENT_SECONDS",
+        10u64,
+        "a number of seconds 1-3600",
+    )?;
+    if !(1..=3600).contains(&segment_secs) {
+        return Err(err(
+            "RECORDING_SEGMENT_SECONDS",
+            &segment_secs.to_string(),
+            "a number of seconds 1-3600",
+        ));
+    }
+    let max_local_bytes = v.parse("RECORDING_MAX_LOCAL_BYTES", 5u64 << 30, "a number of bytes")?;
+    let pre_roll_secs = match v.get("RECORDING_PRE_ROLL_SECS") {
+        None => None,
+        Some(s) => Some(
+            s.parse::<u64>()
+                .ok()
+                .filter(|n| *n <= 3600)
+                .ok_or_else(|| err("RECORDING_PRE_ROLL_SECS", s, "a number of seconds 0-3600"))?,
+        ),
+    };
+    let post_roll_secs = v.parse("RECORDING_POST_ROLL_SECS", 10u64, "a number of seconds")?;
+    if post_roll_secs > 3600 {
+        return Err(err(
+            "RECORDING_POST_ROLL_SECS",
+            &post_roll_secs.to_string(),
+            "a number of seconds 0-3600",
+        ));
+    }
+    let retention_days = v.parse(
+        "RECORDING_RETENTION_DAYS",
+        30u64,
+        "a number of days (0 = forever)",
+    )?;
+    let shutdown_grace_secs =
+        v.parse("RECORDING_SHUTDOWN_GRACE_SECS", 5u64, "a number of seconds")?;
+    Ok(RecordingConfig {
+        mode,
+        segment_secs,
+        max_local_bytes,
+        pre_roll_secs,
+        post_roll_secs,
+        retention_days,
+        shutdown_grace_secs,
+    })
+}
+
 #[derive(Debug, Clone)]
 pub struct TurnConfig {
     pub urls: Vec<String>,
@@ -106,6 +188,7 @@ pub struct Config {
     pub media_provider: String,
     pub media_limits: MediaLimits,
     pub media_recordings_dir: PathBuf,
+    pub recording: RecordingConfig,
     /// UDP port of the SFU (one socket for every peer); 0 picks a free port.
     pub media_udp_port: u16,
     /// Addresses advertised to peers as media host candidates (1:1 NAT / cloud hosts).
@@ -332,6 +415,8 @@ impl Config {
         let media_recordings_dir =
             PathBuf::from(v.get("MEDIA_RECORDINGS_DIR").unwrap_or("./recordings"));
 
+        let recording = recording_config(&v)?;
+
         let media_udp_port = v.parse("MEDIA_UDP_PORT", 8189u16, "a UDP port number 0-65535")?;
         let media_public_ips = v
             .list("MEDIA_PUBLIC_IP")
@@ -507,6 +592,7 @@ impl Config {
             media_provider,
             media_limits,
             media_recordings_dir,
+            recording,
             media_udp_port,
             media_public_ips,
             media_shards,

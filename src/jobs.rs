@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use watchpost_media::sfu::MediaEvent;
 
 use crate::state::AppState;
-use crate::{auth, commands, events, streams};
+use crate::{auth, commands, events, recordings, streams};
 
 /// Time-driven state changes: command and stream-request expiry, stale motion events.
 /// Once a second keeps expiry within about a second of its deadline.
@@ -41,6 +41,11 @@ pub fn spawn_janitor(state: AppState, stop: CancellationToken) -> JoinHandle<()>
                 Ok(n) if n > 0 => tracing::info!(removed = n, "purged expired sessions"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = ?e, "session purge failed"),
+            }
+            match recordings::service::purge_expired(&state).await {
+                Ok(n) if n > 0 => tracing::info!(removed = n, "retention: deleted old recordings"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = ?e, "recording retention sweep failed"),
             }
         }
     })
@@ -78,6 +83,7 @@ pub fn spawn_media_event_listener(state: AppState, stop: CancellationToken) -> J
                 }
                 Ok(MediaEvent::PublisherConnected { room }) => {
                     tracing::info!(stream = %room, "publisher connected");
+                    recordings::service::on_publisher_connected(&state, &room).await;
                 }
                 Ok(MediaEvent::SubscriberLeft { room, participant }) => {
                     tracing::debug!(stream = %room, %participant, "subscriber left");

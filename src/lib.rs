@@ -23,6 +23,8 @@ pub mod openapi;
 pub mod pages;
 pub mod pagination;
 pub mod realtime;
+pub mod recording_runtime;
+pub mod recordings;
 pub mod state;
 pub mod storage;
 pub mod streams;

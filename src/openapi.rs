@@ -25,6 +25,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
     tags(
         (name = "auth", description = "Better Auth-compatible email/password accounts"),
         (name = "operations", description = "Health and metrics"),
+        (name = "recordings", description = "Server-side recordings of cameras' live streams and their segments"),
         (name = "videos", description = "The signed-in user's video objects (presigned upload/download)"),
         (name = "storage", description = "The embedded object store's presigned endpoints"),
         (name = "admin", description = "Operator dashboard (HTTP Basic auth)"),

@@ -13,6 +13,7 @@ use crate::http::cookies::CookieSettings;
 use crate::http::metrics::Metrics;
 use crate::http::rate_limit::RateLimiter;
 use crate::realtime::Realtime;
+use crate::recording_runtime::RecordingRuntime;
 use crate::storage::ObjectStore;
 use crate::upstream::oauth::OAuthProvider;
 use crate::upstream::tmdb::TmdbUpstream;
@@ -26,6 +27,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub media: MediaEngine,
     pub storage: ObjectStore,
+    /// Recordings in progress, the upload backlog and its figures.
+    pub recordings: RecordingRuntime,
     pub realtime: Realtime,
     pub watchtogether: WatchTogether,
     /// StreamVault's TMDB proxy: credential pool, cache, client rate limit.

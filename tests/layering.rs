@@ -30,7 +30,16 @@ enum Layer {
 }
 
 const DOMAINS: &[&str] = &[
-    "auth", "devices", "links", "commands", "events", "streams", "videos", "oauth", "tmdb",
+    "auth",
+    "devices",
+    "links",
+    "commands",
+    "events",
+    "streams",
+    "videos",
+    "recordings",
+    "oauth",
+    "tmdb",
 ];
 const INFRASTRUCTURE: &[&str] = &[
     "state",
@@ -45,6 +54,7 @@ const INFRASTRUCTURE: &[&str] = &[
     "crypto",
     "watchtogether",
     "upstream",
+    "recording_runtime",
 ];
 const ADAPTERS: &[&str] = &[
     "media_api",

@@ -26,7 +26,7 @@ crate::text_enum! {
 /// The `devices` columns a [`Device`] is read from, written once for every query.
 macro_rules! device_columns {
     () => {
-        "id, user_id, name, role, platform, metadata, status, last_seen_at, last_heartbeat_at, created_at, updated_at"
+        "id, user_id, name, role, platform, metadata, status, recording_mode, last_seen_at, last_heartbeat_at, created_at, updated_at"
     };
 }
 pub(crate) use device_columns;
@@ -47,6 +47,10 @@ pub struct Device {
     /// `active` or `disabled` (a disabled device's token no longer works).
     #[schema(value_type = String)]
     pub status: DeviceStatus,
+    /// A camera's recording mode (`off`, `always`, `motion`); `null` follows the server's
+    /// `RECORDING_MODE`.
+    #[schema(value_type = Option<String>)]
+    pub recording_mode: Option<crate::config::RecordingMode>,
     /// A live Socket.IO connection or a heartbeat within the last 60 s.
     #[sqlx(skip)]
     pub online: bool,

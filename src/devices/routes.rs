@@ -56,6 +56,11 @@ pub struct UpdateBody {
     pub metadata: Option<Value>,
     /// `active` or `disabled`; disabling revokes the device token.
     pub status: Option<String>,
+    /// A camera's recording mode: `off`, `always`, `motion`, or `null` for the server's
+    /// default (`RECORDING_MODE`). Absent leaves it as it is.
+    #[serde(default, deserialize_with = "crate::http::json::present")]
+    #[schema(value_type = Option<String>)]
+    pub recording_mode: Option<Option<String>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -158,6 +163,7 @@ pub async fn update_device(
             role: body.role,
             metadata: body.metadata,
             status: body.status,
+            recording_mode: body.recording_mode,
         },
     )
     .await?;

@@ -6,6 +6,7 @@ use rand::distributions::Alphanumeric;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::config::RecordingMode;
 use crate::db::Db;
 use crate::devices::model::{DEVICE_TOKEN_PREFIX, Device, DeviceStatus, Role, device_columns};
 use crate::error::{DomainError, DomainResult, codes};
@@ -117,6 +118,7 @@ pub async fn register(db: &Db, user_id: &str, new: NewDevice) -> DomainResult<(D
         platform: new.platform,
         metadata,
         status: DeviceStatus::Active,
+        recording_mode: None,
         online: false,
         last_seen_at: None,
         last_heartbeat_at: None,
@@ -193,6 +195,8 @@ pub struct DevicePatch {
     pub role: Option<String>,
     pub metadata: Option<Value>,
     pub status: Option<String>,
+    /// `Some(None)` sets it back to the server default.
+    pub recording_mode: Option<Option<String>>,
 }
 
 /// The result of an update; `new_token` is set when a disabled device was re-enabled
@@ -222,6 +226,19 @@ pub async fn update(
         .map(|s| {
             DeviceStatus::parse(s)
                 .ok_or_else(|| DomainError::validation("status must be \"active\" or \"disabled\""))
+        })
+        .transpose()?;
+    let recording_mode = patch
+        .recording_mode
+        .map(|mode| {
+            mode.map(|m| {
+                RecordingMode::parse(&m).ok_or_else(|| {
+                    DomainError::validation(
+                        "recordingMode must be \"off\", \"always\", \"motion\" or null",
+                    )
+                })
+            })
+            .transpose()
         })
         .transpose()?;
     let now = time::now();
@@ -254,6 +271,13 @@ pub async fn update(
             db,
             "UPDATE devices SET metadata = $1, updated_at = $2 WHERE id = $3",
             [sqlx::types::Json(metadata), now, &current.id]
+        )?;
+    }
+    if let Some(mode) = recording_mode {
+        db_execute!(
+            db,
+            "UPDATE devices SET recording_mode = $1, updated_at = $2 WHERE id = $3",
+            [mode, now, &current.id]
         )?;
     }
     let mut new_token = None;

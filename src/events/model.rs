@@ -30,6 +30,9 @@ pub struct MotionEvent {
     #[sqlx(json)]
     #[schema(value_type = Object)]
     pub metadata: Value,
+    /// Recordings that overlap the event (its clip), oldest first.
+    #[sqlx(skip)]
+    pub recording_ids: Vec<String>,
     #[schema(value_type = String, format = DateTime)]
     #[serde(with = "crate::time::iso_millis")]
     pub created_at: Timestamp,

@@ -65,6 +65,7 @@ pub async fn start(
         ended_at: None,
         score,
         metadata,
+        recording_ids: Vec::new(),
         created_at: now,
         updated_at: now,
     };
@@ -207,5 +208,23 @@ pub async fn list(
             keyset.fetch
         ]
     )?;
-    Ok(keyset.page(rows))
+    let mut page = keyset.page(rows);
+    for event in &mut page.items {
+        event.recording_ids = recordings_overlapping(db, event).await?;
+    }
+    Ok(page)
+}
+
+/// The recordings of the event's camera that overlap it (an open event runs until now).
+async fn recordings_overlapping(db: &Db, event: &MotionEvent) -> DomainResult<Vec<String>> {
+    let until = event.ended_at.unwrap_or_else(time::now);
+    let ids: Vec<(String,)> = db_fetch_all!(
+        db,
+        (String,),
+        "SELECT id FROM recordings
+         WHERE camera_device_id = $1 AND started_at <= $2 AND (ended_at IS NULL OR ended_at >= $3)
+         ORDER BY started_at",
+        [&event.camera_device_id, until, event.started_at]
+    )?;
+    Ok(ids.into_iter().map(|(id,)| id).collect())
 }

@@ -228,9 +228,57 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             ),
         ]);
     }
+    let rec = &state.recordings;
+    gauges.extend([
+        (
+            "watchpost_recordings_active",
+            "Recordings in progress.",
+            rec.active_count() as u64,
+        ),
+        (
+            "watchpost_recording_backlog_bytes",
+            "Bytes of closed segments on local disk waiting for upload.",
+            rec.backlog_bytes(),
+        ),
+    ]);
+    let rc = rec.counters();
+    counters.extend([
+        (
+            "watchpost_recording_segments_written_total",
+            "Segments the recorders closed on disk.",
+            &rc.segments_written,
+        ),
+        (
+            "watchpost_recording_segments_uploaded_total",
+            "Segments stored in the object store (and removed locally).",
+            &rc.segments_uploaded,
+        ),
+        (
+            "watchpost_recording_upload_failures_total",
+            "Failed segment upload attempts (each is retried).",
+            &rc.upload_failures,
+        ),
+        (
+            "watchpost_recording_segments_refused_total",
+            "Segments or recordings refused because the local backlog was full.",
+            &rc.segments_refused,
+        ),
+        (
+            "watchpost_recordings_failed_total",
+            "Recordings whose pipeline failed.",
+            &rc.recordings_failed,
+        ),
+    ]);
     for (name, help, value) in gauges {
         write_metric(&mut out, name, help, "gauge", value);
     }
+    write_metric(
+        &mut out,
+        "watchpost_recording_frames_dropped_total",
+        "Frames the recorders dropped because they fell behind (live viewers unaffected).",
+        "counter",
+        rec.frames_dropped(),
+    );
     for (name, help, value) in counters {
         write_metric(&mut out, name, help, "counter", value.load(Relaxed));
     }

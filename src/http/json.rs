@@ -102,3 +102,13 @@ where
         parse(&bytes).map(|v| OptionalJson(Some(v)))
     }
 }
+
+/// For `Option<Option<T>>` fields with `#[serde(default)]`: absent stays `None`, `null`
+/// becomes `Some(None)`, so a PATCH can tell "leave it" from "clear it".
+pub fn present<'de, T, D>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: serde::Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    serde::Deserialize::deserialize(deserializer).map(Some)
+}

@@ -195,6 +195,9 @@ impl TestServer {
         // Each test server gets its own ephemeral media port on loopback.
         vars.insert("MEDIA_UDP_PORT".into(), "0".into());
         vars.insert("MEDIA_PUBLIC_IP".into(), "127.0.0.1".into());
+        // Recording (on by default in the product) has its own tests, which turn it on;
+        // elsewhere it would only add GStreamer work to media tests about other things.
+        vars.insert("RECORDING_MODE".into(), "off".into());
         // Tests sign many users up from one address; the limiter has its own test.
         vars.insert("AUTH_RATE_LIMIT_MAX".into(), "100000".into());
         if backend == Backend::Postgres {

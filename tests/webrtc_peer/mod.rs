@@ -12,6 +12,7 @@
 //! Shared by `tests/media.rs` and `benches/sfu_fanout.rs`; each uses part of it.
 #![allow(dead_code)]
 
+mod clip;
 mod h264;
 mod lossy_link;
 mod peer;
@@ -19,6 +20,8 @@ mod publisher;
 mod viewer;
 
 // Each user takes what it needs.
+#[allow(unused_imports)]
+pub use clip::Clip;
 #[allow(unused_imports)]
 pub use h264::{check_h264_frame, h264_frame};
 #[allow(unused_imports)]

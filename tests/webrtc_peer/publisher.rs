@@ -19,7 +19,7 @@ use super::peer::{negotiate, new_peer, wait_connected};
 use super::{LAYERS, VideoCodec, audio_packet, video_frame};
 
 /// How a test publisher sends.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Options {
     /// The first frame/packet index (so a reconnected publisher's frames are told apart).
     pub first: u32,
@@ -28,6 +28,9 @@ pub struct Options {
     /// Send through a lossy relay.
     pub loss: Option<Loss>,
     pub codec: VideoCodec,
+    /// Real VP8 + Opus to send (looped) instead of self-describing frames; its keyframes
+    /// are where the clip has them.
+    pub clip: Option<Arc<super::Clip>>,
 }
 
 pub struct Publisher {
@@ -54,6 +57,7 @@ impl Publisher {
             simulcast,
             loss,
             codec,
+            clip,
         } = options;
         let link = Arc::new(Link::default());
         let pc = new_peer(simulcast, codec).await;
@@ -176,21 +180,37 @@ impl Publisher {
                             timestamp: audio_ts0.wrapping_add((a - first) * 960),
                             ..Default::default()
                         },
-                        payload: audio_packet(a).into(),
+                        payload: match &clip {
+                            Some(clip) => clip.audio[(a - first) as usize % clip.audio.len()]
+                                .clone()
+                                .into(),
+                            None => audio_packet(a).into(),
+                        },
                     };
                     audio_seq = audio_seq.wrapping_add(1);
                     let _ = audio.write_rtp(&packet).await;
                     a += 1;
                 }
                 while (v - first) * 100 / 3 <= elapsed {
-                    let keyframe = (v - first).is_multiple_of(60)
-                        || want_keyframe.swap(false, Ordering::SeqCst);
+                    let clip_frame = clip
+                        .as_ref()
+                        .map(|c| &c.video[(v - first) as usize % c.video.len()]);
+                    let keyframe = match clip_frame {
+                        Some((keyframe, _)) => *keyframe,
+                        None => {
+                            (v - first).is_multiple_of(60)
+                                || want_keyframe.swap(false, Ordering::SeqCst)
+                        }
+                    };
                     sent.lock().unwrap().push((v, Instant::now()));
                     for (n, track) in layers.iter().enumerate() {
                         let layer = if simulcast { LAYERS[n].1 } else { 0 };
                         let payloads = match codec {
                             VideoCodec::Vp8 => {
-                                let frame = video_frame(v, keyframe, layer);
+                                let frame = match clip_frame {
+                                    Some((_, frame)) => frame.clone(),
+                                    None => video_frame(v, keyframe, layer),
+                                };
                                 let chunks: Vec<&[u8]> = frame.chunks(1000).collect();
                                 // VP8 payload descriptor: S=1 on the frame's first packet.
                                 chunks

@@ -440,11 +440,14 @@ pub(super) fn finalise(path: &Path) -> Result<Duration, RecorderError> {
     src.link(&parse).map_err(|e| fail(e.to_string()))?;
     mux.link(&sink).map_err(|e| fail(e.to_string()))?;
     let end = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // Timestamps continue the recording's clock: the file starts where its first one is.
+    let begin = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
     let has_video = Arc::new(std::sync::atomic::AtomicBool::new(false));
     {
         let pipeline = pipeline.downgrade();
         let mux = mux.clone();
         let end = end.clone();
+        let begin = begin.clone();
         let has_video = has_video.clone();
         parse.connect_pad_added(move |_, pad| {
             let Some(pipeline) = pipeline.upgrade() else {
@@ -474,12 +477,14 @@ pub(super) fn finalise(path: &Path) -> Result<Duration, RecorderError> {
                 return;
             };
             let end = end.clone();
+            let begin = begin.clone();
             pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
                 if let Some(gst::PadProbeData::Buffer(buffer)) = &info.data
                     && let Some(pts) = buffer.pts()
                 {
                     let until = pts.nseconds() + buffer.duration().map_or(0, |d| d.nseconds());
                     end.fetch_max(until, std::sync::atomic::Ordering::Relaxed);
+                    begin.fetch_min(pts.nseconds(), std::sync::atomic::Ordering::Relaxed);
                 }
                 gst::PadProbeReturn::Ok
             });
@@ -511,8 +516,9 @@ pub(super) fn finalise(path: &Path) -> Result<Duration, RecorderError> {
             return Err(fail("no video in the file".into()));
         }
         let end = end.load(std::sync::atomic::Ordering::Relaxed);
+        let begin = begin.load(std::sync::atomic::Ordering::Relaxed).min(end);
         std::fs::rename(&tmp, path)?;
-        Ok(Duration::from_nanos(end))
+        Ok(Duration::from_nanos(end - begin))
     });
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

@@ -1,0 +1,738 @@
+//! Recording policy and the recordings' life: a camera's live stream starts a recording
+//! when its mode says so, each segment the recorder closes is recorded and uploaded, and
+//! the end (or a failure) is announced. Also the reads and deletes the API serves, the
+//! crash recovery at boot and the retention sweep.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use watchpost_media::recorder::{self, ClosedSegment, Container, RecorderConfig, RecorderEvent};
+
+use super::model::{
+    Recording, RecordingDetail, RecordingReason, RecordingStatus, Segment, recording_columns,
+};
+use super::upload::{self, UploadJob};
+use crate::config::{RecordingConfig, RecordingMode};
+use crate::db::Db;
+use crate::devices::model::Device;
+use crate::error::{DomainError, DomainResult, codes};
+use crate::pagination::{Page, PageQuery};
+use crate::recording_runtime::ActiveRecording;
+use crate::state::AppState;
+use crate::storage::Presigned;
+use crate::time::{self, Timestamp};
+use crate::{db_execute, db_fetch_all, db_fetch_optional, devices, keyset_page, links, streams};
+
+pub const RECORDING_STARTED: &str = "recording:started";
+pub const RECORDING_COMPLETED: &str = "recording:completed";
+
+fn recording_not_found() -> DomainError {
+    DomainError::not_found(codes::RECORDING_NOT_FOUND, "Recording not found")
+}
+
+/// The mode a camera records in: its own, else the server's.
+pub fn effective_mode(config: &RecordingConfig, camera: &Device) -> RecordingMode {
+    camera.recording_mode.unwrap_or(config.mode)
+}
+
+/// Everything a running recording's driver needs to know.
+#[derive(Clone)]
+struct Context {
+    recording_id: String,
+    stream_id: String,
+    user_id: String,
+    camera_id: String,
+    reason: RecordingReason,
+}
+
+/// A stream's camera is now publishing: record it if its mode says so. Errors are logged,
+/// never raised: the live stream goes on regardless.
+pub async fn on_publisher_connected(state: &AppState, stream_id: &str) {
+    if let Err(e) = start_for_stream(state, stream_id).await {
+        tracing::warn!(stream = %stream_id, error = %e, "could not start recording");
+    }
+}
+
+async fn start_for_stream(state: &AppState, stream_id: &str) -> DomainResult<()> {
+    let Some(sfu) = state.media.sfu() else {
+        return Ok(());
+    };
+    if !recorder::AVAILABLE || state.recordings.is_recording(stream_id) {
+        return Ok(());
+    }
+    let Some(session) = streams::service::find(&state.db, stream_id).await? else {
+        return Ok(());
+    };
+    if !session.is_active() {
+        return Ok(());
+    }
+    let camera =
+        devices::service::find_for_user(&state.db, &session.user_id, &session.camera_device_id)
+            .await?;
+    let reason = match effective_mode(&state.config.recording, &camera) {
+        RecordingMode::Off => return Ok(()),
+        RecordingMode::Always => RecordingReason::Always,
+        // Motion recordings are cut from streams motion starts; see `on_motion`.
+        RecordingMode::Motion => return Ok(()),
+    };
+    let max = state.config.recording.max_local_bytes;
+    if state.recordings.backlog_bytes() >= max {
+        state
+            .recordings
+            .counters()
+            .segments_refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::error!(
+            stream = %stream_id,
+            backlog_bytes = state.recordings.backlog_bytes(),
+            max_bytes = max,
+            "recording refused: the local backlog of segments waiting for upload is full (RECORDING_MAX_LOCAL_BYTES)"
+        );
+        return Ok(());
+    }
+    let recording_id = uuid::Uuid::new_v4().to_string();
+    let dir = state.recordings.dir().join(&recording_id);
+    let config = RecorderConfig::new(
+        &dir,
+        Duration::from_secs(state.config.recording.segment_secs),
+    );
+    let (recording, tap) = recorder::start(config)
+        .map_err(|e| DomainError::invalid(codes::VALIDATION_ERROR, format!("recorder: {e}")))?;
+    if !state.recordings.begin(
+        stream_id,
+        ActiveRecording {
+            recording_id: recording_id.clone(),
+            stats: recording.stats.clone(),
+        },
+    ) {
+        return Ok(());
+    }
+    if let Err(e) = sfu.attach_recorder(stream_id, tap).await {
+        state.recordings.end(stream_id, &recording_id);
+        let _ = std::fs::remove_dir(&dir);
+        tracing::info!(stream = %stream_id, error = %e, "stream ended before its recording started");
+        return Ok(());
+    }
+    let context = Context {
+        recording_id,
+        stream_id: stream_id.to_string(),
+        user_id: session.user_id.clone(),
+        camera_id: camera.id.clone(),
+        reason,
+    };
+    let driver_state = state.clone();
+    state
+        .recordings
+        .tasks()
+        .spawn(drive(driver_state, context, recording.events));
+    Ok(())
+}
+
+/// Follows one recording from its first keyframe to its end.
+async fn drive(
+    state: AppState,
+    context: Context,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<RecorderEvent>,
+) {
+    let mut recording: Option<(Recording, Container)> = None;
+    while let Some(event) = events.recv().await {
+        let result = match event {
+            RecorderEvent::Started {
+                video,
+                audio,
+                container,
+            } => match insert(&state, &context, video.name(), audio).await {
+                Ok(row) => {
+                    announce(&state, &row, RECORDING_STARTED).await;
+                    recording = Some((row, container));
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            RecorderEvent::SegmentClosed(segment) => match &recording {
+                Some((row, container)) => {
+                    segment_closed(&state, &context, row, *container, segment).await
+                }
+                None => Ok(()),
+            },
+            RecorderEvent::Finished => {
+                finish(&state, &context, RecordingStatus::Complete, None).await;
+                break;
+            }
+            RecorderEvent::Failed { error } => {
+                state
+                    .recordings
+                    .counters()
+                    .recordings_failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!(recording = %context.recording_id, %error, "recording pipeline failed; the live stream goes on");
+                finish(&state, &context, RecordingStatus::Failed, Some(&error)).await;
+                break;
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(recording = %context.recording_id, error = %e, "recording bookkeeping failed");
+        }
+    }
+    state
+        .recordings
+        .end(&context.stream_id, &context.recording_id);
+}
+
+async fn insert(
+    state: &AppState,
+    context: &Context,
+    video_codec: &str,
+    audio_codec: Option<&str>,
+) -> DomainResult<Recording> {
+    let now = time::now();
+    let row = Recording {
+        id: context.recording_id.clone(),
+        user_id: context.user_id.clone(),
+        camera_device_id: context.camera_id.clone(),
+        stream_session_id: Some(context.stream_id.clone()),
+        status: RecordingStatus::Recording,
+        reason: context.reason,
+        started_at: now,
+        ended_at: None,
+        duration_ms: 0,
+        size_bytes: 0,
+        video_codec: Some(video_codec.to_string()),
+        audio_codec: audio_codec.map(str::to_string),
+        error: None,
+        created_at: now,
+        updated_at: now,
+    };
+    db_execute!(
+        &state.db,
+        "INSERT INTO recordings (id, user_id, camera_device_id, stream_session_id, status, reason, started_at, video_codec, audio_codec, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        [
+            &row.id,
+            &row.user_id,
+            &row.camera_device_id,
+            &row.stream_session_id,
+            row.status,
+            row.reason,
+            row.started_at,
+            &row.video_codec,
+            &row.audio_codec,
+            now,
+            now
+        ]
+    )?;
+    Ok(row)
+}
+
+/// The object key of a segment: `recordings/<userId>/<cameraId>/<recordingId>/<seq>.<ext>`.
+pub fn object_key(recording: &Recording, seq: u32, container: Container) -> String {
+    format!(
+        "recordings/{}/{}/{}/{seq:06}.{}",
+        recording.user_id,
+        recording.camera_device_id,
+        recording.id,
+        container.extension()
+    )
+}
+
+/// A closed segment is recorded in the database and queued for upload.
+async fn segment_closed(
+    state: &AppState,
+    context: &Context,
+    recording: &Recording,
+    container: Container,
+    segment: ClosedSegment,
+) -> DomainResult<()> {
+    let size = match tokio::fs::metadata(&segment.path).await {
+        Ok(m) if m.len() > 0 => m.len(),
+        _ => {
+            let _ = tokio::fs::remove_file(&segment.path).await;
+            return Ok(());
+        }
+    };
+    let max = state.config.recording.max_local_bytes;
+    if state.recordings.backlog_bytes() + size > max {
+        // Nothing already recorded is touched; this new segment is not kept, and the
+        // recording stops so no more are written until uploads catch up.
+        state
+            .recordings
+            .counters()
+            .segments_refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::error!(
+            recording = %context.recording_id,
+            backlog_bytes = state.recordings.backlog_bytes(),
+            max_bytes = max,
+            "segment refused: the local backlog waiting for upload is full (RECORDING_MAX_LOCAL_BYTES); recording stops"
+        );
+        let _ = tokio::fs::remove_file(&segment.path).await;
+        if let Some(sfu) = state.media.sfu() {
+            sfu.detach_recorder(&context.stream_id).await;
+        }
+        return Ok(());
+    }
+    let started_at =
+        recording.started_at + chrono::Duration::from_std(segment.offset).unwrap_or_default();
+    let row = Segment {
+        recording_id: recording.id.clone(),
+        seq: i64::from(segment.index),
+        object_key: object_key(recording, segment.index, container),
+        started_at,
+        duration_ms: segment.duration.as_millis() as i64,
+        size_bytes: size as i64,
+        content_type: container.content_type().to_string(),
+        uploaded_at: None,
+    };
+    add_segment(&state.db, &row).await?;
+    state
+        .recordings
+        .counters()
+        .segments_written
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    state.recordings.add_backlog(size);
+    spawn_upload(state, &row, segment.path);
+    Ok(())
+}
+
+async fn add_segment(db: &Db, row: &Segment) -> DomainResult<()> {
+    db_execute!(
+        db,
+        "INSERT INTO recording_segments (recording_id, seq, object_key, started_at, duration_ms, size_bytes, content_type)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        [
+            &row.recording_id,
+            row.seq,
+            &row.object_key,
+            row.started_at,
+            row.duration_ms,
+            row.size_bytes,
+            &row.content_type
+        ]
+    )?;
+    db_execute!(
+        db,
+        "UPDATE recordings SET duration_ms = duration_ms + $1, size_bytes = size_bytes + $2, updated_at = $3 WHERE id = $4",
+        [
+            row.duration_ms,
+            row.size_bytes,
+            time::now(),
+            &row.recording_id
+        ]
+    )?;
+    Ok(())
+}
+
+fn spawn_upload(state: &AppState, row: &Segment, path: PathBuf) {
+    let job = UploadJob {
+        recording_id: row.recording_id.clone(),
+        seq: row.seq,
+        key: row.object_key.clone(),
+        content_type: row.content_type.clone(),
+        size: row.size_bytes as u64,
+        path,
+    };
+    state
+        .recordings
+        .tasks()
+        .spawn(upload::upload_segment(state.clone(), job));
+}
+
+async fn finish(state: &AppState, context: &Context, status: RecordingStatus, error: Option<&str>) {
+    let now = time::now();
+    let updated = db_execute!(
+        &state.db,
+        "UPDATE recordings SET status = $1, error = $2, ended_at = $3, updated_at = $4 WHERE id = $5 AND status = 'recording'",
+        [status, error, now, now, &context.recording_id]
+    );
+    if let Err(e) = updated {
+        tracing::warn!(recording = %context.recording_id, error = %e, "could not close recording");
+        return;
+    }
+    if let Ok(Some(row)) = find(&state.db, &context.recording_id).await {
+        announce(state, &row, RECORDING_COMPLETED).await;
+    }
+}
+
+/// The camera's owner (all their sessions) and its linked clients hear about it.
+async fn announce(state: &AppState, recording: &Recording, name: &str) {
+    match links::service::clients_of(&state.db, &recording.camera_device_id).await {
+        Ok(clients) => {
+            let ids: Vec<&str> = clients.iter().map(String::as_str).collect();
+            state
+                .realtime
+                .emit(&recording.user_id, &ids, name, recording)
+                .await;
+        }
+        Err(e) => tracing::warn!(name, error = ?e, "could not announce recording"),
+    }
+}
+
+async fn find(db: &Db, id: &str) -> DomainResult<Option<Recording>> {
+    Ok(db_fetch_optional!(
+        db,
+        Recording,
+        concat!(
+            "SELECT ",
+            recording_columns!(),
+            " FROM recordings WHERE id = $1"
+        ),
+        [id]
+    )?)
+}
+
+async fn segments_of(db: &Db, recording_id: &str) -> DomainResult<Vec<Segment>> {
+    Ok(db_fetch_all!(
+        db,
+        Segment,
+        "SELECT recording_id, seq, object_key, started_at, duration_ms, size_bytes, content_type, uploaded_at
+         FROM recording_segments WHERE recording_id = $1 ORDER BY seq",
+        [recording_id]
+    )?)
+}
+
+/// Who is asking: the owner (all their cameras), or a client device (its linked cameras).
+pub enum Reader<'a> {
+    User(&'a str),
+    Client(&'a Device),
+}
+
+impl Reader<'_> {
+    fn user_id(&self) -> &str {
+        match self {
+            Reader::User(id) => id,
+            Reader::Client(device) => &device.user_id,
+        }
+    }
+
+    fn client_id(&self) -> Option<&str> {
+        match self {
+            Reader::User(_) => None,
+            Reader::Client(device) => Some(&device.id),
+        }
+    }
+}
+
+/// A recording the reader may see, or 404.
+async fn find_for(db: &Db, reader: &Reader<'_>, id: &str) -> DomainResult<Recording> {
+    let recording = find(db, id)
+        .await?
+        .filter(|r| r.user_id == reader.user_id())
+        .ok_or_else(recording_not_found)?;
+    if let Some(client) = reader.client_id()
+        && !links::service::are_linked(db, &recording.camera_device_id, client).await?
+    {
+        return Err(recording_not_found());
+    }
+    Ok(recording)
+}
+
+pub struct RecordingFilter {
+    pub camera_device_id: Option<String>,
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+    pub status: Option<String>,
+}
+
+pub async fn list(
+    db: &Db,
+    reader: &Reader<'_>,
+    filter: &RecordingFilter,
+    page: &PageQuery,
+) -> DomainResult<Page<Recording>> {
+    for t in [filter.from, filter.to].iter().flatten() {
+        if !time::in_supported_range(t) {
+            return Err(DomainError::validation(
+                "from/to must be between 1970 and 9999",
+            ));
+        }
+    }
+    let status = filter
+        .status
+        .as_deref()
+        .map(|s| {
+            RecordingStatus::parse(s).ok_or_else(|| {
+                DomainError::validation("status must be recording, complete or failed")
+            })
+        })
+        .transpose()?;
+    let keyset = page.keyset()?;
+    let client = reader.client_id();
+    let rows = db_fetch_all!(
+        db,
+        Recording,
+        concat!(
+            "SELECT ",
+            recording_columns!(),
+            " FROM recordings
+         WHERE user_id = $1
+           AND ($2 IS NULL OR camera_device_id = $3)
+           AND ($4 IS NULL OR started_at >= $5)
+           AND ($6 IS NULL OR started_at < $7)
+           AND ($8 IS NULL OR status = $9)
+           AND ($10 IS NULL OR camera_device_id IN
+                (SELECT camera_device_id FROM device_links WHERE client_device_id = $11))
+           AND ",
+            keyset_page!(12, 13, 14, 15)
+        ),
+        [
+            reader.user_id(),
+            &filter.camera_device_id,
+            &filter.camera_device_id,
+            filter.from,
+            filter.from,
+            filter.to,
+            filter.to,
+            status,
+            status,
+            client,
+            client,
+            keyset.at,
+            keyset.at,
+            &keyset.id,
+            keyset.fetch
+        ]
+    )?;
+    Ok(keyset.page(rows))
+}
+
+pub async fn detail(db: &Db, reader: &Reader<'_>, id: &str) -> DomainResult<RecordingDetail> {
+    let recording = find_for(db, reader, id).await?;
+    let segments = segments_of(db, &recording.id).await?;
+    let until = recording.ended_at.unwrap_or_else(time::now);
+    let motion_event_ids: Vec<(String,)> = db_fetch_all!(
+        db,
+        (String,),
+        "SELECT id FROM motion_events
+         WHERE camera_device_id = $1 AND started_at <= $2 AND (ended_at IS NULL OR ended_at >= $3)
+         ORDER BY started_at",
+        [&recording.camera_device_id, until, recording.started_at]
+    )?;
+    Ok(RecordingDetail {
+        recording,
+        segments,
+        motion_event_ids: motion_event_ids.into_iter().map(|(id,)| id).collect(),
+    })
+}
+
+pub async fn download_url(
+    state: &AppState,
+    reader: &Reader<'_>,
+    id: &str,
+    seq: i64,
+) -> DomainResult<Presigned> {
+    let recording = find_for(&state.db, reader, id).await?;
+    let segment = segments_of(&state.db, &recording.id)
+        .await?
+        .into_iter()
+        .find(|s| s.seq == seq)
+        .ok_or_else(|| {
+            DomainError::not_found(
+                codes::SEGMENT_NOT_FOUND,
+                "No such segment in this recording",
+            )
+        })?;
+    if segment.uploaded_at.is_none() {
+        return Err(DomainError::conflict(
+            codes::SEGMENT_NOT_UPLOADED,
+            "This segment is still waiting to be uploaded; try again shortly",
+        ));
+    }
+    Ok(state
+        .storage
+        .presign_get(&segment.object_key, state.presign_ttl())
+        .await?)
+}
+
+/// Deletes a finished recording, its objects and any local files left of it.
+pub async fn delete(state: &AppState, user_id: &str, id: &str) -> DomainResult<()> {
+    let recording = find_for(&state.db, &Reader::User(user_id), id).await?;
+    if recording.status == RecordingStatus::Recording {
+        return Err(DomainError::conflict(
+            codes::RECORDING_IN_PROGRESS,
+            "This recording is still in progress; it can be deleted once the stream ends",
+        ));
+    }
+    remove(state, &recording).await
+}
+
+async fn remove(state: &AppState, recording: &Recording) -> DomainResult<()> {
+    for segment in segments_of(&state.db, &recording.id).await? {
+        if segment.uploaded_at.is_some() {
+            state.storage.delete(&segment.object_key).await?;
+        }
+    }
+    // A segment still waiting for upload is dropped with it: its upload finds no row and
+    // removes what it put.
+    db_execute!(
+        &state.db,
+        "DELETE FROM recordings WHERE id = $1",
+        [&recording.id]
+    )?;
+    let dir = state.recordings.dir().join(&recording.id);
+    if let Ok(mut entries) = tokio::fs::read_dir(&dir).await {
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let _ = tokio::fs::remove_file(entry.path()).await;
+        }
+        let _ = tokio::fs::remove_dir(&dir).await;
+    }
+    Ok(())
+}
+
+/// Retention: recordings older than `RECORDING_RETENTION_DAYS` go, objects first.
+pub async fn purge_expired(state: &AppState) -> DomainResult<usize> {
+    let days = state.config.recording.retention_days;
+    if days == 0 {
+        return Ok(0);
+    }
+    let cutoff = time::now() - chrono::Duration::days(days as i64);
+    let expired = db_fetch_all!(
+        &state.db,
+        Recording,
+        concat!(
+            "SELECT ",
+            recording_columns!(),
+            " FROM recordings WHERE started_at < $1 AND status <> 'recording' LIMIT 500"
+        ),
+        [cutoff]
+    )?;
+    let mut removed = 0;
+    for recording in expired {
+        match remove(state, &recording).await {
+            Ok(()) => removed += 1,
+            Err(e) => {
+                tracing::warn!(recording = %recording.id, error = %e, "retention: could not delete recording")
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// At boot: what a crash or a stop left on disk is uploaded, a segment cut short is
+/// finalised if it can be, and recordings left `recording` are closed.
+pub async fn recover(state: &AppState) -> DomainResult<()> {
+    let dir = state.recordings.dir().clone();
+    if let Err(e) = tokio::fs::create_dir_all(&dir).await {
+        tracing::warn!(dir = %dir.display(), error = %e, "recordings directory is not usable");
+        return Ok(());
+    }
+    let mut entries = tokio::fs::read_dir(&dir)
+        .await
+        .map_err(crate::storage::StorageError::Io)?;
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let path = entry.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if !path.is_dir() {
+            continue;
+        }
+        match find(&state.db, name).await? {
+            Some(recording) => recover_recording(state, &recording, &path).await?,
+            None => {
+                tracing::warn!(dir = %path.display(), "recordings directory of no known recording; left alone");
+            }
+        }
+    }
+    // Whatever was still recording when the process stopped has ended.
+    let open = db_fetch_all!(
+        &state.db,
+        Recording,
+        concat!(
+            "SELECT ",
+            recording_columns!(),
+            " FROM recordings WHERE status = 'recording'"
+        ),
+        []
+    )?;
+    let active = state.recordings.active_recording_ids();
+    for recording in open.into_iter().filter(|r| !active.contains(&r.id)) {
+        let ended_at = recording.started_at + chrono::Duration::milliseconds(recording.duration_ms);
+        db_execute!(
+            &state.db,
+            "UPDATE recordings SET status = 'complete', ended_at = $1, updated_at = $2 WHERE id = $3 AND status = 'recording'",
+            [ended_at, time::now(), &recording.id]
+        )?;
+        tracing::info!(recording = %recording.id, "closed a recording interrupted by a restart");
+    }
+    Ok(())
+}
+
+async fn recover_recording(
+    state: &AppState,
+    recording: &Recording,
+    dir: &Path,
+) -> DomainResult<()> {
+    let known = segments_of(&state.db, &recording.id).await?;
+    let mut files: Vec<(u32, PathBuf, Container)> = Vec::new();
+    let mut entries = tokio::fs::read_dir(dir)
+        .await
+        .map_err(crate::storage::StorageError::Io)?;
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let path = entry.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.ends_with(".fixing") {
+            let _ = tokio::fs::remove_file(&path).await;
+            continue;
+        }
+        let seq = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse::<u32>().ok());
+        match (seq, Container::from_path(&path)) {
+            (Some(seq), Some(container)) => files.push((seq, path, container)),
+            _ => {
+                tracing::warn!(file = %path.display(), "unexpected file in a recording directory; left alone")
+            }
+        }
+    }
+    files.sort_by_key(|f| f.0);
+    for (seq, path, container) in files {
+        if let Some(segment) = known.iter().find(|s| s.seq == i64::from(seq)) {
+            if segment.uploaded_at.is_some() {
+                // Uploaded and recorded; only the local delete was missed.
+                let _ = tokio::fs::remove_file(&path).await;
+            } else {
+                state.recordings.add_backlog(segment.size_bytes as u64);
+                spawn_upload(state, segment, path);
+            }
+            continue;
+        }
+        // The segment that was open when the process died.
+        let fix = path.clone();
+        let finalised = tokio::task::spawn_blocking(move || recorder::finalise_segment(&fix))
+            .await
+            .map_err(|e| DomainError::validation(e.to_string()))?;
+        let duration = match finalised {
+            Ok(d) if !d.is_zero() => d,
+            outcome => {
+                tracing::warn!(file = %path.display(), ?outcome, "an unfinished segment could not be recovered; removed");
+                let _ = tokio::fs::remove_file(&path).await;
+                continue;
+            }
+        };
+        let size = tokio::fs::metadata(&path)
+            .await
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let offset: i64 = segments_of(&state.db, &recording.id)
+            .await?
+            .iter()
+            .map(|s| s.duration_ms)
+            .sum();
+        let row = Segment {
+            recording_id: recording.id.clone(),
+            seq: i64::from(seq),
+            object_key: object_key(recording, seq, container),
+            started_at: recording.started_at + chrono::Duration::milliseconds(offset),
+            duration_ms: duration.as_millis() as i64,
+            size_bytes: size as i64,
+            content_type: container.content_type().to_string(),
+            uploaded_at: None,
+        };
+        add_segment(&state.db, &row).await?;
+        tracing::info!(recording = %recording.id, seq, "recovered an unfinished segment");
+        state.recordings.add_backlog(size);
+        spawn_upload(state, &row, path);
+    }
+    Ok(())
+}
