@@ -191,14 +191,15 @@ pub fn finalise_segment(path: &Path) -> Result<Duration, RecorderError> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TrackKind {
+pub enum TrackKind {
     Audio,
     Video,
 }
 
-/// One depacketised frame on its way to the recorder.
+/// One depacketised frame on its way to the recorder. The SFU makes these from what
+/// cameras publish; anything else that has encoded frames (a benchmark, a test) can too.
 #[derive(Debug)]
-pub(crate) struct TapFrame {
+pub struct TapFrame {
     pub kind: TrackKind,
     /// `None` for audio (always Opus).
     pub video: Option<VideoCodec>,
@@ -244,7 +245,7 @@ impl RecorderTap {
     }
 
     /// The recorder thread is gone (failed or finished): the room drops the tap.
-    pub(crate) fn is_closed(&self) -> bool {
+    pub fn is_closed(&self) -> bool {
         self.closed
     }
 
@@ -254,17 +255,18 @@ impl RecorderTap {
         self.video_gap = false;
     }
 
-    pub(crate) fn tracks(&mut self, audio: bool, video: bool) {
+    /// Which tracks are coming: the pipeline waits for this (or assumes video only).
+    pub fn tracks(&mut self, audio: bool, video: bool) {
         self.send(TapMessage::Tracks { audio, video });
     }
 
     /// Takes the pipeline's pending keyframe wish, if any.
-    pub(crate) fn take_keyframe_wish(&self) -> bool {
+    pub fn take_keyframe_wish(&self) -> bool {
         self.stats.keyframe_wanted.swap(false, Ordering::Relaxed)
     }
 
     /// Offers a frame; drops it (counted) when the queue is full.
-    pub(crate) fn offer(&mut self, frame: TapFrame, rid: Option<str0m::media::Rid>) {
+    pub fn offer(&mut self, frame: TapFrame, rid: Option<str0m::media::Rid>) {
         if frame.kind == TrackKind::Video {
             match self.layer {
                 None if frame.keyframe => self.layer = Some(rid),
