@@ -22,6 +22,15 @@ want() { # want <command-or-file> <debian package>
 want cc build-essential
 want pkg-config pkg-config
 want curl curl
+# The recorder (cargo feature `recording`, on by default): GStreamer with the muxers
+# (matroska, mp4), splitmuxsink, the Opus and H.264 parsers.
+want_deb() { # want_deb <debian package>: installed unless dpkg already has it
+  if command -v dpkg >/dev/null 2>&1 && ! dpkg -s "$1" >/dev/null 2>&1; then need_pkgs+=("$1"); fi
+}
+for pkg in libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-plugins-base \
+           gstreamer1.0-plugins-good gstreamer1.0-plugins-bad; do
+  want_deb "$pkg"
+done
 if [ "$MODE" = "test" ]; then
   if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then need_pkgs+=(postgresql); fi
   want chromium chromium
@@ -30,6 +39,8 @@ if [ "$MODE" = "test" ]; then
   want npm npm
   want python3 python3
   want turnserver coturn
+  # Recording tests encode real VP8/Opus and check the segments with ffprobe.
+  want ffprobe ffmpeg
 fi
 
 if [ "${#need_pkgs[@]}" -gt 0 ]; then

@@ -28,6 +28,9 @@ pub fn spawn_sweeper(state: AppState, stop: CancellationToken) -> JoinHandle<()>
             if let Err(e) = events::service::close_stale(&state).await {
                 tracing::warn!(error = ?e, "closing stale motion events failed");
             }
+            if let Err(e) = recordings::service::end_finished_motion_sessions(&state).await {
+                tracing::warn!(error = ?e, "ending motion recording streams failed");
+            }
         }
     })
 }

@@ -42,8 +42,36 @@ pub struct RecordingRuntime {
     inner: Arc<Inner>,
 }
 
+/// A camera's motion, as recording sees it: segments overlapping
+/// `[since − pre-roll, until]` are kept (`until` is open while motion is).
+#[derive(Debug, Clone, Default)]
+pub struct MotionWindow {
+    pub open_events: Vec<String>,
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Last motion end + post-roll, once no motion is open.
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// The stream session the server opened for this motion, ended after the post-roll.
+    pub session_id: Option<String>,
+}
+
+impl MotionWindow {
+    /// Whether a segment spanning `[start, end]` is kept, given `pre_roll`.
+    pub fn covers(
+        &self,
+        start: chrono::DateTime<chrono::Utc>,
+        end: chrono::DateTime<chrono::Utc>,
+        pre_roll: chrono::Duration,
+    ) -> bool {
+        let Some(since) = self.since else {
+            return false;
+        };
+        end >= since - pre_roll && self.until.is_none_or(|until| start <= until)
+    }
+}
+
 struct Inner {
     dir: PathBuf,
+    motion: Mutex<HashMap<String, MotionWindow>>,
     active: Mutex<HashMap<String, ActiveRecording>>,
     backlog_bytes: AtomicU64,
     counters: RecordingCounters,
@@ -57,6 +85,7 @@ impl RecordingRuntime {
             inner: Arc::new(Inner {
                 dir,
                 active: Mutex::new(HashMap::new()),
+                motion: Mutex::new(HashMap::new()),
                 backlog_bytes: AtomicU64::new(0),
                 counters: RecordingCounters::default(),
                 upload_slots: Semaphore::new(UPLOAD_SLOTS),
@@ -86,6 +115,35 @@ impl RecordingRuntime {
         }
         active.insert(stream_id.to_string(), recording);
         true
+    }
+
+    /// Reads or changes a camera's motion window (created empty on first use).
+    pub fn with_motion<T>(&self, camera_id: &str, f: impl FnOnce(&mut MotionWindow) -> T) -> T {
+        let mut motion = self.inner.motion.lock().unwrap_or_else(|p| p.into_inner());
+        f(motion.entry(camera_id.to_string()).or_default())
+    }
+
+    /// A copy of a camera's motion window, if it has one.
+    pub fn motion_of(&self, camera_id: &str) -> Option<MotionWindow> {
+        let motion = self.inner.motion.lock().unwrap_or_else(|p| p.into_inner());
+        motion.get(camera_id).cloned()
+    }
+
+    /// The sessions the server opened for motion whose post-roll ended before `now`; each
+    /// is handed out once. Windows stay a while longer: the last segments' keep decisions
+    /// still need them.
+    pub fn motion_sessions_to_end(&self, now: chrono::DateTime<chrono::Utc>) -> Vec<String> {
+        let mut motion = self.inner.motion.lock().unwrap_or_else(|p| p.into_inner());
+        motion.retain(|_, w| {
+            !w.open_events.is_empty()
+                || w.until
+                    .is_none_or(|u| u + chrono::Duration::minutes(10) > now)
+        });
+        motion
+            .values_mut()
+            .filter(|w| w.open_events.is_empty() && w.until.is_some_and(|u| u < now))
+            .filter_map(|w| w.session_id.take())
+            .collect()
     }
 
     pub fn is_recording(&self, stream_id: &str) -> bool {

@@ -959,3 +959,135 @@ async fn a_sigkill_mid_recording_loses_at_most_the_open_segment() {
         "ffprobe {probed} s vs {recorded} s"
     );
 }
+
+/// `motion` mode: a camera online over Socket.IO reports motion; the server requests its
+/// stream (`reason: "recording"`, no requesting device), the camera publishes, the clip is
+/// recorded and linked from the motion event, and after the motion ends plus the
+/// post-roll the server ends the session itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn motion_mode_records_the_motion_and_ends_the_stream_after_the_post_roll() {
+    let _media = MEDIA_PEERS.lock().await;
+    let s = TestServer::start_with(
+        Backend::Sqlite,
+        &[
+            ("RECORDING_MODE", "motion"),
+            ("RECORDING_SEGMENT_SECONDS", "2"),
+            ("RECORDING_POST_ROLL_SECS", "3"),
+        ],
+    )
+    .await;
+    let (user_token, user) = s.sign_up(&unique_email("motion"), "password-1").await;
+    let (camera, camera_token) = s.register_device(&user_token, "Porch", "camera").await;
+    let (client, client_token) = s.register_device(&user_token, "Phone", "client").await;
+    s.link(&user_token, &camera, &client).await;
+    let mut camera_socket = s.socket(&camera_token).await;
+    let mut phone = s.socket(&client_token).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let motion_started = Instant::now();
+    let motion = s
+        .call(
+            Method::POST,
+            "/events/motion/start",
+            &camera_token,
+            Some(json!({"score": 0.9})),
+        )
+        .await;
+    assert_eq!(motion.status, 201, "{}", motion.text);
+    let event_id = motion.json["id"].as_str().unwrap().to_string();
+    let requested = camera_socket
+        .wait_for("stream:requested", Duration::from_secs(5), |_| true)
+        .await;
+    assert_eq!(requested["reason"], "recording");
+    assert!(requested["requesterDeviceId"].is_null());
+    assert_eq!(requested["requestedByUserId"], user["id"]);
+    let sid = requested["id"].as_str().unwrap().to_string();
+
+    // The camera app does what it does for any request: accept and publish.
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/streams/{sid}/accept"),
+            &camera_token,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = s
+        .call(
+            Method::GET,
+            &format!("/streams/{sid}/publish-credentials"),
+            &camera_token,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let publish_token = r.json["token"].as_str().unwrap().to_string();
+    let mut publisher = webrtc_peer::Publisher::start(
+        &s.base,
+        &sid,
+        &publish_token,
+        webrtc_peer::Options {
+            clip: Some(clip()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let begun = phone
+        .wait_for("recording:started", Duration::from_secs(10), |_| true)
+        .await;
+    let id = begun["id"].as_str().unwrap().to_string();
+    assert_eq!(begun["reason"], "motion");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/events/{event_id}/motion/end"),
+            &camera_token,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let motion_ended = Instant::now();
+
+    // The server ends its session once the post-roll (3 s) is over.
+    let ended = camera_socket
+        .wait_for("stream:ended", Duration::from_secs(10), |v| {
+            v["id"] == sid.as_str()
+        })
+        .await;
+    assert_eq!(ended["endReason"], "recording_complete");
+    let after = motion_ended.elapsed();
+    let streamed = motion_started.elapsed().as_secs_f64();
+    assert!(
+        after >= Duration::from_millis(2_900) && after < Duration::from_secs(6),
+        "session ended {after:?} after the motion"
+    );
+    publisher.stop_sending().await;
+
+    let detail = settled(&s, &user_token, &id, Duration::from_secs(30)).await;
+    assert_eq!(detail["status"], "complete");
+    assert_eq!(detail["reason"], "motion");
+    assert_eq!(detail["streamSessionId"], sid.as_str());
+    assert_eq!(detail["motionEventIds"], json!([event_id]));
+    let recorded = detail["durationMs"].as_f64().unwrap() / 1000.0;
+    // From the motion to the end of the post-roll, less the time the camera took to start
+    // publishing (and at most part of a segment at the end).
+    assert!(
+        recorded <= streamed + 0.5 && recorded >= streamed - 4.0,
+        "{recorded} s recorded of {streamed} s from motion to the stream's end: {detail}"
+    );
+    for segment in detail["segments"].as_array().unwrap() {
+        assert!(!segment["uploadedAt"].is_null());
+    }
+    let events = s
+        .call(
+            Method::GET,
+            &format!("/events?cameraDeviceId={camera}"),
+            &user_token,
+            None,
+        )
+        .await;
+    assert_eq!(events.json["items"][0]["recordingIds"], json!([id]));
+    s.stop().await;
+}

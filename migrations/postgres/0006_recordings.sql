@@ -1,3 +1,9 @@
+-- Stream sessions the server opens itself (motion recording) have no requesting device;
+-- a session says why it exists and which user asked for it.
+ALTER TABLE stream_sessions ALTER COLUMN requester_device_id DROP NOT NULL;
+ALTER TABLE stream_sessions ADD COLUMN requested_by_user_id TEXT REFERENCES "user"(id) ON DELETE CASCADE;
+ALTER TABLE stream_sessions ADD COLUMN reason TEXT NOT NULL DEFAULT 'view' CHECK (reason IN ('view', 'recording'));
+
 -- Server-side recordings: one row per recorded stretch of a camera's live stream, and
 -- its segments (uploadedAt stays NULL until the object store has the file).
 CREATE TABLE recordings (

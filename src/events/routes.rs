@@ -17,6 +17,7 @@ use crate::events::service::{self, EventFilter};
 use crate::http::extract::{Path, Query};
 use crate::http::json::OptionalJson;
 use crate::pagination::{Page, PageQuery};
+use crate::recordings;
 use crate::state::AppState;
 use crate::time::Timestamp;
 
@@ -69,6 +70,7 @@ pub async fn motion_start(
     require_camera(&camera)?;
     let body = body.unwrap_or_default();
     let event = service::start(&state, &camera, body.started_at, body.score, body.metadata).await?;
+    recordings::service::on_motion_start(&state, &camera, &event.id, event.started_at).await;
     Ok((StatusCode::CREATED, axum::Json(event)))
 }
 
@@ -88,7 +90,11 @@ pub async fn motion_end(
     Path(event_id): Path<String>,
 ) -> ApiResult<axum::Json<MotionEvent>> {
     require_camera(&camera)?;
-    Ok(axum::Json(service::end(&state, &camera, &event_id).await?))
+    let event = service::end(&state, &camera, &event_id).await?;
+    if let Some(ended_at) = event.ended_at {
+        recordings::service::on_motion_end(&state, &camera, &event.id, ended_at);
+    }
+    Ok(axum::Json(event))
 }
 
 #[utoipa::path(

@@ -276,11 +276,17 @@ async fn relay_signal(
     }
     let session = streams::service::find(&state.db, &body.stream_session_id)
         .await?
-        .filter(|s| s.camera_device_id == device.id || s.requester_device_id == device.id)
+        .filter(|s| {
+            s.camera_device_id == device.id || s.requester_device_id.as_deref() == Some(&device.id)
+        })
         .ok_or_else(|| ApiError::not_found("Stream session not found"))?;
     streams::service::require_session_active(&session)?;
     let peer = if session.camera_device_id == device.id {
-        &session.requester_device_id
+        // A session the server opened has no device at the other end to relay to.
+        session
+            .requester_device_id
+            .as_ref()
+            .ok_or_else(|| ApiError::not_found("Stream session not found"))?
     } else {
         &session.camera_device_id
     };

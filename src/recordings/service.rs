@@ -20,6 +20,7 @@ use crate::pagination::{Page, PageQuery};
 use crate::recording_runtime::ActiveRecording;
 use crate::state::AppState;
 use crate::storage::Presigned;
+use crate::streams::model::SessionReason;
 use crate::time::{self, Timestamp};
 use crate::{db_execute, db_fetch_all, db_fetch_optional, devices, keyset_page, links, streams};
 
@@ -43,6 +44,8 @@ struct Context {
     user_id: String,
     camera_id: String,
     reason: RecordingReason,
+    /// How far before motion a segment may start and still be kept (motion recordings).
+    pre_roll: chrono::Duration,
 }
 
 /// A stream's camera is now publishing: record it if its mode says so. Errors are logged,
@@ -72,9 +75,18 @@ async fn start_for_stream(state: &AppState, stream_id: &str) -> DomainResult<()>
     let reason = match effective_mode(&state.config.recording, &camera) {
         RecordingMode::Off => return Ok(()),
         RecordingMode::Always => RecordingReason::Always,
-        // Motion recordings are cut from streams motion starts; see `on_motion`.
-        RecordingMode::Motion => return Ok(()),
+        // The stream is recorded, but only segments that overlap motion are kept.
+        RecordingMode::Motion => RecordingReason::Motion,
     };
+    // Pre-roll: nothing before motion when the server opened the stream for it (there was
+    // no picture before), else one segment, unless configured.
+    let pre_roll_secs = state.config.recording.pre_roll_secs.unwrap_or(
+        if session.reason == SessionReason::Recording {
+            0
+        } else {
+            state.config.recording.segment_secs
+        },
+    );
     let max = state.config.recording.max_local_bytes;
     if state.recordings.backlog_bytes() >= max {
         state
@@ -119,6 +131,7 @@ async fn start_for_stream(state: &AppState, stream_id: &str) -> DomainResult<()>
         user_id: session.user_id.clone(),
         camera_id: camera.id.clone(),
         reason,
+        pre_roll: chrono::Duration::seconds(pre_roll_secs as i64),
     };
     let driver_state = state.clone();
     state
@@ -128,44 +141,97 @@ async fn start_for_stream(state: &AppState, stream_id: &str) -> DomainResult<()>
     Ok(())
 }
 
-/// Follows one recording from its first keyframe to its end.
+/// Follows one recording from its first keyframe to its end. The database row is
+/// written with the first kept segment's recording start (at once for `always`; for
+/// `motion` only once a segment overlaps motion).
 async fn drive(
     state: AppState,
     context: Context,
     mut events: tokio::sync::mpsc::UnboundedReceiver<RecorderEvent>,
 ) {
-    let mut recording: Option<(Recording, Container)> = None;
+    let mut recording: Option<Recording> = None;
+    // Time zero of the recorder's timeline, its format and codecs (from `Started`).
+    let mut started: Option<(Timestamp, Container, &'static str, Option<&'static str>)> = None;
+    // A motion recording's last unkept segment, kept back as possible pre-roll.
+    let mut held: Option<ClosedSegment> = None;
     while let Some(event) = events.recv().await {
         let result = match event {
             RecorderEvent::Started {
                 video,
                 audio,
                 container,
-            } => match insert(&state, &context, video.name(), audio).await {
-                Ok(row) => {
-                    announce(&state, &row, RECORDING_STARTED).await;
-                    recording = Some((row, container));
+            } => {
+                started = Some((time::now(), container, video.name(), audio));
+                if context.reason == RecordingReason::Always {
+                    open_row(&state, &context, &mut recording, started, None).await
+                } else {
                     Ok(())
                 }
-                Err(e) => Err(e),
-            },
-            RecorderEvent::SegmentClosed(segment) => match &recording {
-                Some((row, container)) => {
-                    segment_closed(&state, &context, row, *container, segment).await
+            }
+            RecorderEvent::SegmentClosed(segment) => {
+                let Some((t0, container, ..)) = started else {
+                    continue;
+                };
+                let at =
+                    |offset: Duration| t0 + chrono::Duration::from_std(offset).unwrap_or_default();
+                let keep = context.reason == RecordingReason::Always
+                    || state
+                        .recordings
+                        .motion_of(&context.camera_id)
+                        .is_some_and(|w| {
+                            w.covers(
+                                at(segment.offset),
+                                at(segment.offset + segment.duration),
+                                context.pre_roll,
+                            )
+                        });
+                if !keep {
+                    // Not (yet) wanted: held back in case motion starts within the pre-roll.
+                    if let Some(old) = held.replace(segment) {
+                        let _ = tokio::fs::remove_file(&old.path).await;
+                    }
+                    continue;
                 }
-                None => Ok(()),
-            },
+                let mut result = Ok(());
+                if let Some(pre) = held.take() {
+                    let wanted = state
+                        .recordings
+                        .motion_of(&context.camera_id)
+                        .is_some_and(|w| {
+                            w.covers(
+                                at(pre.offset),
+                                at(pre.offset + pre.duration),
+                                context.pre_roll,
+                            )
+                        });
+                    if wanted {
+                        result = keep_segment(&state, &context, &mut recording, started, pre).await;
+                    } else {
+                        let _ = tokio::fs::remove_file(&pre.path).await;
+                    }
+                }
+                let _ = container;
+                result.and(keep_segment(&state, &context, &mut recording, started, segment).await)
+            }
             RecorderEvent::Finished => {
-                finish(&state, &context, RecordingStatus::Complete, None).await;
+                discard(held.take()).await;
+                if recording.is_some() {
+                    finish(&state, &context, RecordingStatus::Complete, None).await;
+                }
                 break;
             }
             RecorderEvent::Failed { error } => {
+                discard(held.take()).await;
                 state
                     .recordings
                     .counters()
                     .recordings_failed
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::error!(recording = %context.recording_id, %error, "recording pipeline failed; the live stream goes on");
+                if recording.is_none() {
+                    // Nothing kept yet: the failure is still on record.
+                    let _ = open_row(&state, &context, &mut recording, started, None).await;
+                }
                 finish(&state, &context, RecordingStatus::Failed, Some(&error)).await;
                 break;
             }
@@ -174,14 +240,60 @@ async fn drive(
             tracing::warn!(recording = %context.recording_id, error = %e, "recording bookkeeping failed");
         }
     }
+    if recording.is_none() {
+        let _ = tokio::fs::remove_dir(state.recordings.dir().join(&context.recording_id)).await;
+    }
     state
         .recordings
         .end(&context.stream_id, &context.recording_id);
 }
 
+async fn discard(segment: Option<ClosedSegment>) {
+    if let Some(segment) = segment {
+        let _ = tokio::fs::remove_file(&segment.path).await;
+    }
+}
+
+/// Writes the recording's row (once) and announces it.
+async fn open_row(
+    state: &AppState,
+    context: &Context,
+    recording: &mut Option<Recording>,
+    started: Option<(Timestamp, Container, &'static str, Option<&'static str>)>,
+    first_segment_at: Option<Timestamp>,
+) -> DomainResult<()> {
+    if recording.is_some() {
+        return Ok(());
+    }
+    let (t0, _, video, audio) = started.ok_or_else(|| DomainError::validation("not started"))?;
+    let row = insert(state, context, first_segment_at.unwrap_or(t0), video, audio).await?;
+    announce(state, &row, RECORDING_STARTED).await;
+    *recording = Some(row);
+    Ok(())
+}
+
+async fn keep_segment(
+    state: &AppState,
+    context: &Context,
+    recording: &mut Option<Recording>,
+    started: Option<(Timestamp, Container, &'static str, Option<&'static str>)>,
+    segment: ClosedSegment,
+) -> DomainResult<()> {
+    let Some((t0, container, ..)) = started else {
+        return Ok(());
+    };
+    let at = t0 + chrono::Duration::from_std(segment.offset).unwrap_or_default();
+    open_row(state, context, recording, started, Some(at)).await?;
+    let Some(row) = recording.as_ref() else {
+        return Ok(());
+    };
+    segment_closed(state, context, row, t0, container, segment).await
+}
+
 async fn insert(
     state: &AppState,
     context: &Context,
+    started_at: Timestamp,
     video_codec: &str,
     audio_codec: Option<&str>,
 ) -> DomainResult<Recording> {
@@ -193,7 +305,7 @@ async fn insert(
         stream_session_id: Some(context.stream_id.clone()),
         status: RecordingStatus::Recording,
         reason: context.reason,
-        started_at: now,
+        started_at,
         ended_at: None,
         duration_ms: 0,
         size_bytes: 0,
@@ -240,6 +352,7 @@ async fn segment_closed(
     state: &AppState,
     context: &Context,
     recording: &Recording,
+    t0: Timestamp,
     container: Container,
     segment: ClosedSegment,
 ) -> DomainResult<()> {
@@ -271,8 +384,7 @@ async fn segment_closed(
         }
         return Ok(());
     }
-    let started_at =
-        recording.started_at + chrono::Duration::from_std(segment.offset).unwrap_or_default();
+    let started_at = t0 + chrono::Duration::from_std(segment.offset).unwrap_or_default();
     let row = Segment {
         recording_id: recording.id.clone(),
         seq: i64::from(segment.index),
@@ -628,8 +740,13 @@ pub async fn recover(state: &AppState) -> DomainResult<()> {
         }
         match find(&state.db, name).await? {
             Some(recording) => recover_recording(state, &recording, &path).await?,
+            None if uuid::Uuid::parse_str(name).is_ok() => {
+                // A motion recording that never kept a segment (its row is written with
+                // the first one): what it held back was never wanted.
+                remove_segment_files(&path).await;
+            }
             None => {
-                tracing::warn!(dir = %path.display(), "recordings directory of no known recording; left alone");
+                tracing::warn!(dir = %path.display(), "not a recording's directory; left alone");
             }
         }
     }
@@ -697,6 +814,12 @@ async fn recover_recording(
             }
             continue;
         }
+        if recording.reason == RecordingReason::Motion {
+            // The open segment of a motion recording may not even overlap motion: only
+            // segments kept while the server ran are uploaded.
+            let _ = tokio::fs::remove_file(&path).await;
+            continue;
+        }
         // The segment that was open when the process died.
         let fix = path.clone();
         let finalised = tokio::task::spawn_blocking(move || recorder::finalise_segment(&fix))
@@ -735,4 +858,91 @@ async fn recover_recording(
         spawn_upload(state, &row, path);
     }
     Ok(())
+}
+
+/// Motion started on a camera: a `motion` camera's window opens (or stays open), and if the
+/// camera is online but not streaming the server opens a stream session to record it.
+pub async fn on_motion_start(state: &AppState, camera: &Device, event_id: &str, at: Timestamp) {
+    if effective_mode(&state.config.recording, camera) != RecordingMode::Motion
+        || !recorder::AVAILABLE
+        || state.media.sfu().is_none()
+    {
+        return;
+    }
+    state.recordings.with_motion(&camera.id, |w| {
+        let expired = w.open_events.is_empty() && w.until.is_none_or(|u| u < at);
+        if expired {
+            w.since = Some(at);
+        } else {
+            w.since = Some(w.since.map_or(at, |s| s.min(at)));
+        }
+        w.open_events.push(event_id.to_string());
+        w.until = None;
+    });
+    let open = match streams::service::active_for_camera(&state.db, &camera.id).await {
+        Ok(open) => open,
+        Err(e) => {
+            tracing::warn!(camera = %camera.id, error = %e, "motion recording: could not look up the camera's streams");
+            return;
+        }
+    };
+    if open.is_some() || !state.realtime.is_online(&camera.id) {
+        return;
+    }
+    match streams::service::open_for_recording(state, camera).await {
+        Ok(session) => {
+            tracing::info!(camera = %camera.id, stream = %session.id, "motion: requested the camera's stream to record it");
+            state
+                .recordings
+                .with_motion(&camera.id, |w| w.session_id = Some(session.id));
+        }
+        Err(e) => {
+            tracing::warn!(camera = %camera.id, error = %e, "motion recording: could not open a stream")
+        }
+    }
+}
+
+/// Motion ended: once no motion is open on the camera, its window closes after the
+/// post-roll.
+pub fn on_motion_end(state: &AppState, camera: &Device, event_id: &str, at: Timestamp) {
+    let post_roll = chrono::Duration::seconds(state.config.recording.post_roll_secs as i64);
+    let _ = state.recordings.motion_of(&camera.id).map(|_| {
+        state.recordings.with_motion(&camera.id, |w| {
+            w.open_events.retain(|e| e != event_id);
+            if w.open_events.is_empty() {
+                w.until = Some(at + post_roll);
+            }
+        })
+    });
+}
+
+/// Ends the stream sessions the server opened for motion whose post-roll is over.
+pub async fn end_finished_motion_sessions(state: &AppState) -> DomainResult<usize> {
+    let mut ended = 0;
+    for id in state.recordings.motion_sessions_to_end(time::now()) {
+        if let Some(mut session) = streams::service::find(&state.db, &id).await?
+            && session.is_active()
+        {
+            match streams::service::end_session(state, &mut session, "recording_complete").await {
+                Ok(()) => ended += 1,
+                Err(e) => tracing::debug!(stream = %id, error = %e, "ending a motion stream"),
+            }
+        }
+    }
+    Ok(ended)
+}
+
+/// Removes the segment files (and `.fixing` leftovers) of a directory, then the directory
+/// if that emptied it.
+async fn remove_segment_files(dir: &Path) {
+    if let Ok(mut entries) = tokio::fs::read_dir(dir).await {
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let path = entry.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if Container::from_path(&path).is_some() || name.ends_with(".fixing") {
+                let _ = tokio::fs::remove_file(&path).await;
+            }
+        }
+    }
+    let _ = tokio::fs::remove_dir(dir).await;
 }

@@ -14,11 +14,19 @@ crate::text_enum! {
     }
 }
 
+crate::text_enum! {
+    /// Why a stream session exists.
+    pub enum SessionReason {
+        View = "view",
+        Recording = "recording",
+    }
+}
+
 /// The `stream_sessions` columns a [`StreamSession`] is read from, written once for every
 /// query.
 macro_rules! stream_session_columns {
     () => {
-        "id, user_id, camera_device_id, requester_device_id, status, end_reason, created_at, updated_at, started_at, ended_at"
+        "id, user_id, camera_device_id, requester_device_id, requested_by_user_id, reason, status, end_reason, created_at, updated_at, started_at, ended_at"
     };
 }
 pub(crate) use stream_session_columns;
@@ -62,7 +70,13 @@ pub struct StreamSession {
     #[serde(skip)]
     pub user_id: String,
     pub camera_device_id: String,
-    pub requester_device_id: String,
+    /// The client device that asked; null when the server opened the session itself.
+    pub requester_device_id: Option<String>,
+    /// The user who asked, when it was not a device (the owner, for a server-opened one).
+    pub requested_by_user_id: Option<String>,
+    /// `view` (someone asked to watch) or `recording` (the server records motion).
+    #[schema(value_type = String)]
+    pub reason: SessionReason,
     /// `requested`, `streaming`, `ended` or `expired`.
     #[schema(value_type = String)]
     pub status: StreamStatus,

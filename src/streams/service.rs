@@ -11,7 +11,7 @@ use crate::realtime::event;
 use crate::state::AppState;
 use crate::streams::media_token::{self, Claims, MediaRole};
 use crate::streams::model::{
-    IceServer, MediaCredentials, StreamSession, StreamStatus, stream_session_columns,
+    IceServer, MediaCredentials, SessionReason, StreamSession, StreamStatus, stream_session_columns,
 };
 use crate::time::{self, Timestamp};
 use crate::{db_execute, db_fetch_all, db_fetch_optional, keyset_page};
@@ -48,7 +48,13 @@ pub async fn find_for_user(db: &Db, user_id: &str, id: &str) -> DomainResult<Str
 /// Who hears about a session: requester, camera and every client linked to the camera.
 async fn audience(db: &Db, session: &StreamSession) -> DomainResult<Vec<String>> {
     let mut ids = links::service::clients_of(db, &session.camera_device_id).await?;
-    for id in [&session.requester_device_id, &session.camera_device_id] {
+    for id in [
+        session.requester_device_id.as_ref(),
+        Some(&session.camera_device_id),
+    ]
+    .into_iter()
+    .flatten()
+    {
         if !ids.contains(id) {
             ids.push(id.clone());
         }
@@ -78,7 +84,9 @@ pub async fn request(
         id: uuid::Uuid::new_v4().to_string(),
         user_id: client.user_id.clone(),
         camera_device_id: camera.id.clone(),
-        requester_device_id: client.id.clone(),
+        requester_device_id: Some(client.id.clone()),
+        requested_by_user_id: None,
+        reason: SessionReason::View,
         status: StreamStatus::Requested,
         end_reason: None,
         created_at: now,
@@ -112,6 +120,58 @@ pub async fn request(
     )
     .await?;
     Ok(session)
+}
+
+/// The server opens a session itself (motion recording): the camera's owner is the
+/// requester, and the camera hears `stream:requested` like any request.
+pub async fn open_for_recording(state: &AppState, camera: &Device) -> DomainResult<StreamSession> {
+    let now = time::now();
+    let session = StreamSession {
+        id: uuid::Uuid::new_v4().to_string(),
+        user_id: camera.user_id.clone(),
+        camera_device_id: camera.id.clone(),
+        requester_device_id: None,
+        requested_by_user_id: Some(camera.user_id.clone()),
+        reason: SessionReason::Recording,
+        status: StreamStatus::Requested,
+        end_reason: None,
+        created_at: now,
+        updated_at: now,
+        started_at: None,
+        ended_at: None,
+    };
+    db_execute!(
+        &state.db,
+        "INSERT INTO stream_sessions (id, user_id, camera_device_id, requested_by_user_id, reason, status, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        [
+            &session.id,
+            &session.user_id,
+            &session.camera_device_id,
+            &session.requested_by_user_id,
+            session.reason,
+            &session.status,
+            now,
+            now
+        ]
+    )?;
+    announce(state, &session, event::STREAM_REQUESTED).await?;
+    Ok(session)
+}
+
+/// The camera's active session, if it has one (requested or streaming).
+pub async fn active_for_camera(db: &Db, camera_id: &str) -> DomainResult<Option<StreamSession>> {
+    Ok(db_fetch_optional!(
+        db,
+        StreamSession,
+        concat!(
+            "SELECT ",
+            stream_session_columns!(),
+            " FROM stream_sessions WHERE camera_device_id = $1 AND status IN ('requested', 'streaming')
+             ORDER BY created_at DESC LIMIT 1"
+        ),
+        [camera_id]
+    )?)
 }
 
 pub async fn accept(state: &AppState, camera: &Device, id: &str) -> DomainResult<StreamSession> {
@@ -183,7 +243,9 @@ pub async fn end_by_device(
 ) -> DomainResult<StreamSession> {
     let mut session = find(&state.db, id)
         .await?
-        .filter(|s| s.camera_device_id == device.id || s.requester_device_id == device.id)
+        .filter(|s| {
+            s.camera_device_id == device.id || s.requester_device_id.as_deref() == Some(&device.id)
+        })
         .ok_or_else(session_not_found)?;
     let reason = if session.camera_device_id == device.id {
         "ended_by_camera"
