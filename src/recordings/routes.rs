@@ -1,6 +1,9 @@
 //! `/recordings`: the owner's recordings (a linked client device may read them).
 
 use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -9,7 +12,7 @@ use utoipa_axum::routes;
 use crate::auth::extract::CurrentUser;
 use crate::devices::extract::Caller;
 use crate::devices::service::require_client;
-use crate::error::{ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::body::DeleteResponse;
 use crate::http::extract::{Path, Query};
 use crate::pagination::{Page, PageQuery};
@@ -67,16 +70,30 @@ fn reader(caller: &Caller) -> ApiResult<Reader<'_>> {
     params(RecordingsQuery),
     security(("bearer" = []), ("cookie" = [])),
     responses(
-        (status = 200, body = Page<Recording>, description = "Recordings, newest first"),
+        (status = 200, body = Page<Recording>, description = "Recordings, newest first (a browser asking for text/html gets the recordings page)"),
         (status = 400, body = ErrorBody, description = "Bad filter or cursor"),
         (status = 403, body = ErrorBody, description = "CLIENT_ONLY: a camera token"),
     )
 )]
 pub async fn list_recordings(
     State(state): State<AppState>,
-    caller: Caller,
+    headers: HeaderMap,
+    caller: Result<Caller, ApiError>,
     Query(q): Query<RecordingsQuery>,
-) -> ApiResult<axum::Json<Page<Recording>>> {
+) -> ApiResult<Response> {
+    // A browser opening /recordings gets the recordings page, which then uses this same
+    // route (and the others) as JSON with the user's session cookie.
+    if wants_html(&headers) {
+        return Ok((
+            [
+                (CONTENT_TYPE, "text/html; charset=utf-8"),
+                (CACHE_CONTROL, "no-cache"),
+            ],
+            RECORDINGS_PAGE,
+        )
+            .into_response());
+    }
+    let caller = caller?;
     let reader = reader(&caller)?;
     let filter = RecordingFilter {
         camera_device_id: q.camera_device_id,
@@ -88,9 +105,19 @@ pub async fn list_recordings(
         limit: q.limit,
         cursor: q.cursor,
     };
-    Ok(axum::Json(
-        service::list(&state.db, &reader, &filter, &page).await?,
-    ))
+    Ok(axum::Json(service::list(&state.db, &reader, &filter, &page).await?).into_response())
+}
+
+/// The recordings page (shipped in the binary, like the other pages).
+const RECORDINGS_PAGE: &str = include_str!("../../static/recordings.html");
+
+/// A browser navigation asks for HTML first; API clients ask for JSON or anything.
+fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .is_some_and(|first| first.trim().starts_with("text/html"))
 }
 
 #[utoipa::path(

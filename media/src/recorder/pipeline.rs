@@ -65,6 +65,11 @@ struct Pipe {
     bus: gst::Bus,
     /// The open fragment's running time at its start.
     opened_at: Option<u64>,
+    /// Where the current fragment started (kept across the close/open pair).
+    fragment_start: u64,
+    /// The last video keyframe's timestamp, and when a keyframe was last asked for.
+    last_keyframe: u64,
+    last_wish: Option<u64>,
 }
 
 struct Worker {
@@ -123,7 +128,7 @@ impl Worker {
                 container: codec.container(),
             });
         }
-        let (Some(pipe), Some(start)) = (&self.pipe, self.start) else {
+        let (Some(pipe), Some(start)) = (&mut self.pipe, self.start) else {
             return Ok(());
         };
         let (src, clock) = match frame.kind {
@@ -136,6 +141,23 @@ impl Worker {
         let Some(pts) = clock.pts(start, frame.arrival, frame.rtp_time, frame.clock_rate) else {
             return Ok(());
         };
+        if frame.kind == TrackKind::Video {
+            // The cut is due at the segment length, and only a keyframe can start the next
+            // segment: shortly before it is due, ask the camera for one (again every half
+            // second until one comes) rather than wait for its own next keyframe.
+            const LEAD: u64 = 300_000_000;
+            const AGAIN: u64 = 500_000_000;
+            let due = pipe.fragment_start + self.config.segment.as_nanos() as u64;
+            if frame.keyframe {
+                pipe.last_keyframe = pts;
+            } else if pts + LEAD >= due
+                && pipe.last_keyframe + LEAD < due
+                && pipe.last_wish.is_none_or(|w| pts >= w + AGAIN)
+            {
+                pipe.last_wish = Some(pts);
+                self.stats.want_keyframe();
+            }
+        }
         // The frame's bytes are shared with the SFU, not copied.
         let mut buffer = gst::Buffer::from_slice(ArcBytes(frame.data));
         {
@@ -234,7 +256,10 @@ fn handle_message(
             };
             let running_time = s.get::<u64>("running-time").unwrap_or(0);
             match s.name().as_str() {
-                "splitmuxsink-fragment-opened" => pipe.opened_at = Some(running_time),
+                "splitmuxsink-fragment-opened" => {
+                    pipe.opened_at = Some(running_time);
+                    pipe.fragment_start = running_time;
+                }
                 "splitmuxsink-fragment-closed" => {
                     let Ok(location) = s.get::<String>("location") else {
                         return Ok(Step::Continue);
@@ -389,6 +414,9 @@ fn build(
         audio: audio_src,
         bus,
         opened_at: None,
+        fragment_start: 0,
+        last_keyframe: 0,
+        last_wish: None,
     })
 }
 
@@ -550,6 +578,10 @@ mod recording_tests {
     use crate::recorder::{RecorderEvent, start};
     use gst_app::AppSink;
 
+    pub(super) fn encode_for_test(description: &str) -> Vec<(u64, bool, Vec<u8>)> {
+        encode(description)
+    }
+
     /// Encodes `seconds` of test video (keyframe every 2 s) or audio with GStreamer.
     fn encode(description: &str) -> Vec<(u64, bool, Vec<u8>)> {
         gst::init().unwrap();
@@ -677,5 +709,52 @@ mod recording_tests {
             );
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod keyframe_wish_probe {
+    use super::*;
+    use crate::recorder::{RecorderEvent, start};
+
+    #[test]
+    fn splitmuxsink_asks_for_keyframes_where_it_wants_to_cut() {
+        let video = super::recording_tests::encode_for_test(
+            "videotestsrc num-buffers=240 ! video/x-raw,width=320,height=240,framerate=30/1 \
+             ! vp8enc keyframe-max-dist=1000 deadline=1 ! appsink name=out sync=false",
+        );
+        let dir = std::env::temp_dir().join(format!("wp-wish-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (mut recording, mut tap) =
+            start(RecorderConfig::new(&dir, Duration::from_secs(2))).unwrap();
+        tap.tracks(false, true);
+        let t0 = Instant::now();
+        let mut wishes = Vec::new();
+        for (i, (pts, key, data)) in video.into_iter().enumerate() {
+            tap.offer(
+                TapFrame {
+                    kind: TrackKind::Video,
+                    video: Some(VideoCodec::Vp8),
+                    keyframe: key,
+                    rtp_time: pts * 90_000 / 1_000_000_000,
+                    clock_rate: 90_000,
+                    arrival: t0 + Duration::from_nanos(pts),
+                    data: data.into(),
+                },
+                None,
+            );
+            std::thread::sleep(Duration::from_millis(2));
+            if tap.take_keyframe_wish() {
+                wishes.push(i);
+            }
+        }
+        drop(tap);
+        while let Some(e) = recording.events.blocking_recv() {
+            if matches!(e, RecorderEvent::Finished | RecorderEvent::Failed { .. }) {
+                break;
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(wishes.len() > 1, "keyframe wishes at frames {wishes:?}");
     }
 }
