@@ -252,7 +252,16 @@ async fn end_stream(s: &Api, live: &Live) {
 async fn records_a_live_stream(backend: Backend, store: Store) {
     let _media = MEDIA_PEERS.lock().await;
     let _ = clip(); // encoded once per run, before any timing starts
-    let s = TestServer::start_store(backend, store, &[("RECORDING_MODE", "always")]).await;
+    let s = TestServer::start_store(
+        backend,
+        store,
+        &[
+            ("RECORDING_MODE", "always"),
+            ("ADMIN_USERNAME", "root"),
+            ("ADMIN_PASSWORD", "s3cret-pass"),
+        ],
+    )
+    .await;
     let live = live(&s).await;
     let mut phone = s.socket(&live.client_token).await;
     let started = Instant::now();
@@ -387,6 +396,20 @@ async fn records_a_live_stream(backend: Backend, store: Store) {
     assert_eq!(uploaded, segments.len().to_string());
 
     authorisation(&s, &live, &id).await;
+
+    // The operator's dashboard lists it (Basic auth only).
+    let admin = |auth: bool| {
+        let req = s.http.get(s.url("/admin/recordings"));
+        if auth {
+            req.basic_auth("root", Some("s3cret-pass"))
+        } else {
+            req
+        }
+    };
+    assert_eq!(admin(false).send().await.unwrap().status(), 401);
+    let listed: Value = admin(true).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed["items"][0]["id"], id.as_str());
+    assert_eq!(listed["backlogBytes"], 0);
 
     if store == Store::Local {
         // The recordings page plays it in Chromium across the first cut without a pause.

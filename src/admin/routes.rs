@@ -18,10 +18,11 @@ use crate::error::{ApiError, ApiResult, ErrorBody, codes};
 use crate::http::body::DeleteResponse;
 use crate::http::extract::Query;
 use crate::http::json::Json;
+use crate::recordings::model::Recording;
 use crate::state::AppState;
 use crate::storage::ObjectInfo;
 use crate::streams::model::StreamSession;
-use crate::{auth, devices, streams, videos};
+use crate::{auth, devices, recordings, streams, videos};
 
 const ADMIN_PAGE: &str = include_str!("../../static/admin.html");
 
@@ -34,6 +35,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(admin_list_users))
         .routes(routes!(admin_list_devices))
         .routes(routes!(admin_list_streams))
+        .routes(routes!(admin_list_recordings))
 }
 
 fn equal(a: &str, b: &str) -> bool {
@@ -268,4 +270,28 @@ pub async fn admin_list_streams(
     State(state): State<AppState>,
 ) -> ApiResult<axum::Json<Vec<StreamSession>>> {
     Ok(axum::Json(streams::service::list_live(&state.db).await?))
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminRecordings {
+    /// The latest 200 recordings of every user, newest first.
+    pub items: Vec<Recording>,
+    pub active: usize,
+    pub backlog_bytes: u64,
+}
+
+#[utoipa::path(
+    get, path = "/admin/recordings", tag = "admin",
+    security(("basic" = [])),
+    responses((status = 200, body = AdminRecordings, description = "Recent recordings and the upload backlog"))
+)]
+pub async fn admin_list_recordings(
+    State(state): State<AppState>,
+) -> ApiResult<axum::Json<AdminRecordings>> {
+    Ok(axum::Json(AdminRecordings {
+        items: recordings::service::list_all(&state.db).await?,
+        active: state.recordings.active_count(),
+        backlog_bytes: state.recordings.backlog_bytes(),
+    }))
 }

@@ -946,3 +946,17 @@ async fn remove_segment_files(dir: &Path) {
     }
     let _ = tokio::fs::remove_dir(dir).await;
 }
+
+/// The latest recordings of every user, for the operator's dashboard.
+pub async fn list_all(db: &Db) -> DomainResult<Vec<Recording>> {
+    Ok(db_fetch_all!(
+        db,
+        Recording,
+        concat!(
+            "SELECT ",
+            recording_columns!(),
+            " FROM recordings ORDER BY created_at DESC LIMIT 200"
+        ),
+        []
+    )?)
+}
