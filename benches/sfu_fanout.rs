@@ -174,6 +174,8 @@ fn main() {
         ("MEDIA_UDP_PORT", "0"),
         ("MEDIA_PUBLIC_IP", "127.0.0.1"),
         ("MEDIA_MAX_SUBSCRIBERS_PER_ROOM", "1000"),
+        // Forwarding is what is measured; recording has its own benchmark.
+        ("RECORDING_MODE", "off"),
         ("RUST_LOG", "warn"),
     ] {
         vars.insert(k.into(), v.into());
@@ -181,6 +183,10 @@ fn main() {
     vars.insert(
         "WATCHPOST_DATA_DIR".into(),
         dir.path().display().to_string(),
+    );
+    vars.insert(
+        "MEDIA_RECORDINGS_DIR".into(),
+        dir.path().join("rec").display().to_string(),
     );
     let config = watchpost::Config::from_vars(&vars).unwrap();
     let server = server_rt
