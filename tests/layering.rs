@@ -536,9 +536,9 @@ fn cycles_are_reported() {
 
 #[test]
 fn unplaced_modules_are_reported() {
-    let found = synthetic(&[("recordings/mod.rs", "")]);
+    let found = synthetic(&[("payments/mod.rs", "")]);
     assert_eq!(
         found,
-        ["src/recordings/mod.rs: module `recordings` has no layer; add it to tests/layering.rs"]
+        ["src/payments/mod.rs: module `payments` has no layer; add it to tests/layering.rs"]
     );
 }

@@ -152,8 +152,9 @@ async fn settled(s: &Api, token: &str, id: &str, within: Duration) -> Value {
     }
 }
 
-/// ffprobe's view of a file: (codec_type, codec_name) per stream, and the duration.
-fn probe(path: &Path) -> (Vec<(String, String)>, f64) {
+/// ffprobe's view of a file: (codec_type, codec_name) per stream, the duration, and each
+/// stream's start time (seconds).
+fn probe_timed(path: &Path) -> (Vec<(String, String)>, f64, Vec<f64>) {
     let out = std::process::Command::new("ffprobe")
         .args([
             "-v",
@@ -183,7 +184,18 @@ fn probe(path: &Path) -> (Vec<(String, String)>, f64) {
         .as_str()
         .and_then(|d| d.parse().ok())
         .unwrap_or(0.0);
-    (streams, duration)
+    let starts = v["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            s["start_time"]
+                .as_str()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(f64::NAN)
+        })
+        .collect();
+    (streams, duration, starts)
 }
 
 /// Downloads every segment through its presigned URL and checks it with ffprobe; returns
@@ -218,10 +230,15 @@ async fn check_segments(s: &Api, token: &str, detail: &Value, live: &Live) -> f6
         assert_eq!(bytes.len() as i64, segment["sizeBytes"].as_i64().unwrap());
         let file = dir.path().join(format!("{i}.webm"));
         std::fs::write(&file, &bytes).unwrap();
-        let (streams, duration) = probe(&file);
+        let (streams, duration, starts) = probe_timed(&file);
         assert!(
             streams.contains(&("video".into(), "vp8".into())),
             "segment {i}: {streams:?}"
+        );
+        // Audio and video start together in every segment (they stay in sync).
+        assert!(
+            (starts[0] - starts[1]).abs() < 0.15,
+            "segment {i}: streams start at {starts:?}"
         );
         assert!(
             streams.contains(&("audio".into(), "opus".into())),
@@ -1194,5 +1211,127 @@ async fn chromium_fake_camera_is_recorded_into_s3() {
         (probed - recorded).abs() < 1.5,
         "ffprobe {probed} s vs {recorded} s"
     );
+    s.stop().await;
+}
+
+/// Retention: a recording older than `RECORDING_RETENTION_DAYS` is deleted with its objects
+/// by the housekeeping job (its first round runs at start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_recordings_are_deleted_after_the_retention_period() {
+    let _media = MEDIA_PEERS.lock().await;
+    let _ = clip();
+    let s = TestServer::start_with(
+        Backend::Sqlite,
+        &[
+            ("RECORDING_MODE", "always"),
+            ("RECORDING_SEGMENT_SECONDS", "2"),
+            ("RECORDING_RETENTION_DAYS", "1"),
+        ],
+    )
+    .await;
+    let live = live(&s).await;
+    let mut publisher = publish(&s, &live).await;
+    let recording = the_recording(&s, &live, Duration::from_secs(10)).await;
+    let id = recording["id"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    publisher.stop_sending().await;
+    end_stream(&s, &live).await;
+    settled(&s, &live.user_token, &id, Duration::from_secs(30)).await;
+    let prefix = format!("recordings/{}/{}/{id}/", live.user_id, live.camera);
+    assert!(
+        !s.state
+            .storage
+            .list(Some(&prefix), None, 10)
+            .await
+            .unwrap()
+            .objects
+            .is_empty()
+    );
+    // Two days old now.
+    let watchpost::db::Db::Sqlite(pool) = &s.state.db else {
+        unreachable!()
+    };
+    sqlx::query("UPDATE recordings SET started_at = $1 WHERE id = $2")
+        .bind(chrono::Utc::now() - chrono::Duration::days(2))
+        .bind(&id)
+        .execute(pool)
+        .await
+        .unwrap();
+    let s = s.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = s
+            .call(
+                Method::GET,
+                &format!("/recordings/{id}"),
+                &live.user_token,
+                None,
+            )
+            .await;
+        if r.status == 404 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not deleted: {}", r.text);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        s.state
+            .storage
+            .list(Some(&prefix), None, 10)
+            .await
+            .unwrap()
+            .objects
+            .is_empty()
+    );
+    s.stop().await;
+}
+
+/// The local backlog is full (`RECORDING_MAX_LOCAL_BYTES`): a new segment is refused with a
+/// log line and a metric, the recording stops, and the live stream is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_backlog_refuses_new_segments() {
+    let _media = MEDIA_PEERS.lock().await;
+    let _ = clip();
+    let s = TestServer::start_with(
+        Backend::Sqlite,
+        &[
+            ("RECORDING_MODE", "always"),
+            ("RECORDING_SEGMENT_SECONDS", "2"),
+            ("RECORDING_MAX_LOCAL_BYTES", "1000"),
+        ],
+    )
+    .await;
+    let live = live(&s).await;
+    let mut publisher = publish(&s, &live).await;
+    let viewer = webrtc_peer::Viewer::start(&s.base, &live.sid, &live.subscribe).await;
+    let recording = the_recording(&s, &live, Duration::from_secs(10)).await;
+    let id = recording["id"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let metrics = s.get("/metrics").await.text;
+    assert!(
+        metric(&metrics, "watchpost_recording_segments_refused_total") >= 1,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "watchpost_recording_segments_written_total"),
+        0
+    );
+    let before = viewer.received.lock().await.video_rtp.len();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        viewer.received.lock().await.video_rtp.len() > before + 100,
+        "live viewers untouched"
+    );
+    publisher.stop_sending().await;
+    end_stream(&s, &live).await;
+    let r = s
+        .call(
+            Method::GET,
+            &format!("/recordings/{id}"),
+            &live.user_token,
+            None,
+        )
+        .await;
+    assert_eq!(r.json["segments"], json!([]), "{}", r.text);
     s.stop().await;
 }

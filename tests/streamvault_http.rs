@@ -200,3 +200,31 @@ async fn successful_bodies_get_weak_etags_and_304() {
     assert_eq!(header(&missing, "etag"), None);
     server.stop().await;
 }
+
+/// A body over the 1 MiB limit on the StreamVault POST routes gets 413 in the reference's
+/// `{"error": …}` shape, never axum's plain-text rejection.
+#[tokio::test]
+async fn oversized_bodies_get_a_json_413() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let big = format!("{{\"refresh_token\":\"{}\"}}", "x".repeat(1024 * 1024 + 16));
+    for path in ["/auth/refresh", "/api/watchtogether/rooms"] {
+        let r = server
+            .http
+            .post(server.url(path))
+            .header("content-type", "application/json")
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 413, "{path}");
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json"),
+            "{path}"
+        );
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "Request body too large", "{path}");
+    }
+}

@@ -277,8 +277,19 @@ fn refresh_token_of(headers: &HeaderMap, body: &[u8]) -> Option<String> {
 pub async fn refresh(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> ApiResult<Response> {
+    // A body over the limit (or cut short) gets the reference's error shape, not text.
+    let body = match body {
+        Ok(body) => body,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return Err(plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request body too large",
+            ));
+        }
+        Err(e) => return Err(plain(e.status(), "Invalid request body")),
+    };
     let Some(token) = refresh_token_of(&headers, &body) else {
         return Err(plain(StatusCode::BAD_REQUEST, "refresh_token required"));
     };

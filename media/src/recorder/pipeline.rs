@@ -710,6 +710,110 @@ mod recording_tests {
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn h264_and_opus_become_fragmented_mp4_segments() {
+        let dir = std::env::temp_dir().join(format!("wp-rec-h264-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let source = dir.join("source.mp4");
+        let ok = std::process::Command::new("ffmpeg")
+            .args(["-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+            .arg("testsrc2=size=320x240:rate=30:duration=9")
+            .args([
+                "-c:v",
+                "libx264",
+                "-profile:v",
+                "baseline",
+                "-g",
+                "60",
+                "-keyint_min",
+                "60",
+            ])
+            .args(["-sc_threshold", "0", "-bf", "0", "-pix_fmt", "yuv420p"])
+            .arg(&source)
+            .status()
+            .expect("ffmpeg runs (scripts/setup.sh installs it for the tests)");
+        assert!(ok.success());
+        let video = encode(&format!(
+            "filesrc location={} ! qtdemux ! h264parse \
+             ! video/x-h264,stream-format=byte-stream,alignment=au ! appsink name=out sync=false",
+            source.display()
+        ));
+        let audio = encode(
+            "audiotestsrc num-buffers=450 samplesperbuffer=960 ! audio/x-raw,rate=48000,channels=2 \
+             ! opusenc frame-size=20 ! appsink name=out sync=false",
+        );
+        let out = dir.join("rec");
+        let (mut recording, mut tap) =
+            start(RecorderConfig::new(&out, Duration::from_secs(4))).unwrap();
+        tap.tracks(true, true);
+        let t0 = Instant::now();
+        let mut frames: Vec<(u64, TrackKind, bool, Vec<u8>)> = video
+            .into_iter()
+            .map(|(pts, key, data)| (pts, TrackKind::Video, key, data))
+            .chain(
+                audio
+                    .into_iter()
+                    .map(|(pts, _, d)| (pts, TrackKind::Audio, false, d)),
+            )
+            .collect();
+        frames.sort_by_key(|f| f.0);
+        for (pts, kind, keyframe, data) in frames {
+            let rate = if kind == TrackKind::Video {
+                90_000
+            } else {
+                48_000
+            };
+            tap.offer(
+                TapFrame {
+                    kind,
+                    video: (kind == TrackKind::Video).then_some(VideoCodec::H264),
+                    keyframe,
+                    rtp_time: pts * rate / 1_000_000_000,
+                    clock_rate: rate as u32,
+                    arrival: t0 + Duration::from_nanos(pts),
+                    data: data.into(),
+                },
+                None,
+            );
+            // Real time is not needed, but the hand-off queue is bounded.
+            std::thread::sleep(Duration::from_micros(300));
+        }
+        drop(tap);
+        let mut segments = Vec::new();
+        loop {
+            match recording
+                .events
+                .blocking_recv()
+                .expect("the recorder reports its end")
+            {
+                RecorderEvent::Started {
+                    video, container, ..
+                } => {
+                    assert_eq!((video, container), (VideoCodec::H264, Container::Mp4));
+                }
+                RecorderEvent::SegmentClosed(s) => segments.push(s),
+                RecorderEvent::Finished => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(segments.len() >= 2, "{segments:?}");
+        for segment in &segments {
+            assert_eq!(segment.path.extension().unwrap(), "mp4");
+            let video = encode(&format!(
+                "filesrc location={} ! qtdemux name=d d.video_0 ! appsink name=out sync=false",
+                segment.path.display()
+            ));
+            assert!(video.first().is_some_and(|f| f.1), "starts with a keyframe");
+            let audio = encode(&format!(
+                "filesrc location={} ! qtdemux name=d d.audio_0 ! appsink name=out sync=false",
+                segment.path.display()
+            ));
+            assert!(!audio.is_empty(), "has Opus audio");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
 
 #[cfg(test)]
