@@ -1335,3 +1335,71 @@ async fn a_full_backlog_refuses_new_segments() {
     assert_eq!(r.json["segments"], json!([]), "{}", r.text);
     s.stop().await;
 }
+
+/// SIGTERM mid-recording: the open segment is closed and uploaded before the process
+/// exits (within the shutdown bound), and nothing is left on local disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_the_open_segment_and_uploads_it() {
+    use common::process::{Child, binary, free_port};
+    let _media = MEDIA_PEERS.lock().await;
+    let _ = clip();
+    let tmp = tempfile::tempdir().unwrap();
+    let s3 = PrivateS3::start(&tmp.path().join("s3"));
+    let bucket = "shutdown";
+    let port = free_port();
+    let work = tmp.path().join("server");
+    std::fs::create_dir_all(&work).unwrap();
+    let mut server = Child(
+        std::process::Command::new(binary())
+            .current_dir(&work)
+            .env_clear()
+            .env("PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .env("MEDIA_UDP_PORT", "0")
+            .env("MEDIA_PUBLIC_IP", "127.0.0.1")
+            .env("RECORDING_MODE", "always")
+            .envs(s3.vars(bucket))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let api = Api::new(&format!("http://127.0.0.1:{port}"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while api.http.get(api.url("/api/auth/ok")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let live = live(&api).await;
+    let mut publisher = publish(&api, &live).await;
+    let recording = the_recording(&api, &live, Duration::from_secs(10)).await;
+    let id = recording["id"].as_str().unwrap().to_string();
+    // 6 s into a 10 s segment: it is open when the signal comes.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let signalled = Instant::now();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.0.wait().unwrap();
+        (server, status)
+    })
+    .await
+    .unwrap()
+    .1;
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(15),
+        "shutdown took {:?}",
+        signalled.elapsed()
+    );
+    publisher.stop_sending().await;
+    // The segment is in the store and nothing waits on disk.
+    let prefix = format!("recordings/{}/{}/{id}", live.user_id, live.camera);
+    let keys = s3.keys(bucket, &prefix);
+    assert_eq!(keys, [format!("{prefix}/000000.webm")]);
+    let local = work.join("recordings").join(&id);
+    assert!(!local.exists() || std::fs::read_dir(&local).unwrap().next().is_none());
+}
