@@ -123,6 +123,16 @@ impl RecordingRuntime {
         f(motion.entry(camera_id.to_string()).or_default())
     }
 
+    /// Every camera's open motion event ids (for the sweeper to notice events closed
+    /// elsewhere, e.g. as stale).
+    pub fn open_motion_events(&self) -> Vec<(String, String)> {
+        let motion = self.inner.motion.lock().unwrap_or_else(|p| p.into_inner());
+        motion
+            .iter()
+            .flat_map(|(camera, w)| w.open_events.iter().map(|e| (camera.clone(), e.clone())))
+            .collect()
+    }
+
     /// A copy of a camera's motion window, if it has one.
     pub fn motion_of(&self, camera_id: &str) -> Option<MotionWindow> {
         let motion = self.inner.motion.lock().unwrap_or_else(|p| p.into_inner());

@@ -1403,3 +1403,82 @@ async fn sigterm_closes_the_open_segment_and_uploads_it() {
     let local = work.join("recordings").join(&id);
     assert!(!local.exists() || std::fs::read_dir(&local).unwrap().next().is_none());
 }
+
+/// A camera that never reports the end of its motion: the sweeper closes the event as
+/// stale (`MOTION_MAX_DURATION_SECS`), and the stream the server opened for it still ends
+/// after the post-roll instead of running forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_motion_stream_ends_even_when_the_motion_never_does() {
+    let _media = MEDIA_PEERS.lock().await;
+    let _ = clip();
+    let s = TestServer::start_with(
+        Backend::Sqlite,
+        &[
+            ("RECORDING_MODE", "motion"),
+            ("RECORDING_SEGMENT_SECONDS", "2"),
+            ("RECORDING_POST_ROLL_SECS", "2"),
+            ("MOTION_MAX_DURATION_SECS", "4"),
+        ],
+    )
+    .await;
+    let (user_token, _) = s.sign_up(&unique_email("stale"), "password-1").await;
+    let (_camera, camera_token) = s.register_device(&user_token, "Porch", "camera").await;
+    let mut camera_socket = s.socket(&camera_token).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let motion = s
+        .call(
+            Method::POST,
+            "/events/motion/start",
+            &camera_token,
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(motion.status, 201, "{}", motion.text);
+    let requested = camera_socket
+        .wait_for("stream:requested", Duration::from_secs(5), |_| true)
+        .await;
+    let sid = requested["id"].as_str().unwrap().to_string();
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/streams/{sid}/accept"),
+            &camera_token,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = s
+        .call(
+            Method::GET,
+            &format!("/streams/{sid}/publish-credentials"),
+            &camera_token,
+            None,
+        )
+        .await;
+    let token = r.json["token"].as_str().unwrap().to_string();
+    let mut publisher = webrtc_peer::Publisher::start(
+        &s.base,
+        &sid,
+        &token,
+        webrtc_peer::Options {
+            clip: Some(clip()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let ended = camera_socket
+        .wait_for("stream:ended", Duration::from_secs(15), |v| {
+            v["id"] == sid.as_str()
+        })
+        .await;
+    assert_eq!(ended["endReason"], "recording_complete");
+    let after = started.elapsed();
+    // Stale after 4 s (the sweeper runs each second), then the 2 s post-roll.
+    assert!(
+        after >= Duration::from_secs(5) && after < Duration::from_secs(10),
+        "{after:?}"
+    );
+    publisher.stop_sending().await;
+    s.stop().await;
+}

@@ -916,8 +916,30 @@ pub fn on_motion_end(state: &AppState, camera: &Device, event_id: &str, at: Time
     });
 }
 
-/// Ends the stream sessions the server opened for motion whose post-roll is over.
+/// Ends the stream sessions the server opened for motion whose post-roll is over. Motion
+/// events that ended without the camera saying so (closed as stale by the sweeper, or the
+/// camera deleted) close their windows here too, so no server-opened stream runs forever.
 pub async fn end_finished_motion_sessions(state: &AppState) -> DomainResult<usize> {
+    let post_roll = chrono::Duration::seconds(state.config.recording.post_roll_secs as i64);
+    for (camera, event_id) in state.recordings.open_motion_events() {
+        let ended: Option<(Option<Timestamp>,)> = db_fetch_optional!(
+            &state.db,
+            (Option<Timestamp>,),
+            "SELECT ended_at FROM motion_events WHERE id = $1",
+            [&event_id]
+        )?;
+        let ended_at = match ended {
+            Some((Some(at),)) => at,
+            Some((None,)) => continue,
+            None => time::now(),
+        };
+        state.recordings.with_motion(&camera, |w| {
+            w.open_events.retain(|e| *e != event_id);
+            if w.open_events.is_empty() {
+                w.until = Some(ended_at + post_roll);
+            }
+        });
+    }
     let mut ended = 0;
     for id in state.recordings.motion_sessions_to_end(time::now()) {
         if let Some(mut session) = streams::service::find(&state.db, &id).await?
