@@ -22,6 +22,10 @@ pub struct S3Store {
     endpoint: String,
 }
 
+/// Files larger than this are uploaded in parts (S3 requires parts of at least 5 MiB).
+const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
+const MULTIPART_PART_SIZE: u64 = 8 * 1024 * 1024;
+
 fn service_error(e: impl std::fmt::Display) -> StorageError {
     StorageError::Service(e.to_string())
 }
@@ -169,6 +173,10 @@ impl S3Store {
         path: &Path,
         content_type: &str,
     ) -> Result<(), StorageError> {
+        let size = tokio::fs::metadata(path).await?.len();
+        if size > MULTIPART_THRESHOLD {
+            return self.put_file_multipart(key, path, content_type, size).await;
+        }
         let body = ByteStream::from_path(path).await.map_err(service_error)?;
         self.client
             .put_object()
@@ -176,6 +184,99 @@ impl S3Store {
             .key(key)
             .content_type(content_type)
             .body(body)
+            .send()
+            .await
+            .map_err(|e| service_error(aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        Ok(())
+    }
+
+    /// A large file goes up in parts (read one at a time, so memory stays at one part);
+    /// a failure aborts the upload so no orphaned parts stay billed in the bucket.
+    async fn put_file_multipart(
+        &self,
+        key: &str,
+        path: &Path,
+        content_type: &str,
+        size: u64,
+    ) -> Result<(), StorageError> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .send()
+            .await
+            .map_err(|e| service_error(aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| service_error("no upload id in CreateMultipartUpload's answer"))?
+            .to_string();
+        let result = self.upload_parts(key, path, size, &upload_id).await;
+        if result.is_err() {
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        result
+    }
+
+    async fn upload_parts(
+        &self,
+        key: &str,
+        path: &Path,
+        size: u64,
+        upload_id: &str,
+    ) -> Result<(), StorageError> {
+        use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+        let mut parts = Vec::new();
+        let mut offset = 0u64;
+        let mut number = 1i32;
+        while offset < size {
+            let length = MULTIPART_PART_SIZE.min(size - offset);
+            let body = ByteStream::read_from()
+                .path(path)
+                .offset(offset)
+                .length(aws_sdk_s3::primitives::Length::Exact(length))
+                .build()
+                .await
+                .map_err(service_error)?;
+            let part = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .content_length(length as i64)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| service_error(aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(part.e_tag().map(str::to_string))
+                    .build(),
+            );
+            offset += length;
+            number += 1;
+        }
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
             .send()
             .await
             .map_err(|e| service_error(aws_sdk_s3::error::DisplayErrorContext(e)))?;
