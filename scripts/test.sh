@@ -23,5 +23,8 @@ echo "==> building (release binary for the zero-config start test)"
 cargo build --release --locked --bin watchpost
 export WATCHPOST_RELEASE_BIN="$CARGO_TARGET_DIR/release/watchpost"
 
+echo "==> the server builds without GStreamer (cargo feature recording off)"
+cargo check --locked --no-default-features -p watchpost
+
 echo "==> tests"
 cargo test --workspace --locked --all-targets --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"

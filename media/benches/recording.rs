@@ -6,14 +6,19 @@
 //! packets/s from a clip ffmpeg encodes at 2500k (`tests/webrtc_peer/clip.rs`, looped), each
 //! frame's arrival the `Instant` it is offered and its RTP time advancing 3000 (video) and
 //! 960 (audio) per frame. The frame bytes are shared by all N taps, as the SFU shares them.
+//! Stream i plays the clip `i/N` of a GOP ahead, so the recordings do not all start and cut
+//! their segments at the same instant (cameras are not in step).
 //!
-//! Measured per N, over `BENCH_SECONDS` (default 20) after a 3 s warm-up: the whole
-//! process's CPU time (utime + stime of `/proc/self/stat`, every thread), and separately
-//! the feeder alone (the same loop for the same N, frames dropped instead of offered), so
-//! the recorders' own cost is the difference. Also: frames dropped by the taps, segments
-//! written, recorded media against fed wall time, how late segment-closed events arrive
-//! (a backlog shows there first), and how long the recordings take to finish after their
-//! taps are dropped.
+//! Measured per N, over `BENCH_SECONDS` (default 20) after a 3 s warm-up (`BENCH_WARMUP`):
+//! the whole process's CPU time (utime + stime of `/proc/self/stat`, every thread), and
+//! separately the feeder alone (the same loop for the same N, frames dropped instead of
+//! offered), so the recorders' own cost is the difference. Also: frames dropped by the taps,
+//! segments written, recorded media against fed wall time, how late segment-closed events
+//! arrive (a backlog shows there first), how long the recordings take to finish after their
+//! taps are dropped, and, when pinned to one core, how much of that core other processes used.
+//! N keeps up when the process stays under 100% of a core, nothing is dropped or fails,
+//! every recording holds ≥ 99% of the time it was fed, and no segment closes more than 1 s
+//! after the GOP that ends it is complete.
 //!
 //! `taskset -c 1 cargo bench -p watchpost-media --bench recording` runs N = 1, 2, 4, …
 //! (doubling while it keeps up, then bisecting towards the limit), or the list in
@@ -40,8 +45,12 @@ const VIDEO_FPS: u64 = 30;
 const AUDIO_PPS: u64 = 50;
 /// USER_HZ, the unit of /proc's CPU times: 100 on Linux (`getconf CLK_TCK`).
 const CLK_TCK: f64 = 100.0;
+/// The clip's keyframe interval. `splitmuxsink` closes a segment once the GOP after the cut
+/// is complete, so a segment-closed event comes about this long after the segment's end.
+const KEYFRAME_INTERVAL: Duration = Duration::from_secs(2);
+const GOP_FRAMES: u64 = KEYFRAME_INTERVAL.as_secs() * VIDEO_FPS;
 /// A segment-closed event later than this after its end's wall time means a backlog.
-const MAX_CLOSE_LAG: Duration = Duration::from_secs(1);
+const MAX_CLOSE_LAG: Duration = Duration::from_secs(KEYFRAME_INTERVAL.as_secs() + 1);
 
 /// The clip's frames, ready to share.
 struct Media {
@@ -87,6 +96,33 @@ fn process_cpu_seconds() -> f64 {
     (field(11) + field(12)) as f64 / CLK_TCK
 }
 
+/// The one core this process is pinned to (`taskset -c K`), if it is pinned to one.
+fn pinned_core() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?
+        .trim();
+    list.parse::<u32>().ok().map(|k| format!("cpu{k}"))
+}
+
+/// Busy CPU seconds of one core so far (everything but idle and iowait; steal included),
+/// whoever used it: with the process's own time taken off, what else ran on its core.
+fn core_busy_seconds(core: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(core))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is within user).
+    let busy: u64 = ticks.iter().take(8).sum::<u64>() - ticks.get(3)? - ticks.get(4)?;
+    Some(busy as f64 / CLK_TCK)
+}
+
 /// The real-time feed: which frames are due is decided by the wall clock, so a late wake-up
 /// sends the overdue frames at once (late arrivals, RTP times still exact).
 struct Feeder {
@@ -128,9 +164,11 @@ impl Feeder {
             let nanos = elapsed.as_nanos() as u64;
             let video_due = nanos * VIDEO_FPS / 1_000_000_000 + 1;
             while self.video < video_due {
-                let (keyframe, data) =
-                    &media.video[(self.video % media.video.len() as u64) as usize];
                 for i in 0..n {
+                    // Cameras are not in step: stream i is `i/n` of a GOP ahead in the clip,
+                    // so the N recordings start and cut segments at different moments.
+                    let at = self.video + (i as u64 * GOP_FRAMES / n as u64);
+                    let (keyframe, data) = &media.video[(at % media.video.len() as u64) as usize];
                     offer(
                         i,
                         TapFrame {
@@ -228,6 +266,8 @@ struct Outcome {
     max_close_lag: Duration,
     feeder_late: Duration,
     drain: Duration,
+    /// CPU share of the pinned core used by other processes (and steal) in the window.
+    others: Option<f64>,
     failures: Vec<String>,
 }
 
@@ -255,6 +295,7 @@ fn record(
     baseline: bool,
 ) -> Outcome {
     let feeder_cpu = baseline.then(|| feeder_only(media, n, warmup, window));
+    let core = pinned_core();
     let mut recs: Vec<Rec> = (0..n)
         .map(|i| {
             let config = RecorderConfig::new(dir.join(format!("rec-{i:03}")), SEGMENT);
@@ -271,12 +312,14 @@ fn record(
         })
         .collect();
     let mut feeder = Feeder::new();
-    let (cpu0, t0, cpu1, t1) = {
+    let (cpu0, t0, cpu1, t1, others) = {
         let recs = std::cell::RefCell::new(&mut recs);
         let mut offer = |i: usize, frame: TapFrame| {
             let mut recs = recs.borrow_mut();
             let rec = &mut recs[i];
-            rec.start.get_or_insert(frame.arrival);
+            if frame.keyframe {
+                rec.start.get_or_insert(frame.arrival);
+            }
             if let Some(tap) = &mut rec.tap {
                 tap.offer(frame, None);
             }
@@ -291,9 +334,15 @@ fn record(
         };
         feeder.run(media, n, warmup, &mut offer, &mut tick);
         feeder.max_late = Duration::ZERO;
+        let busy0 = core.as_deref().and_then(core_busy_seconds);
         let (cpu0, t0) = (process_cpu_seconds(), Instant::now());
         feeder.run(media, n, warmup + window, &mut offer, &mut tick);
-        (cpu0, t0, process_cpu_seconds(), Instant::now())
+        let (cpu1, t1) = (process_cpu_seconds(), Instant::now());
+        let busy1 = core.as_deref().and_then(core_busy_seconds);
+        let others = busy0
+            .zip(busy1)
+            .map(|(b0, b1)| ((b1 - b0) - (cpu1 - cpu0)).max(0.0) / (t1 - t0).as_secs_f64());
+        (cpu0, t0, cpu1, t1, others)
     };
     let offered = (feeder.video + feeder.audio) * n as u64;
     let dropped: u64 = recs
@@ -351,6 +400,7 @@ fn record(
             .unwrap_or_default(),
         feeder_late: feeder.max_late,
         drain,
+        others,
         failures: recs.iter().filter_map(|r| r.failed.clone()).collect(),
     }
 }
@@ -431,7 +481,7 @@ fn bench(base: &Path) {
         let outcome = record(&media, n, &dir, warmup, window, true);
         let _ = std::fs::remove_dir_all(&dir);
         eprintln!(
-            "N={n}: total {} feeder {} per recording {} dropped {} segments {} lag {} drain {} -> {}",
+            "N={n}: total {} feeder {} per recording {} dropped {} segments {} lag {} drain {} others {} -> {}",
             pct(outcome.total),
             pct(outcome.feeder.unwrap_or(0.0)),
             pct(outcome.per_recording().unwrap_or(0.0)),
@@ -439,6 +489,7 @@ fn bench(base: &Path) {
             outcome.segments,
             ms(outcome.max_close_lag),
             ms(outcome.drain),
+            outcome.others.map_or("–".to_string(), pct),
             if outcome.keeps_up() {
                 "keeps up"
             } else {
@@ -497,13 +548,13 @@ fn bench(base: &Path) {
     println!(
         "| recordings | process CPU | feeder alone | recorder CPU per recording | frames dropped | \
          segments | recorded / fed (worst) | segment close lag (max) | feeder late (max) | \
-         finish after end | keeps up |"
+         finish after end | others on the core | keeps up |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for o in &outcomes {
         let per_recording = format!("{:.2}%", o.per_recording().unwrap_or(0.0) * 100.0);
         println!(
-            "| {} | {} | {} | {} | {} of {} | {} | {:.2} s / {:.2} s | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} of {} | {} | {:.2} s / {:.2} s | {} | {} | {} | {} | {} |",
             o.n,
             pct(o.total),
             pct(o.feeder.unwrap_or(0.0)),
@@ -516,6 +567,7 @@ fn bench(base: &Path) {
             ms(o.max_close_lag),
             ms(o.feeder_late),
             ms(o.drain),
+            o.others.map_or("–".to_string(), pct),
             if o.keeps_up() { "yes" } else { "**no**" },
         );
         for failure in &o.failures {

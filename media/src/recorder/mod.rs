@@ -10,6 +10,7 @@
 
 #[cfg(feature = "recording")]
 mod pipeline;
+#[cfg(feature = "recording")]
 mod timeline;
 
 use std::path::{Path, PathBuf};
@@ -212,6 +213,8 @@ pub struct TapFrame {
 }
 
 #[derive(Debug)]
+// Read by the pipeline thread, which exists only with the `recording` feature.
+#[cfg_attr(not(feature = "recording"), allow(dead_code))]
 pub(crate) enum TapMessage {
     /// Which tracks the publisher sends: the pipeline waits for both before it starts.
     Tracks {
@@ -234,6 +237,7 @@ pub struct RecorderTap {
 }
 
 impl RecorderTap {
+    #[cfg_attr(not(feature = "recording"), allow(dead_code))]
     pub(crate) fn new(tx: SyncSender<TapMessage>, stats: Arc<RecorderStats>) -> Self {
         Self {
             tx,
