@@ -1517,3 +1517,100 @@ async fn large_files_upload_in_parts_and_come_back_intact() {
         s.stop().await;
     }
 }
+
+/// `motion` mode on a stream that is already live (someone is watching): the recorder runs
+/// all along but keeps only what overlaps the motion, from one segment before it (the
+/// pre-roll) to the post-roll after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn motion_on_a_live_stream_keeps_one_segment_of_pre_roll_and_nothing_else() {
+    let _media = MEDIA_PEERS.lock().await;
+    let _ = clip();
+    let s = TestServer::start_with(
+        Backend::Sqlite,
+        &[
+            ("RECORDING_MODE", "motion"),
+            ("RECORDING_SEGMENT_SECONDS", "2"),
+            ("RECORDING_POST_ROLL_SECS", "2"),
+        ],
+    )
+    .await;
+    let live = live(&s).await;
+    let mut publisher = publish(&s, &live).await;
+    let streaming_since = chrono::Utc::now();
+    // Seven seconds of live video without motion: nothing is kept.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let r = s
+        .call(Method::GET, "/recordings", &live.user_token, None)
+        .await;
+    assert_eq!(
+        r.json["items"],
+        json!([]),
+        "kept without motion: {}",
+        r.text
+    );
+    let motion = s
+        .call(
+            Method::POST,
+            "/events/motion/start",
+            &live.camera_token,
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(motion.status, 201, "{}", motion.text);
+    let event_id = motion.json["id"].as_str().unwrap().to_string();
+    let motion_at =
+        chrono::DateTime::parse_from_rfc3339(motion.json["startedAt"].as_str().unwrap())
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/events/{event_id}/motion/end"),
+            &live.camera_token,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let ended_at = chrono::DateTime::parse_from_rfc3339(r.json["endedAt"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    // Still live well after the post-roll: those segments are not kept.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    publisher.stop_sending().await;
+    end_stream(&s, &live).await;
+    let recording = the_recording(&s, &live, Duration::from_secs(5)).await;
+    let id = recording["id"].as_str().unwrap().to_string();
+    let detail = settled(&s, &live.user_token, &id, Duration::from_secs(30)).await;
+    assert_eq!(detail["reason"], "motion");
+    assert_eq!(detail["motionEventIds"], json!([event_id]));
+    let at = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap())
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    let segments = detail["segments"].as_array().unwrap();
+    let first = at(&segments[0]["startedAt"]);
+    let last = segments.last().unwrap();
+    let last_end = at(&last["startedAt"])
+        + chrono::Duration::milliseconds(last["durationMs"].as_i64().unwrap());
+    // Pre-roll: the kept footage starts before the motion, but not at the stream's start.
+    assert!(
+        first < motion_at,
+        "no pre-roll: first segment at {first}, motion at {motion_at}"
+    );
+    assert!(
+        first > streaming_since + chrono::Duration::seconds(2),
+        "kept footage from long before the motion ({first}, stream from {streaming_since})"
+    );
+    // Post-roll: it ends after the motion plus 2 s, within a segment or two of it.
+    assert!(
+        last_end >= ended_at + chrono::Duration::seconds(2),
+        "post-roll cut short: {last_end}"
+    );
+    assert!(
+        last_end <= ended_at + chrono::Duration::seconds(2 + 5),
+        "kept footage long after the post-roll: {last_end} (motion ended {ended_at})"
+    );
+    s.stop().await;
+}
