@@ -94,6 +94,40 @@ async fn live(s: &Api) -> Live {
     }
 }
 
+/// What a camera app does with a stream request: accept it, get publish credentials and
+/// publish the clip.
+async fn accept_and_publish(s: &Api, sid: &str, camera_token: &str) -> webrtc_peer::Publisher {
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/streams/{sid}/accept"),
+            camera_token,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = s
+        .call(
+            Method::GET,
+            &format!("/streams/{sid}/publish-credentials"),
+            camera_token,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let token = r.json["token"].as_str().unwrap().to_string();
+    webrtc_peer::Publisher::start(
+        &s.base,
+        sid,
+        &token,
+        webrtc_peer::Options {
+            clip: Some(clip()),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
 async fn publish(s: &Api, live: &Live) -> webrtc_peer::Publisher {
     webrtc_peer::Publisher::start(
         &s.base,
@@ -1070,35 +1104,7 @@ async fn motion_mode_records_the_motion_and_ends_the_stream_after_the_post_roll(
     let sid = requested["id"].as_str().unwrap().to_string();
 
     // The camera app does what it does for any request: accept and publish.
-    let r = s
-        .call(
-            Method::POST,
-            &format!("/streams/{sid}/accept"),
-            &camera_token,
-            None,
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    let r = s
-        .call(
-            Method::GET,
-            &format!("/streams/{sid}/publish-credentials"),
-            &camera_token,
-            None,
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    let publish_token = r.json["token"].as_str().unwrap().to_string();
-    let mut publisher = webrtc_peer::Publisher::start(
-        &s.base,
-        &sid,
-        &publish_token,
-        webrtc_peer::Options {
-            clip: Some(clip()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let mut publisher = accept_and_publish(&s, &sid, &camera_token).await;
     let begun = phone
         .wait_for("recording:started", Duration::from_secs(10), |_| true)
         .await;
@@ -1439,34 +1445,7 @@ async fn a_motion_stream_ends_even_when_the_motion_never_does() {
         .wait_for("stream:requested", Duration::from_secs(5), |_| true)
         .await;
     let sid = requested["id"].as_str().unwrap().to_string();
-    let r = s
-        .call(
-            Method::POST,
-            &format!("/streams/{sid}/accept"),
-            &camera_token,
-            None,
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    let r = s
-        .call(
-            Method::GET,
-            &format!("/streams/{sid}/publish-credentials"),
-            &camera_token,
-            None,
-        )
-        .await;
-    let token = r.json["token"].as_str().unwrap().to_string();
-    let mut publisher = webrtc_peer::Publisher::start(
-        &s.base,
-        &sid,
-        &token,
-        webrtc_peer::Options {
-            clip: Some(clip()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let mut publisher = accept_and_publish(&s, &sid, &camera_token).await;
     let ended = camera_socket
         .wait_for("stream:ended", Duration::from_secs(15), |v| {
             v["id"] == sid.as_str()
