@@ -578,6 +578,50 @@ mod recording_tests {
     use crate::recorder::{RecorderEvent, start};
     use gst_app::AppSink;
 
+    /// Offers encoded video and audio to a tap in presentation order, with the arrival
+    /// times and RTP timestamps a camera's frames would have, pausing `pace` after each.
+    fn feed(
+        tap: &mut RecorderTap,
+        video: Vec<(u64, bool, Vec<u8>)>,
+        audio: Vec<(u64, bool, Vec<u8>)>,
+        codec: VideoCodec,
+        t0: Instant,
+        pace: Duration,
+    ) {
+        let mut frames: Vec<(u64, TrackKind, bool, Vec<u8>)> = video
+            .into_iter()
+            .map(|(pts, key, data)| (pts, TrackKind::Video, key, data))
+            .chain(
+                audio
+                    .into_iter()
+                    .map(|(pts, _, data)| (pts, TrackKind::Audio, false, data)),
+            )
+            .collect();
+        frames.sort_by_key(|f| f.0);
+        for (pts, kind, keyframe, data) in frames {
+            let rate = if kind == TrackKind::Video {
+                90_000
+            } else {
+                48_000
+            };
+            tap.offer(
+                TapFrame {
+                    kind,
+                    video: (kind == TrackKind::Video).then_some(codec),
+                    keyframe,
+                    rtp_time: 7_000 + pts * rate / 1_000_000_000,
+                    clock_rate: rate as u32,
+                    arrival: t0 + Duration::from_nanos(pts),
+                    data: data.into(),
+                },
+                None,
+            );
+            if !pace.is_zero() {
+                std::thread::sleep(pace);
+            }
+        }
+    }
+
     pub(super) fn encode_for_test(description: &str) -> Vec<(u64, bool, Vec<u8>)> {
         encode(description)
     }
@@ -629,35 +673,7 @@ mod recording_tests {
         let (mut recording, mut tap) = start(config).unwrap();
         tap.tracks(true, true);
         let t0 = Instant::now();
-        let mut frames: Vec<(u64, TrackKind, bool, Vec<u8>)> = video
-            .into_iter()
-            .map(|(pts, key, data)| (pts, TrackKind::Video, key, data))
-            .chain(
-                audio
-                    .into_iter()
-                    .map(|(pts, _, data)| (pts, TrackKind::Audio, false, data)),
-            )
-            .collect();
-        frames.sort_by_key(|f| f.0);
-        for (pts, kind, keyframe, data) in frames {
-            let rate = if kind == TrackKind::Video {
-                90_000
-            } else {
-                48_000
-            };
-            tap.offer(
-                TapFrame {
-                    kind,
-                    video: (kind == TrackKind::Video).then_some(VideoCodec::Vp8),
-                    keyframe,
-                    rtp_time: 7_000 + pts * rate / 1_000_000_000,
-                    clock_rate: rate as u32,
-                    arrival: t0 + Duration::from_nanos(pts),
-                    data: data.into(),
-                },
-                None,
-            );
-        }
+        feed(&mut tap, video, audio, VideoCodec::Vp8, t0, Duration::ZERO);
         assert_eq!(
             recording
                 .stats
@@ -749,37 +765,15 @@ mod recording_tests {
             start(RecorderConfig::new(&out, Duration::from_secs(4))).unwrap();
         tap.tracks(true, true);
         let t0 = Instant::now();
-        let mut frames: Vec<(u64, TrackKind, bool, Vec<u8>)> = video
-            .into_iter()
-            .map(|(pts, key, data)| (pts, TrackKind::Video, key, data))
-            .chain(
-                audio
-                    .into_iter()
-                    .map(|(pts, _, d)| (pts, TrackKind::Audio, false, d)),
-            )
-            .collect();
-        frames.sort_by_key(|f| f.0);
-        for (pts, kind, keyframe, data) in frames {
-            let rate = if kind == TrackKind::Video {
-                90_000
-            } else {
-                48_000
-            };
-            tap.offer(
-                TapFrame {
-                    kind,
-                    video: (kind == TrackKind::Video).then_some(VideoCodec::H264),
-                    keyframe,
-                    rtp_time: pts * rate / 1_000_000_000,
-                    clock_rate: rate as u32,
-                    arrival: t0 + Duration::from_nanos(pts),
-                    data: data.into(),
-                },
-                None,
-            );
-            // Real time is not needed, but the hand-off queue is bounded.
-            std::thread::sleep(Duration::from_micros(300));
-        }
+        // Real time is not needed, but the hand-off queue is bounded.
+        feed(
+            &mut tap,
+            video,
+            audio,
+            VideoCodec::H264,
+            t0,
+            Duration::from_micros(300),
+        );
         drop(tap);
         let mut segments = Vec::new();
         loop {
