@@ -350,7 +350,36 @@ async fn links_are_listed_newest_first_paged_and_deleted_once(backend: Backend) 
     .expect_error(404, "NOT_FOUND");
 }
 
+/// A token handed over for pairing (QR code or paste) tells the app which device it is.
+async fn a_device_token_names_its_device(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (user, _) = s.sign_up(&unique_email("pair"), "password-1").await;
+    let (id, token) = s.register_device(&user, "Hall camera", "camera").await;
+    let r = s.call(Method::GET, "/devices/me", &token, None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["id"], id.as_str());
+    assert_eq!(r.json["name"], "Hall camera");
+    assert_eq!(r.json["role"], "camera");
+    // A user session is not a device; a disabled device's token no longer works.
+    s.call(Method::GET, "/devices/me", &user, None)
+        .await
+        .expect_error(401, "INVALID_DEVICE_TOKEN");
+    let r = s
+        .call(
+            Method::PATCH,
+            &format!("/devices/{id}"),
+            &user,
+            Some(json!({"status": "disabled"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    s.call(Method::GET, "/devices/me", &token, None)
+        .await
+        .expect_error(401, "INVALID_DEVICE_TOKEN");
+}
+
 both_backends!(
+    a_device_token_names_its_device,
     registration_returns_the_device_and_a_token,
     heartbeat_marks_online_only_with_the_devices_own_token,
     update_validates_fields_and_role_change_waits_for_unlinking,

@@ -477,6 +477,216 @@ async fn sfu_mode_refuses_relay(backend: Backend) {
     assert_eq!(reply["code"], "NOT_LEGACY_MODE");
 }
 
+/// The web app's flow: a signed-in user watches their own camera with no device of their
+/// own. The camera hears `stream:requested` with no requesting device, a second request
+/// joins the same session, the user gets view credentials and ends it.
+async fn a_signed_in_user_watches_their_camera_without_a_device(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let f = family(&s).await;
+    let me = s.call(Method::GET, "/api/auth/get-session", &f.token, None).await;
+    let user_id = me.json["user"]["id"].as_str().unwrap().to_string();
+
+    // Offline camera: refused plainly rather than left to expire.
+    s.call(
+        Method::POST,
+        "/streams/request",
+        &f.token,
+        Some(json!({"cameraDeviceId": f.cam})),
+    )
+    .await
+    .expect_error(409, "CAMERA_OFFLINE");
+
+    let mut camera = s.socket(&f.cam_token).await;
+    let mut app = s.socket(&f.token).await;
+    let r = s
+        .call(
+            Method::POST,
+            "/streams/request",
+            &f.token,
+            Some(json!({"cameraDeviceId": f.cam})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let sid = r.json["id"].as_str().unwrap().to_string();
+    assert_eq!(r.json["requesterDeviceId"], serde_json::Value::Null);
+    assert_eq!(r.json["requestedByUserId"], user_id.as_str());
+    assert_eq!(r.json["reason"], "view");
+    let heard = camera
+        .wait_for("stream:requested", WAIT, id_is(&sid))
+        .await;
+    assert_eq!(heard["requesterDeviceId"], serde_json::Value::Null);
+    app.wait_for("stream:requested", WAIT, id_is(&sid)).await;
+
+    // A second tab joins the running request instead of asking the camera again.
+    let again = s
+        .call(
+            Method::POST,
+            "/streams/request",
+            &f.token,
+            Some(json!({"cameraDeviceId": f.cam})),
+        )
+        .await;
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert_eq!(again.json["id"], sid.as_str());
+
+    accept(&s, &f, &sid).await;
+    app.wait_for("stream:started", WAIT, id_is(&sid)).await;
+
+    let creds = s
+        .call(
+            Method::GET,
+            &format!("/streams/{sid}/subscribe-credentials"),
+            &f.token,
+            None,
+        )
+        .await;
+    assert_eq!(creds.status, 200, "{}", creds.text);
+    assert_eq!(creds.json["role"], "subscribe");
+    let whep = creds.json["whepUrl"].as_str().unwrap();
+    assert!(whep.ends_with(&format!("/whep/{sid}")), "{whep}");
+    let claims = verify(
+        &s.state.auth.secret,
+        creds.json["token"].as_str().unwrap(),
+        &sid,
+        &[MediaRole::Subscribe],
+        chrono::Utc::now().timestamp(),
+    )
+    .expect("a valid subscribe token for this session");
+    assert_eq!(claims.dev, None, "the account's token names no device");
+    // A user may not publish: publishing stays with the camera's device token.
+    s.call(
+        Method::GET,
+        &format!("/streams/{sid}/publish-credentials"),
+        &f.token,
+        None,
+    )
+    .await
+    .expect_error(401, "INVALID_DEVICE_TOKEN");
+
+    let ended = s
+        .call(Method::POST, &format!("/streams/{sid}/end"), &f.token, None)
+        .await;
+    assert_eq!(ended.status, 200, "{}", ended.text);
+    assert_eq!(ended.json["status"], "ended");
+    assert_eq!(ended.json["endReason"], "ended_by_user");
+    camera.wait_for("stream:ended", WAIT, id_is(&sid)).await;
+    app.wait_for("stream:ended", WAIT, id_is(&sid)).await;
+    // An ended session gives no more credentials.
+    s.call(
+        Method::GET,
+        &format!("/streams/{sid}/subscribe-credentials"),
+        &f.token,
+        None,
+    )
+    .await
+    .expect_error(409, "STREAM_NOT_ACTIVE");
+
+    // A disabled camera and a device that is not a camera are refused.
+    let r = s
+        .call(
+            Method::POST,
+            "/streams/request",
+            &f.token,
+            Some(json!({"cameraDeviceId": f.cli})),
+        )
+        .await;
+    r.expect_error(400, "TARGET_NOT_CAMERA");
+    let r = s
+        .call(
+            Method::PATCH,
+            &format!("/devices/{}", f.cam),
+            &f.token,
+            Some(json!({"status": "disabled"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    s.call(
+        Method::POST,
+        "/streams/request",
+        &f.token,
+        Some(json!({"cameraDeviceId": f.cam})),
+    )
+    .await
+    .expect_error(409, "DEVICE_DISABLED");
+}
+
+/// Another account can neither ask for, watch nor end someone else's camera stream.
+async fn a_user_cannot_reach_another_users_streams(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let f = family(&s).await;
+    let _camera = s.socket(&f.cam_token).await;
+    let r = s
+        .call(
+            Method::POST,
+            "/streams/request",
+            &f.token,
+            Some(json!({"cameraDeviceId": f.cam})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let sid = r.json["id"].as_str().unwrap().to_string();
+    accept(&s, &f, &sid).await;
+
+    let (other, _) = s.sign_up(&common::unique_email("neighbour"), "password-1").await;
+    s.call(
+        Method::POST,
+        "/streams/request",
+        &other,
+        Some(json!({"cameraDeviceId": f.cam})),
+    )
+    .await
+    .expect_error(404, "DEVICE_NOT_FOUND");
+    for (method, path) in [
+        (Method::GET, format!("/streams/{sid}/subscribe-credentials")),
+        (Method::GET, format!("/streams/{sid}/playback-token")),
+        (Method::POST, format!("/streams/{sid}/end")),
+    ] {
+        s.call(method, &path, &other, None)
+            .await
+            .expect_error(404, "STREAM_NOT_FOUND");
+    }
+    // Still streaming for its owner.
+    let creds = s
+        .call(
+            Method::GET,
+            &format!("/streams/{sid}/subscribe-credentials"),
+            &f.token,
+            None,
+        )
+        .await;
+    assert_eq!(creds.status, 200, "{}", creds.text);
+}
+
+/// The owner's signed-in sessions hear a device come online and go offline.
+async fn presence_changes_reach_the_owner(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let f = family(&s).await;
+    let mut app = s.socket(&f.token).await;
+    let camera = s.socket(&f.cam_token).await;
+    let online = app
+        .wait_for("device:presence", WAIT, |v| v["deviceId"] == f.cam.as_str())
+        .await;
+    assert_eq!(online["online"], true);
+    assert!(online["lastSeenAt"].is_string());
+    drop(camera);
+    let offline = app
+        .wait_for("device:presence", WAIT, |v| {
+            v["deviceId"] == f.cam.as_str() && v["online"] == false
+        })
+        .await;
+    assert!(offline["lastSeenAt"].is_string());
+
+    // Another account hears nothing of it.
+    let (other, _) = s.sign_up(&common::unique_email("neighbour"), "password-1").await;
+    let mut stranger = s.socket(&other).await;
+    let _camera = s.socket(&f.cam_token).await;
+    app.wait_for("device:presence", WAIT, |v| v["online"] == true)
+        .await;
+    stranger
+        .expect_none("device:presence", std::time::Duration::from_millis(500))
+        .await;
+}
+
 both_backends!(
     request_and_accept_reach_every_participant,
     credentials_are_scoped_signed_and_verifiable,
@@ -487,4 +697,7 @@ both_backends!(
     stream_requests_expire,
     legacy_mode_relays_signalling,
     sfu_mode_refuses_relay,
+    a_signed_in_user_watches_their_camera_without_a_device,
+    a_user_cannot_reach_another_users_streams,
+    presence_changes_reach_the_owner,
 );

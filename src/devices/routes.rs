@@ -26,6 +26,24 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_devices))
         .routes(routes!(update_device, delete_device))
         .routes(routes!(heartbeat))
+        .routes(routes!(current_device))
+}
+
+/// What a device token belongs to: a phone or the simulator pairing with a token it was
+/// handed (QR code or paste) learns its id, name and role here.
+#[utoipa::path(
+    get, path = "/devices/me", tag = "devices",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Device, description = "The device this token belongs to"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or disabled device token"),
+    )
+)]
+pub async fn current_device(
+    State(state): State<AppState>,
+    DeviceCaller(device): DeviceCaller,
+) -> axum::Json<Device> {
+    axum::Json(with_presence(device, &state.realtime))
 }
 
 #[derive(Deserialize, ToSchema)]

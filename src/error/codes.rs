@@ -33,6 +33,7 @@ pub const INVALID_DEVICE_TOKEN: &str = "INVALID_DEVICE_TOKEN";
 pub const DEVICE_NOT_FOUND: &str = "DEVICE_NOT_FOUND";
 pub const DEVICE_HAS_LINKS: &str = "DEVICE_HAS_LINKS";
 pub const DEVICE_DISABLED: &str = "DEVICE_DISABLED";
+pub const CAMERA_OFFLINE: &str = "CAMERA_OFFLINE";
 pub const WRONG_DEVICE: &str = "WRONG_DEVICE";
 pub const CAMERA_ONLY: &str = "CAMERA_ONLY";
 pub const CLIENT_ONLY: &str = "CLIENT_ONLY";

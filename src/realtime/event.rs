@@ -16,3 +16,6 @@ pub const STREAM_STARTED: &str = "stream:started";
 pub const STREAM_ENDED: &str = "stream:ended";
 pub const MOTION_DETECTED: &str = "motion:detected";
 pub const MOTION_ENDED: &str = "motion:ended";
+/// Server → owner's user sessions: a device came online or went offline (its first socket
+/// connected or its last one closed). `{deviceId, online, lastSeenAt}`.
+pub const DEVICE_PRESENCE: &str = "device:presence";

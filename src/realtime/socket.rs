@@ -151,13 +151,16 @@ async fn on_connect(state: AppState, socket: SocketRef) {
             // function is suspended would otherwise be dropped, and a socket closing then
             // would never run its disconnect handler.
             let disconnect_state = state.clone();
-            let device_id = device.id.clone();
+            let (device_id, owner_id) = (device.id.clone(), device.user_id.clone());
             socket.on_disconnect(move || {
                 let state = disconnect_state.clone();
-                let device_id = device_id.clone();
+                let (device_id, owner_id) = (device_id.clone(), owner_id.clone());
                 async move {
                     state.realtime.disconnected(&device_id);
                     let _ = touch(&state.db, &device_id).await;
+                    if !state.realtime.is_online(&device_id) {
+                        announce_presence(&state, &owner_id, &device_id, false).await;
+                    }
                 }
             });
 
@@ -222,6 +225,7 @@ async fn on_connect(state: AppState, socket: SocketRef) {
                 return;
             }
             let _ = touch(&state.db, &device.id).await;
+            announce_presence(&state, &device.user_id, &device.id, true).await;
             if device.is_camera()
                 && let Err(e) = commands::service::deliver_pending(&state, &device.id).await
             {
@@ -229,6 +233,20 @@ async fn on_connect(state: AppState, socket: SocketRef) {
             }
         }
     }
+}
+
+/// Tells the owner's signed-in sessions (the web app's camera grid) that a device came or
+/// went, so they need not poll `GET /devices`.
+async fn announce_presence(state: &AppState, owner_id: &str, device_id: &str, online: bool) {
+    let payload = json!({
+        "deviceId": device_id,
+        "online": online,
+        "lastSeenAt": crate::time::iso(&crate::time::now()),
+    });
+    state
+        .realtime
+        .emit(owner_id, &[], event::DEVICE_PRESENCE, &payload)
+        .await;
 }
 
 fn error_reply(e: &ApiError) -> Value {

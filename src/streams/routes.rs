@@ -47,20 +47,35 @@ pub struct PlaybackToken {
 #[utoipa::path(
     post, path = "/streams/request", tag = "streams",
     request_body = StreamRequestBody,
-    security(("bearer" = [])),
+    security(("bearer" = []), ("cookie" = [])),
     responses(
-        (status = 201, body = StreamSession, description = "Requested; the camera got a start_stream command"),
+        (status = 201, body = StreamSession, description = "Requested. A client device's request sends the camera a start_stream command; a signed-in user's request (the web app) is announced to the camera as stream:requested with no requesterDeviceId"),
+        (status = 200, body = StreamSession, description = "A signed-in user's request joins the camera's session that is already requested or streaming"),
         (status = 403, body = ErrorBody, description = "CLIENT_ONLY or DEVICES_NOT_LINKED"),
         (status = 404, body = ErrorBody, description = "Unknown camera"),
+        (status = 409, body = ErrorBody, description = "DEVICE_DISABLED, or CAMERA_OFFLINE (a signed-in user's request to a camera without a live socket)"),
     )
 )]
 pub async fn request_stream(
     State(state): State<AppState>,
-    DeviceCaller(client): DeviceCaller,
+    caller: Caller,
     Json(body): Json<StreamRequestBody>,
 ) -> ApiResult<(StatusCode, axum::Json<StreamSession>)> {
-    let session = service::request(&state, &client, &body.camera_device_id).await?;
-    Ok((StatusCode::CREATED, axum::Json(session)))
+    let (session, created) = match caller {
+        Caller::Device(client) => (
+            service::request(&state, &client, &body.camera_device_id).await?,
+            true,
+        ),
+        Caller::User(user) => {
+            service::request_by_user(&state, &user.user.id, &body.camera_device_id).await?
+        }
+    };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(session)))
 }
 
 #[utoipa::path(
@@ -104,21 +119,26 @@ pub async fn publish_credentials(
 #[utoipa::path(
     get, path = "/streams/{streamSessionId}/subscribe-credentials", tag = "streams",
     params(("streamSessionId" = String, Path)),
-    security(("bearer" = [])),
+    security(("bearer" = []), ("cookie" = [])),
     responses(
-        (status = 200, body = MediaCredentials, description = "Subscribe token, its WHEP URL (whepUrl) and ICE servers for a viewer"),
+        (status = 200, body = MediaCredentials, description = "Subscribe token, its WHEP URL (whepUrl) and ICE servers for a viewer: a linked client device, or the signed-in owner"),
         (status = 403, body = ErrorBody, description = "Neither the requester nor a linked client"),
+        (status = 404, body = ErrorBody, description = "Not one of the caller's sessions"),
         (status = 409, body = ErrorBody, description = "STREAM_NOT_ACTIVE"),
     )
 )]
 pub async fn subscribe_credentials(
     State(state): State<AppState>,
-    DeviceCaller(device): DeviceCaller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<MediaCredentials>> {
-    Ok(axum::Json(
-        service::credentials(&state, &device, &id, MediaRole::Subscribe).await?,
-    ))
+    let credentials = match caller {
+        Caller::Device(device) => {
+            service::credentials(&state, &device, &id, MediaRole::Subscribe).await?
+        }
+        Caller::User(user) => service::credentials_for_user(&state, &user.user.id, &id).await?,
+    };
+    Ok(axum::Json(credentials))
 }
 
 #[utoipa::path(
@@ -167,21 +187,23 @@ pub async fn playback_token(
 #[utoipa::path(
     post, path = "/streams/{streamSessionId}/end", tag = "streams",
     params(("streamSessionId" = String, Path)),
-    security(("bearer" = [])),
+    security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 200, body = StreamSession, description = "Ended; everyone got stream:ended"),
-        (status = 404, body = ErrorBody, description = "Neither the requester nor the camera"),
+        (status = 404, body = ErrorBody, description = "Neither the requester, the camera nor the signed-in owner"),
         (status = 409, body = ErrorBody, description = "STREAM_ALREADY_ENDED"),
     )
 )]
 pub async fn end_stream(
     State(state): State<AppState>,
-    DeviceCaller(device): DeviceCaller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<StreamSession>> {
-    Ok(axum::Json(
-        service::end_by_device(&state, &device, &id).await?,
-    ))
+    let session = match caller {
+        Caller::Device(device) => service::end_by_device(&state, &device, &id).await?,
+        Caller::User(user) => service::end_by_user(&state, &user.user.id, &id).await?,
+    };
+    Ok(axum::Json(session))
 }
 
 #[utoipa::path(

@@ -125,6 +125,75 @@ pub async fn request(
 /// The server opens a session itself (motion recording): the camera's owner is the
 /// requester, and the camera hears `stream:requested` like any request.
 pub async fn open_for_recording(state: &AppState, camera: &Device) -> DomainResult<StreamSession> {
+    open_for_user(state, camera, SessionReason::Recording).await
+}
+
+/// A signed-in user asks to watch one of their own cameras (the web app: no device token).
+/// The camera must be connected, since it hears of the request only over its socket
+/// (`stream:requested` with no requesting device). A camera that is already streaming is
+/// joined rather than asked again, so several viewers and the recorder share one upstream.
+/// Returns the session and whether it was created now.
+pub async fn request_by_user(
+    state: &AppState,
+    user_id: &str,
+    camera_id: &str,
+) -> DomainResult<(StreamSession, bool)> {
+    let camera = crate::devices::service::find_for_user(&state.db, user_id, camera_id).await?;
+    if !camera.is_camera() {
+        return Err(DomainError::invalid(
+            codes::TARGET_NOT_CAMERA,
+            "The target must be a camera device",
+        ));
+    }
+    if camera.status != DeviceStatus::Active {
+        return Err(DomainError::conflict(
+            codes::DEVICE_DISABLED,
+            "The camera is disabled",
+        ));
+    }
+    if let Some(mut session) = active_for_camera(&state.db, &camera.id).await? {
+        if !publisher_lost(state, &session).await {
+            return Ok((session, false));
+        }
+        // Left streaming by a server that died without ending it: replace it.
+        match end_session(state, &mut session, "publisher_left").await {
+            Ok(()) | Err(DomainError::Conflict { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if !state.realtime.is_online(&camera.id) {
+        return Err(DomainError::conflict(
+            codes::CAMERA_OFFLINE,
+            "The camera is offline",
+        ));
+    }
+    Ok((open_for_user(state, &camera, SessionReason::View).await?, true))
+}
+
+/// A streaming session whose camera has had time to publish but has no publisher in the
+/// media plane: nobody can watch it, and joining it would wait forever.
+async fn publisher_lost(state: &AppState, session: &StreamSession) -> bool {
+    const PUBLISH_GRACE_SECS: i64 = 15;
+    let Some(sfu) = state.media.sfu() else {
+        return false;
+    };
+    let settled = session
+        .started_at
+        .is_some_and(|t| time::now() - t > chrono::Duration::seconds(PUBLISH_GRACE_SECS));
+    settled
+        && !sfu
+            .describe(&session.id)
+            .await
+            .iter()
+            .any(|p| p.role == "publisher")
+}
+
+/// A session the camera's owner opened (in the web app or through the recorder).
+async fn open_for_user(
+    state: &AppState,
+    camera: &Device,
+    reason: SessionReason,
+) -> DomainResult<StreamSession> {
     let now = time::now();
     let session = StreamSession {
         id: uuid::Uuid::new_v4().to_string(),
@@ -132,7 +201,7 @@ pub async fn open_for_recording(state: &AppState, camera: &Device) -> DomainResu
         camera_device_id: camera.id.clone(),
         requester_device_id: None,
         requested_by_user_id: Some(camera.user_id.clone()),
-        reason: SessionReason::Recording,
+        reason,
         status: StreamStatus::Requested,
         end_reason: None,
         created_at: now,
@@ -234,6 +303,13 @@ pub async fn end_session(
     session.ended_at = Some(now);
     session.updated_at = now;
     announce(state, session, event::STREAM_ENDED).await
+}
+
+/// The signed-in owner ends one of their sessions (the web app closing a live view).
+pub async fn end_by_user(state: &AppState, user_id: &str, id: &str) -> DomainResult<StreamSession> {
+    let mut session = find_for_user(&state.db, user_id, id).await?;
+    end_session(state, &mut session, "ended_by_user").await?;
+    Ok(session)
 }
 
 pub async fn end_by_device(
@@ -410,6 +486,7 @@ fn require_active(session: &StreamSession) -> DomainResult<()> {
     }
 }
 
+/// Media credentials for a device: the camera publishes, a linked client views.
 pub async fn credentials(
     state: &AppState,
     device: &Device,
@@ -430,14 +507,29 @@ pub async fn credentials(
             "This device may not join this stream in that role",
         ));
     }
+    issue_credentials(state, session, role, Some(&device.id))
+}
+
+/// View credentials for the signed-in owner of the session's camera (the web app). The
+/// token names no device: it is the account's, and lives only as long as any media token.
+pub async fn credentials_for_user(
+    state: &AppState,
+    user_id: &str,
+    id: &str,
+) -> DomainResult<MediaCredentials> {
+    let session = find_for_user(&state.db, user_id, id).await?;
+    issue_credentials(state, session, MediaRole::Subscribe, None)
+}
+
+fn issue_credentials(
+    state: &AppState,
+    session: StreamSession,
+    role: MediaRole,
+    device_id: Option<&str>,
+) -> DomainResult<MediaCredentials> {
     require_active(&session)?;
-    let (token, expires_at) = issue_token(
-        state,
-        &session.id,
-        role,
-        Some(&device.id),
-        MEDIA_TOKEN_TTL_SECS,
-    );
+    let (token, expires_at) =
+        issue_token(state, &session.id, role, device_id, MEDIA_TOKEN_TTL_SECS);
     let endpoint = media_endpoint(state, role, &session.id);
     Ok(MediaCredentials {
         mode: mode_name(state),
@@ -448,15 +540,15 @@ pub async fn credentials(
             MediaRole::Playback => "playback",
         }
         .to_string(),
-        stream_session_id: session.id,
-        token,
-        expires_at,
         ice_servers: ice_servers_for(
             &state.config.turn,
-            &device.user_id,
+            &session.user_id,
             chrono::Utc::now().timestamp(),
             expires_at.timestamp(),
         ),
+        stream_session_id: session.id,
+        token,
+        expires_at,
         whip_url: endpoint.clone().filter(|_| role == MediaRole::Publish),
         whep_url: endpoint.filter(|_| role != MediaRole::Publish),
     })
