@@ -151,7 +151,9 @@ impl Worker {
             if frame.keyframe {
                 pipe.last_keyframe = pts;
             } else if pts + LEAD >= due
-                && pipe.last_keyframe + LEAD < due
+                // Only a keyframe at or after the due time cuts: one that came just before
+                // it (the camera's own, or the answer to an early wish) does not.
+                && pipe.last_keyframe < due
                 && pipe.last_wish.is_none_or(|w| pts >= w + AGAIN)
             {
                 pipe.last_wish = Some(pts);
@@ -854,5 +856,54 @@ mod keyframe_wish_probe {
         }
         let _ = std::fs::remove_dir_all(&dir);
         assert!(wishes.len() > 1, "keyframe wishes at frames {wishes:?}");
+    }
+
+    /// A camera that sends keyframes only when asked (Chromium's encoder does), and once on
+    /// its own just before a cut is due: the recorder keeps asking until a keyframe comes
+    /// at or after the due time, so every segment still gets cut near its length.
+    #[test]
+    fn a_keyframe_just_before_the_cut_does_not_stop_the_cuts() {
+        let video = super::recording_tests::encode_for_test(
+            "videotestsrc num-buffers=180 ! video/x-raw,width=320,height=240,framerate=30/1 \
+             ! vp8enc keyframe-max-dist=1000 deadline=1 ! appsink name=out sync=false",
+        );
+        let dir = std::env::temp_dir().join(format!("wp-early-key-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (mut recording, mut tap) =
+            start(RecorderConfig::new(&dir, Duration::from_secs(2))).unwrap();
+        tap.tracks(false, true);
+        let t0 = Instant::now();
+        let mut asked = false;
+        for (i, (pts, first, data)) in video.into_iter().enumerate() {
+            // 1.75 s: a keyframe of the camera's own, 250 ms before the first cut is due.
+            // The muxer reads only the flags, so a delta frame's bytes stand in for one.
+            let keyframe = first || i == 52 || std::mem::take(&mut asked);
+            tap.offer(
+                TapFrame {
+                    kind: TrackKind::Video,
+                    video: Some(VideoCodec::Vp8),
+                    keyframe,
+                    rtp_time: pts * 90_000 / 1_000_000_000,
+                    clock_rate: 90_000,
+                    arrival: t0 + Duration::from_nanos(pts),
+                    data: data.into(),
+                },
+                None,
+            );
+            std::thread::sleep(Duration::from_millis(2));
+            asked = tap.take_keyframe_wish();
+        }
+        drop(tap);
+        let mut segments = 0;
+        while let Some(e) = recording.events.blocking_recv() {
+            match e {
+                RecorderEvent::SegmentClosed(_) => segments += 1,
+                RecorderEvent::Finished | RecorderEvent::Failed { .. } => break,
+                _ => {}
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        // 6 s in 2 s segments: cuts near 2 s and 4 s, and the rest at the end.
+        assert!(segments >= 3, "{segments} segments for 6 s of 2 s segments");
     }
 }
