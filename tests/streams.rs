@@ -483,7 +483,9 @@ async fn sfu_mode_refuses_relay(backend: Backend) {
 async fn a_signed_in_user_watches_their_camera_without_a_device(backend: Backend) {
     let s = TestServer::start(backend).await;
     let f = family(&s).await;
-    let me = s.call(Method::GET, "/api/auth/get-session", &f.token, None).await;
+    let me = s
+        .call(Method::GET, "/api/auth/get-session", &f.token, None)
+        .await;
     let user_id = me.json["user"]["id"].as_str().unwrap().to_string();
 
     // Offline camera: refused plainly rather than left to expire.
@@ -511,9 +513,7 @@ async fn a_signed_in_user_watches_their_camera_without_a_device(backend: Backend
     assert_eq!(r.json["requesterDeviceId"], serde_json::Value::Null);
     assert_eq!(r.json["requestedByUserId"], user_id.as_str());
     assert_eq!(r.json["reason"], "view");
-    let heard = camera
-        .wait_for("stream:requested", WAIT, id_is(&sid))
-        .await;
+    let heard = camera.wait_for("stream:requested", WAIT, id_is(&sid)).await;
     assert_eq!(heard["requesterDeviceId"], serde_json::Value::Null);
     app.wait_for("stream:requested", WAIT, id_is(&sid)).await;
 
@@ -627,7 +627,9 @@ async fn a_user_cannot_reach_another_users_streams(backend: Backend) {
     let sid = r.json["id"].as_str().unwrap().to_string();
     accept(&s, &f, &sid).await;
 
-    let (other, _) = s.sign_up(&common::unique_email("neighbour"), "password-1").await;
+    let (other, _) = s
+        .sign_up(&common::unique_email("neighbour"), "password-1")
+        .await;
     s.call(
         Method::POST,
         "/streams/request",
@@ -677,7 +679,9 @@ async fn presence_changes_reach_the_owner(backend: Backend) {
     assert!(offline["lastSeenAt"].is_string());
 
     // Another account hears nothing of it.
-    let (other, _) = s.sign_up(&common::unique_email("neighbour"), "password-1").await;
+    let (other, _) = s
+        .sign_up(&common::unique_email("neighbour"), "password-1")
+        .await;
     let mut stranger = s.socket(&other).await;
     let _camera = s.socket(&f.cam_token).await;
     app.wait_for("device:presence", WAIT, |v| v["online"] == true)

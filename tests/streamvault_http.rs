@@ -24,6 +24,89 @@ fn header<'a>(r: &'a reqwest::Response, name: &str) -> Option<&'a str> {
     r.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
+/// A browser opening the server's address gets the household web app, under a strict
+/// Content-Security-Policy; StreamVault clients asking for JSON keep their banner.
+#[tokio::test]
+async fn the_root_serves_the_web_app_to_browsers_and_the_banner_to_clients() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let browser_accept = [(
+        "accept",
+        "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+    )];
+    for path in ["/", "/recordings"] {
+        let page = send(&server, reqwest::Method::GET, path, &browser_accept).await;
+        assert_eq!(page.status(), 200, "{path}");
+        assert!(
+            header(&page, "content-type")
+                .unwrap()
+                .starts_with("text/html")
+        );
+        let csp = header(&page, "content-security-policy")
+            .unwrap()
+            .to_string();
+        for directive in [
+            "default-src 'self'",
+            "script-src 'self';",
+            "style-src 'self';",
+            "frame-ancestors 'none'",
+            "object-src 'none'",
+        ] {
+            assert!(
+                csp.contains(directive),
+                "{path}: {directive} missing from {csp}"
+            );
+        }
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        assert_eq!(header(&page, "x-frame-options"), Some("DENY"));
+        let html = page.text().await.unwrap();
+        assert!(html.contains(r#"src="/app/app.js""#), "{html}");
+        // No inline script or style would run under that policy, so there must be none.
+        assert!(!html.contains("<style"), "inline style in the app page");
+        assert!(
+            !html.contains(" style="),
+            "inline style attribute in the app page"
+        );
+        for script in html.split("<script").skip(1) {
+            let tag_end = script.find('>').unwrap();
+            assert!(
+                script[..tag_end].contains("src="),
+                "inline script: <script{script}"
+            );
+        }
+    }
+    for (path, kind) in [
+        ("/app/app.js", "text/javascript"),
+        ("/app/app.css", "text/css"),
+        ("/app/qrcode.js", "text/javascript"),
+        ("/sim/socket.io.min.js", "text/javascript"),
+    ] {
+        let r = send(&server, reqwest::Method::GET, path, &[]).await;
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(
+            header(&r, "content-type").unwrap().starts_with(kind),
+            "{path}"
+        );
+    }
+    // Anything but a browser navigation keeps the JSON answers.
+    let root = send(
+        &server,
+        reqwest::Method::GET,
+        "/",
+        &[("accept", "application/json")],
+    )
+    .await;
+    let body: Value = root.json().await.unwrap();
+    assert_eq!(body["service"], "StreamVault Auth Server");
+    let list = send(
+        &server,
+        reqwest::Method::GET,
+        "/recordings",
+        &[("accept", "*/*")],
+    )
+    .await;
+    assert_eq!(list.status(), 401);
+}
+
 #[tokio::test]
 async fn banner_health_and_paths_in_any_case_with_a_trailing_slash() {
     let server = TestServer::start(Backend::Sqlite).await;

@@ -18,25 +18,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(healthz))
         .routes(routes!(metrics))
         .routes(routes!(health))
-        .routes(routes!(service_banner))
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ServiceBanner {
-    pub service: String,
-    pub version: String,
-}
-
-/// What StreamVault clients read at the root to recognise their backend.
-#[utoipa::path(
-    get, path = "/", tag = "operations",
-    responses((status = 200, body = ServiceBanner, description = "The StreamVault service banner"))
-)]
-pub async fn service_banner() -> impl IntoResponse {
-    axum::Json(ServiceBanner {
-        service: "StreamVault Auth Server".into(),
-        version: "1.2.0".into(),
-    })
 }
 
 #[derive(Serialize, ToSchema)]

@@ -2,7 +2,6 @@
 
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -70,7 +69,7 @@ fn reader(caller: &Caller) -> ApiResult<Reader<'_>> {
     params(RecordingsQuery),
     security(("bearer" = []), ("cookie" = [])),
     responses(
-        (status = 200, body = Page<Recording>, description = "Recordings, newest first (a browser asking for text/html gets the recordings page)"),
+        (status = 200, body = Page<Recording>, description = "Recordings, newest first (a browser asking for text/html gets the web app)"),
         (status = 400, body = ErrorBody, description = "Bad filter or cursor"),
         (status = 403, body = ErrorBody, description = "CLIENT_ONLY: a camera token"),
     )
@@ -81,17 +80,10 @@ pub async fn list_recordings(
     caller: Result<Caller, ApiError>,
     Query(q): Query<RecordingsQuery>,
 ) -> ApiResult<Response> {
-    // A browser opening /recordings gets the recordings page, which then uses this same
-    // route (and the others) as JSON with the user's session cookie.
-    if wants_html(&headers) {
-        return Ok((
-            [
-                (CONTENT_TYPE, "text/html; charset=utf-8"),
-                (CACHE_CONTROL, "no-cache"),
-            ],
-            RECORDINGS_PAGE,
-        )
-            .into_response());
+    // A browser opening /recordings gets the web app (on its recordings view), which then
+    // uses this same route as JSON with the user's session cookie.
+    if crate::pages::wants_html(&headers) {
+        return Ok(crate::pages::app_page(&state));
     }
     let caller = caller?;
     let reader = reader(&caller)?;
@@ -106,18 +98,6 @@ pub async fn list_recordings(
         cursor: q.cursor,
     };
     Ok(axum::Json(service::list(&state.db, &reader, &filter, &page).await?).into_response())
-}
-
-/// The recordings page (shipped in the binary, like the other pages).
-const RECORDINGS_PAGE: &str = include_str!("../../static/recordings.html");
-
-/// A browser navigation asks for HTML first; API clients ask for JSON or anything.
-fn wants_html(headers: &HeaderMap) -> bool {
-    headers
-        .get(ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .is_some_and(|first| first.trim().starts_with("text/html"))
 }
 
 #[utoipa::path(

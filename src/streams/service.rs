@@ -167,7 +167,10 @@ pub async fn request_by_user(
             "The camera is offline",
         ));
     }
-    Ok((open_for_user(state, &camera, SessionReason::View).await?, true))
+    Ok((
+        open_for_user(state, &camera, SessionReason::View).await?,
+        true,
+    ))
 }
 
 /// A streaming session whose camera has had time to publish but has no publisher in the

@@ -231,6 +231,14 @@ impl TestServer {
         Self::start_vars(vars, old).await
     }
 
+    /// Stops the server and starts it again on the same address, database and data
+    /// directory: to a browser that was using it, an outage and a recovery.
+    pub async fn restart_on_same_port(mut self) -> TestServer {
+        self.vars
+            .insert("PORT".into(), self.addr.port().to_string());
+        self.restart().await
+    }
+
     pub async fn start_config(config: Config, dir: tempfile::TempDir) -> TestServer {
         let server = Server::build(config).await.expect("server starts");
         let addr = server.local_addr();

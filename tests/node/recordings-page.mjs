@@ -1,6 +1,6 @@
-// The recordings page in headless Chromium, used as a person would: sign in by the form's
-// labels, press the first recording's Play button, and watch it play across its first
-// segment cut. Prints JSON; exits 1 on failure.
+// The web app's recordings view (what a browser gets at /recordings) in headless Chromium,
+// used as a person would: sign in by the form's labels, press the first recording's Play
+// button, and watch it play across its first segment cut. Prints JSON; exits 1 on failure.
 // Usage: node recordings-page.mjs <baseURL> <email> <password> <secondsToWatch>
 import { launchChromium } from "./chromium.mjs";
 
@@ -14,13 +14,14 @@ try {
   await page.getByLabel("Email").fill(email);
   await page.getByLabel("Password").fill(password);
   await page.getByRole("button", { name: "Sign in" }).click();
-  const play = page.getByRole("button", { name: /^Play recording of / }).first();
+  await page.getByRole("heading", { name: "Recordings" }).waitFor({ timeout: 10_000 });
+  const play = page.getByRole("list", { name: "Recordings" }).getByRole("button", { name: /^Play recording from / }).first();
   await play.waitFor({ timeout: 10_000 });
   await play.click();
   // Sample the playhead every 100 ms: a pause at a segment cut shows as the clock
   // standing still while the video is not over.
   const result = await page.evaluate(async (watchFor) => {
-    const video = document.getElementById("player");
+    const video = document.querySelector('video[aria-label="Recording player"]');
     const t0 = performance.now();
     while (video.currentTime === 0) {
       if (performance.now() - t0 > 15_000) throw new Error(`never started: readyState ${video.readyState}`);
@@ -39,8 +40,7 @@ try {
     const q = video.getVideoPlaybackQuality();
     return { currentTime: video.currentTime, longestStallMs: Math.round(longestStallMs), waiting,
              width: video.videoWidth, height: video.videoHeight, frames: q.totalVideoFrames,
-             buffered: video.buffered.length ? video.buffered.end(0) : 0,
-             info: document.getElementById("player-info").textContent };
+             buffered: video.buffered.length ? video.buffered.end(0) : 0 };
   }, Number(watchFor));
   console.log(JSON.stringify(result));
 } catch (e) {

@@ -1,0 +1,377 @@
+// The household web app at `/`, driven in headless Chromium the way a family uses it: by
+// roles and labels. Browser contexts are separate people/devices:
+//   A — the app of a new user, B — /sim paired as the camera A registered,
+//   C — the app of a second user, who must see none of A's things.
+// Steps: sign up, wrong password, register a camera (token + QR shown once), pair /sim with
+// the token, tile online, live video, motion → notification + timeline entry without
+// reload, the motion clip plays from the timeline, a network outage (the server restarts;
+// the live view reconnects by itself), disabling stops the live view, a camera offline and
+// a refused stream shown plainly, and the second user's isolation (page and API).
+//
+// Usage: node household-app.mjs <baseURL> <screenshotDir>
+// Outage handshake with the test that runs it: prints "OUTAGE" on stdout, waits for a
+// line on stdin (the server is back), then goes on. Prints "TIMINGS {json}" at the end.
+import { createInterface } from "node:readline";
+import { randomBytes } from "node:crypto";
+import { launchChromium } from "./chromium.mjs";
+
+const [base, shots] = process.argv.slice(2);
+if (!base || !shots) {
+  console.error("usage: node household-app.mjs <baseURL> <screenshotDir>");
+  process.exit(2);
+}
+const STEP = 15_000;
+const timings = {};
+const pages = {};
+let browser;
+
+const overall = setTimeout(() => fail("overall timeout of 170 s exceeded"), 170_000);
+
+async function fail(message) {
+  console.error("FAIL: " + message);
+  for (const [label, page] of Object.entries(pages)) {
+    const text = await Promise.race([
+      page.evaluate(() => document.body.innerText.slice(0, 1500)).catch((e) => `(${e.message})`),
+      new Promise((r) => setTimeout(() => r("(timed out)"), 2_000)),
+    ]);
+    console.error(`--- ${label} shows:\n${text}`);
+  }
+  if (pages.A) {
+    const api = await Promise.race([
+      pages.A.evaluate(async () => {
+        const get = async (p) => (await fetch(p, { headers: { accept: "application/json" } })).text();
+        const metrics = (await get("/metrics")).split("\n").filter((l) => /keyframe|record|segment/.test(l) && !l.startsWith("#"));
+        return { events: await get("/events?limit=3"), recordings: await get("/recordings?limit=3"), metrics };
+      }).catch((e) => e.message),
+      new Promise((r) => setTimeout(() => r("(timed out)"), 2_000)),
+    ]);
+    console.error(`--- A's API view: ${JSON.stringify(api).slice(0, 3000)}`);
+  }
+  if (browser) await Promise.race([browser.close().catch(() => {}), new Promise((r) => setTimeout(r, 3_000))]);
+  process.exit(1);
+}
+
+async function step(name, fn) {
+  try {
+    const detail = await fn();
+    console.log(`ok   ${name}${detail ? ": " + detail : ""}`);
+  } catch (e) {
+    await fail(`${name}: ${e.message.split("\n")[0]}`);
+  }
+}
+
+async function open(label, path, viewport = { width: 1280, height: 800 }) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.on("pageerror", (e) => console.error(`[${label}] page error: ${e.message}`));
+  page.on("console", (m) => {
+    // Resource errors during the outage are expected; anything else is reported.
+    if (m.type() === "error" && !/Failed to load resource|ERR_CONNECTION_REFUSED|WebSocket/.test(m.text())) {
+      console.error(`[${label}] console: ${m.text()}`);
+    }
+  });
+  page.on("dialog", (d) => d.accept());
+  pages[label] = page;
+  const res = await page.goto(base + path);
+  if (!res || !res.ok()) throw new Error(`GET ${path} answered ${res && res.status()}`);
+  return page;
+}
+
+const liveVideoPlays = (page, camera) =>
+  page.waitForFunction((label) => {
+    const v = document.querySelector(`video[aria-label="${label}"]`);
+    return v && v.videoWidth > 0 && v.getVideoPlaybackQuality().totalVideoFrames > 0;
+  }, `Live video from ${camera}`, { timeout: STEP, polling: 50 });
+
+const liveState = (page, camera) =>
+  page.getByRole("region", { name: `Live: ${camera}` }).locator(".live-state");
+
+async function expectText(locator, pattern, what, timeout = STEP) {
+  const deadline = Date.now() + timeout;
+  let text = "";
+  while (Date.now() < deadline) {
+    text = ((await locator.first().textContent({ timeout: 1_000 }).catch(() => "")) || "").trim();
+    if (pattern.test(text)) return text;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`${what}: expected ${pattern}, saw ${JSON.stringify(text)}`);
+}
+
+async function nav(page, name) {
+  await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name }).click();
+  await page.getByRole("heading", { name: name === "Timeline" ? "Motion timeline" : name }).waitFor({ timeout: STEP });
+}
+
+async function signUp(page, name, email, password) {
+  await page.getByRole("button", { name: "Create an account" }).click();
+  await page.getByLabel("Name").fill(name);
+  await page.getByLabel("Email").fill(email);
+  await page.getByLabel("Password").fill(password);
+  await page.getByRole("button", { name: "Sign up" }).click();
+  await page.getByRole("navigation", { name: "Main" }).waitFor({ timeout: STEP });
+}
+
+// Lines from the test, kept until asked for (the answer may come before the question).
+const stdinQueue = [];
+let stdinWaiter = null;
+createInterface({ input: process.stdin }).on("line", (line) => {
+  if (stdinWaiter) { const w = stdinWaiter; stdinWaiter = null; w(line); } else stdinQueue.push(line);
+});
+const nextStdinLine = () =>
+  stdinQueue.length ? Promise.resolve(stdinQueue.shift()) : new Promise((resolve) => { stdinWaiter = resolve; });
+
+const tag = `${Date.now().toString(36)}-${randomBytes(3).toString("hex")}`;
+const alice = { name: "Alice", email: `alice-${tag}@example.com`, password: "correct-horse-1" };
+const bob = { name: "Bob", email: `bob-${tag}@example.com`, password: "battery-staple-2" };
+const CAMERA = "Front door";
+let app, sim, other, token, cameraId;
+
+try {
+  browser = await launchChromium({ extraArgs: ["--autoplay-policy=no-user-gesture-required"] });
+} catch (e) {
+  await fail("could not launch Chromium: " + e.message);
+}
+
+await step("A: a signed-out visitor sees only the sign-in screen", async () => {
+  app = await open("A", "/");
+  await app.getByRole("button", { name: "Sign in" }).waitFor({ timeout: STEP });
+  if (await app.getByRole("navigation", { name: "Main" }).count()) throw new Error("navigation shown while signed out");
+  // Google sign-in is not configured on this server: no button for it.
+  if (await app.getByRole("button", { name: "Continue with Google" }).count()) throw new Error("a Google button without Google sign-in");
+  await app.screenshot({ path: `${shots}/sign-in.png` });
+});
+
+await step("A: sign up, sign out, a wrong password is shown plainly, sign in", async () => {
+  await signUp(app, alice.name, alice.email, alice.password);
+  await app.getByRole("button", { name: "Sign out" }).click();
+  await app.getByLabel("Email").fill(alice.email);
+  await app.getByLabel("Password").fill("not-the-password");
+  await app.getByRole("button", { name: "Sign in" }).click();
+  const alert = await expectText(app.getByRole("alert"), /invalid email or password/i, "wrong password");
+  await app.getByLabel("Password").fill(alice.password);
+  await app.getByRole("button", { name: "Sign in" }).click();
+  await app.getByRole("navigation", { name: "Main" }).waitFor({ timeout: STEP });
+  return alert;
+});
+
+await step("A: register a camera; the token is shown once with a QR code", async () => {
+  await nav(app, "Devices");
+  const form = app.getByRole("form", { name: "Add a device" });
+  await form.getByLabel("Device name").fill(CAMERA);
+  await form.getByLabel("Kind").selectOption("camera");
+  await form.getByRole("button", { name: "Register device" }).click();
+  const pairing = app.getByRole("region", { name: "Pairing" });
+  token = await pairing.getByLabel("Device token").inputValue({ timeout: STEP });
+  if (!token.startsWith("wpd_")) throw new Error(`token ${JSON.stringify(token)}`);
+  const qr = pairing.getByRole("img", { name: "Pairing QR code" });
+  const src = await qr.getAttribute("src");
+  if (!src || !src.startsWith("data:image/")) throw new Error(`QR image src ${src}`);
+  const width = await qr.evaluate((img) => img.naturalWidth);
+  if (width < 100) throw new Error(`QR image is ${width} px wide`);
+  await app.screenshot({ path: `${shots}/devices-pairing.png` });
+  await pairing.getByRole("button", { name: "Done" }).click();
+  await app.getByLabel(`Recording mode for ${CAMERA}`).selectOption("motion");
+  const rows = app.getByRole("table", { name: "Your devices" }).getByRole("row").filter({ hasText: CAMERA });
+  if ((await rows.count()) !== 1) throw new Error("the camera is not listed once");
+  cameraId = await app.evaluate(async (name) => {
+    const page = await (await fetch("/devices", { headers: { accept: "application/json" } })).json();
+    const cam = page.items.find((d) => d.name === name);
+    return cam.recordingMode === "motion" ? cam.id : `recordingMode=${cam.recordingMode}`;
+  }, CAMERA);
+  if (!cameraId || cameraId.startsWith("recordingMode")) throw new Error(`the recording mode did not stick: ${cameraId}`);
+});
+
+await step("A: the camera tile is offline before pairing", async () => {
+  await nav(app, "Cameras");
+  await expectText(app.getByRole("article", { name: CAMERA }).locator(".presence"), /^Offline$/, "tile");
+});
+
+await step("B: /sim pairs as that camera with the shown token; the tile turns online within 2 s", async () => {
+  sim = await open("B", "/sim/mobile-sim.html");
+  await sim.getByLabel("Pairing token (from the web app)").fill(token);
+  await sim.getByRole("button", { name: "Pair with token" }).click();
+  await sim.waitForFunction(() => document.getElementById("socketState").textContent === "connected", null, { timeout: STEP });
+  const connectedAt = Date.now();
+  await expectText(app.getByRole("article", { name: CAMERA }).locator(".presence"), /^Online$/, "tile", 10_000);
+  timings.tileOnlineMs = Date.now() - connectedAt;
+  if (timings.tileOnlineMs > 2_000) throw new Error(`the tile turned online after ${timings.tileOnlineMs} ms`);
+  return `${timings.tileOnlineMs} ms`;
+});
+
+await step("A: opening the tile shows decoded live video within 1.5 s", async () => {
+  // Three openings, each a new stream the camera starts: the best of them is held to the
+  // target, so a moment of load on a shared CI machine does not decide it, while a slow
+  // path still fails every time.
+  const tries = [];
+  for (let i = 0; i < 3; i += 1) {
+    const clicked = Date.now();
+    await app.getByRole("button", { name: `Watch ${CAMERA}` }).click();
+    await liveVideoPlays(app, CAMERA);
+    tries.push(Date.now() - clicked);
+    await expectText(liveState(app, CAMERA), /^Live$/, "live state");
+    if (i < 2) {
+      await app.getByRole("button", { name: `Close live view of ${CAMERA}` }).click();
+      await app.getByRole("region", { name: `Live: ${CAMERA}` }).waitFor({ state: "detached", timeout: STEP });
+      // The camera hears the end and stops publishing before the next request.
+      await sim.waitForFunction(() => /stopped|idle/.test(document.getElementById("publisherState").textContent), null, { timeout: STEP });
+    }
+  }
+  timings.firstFrameMs = tries;
+  const region = app.getByRole("region", { name: `Live: ${CAMERA}` });
+  for (const name of ["Audio", "Full screen", `Close live view of ${CAMERA}`]) {
+    await region.getByRole("button", { name }).waitFor({ timeout: STEP });
+  }
+  await app.screenshot({ path: `${shots}/cameras-live.png`, fullPage: true });
+  const best = Math.min(...tries);
+  if (best > 1_500) throw new Error(`first decoded frame after ${tries.join(", ")} ms`);
+  return `${tries.join(", ")} ms`;
+});
+
+await step("B → A: motion shows a notification and a timeline entry without reload", async () => {
+  const before = await app.evaluate(() => performance.timeOrigin);
+  await sim.getByRole("button", { name: "Motion start" }).click();
+  await expectText(app.locator(".toasts"), new RegExp(`Motion on ${CAMERA}`), "notification", 5_000);
+  await expectText(app.getByRole("article", { name: CAMERA }), /Last motion: (?!.*No motion)/, "tile last motion", 5_000);
+  await nav(app, "Timeline");
+  await app.getByRole("list", { name: "Motion events" }).getByRole("listitem").filter({ hasText: CAMERA }).first().waitFor({ timeout: 5_000 });
+  const after = await app.evaluate(() => performance.timeOrigin);
+  if (before !== after) throw new Error("the page reloaded");
+});
+
+await step("A: the clip recorded for the motion plays from the timeline", async () => {
+  await new Promise((r) => setTimeout(r, 4_000));
+  await sim.getByRole("button", { name: "Motion end" }).click();
+  const play = app.getByRole("button", { name: new RegExp(`^Play clip of motion on ${CAMERA} at `) }).first();
+  const deadline = Date.now() + 30_000;
+  while (!(await play.count())) {
+    if (Date.now() > deadline) throw new Error("no Play clip button within 30 s");
+    // Going to another view and back re-reads the timeline (not a page reload).
+    await new Promise((r) => setTimeout(r, 1_000));
+    if (!(await play.count())) { await nav(app, "Cameras"); await nav(app, "Timeline"); }
+  }
+  await play.click();
+  const played = await app.waitForFunction((label) => {
+    const v = document.querySelector(`video[aria-label="${label}"]`);
+    return v && v.currentTime > 1 ? v.currentTime : false;
+  }, `Clip of motion on ${CAMERA}`, { timeout: 20_000, polling: 100 });
+  await app.screenshot({ path: `${shots}/timeline.png`, fullPage: true });
+  return `played to ${(await played.jsonValue()).toFixed(1)} s`;
+});
+
+await step("A: recordings by camera and day play, and offer downloads", async () => {
+  await nav(app, "Recordings");
+  const list = app.getByRole("list", { name: "Recordings" });
+  const play = list.getByRole("button", { name: /^Play recording from / }).first();
+  await play.waitFor({ timeout: STEP });
+  await play.click();
+  await app.waitForFunction(() => {
+    const v = document.querySelector('video[aria-label="Recording player"]');
+    return v && v.currentTime > 1;
+  }, null, { timeout: 20_000, polling: 100 });
+  await list.getByText("Download").first().click();
+  const link = list.getByRole("link", { name: "Segment 1" }).first();
+  await link.waitFor({ timeout: STEP });
+  const href = await link.getAttribute("href");
+  const status = await app.evaluate(async (url) => (await fetch(url)).status, href);
+  if (status !== 200) throw new Error(`segment download answered ${status}`);
+  await app.screenshot({ path: `${shots}/recordings.png`, fullPage: true });
+  await nav(app, "Cameras");
+  await liveVideoPlays(app, CAMERA);
+});
+
+await step("A: the network is lost; the live view reconnects by itself when the server is back", async () => {
+  console.log("OUTAGE");
+  await expectText(liveState(app, CAMERA), /Reconnecting…/, "live state during the outage", 20_000);
+  await nextStdinLine();
+  const back = Date.now();
+  await expectText(liveState(app, CAMERA), /^Live$/, "live state after the outage", 45_000);
+  await liveVideoPlays(app, CAMERA);
+  timings.reconnectMs = Date.now() - back;
+  return `live again ${timings.reconnectMs} ms after the server was back`;
+});
+
+await step("A: disabling the camera turns its tile offline and stops its live view", async () => {
+  await nav(app, "Devices");
+  await app.getByRole("button", { name: `Disable ${CAMERA}` }).click();
+  await nav(app, "Cameras");
+  await expectText(app.getByRole("article", { name: CAMERA }).locator(".presence"), /^(Offline|Disabled)$/, "tile");
+  await expectText(liveState(app, CAMERA), /^(Camera disabled|Camera is offline|Stream ended)$/, "live state");
+  const stopped = await app.evaluate((label) => {
+    const v = document.querySelector(`video[aria-label="${label}"]`);
+    if (!v) return true;
+    const tracks = v.srcObject ? v.srcObject.getTracks() : [];
+    return tracks.every((t) => t.readyState === "ended") || !v.srcObject;
+  }, `Live video from ${CAMERA}`);
+  if (!stopped) throw new Error("the live video still runs");
+});
+
+await step("A: a camera that is offline is shown plainly", async () => {
+  await nav(app, "Devices");
+  await app.getByRole("button", { name: `Enable ${CAMERA}` }).click();
+  // Re-enabling issues a new token, which /sim does not have yet: the camera stays offline.
+  token = await app.getByRole("region", { name: "Pairing" }).getByLabel("Device token").inputValue({ timeout: STEP });
+  await app.getByRole("region", { name: "Pairing" }).getByRole("button", { name: "Done" }).click();
+  await nav(app, "Cameras");
+  await app.getByRole("button", { name: `Close live view of ${CAMERA}` }).click().catch(() => {});
+  await app.getByRole("button", { name: `Watch ${CAMERA}` }).click();
+  return await expectText(liveState(app, CAMERA), /^Camera is offline$/, "live state");
+});
+
+await step("A: a stream the camera refuses is shown plainly", async () => {
+  await sim.getByLabel("Pairing token (from the web app)").fill(token);
+  await sim.getByRole("button", { name: "Pair with token" }).click();
+  await sim.waitForFunction(() => document.getElementById("socketState").textContent === "connected", null, { timeout: STEP });
+  await sim.getByLabel(/Auto-acknowledge commands/).uncheck();
+  await expectText(app.getByRole("article", { name: CAMERA }).locator(".presence"), /^Online$/, "tile");
+  await app.getByRole("button", { name: `Close live view of ${CAMERA}` }).click().catch(() => {});
+  await app.getByRole("button", { name: `Watch ${CAMERA}` }).click();
+  await sim.getByRole("button", { name: "Refuse stream" }).click({ timeout: STEP });
+  return await expectText(liveState(app, CAMERA), /^The camera refused the stream$/, "live state");
+});
+
+await step("A: the phone-width layout", async () => {
+  await app.setViewportSize({ width: 360, height: 740 });
+  await app.getByRole("button", { name: `Close live view of ${CAMERA}` }).click().catch(() => {});
+  await app.screenshot({ path: `${shots}/cameras-phone.png` });
+  const overflow = await app.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  if (overflow > 0) throw new Error(`the page is ${overflow} px wider than a 360 px screen`);
+  await nav(app, "Timeline");
+  await app.screenshot({ path: `${shots}/timeline-phone.png` });
+});
+
+await step("C: a second user sees none of the first user's cameras, events or recordings", async () => {
+  other = await open("C", "/");
+  await signUp(other, bob.name, bob.email, bob.password);
+  await other.getByText("No cameras yet").waitFor({ timeout: STEP });
+  if (await other.getByRole("article", { name: CAMERA }).count()) throw new Error("Bob sees Alice's camera");
+  await nav(other, "Timeline");
+  await other.getByText("No motion events yet.").waitFor({ timeout: STEP });
+  const recordingId = await app.evaluate(async () =>
+    (await (await fetch("/recordings", { headers: { accept: "application/json" } })).json()).items[0].id);
+  const answers = await other.evaluate(async ({ cameraId, recordingId }) => {
+    const json = { accept: "application/json", "content-type": "application/json" };
+    const call = async (method, path, body) => {
+      const r = await fetch(path, { method, headers: json, body: body && JSON.stringify(body) });
+      return `${method} ${path.split("?")[0]} ${r.status}`;
+    };
+    const events = await (await fetch(`/events?cameraDeviceId=${cameraId}`, { headers: json })).json();
+    return [
+      await call("POST", "/streams/request", { cameraDeviceId: cameraId }),
+      await call("GET", `/recordings/${recordingId}`),
+      await call("DELETE", `/recordings/${recordingId}`),
+      await call("PATCH", `/devices/${cameraId}`, { name: "mine now" }),
+      `events seen: ${(events.items || []).length}`,
+    ];
+  }, { cameraId, recordingId });
+  const expected = [
+    "POST /streams/request 404", `GET /recordings/${recordingId} 404`,
+    `DELETE /recordings/${recordingId} 404`, `PATCH /devices/${cameraId} 404`, "events seen: 0",
+  ];
+  if (JSON.stringify(answers) !== JSON.stringify(expected)) throw new Error(`API answers ${JSON.stringify(answers)}`);
+  return answers.join("; ");
+});
+
+clearTimeout(overall);
+console.log("TIMINGS " + JSON.stringify(timings));
+await browser.close();
+process.exit(0);
