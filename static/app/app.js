@@ -10,6 +10,7 @@ const RECONNECT_DELAYS_MS = [1000, 2000, 4000, 8000, 10000];
 const TOAST_MS = 8000;
 const OUTAGE_WINDOW_MS = 3000;
 const STALL_MS = 4000;
+const FIRST_MEDIA_MS = 15000; // a camera that just accepted may take a while to publish
 
 /* ------------------------------------------------------------------ DOM helpers */
 
@@ -72,6 +73,9 @@ function option(value, label, selected = false) {
 
 // Replaces a select's options, keeping the chosen value when it still exists.
 function setOptions(select, options, fallback = "") {
+  const same = select.options.length === options.length
+    && options.every(([value, label], i) => select.options[i].value === value && select.options[i].textContent === label);
+  if (same) return; // rebuilding would close a select the user has open
   const previous = select.options.length ? select.value : null;
   select.replaceChildren(...options.map(([value, label]) => option(value, label)));
   const values = options.map(([value]) => value);
@@ -289,6 +293,7 @@ function showSignIn(message = "") {
   const name = field("Name", h("input", { type: "text", autocomplete: "name", class: "input" }));
   const email = field("Email", h("input", { type: "email", autocomplete: "username", class: "input" }));
   const password = field("Password", h("input", { type: "password", class: "input" }));
+  const passwordHint = h("p", { class: "hint", id: uid("hint") }, "At least 8 characters.");
   const submitBtn = h("button", { type: "submit", class: "btn btn-primary btn-block" });
   const switchBtn = h("button", { type: "button", class: "btn btn-link", onclick: () => { mode = mode === "sign-in" ? "sign-up" : "sign-in"; render(); switchBtn.focus(); } });
   const google = app.google
@@ -302,8 +307,9 @@ function showSignIn(message = "") {
     submitBtn.textContent = signUp ? "Sign up" : "Sign in";
     switchBtn.textContent = signUp ? "I already have an account" : "Create an account";
     subtitle.textContent = signUp ? "Create your household account." : "Sign in to see your cameras.";
-    form.replaceChildren(...(signUp ? [name.wrap] : []), email.wrap, password.wrap,
-      ...(signUp ? [h("p", { class: "hint" }, "At least 8 characters.")] : []), submitBtn);
+    if (signUp) password.input.setAttribute("aria-describedby", passwordHint.id);
+    else password.input.removeAttribute("aria-describedby");
+    form.replaceChildren(...(signUp ? [name.wrap] : []), email.wrap, password.wrap, ...(signUp ? [passwordHint] : []), submitBtn);
     alert.textContent = "";
   }
 
@@ -709,7 +715,11 @@ class LiveView {
     pc.addTransceiver("video", { direction: "recvonly" });
     pc.addTransceiver("audio", { direction: "recvonly" });
     const stream = new MediaStream();
-    pc.ontrack = (event) => stream.addTrack(event.track);
+    pc.ontrack = (event) => {
+      stream.addTrack(event.track);
+      // Remote tracks start muted and unmute when the first packets arrive.
+      event.track.addEventListener("unmute", () => this.goLive(pc));
+    };
     pc.onconnectionstatechange = () => this.onPeerState(pc);
     this.video.srcObject = stream;
     await pc.setLocalDescription(await pc.createOffer());
@@ -744,11 +754,8 @@ class LiveView {
     if (state === "connected") {
       clearTimeout(this.timers.loss);
       this.timers.loss = 0;
-      this.retries = 0;
-      this.reconnecting = false;
-      this.phase = "live";
-      this.setState("Live", "live");
       this.watchForStall(pc);
+      this.goLive(pc);
     } else if ((state === "disconnected" || state === "failed") && !this.timers.loss) {
       // Brief ICE hiccups recover by themselves; only a loss that lasts gets a new connection.
       this.timers.loss = setTimeout(() => {
@@ -758,18 +765,34 @@ class LiveView {
     }
   }
 
-  // ICE can take many seconds to notice a dead server; media that stops arriving is quicker.
+  // "Live" once connected and media arrives (`flowing`: seen in the stats).
+  goLive(pc, flowing = false) {
+    if (pc !== this.pc || this.phase === "live" || pc.connectionState !== "connected") return;
+    if (!flowing && !pc.getReceivers().some((r) => r.track && !r.track.muted)) return;
+    this.phase = "live";
+    this.retries = 0;
+    this.reconnecting = false;
+    this.setState("Live", "live");
+  }
+
+  // ICE can take many seconds to notice a dead server, and a connection can be up with no
+  // media behind it: media that does not arrive (or stops) is the quicker signal.
   watchForStall(pc) {
     clearInterval(this.timers.stall);
-    let lastBytes = -1;
+    let lastBytes = 0;
     let lastChange = Date.now();
     this.timers.stall = setInterval(async () => {
       const stats = await pc.getStats().catch(() => null);
       if (!stats || pc !== this.pc) return;
       let bytes = 0;
       stats.forEach((s) => { if (s.type === "inbound-rtp") bytes += s.bytesReceived ?? 0; });
-      if (bytes !== lastBytes) { lastBytes = bytes; lastChange = Date.now(); }
-      else if (Date.now() - lastChange > STALL_MS) this.reconnect();
+      if (bytes > lastBytes) {
+        lastBytes = bytes;
+        lastChange = Date.now();
+        this.goLive(pc, true);
+      } else if (Date.now() - lastChange > (lastBytes ? STALL_MS : FIRST_MEDIA_MS)) {
+        this.reconnect();
+      }
     }, 1000);
   }
 
@@ -819,12 +842,15 @@ class LiveView {
   }
 
   onSessionEnded(session) {
-    if (this.closed || this.phase === "stopped") return;
+    // Already asking for a new session: the old one ending is expected.
+    if (this.closed || ["stopped", "requesting", "retrying"].includes(this.phase)) return;
     const reason = session.endReason ?? "";
     if (reason === "device_disabled") this.stop("Camera disabled");
     else if (session.status === "expired" || reason === "not_accepted") this.stop("The camera did not answer");
+    else if (/refus|reject|declin/.test(reason)) this.stop("The camera refused the stream");
     else if (reason === "ended_by_camera") this.stop(session.startedAt ? "Stream ended" : "The camera refused the stream");
     else if (reason === "publisher_left") this.stopUnlessOutage("Stream ended");
+    else if (reason.includes("deleted")) this.stop("Stream ended");
     // Ended by someone else (another viewer, the recorder finishing): start a session of our own.
     else this.reconnect();
   }
@@ -840,6 +866,8 @@ class LiveView {
     if (this.closed) return;
     // While reconnecting the camera may well be away for a moment; the loop keeps going.
     if (!online && this.phase !== "stopped" && !this.reconnecting) this.stopUnlessOutage("Camera is offline");
+    // The publisher dropping out usually arrives just before the camera's own disconnect.
+    else if (!online && this.stateEl.textContent === "Stream ended") this.setState("Camera is offline", "problem");
     else if (online && this.phase === "retrying") { this.clearTimers(); this.attempt(); }
   }
 
@@ -942,7 +970,7 @@ class LiveView {
 
   toggleFullscreen() {
     if (document.fullscreenElement === this.el) { document.exitFullscreen().catch(() => {}); return; }
-    if (this.el.requestFullscreen) this.el.requestFullscreen().catch((err) => this.setState(`Cannot play: ${err.message}`, "problem"));
+    if (this.el.requestFullscreen) this.el.requestFullscreen().catch((err) => app.view?.fail(new Error(`Full screen is not available: ${err.message}`)));
     else this.video.webkitEnterFullscreen?.();
   }
 }
@@ -972,14 +1000,21 @@ function mimeFor(contentType, videoCodec, audioCodec) {
   return candidates.find((mime) => window.MediaSource?.isTypeSupported(mime)) ?? null;
 }
 
+// Resolves on `event`, rejects on the target's "error" or when `signal` aborts.
 function waitFor(target, event, signal) {
   return new Promise((resolve, reject) => {
-    const done = (fn, value) => { target.removeEventListener(event, ok); target.removeEventListener("error", bad); fn(value); };
+    const done = (fn, value) => {
+      target.removeEventListener(event, ok);
+      target.removeEventListener("error", bad);
+      signal?.removeEventListener("abort", aborted);
+      fn(value);
+    };
     const ok = (e) => done(resolve, e);
     const bad = () => done(reject, new Error("the browser could not decode this recording"));
-    target.addEventListener(event, ok, { once: true });
-    if (event !== "error") target.addEventListener("error", bad, { once: true });
-    signal?.addEventListener("abort", () => done(reject, signal.reason), { once: true });
+    const aborted = () => done(reject, signal.reason);
+    target.addEventListener(event, ok);
+    target.addEventListener("error", bad);
+    signal?.addEventListener("abort", aborted);
   });
 }
 
@@ -1088,7 +1123,7 @@ class SegmentPlayer {
         await this.append(buffer, bytes, signal);
         lastSeq = segment.seq;
         appended += 1;
-        this.onInfo(`Segment ${appended} more loaded; the recording is still running`);
+        this.onInfo("Still recording: new segments are added as they are uploaded");
       }
       const covered = toMs != null && (detail.segments ?? []).some((s) => s.uploadedAt && Date.parse(s.startedAt) > toMs);
       if (covered || (toMs != null && Date.now() > toMs + 60_000 && !fresh.length)) break;
@@ -1943,6 +1978,10 @@ class DevicesView extends View {
     this.linksHint.textContent = this.linkBtn.disabled ? "Register a camera and a viewer to link them." : "";
     this.linksHint.hidden = !this.linkBtn.disabled;
     if (!this.linksLoaded) return;
+    // Presence updates re-render often: leave the list (and focus in it) alone unless it changed.
+    const signature = JSON.stringify(this.links.map((l) => [l.id, deviceName(l.cameraDeviceId), deviceName(l.clientDeviceId)]));
+    if (signature === this.linksSignature) return;
+    this.linksSignature = signature;
     const items = this.links.map((link) => {
       const camera = deviceName(link.cameraDeviceId);
       const viewer = deviceName(link.clientDeviceId);

@@ -149,9 +149,25 @@ await step("A: sign up, sign out, a wrong password is shown plainly, sign in", a
   await app.getByRole("button", { name: "Sign in" }).click();
   const alert = await expectText(app.getByRole("alert"), /invalid email or password/i, "wrong password");
   await app.getByLabel("Password").fill(alice.password);
-  await app.getByRole("button", { name: "Sign in" }).click();
+  // By keyboard: Enter in the password field signs in.
+  await app.getByLabel("Password").press("Enter");
   await app.getByRole("navigation", { name: "Main" }).waitFor({ timeout: STEP });
   return alert;
+});
+
+await step("A: the app is keyboard-navigable (Tab reaches the views, Enter opens one)", async () => {
+  await app.locator("body").focus();
+  let reached = "";
+  for (let i = 0; i < 15 && reached !== "Timeline"; i += 1) {
+    await app.keyboard.press("Tab");
+    reached = await app.evaluate(() => document.activeElement?.textContent?.trim() ?? "");
+  }
+  if (reached !== "Timeline") throw new Error("Tab never reached the Timeline link");
+  const visibleFocus = await app.evaluate(() => getComputedStyle(document.activeElement).outlineStyle !== "none"
+    || getComputedStyle(document.activeElement).boxShadow !== "none");
+  if (!visibleFocus) throw new Error("the focused link shows no focus ring");
+  await app.keyboard.press("Enter");
+  await app.getByRole("heading", { name: "Motion timeline" }).waitFor({ timeout: STEP });
 });
 
 await step("A: register a camera; the token is shown once with a QR code", async () => {
