@@ -35,6 +35,8 @@ if [ "$MODE" = "test" ]; then
   if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then need_pkgs+=(postgresql); fi
   want chromium chromium
   want chromedriver chromium-driver
+  # The web app's Firefox test (WebDriver BiDi through puppeteer-core).
+  want firefox-esr firefox-esr
   want node nodejs
   want npm npm
   want python3 python3

@@ -352,10 +352,12 @@ async fn device_tokens_and_user_sessions_are_not_interchangeable(backend: Backen
             .await;
         assert_eq!(r.status, 401, "device token on {method} {path}: {}", r.text);
     }
+    // (`POST /streams/request`, subscribe credentials and end take either: a signed-in
+    // user watches their own cameras from the web app; see tests/streams.rs.)
     for (method, path) in [
         (Method::POST, "/events/motion/start".to_string()),
-        (Method::POST, "/streams/request".to_string()),
         (Method::GET, "/streams/me/list".to_string()),
+        (Method::GET, format!("/streams/{sid}/publish-credentials")),
         (Method::POST, format!("/streams/{sid}/accept")),
         (Method::POST, format!("/commands/{cmd}/ack")),
     ] {

@@ -349,6 +349,7 @@ async fn records_a_live_stream(backend: Backend, store: Store) {
         )
         .await;
     assert_eq!(motion.status, 201, "{}", motion.text);
+    assert_eq!(motion.json["recordingIds"], json!([id]), "{}", motion.text);
     let event_id = motion.json["id"].as_str().unwrap().to_string();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let r = s
@@ -360,6 +361,9 @@ async fn records_a_live_stream(backend: Backend, store: Store) {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
+    // The ended event (also sent as motion:ended) names the recording covering it, as
+    // GET /events does: a client replacing its copy keeps the clip.
+    assert_eq!(r.json["recordingIds"], json!([id]), "{}", r.text);
 
     let stream_for = Duration::from_secs(25);
     tokio::time::sleep(stream_for.saturating_sub(started.elapsed())).await;

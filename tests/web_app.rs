@@ -116,3 +116,17 @@ async fn continue_with_google_appears_when_google_is_configured() {
     assert!(!reached.contains("web-app-test-secret"), "{reached}");
     server.stop().await;
 }
+
+/// The web app in Firefox: sign-up, pairing a camera, the live grid over Firefox's own
+/// Socket.IO session, the live view's controls and the phone-width layout.
+#[tokio::test]
+async fn the_web_app_works_in_firefox() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    common::run_node(
+        "firefox-app.mjs",
+        &[&server.api.base],
+        "the web app in Firefox",
+    )
+    .await;
+    server.stop().await;
+}

@@ -84,6 +84,9 @@ pub async fn start(
             now
         ]
     )?;
+    // A recording already running (`always`) covers it from its start.
+    let mut event = event;
+    event.recording_ids = recordings_overlapping(&state.db, &event).await?;
     announce(state, &event, MOTION_DETECTED).await?;
     Ok(event)
 }
@@ -121,6 +124,8 @@ pub async fn end(state: &AppState, camera: &Device, event_id: &str) -> DomainRes
     }
     event.ended_at = Some(now);
     event.updated_at = now;
+    // The event as `GET /events` shows it: clients replace their copy with this one.
+    event.recording_ids = recordings_overlapping(&state.db, &event).await?;
     announce(state, &event, MOTION_ENDED).await?;
     Ok(event)
 }
@@ -152,6 +157,7 @@ pub async fn close_stale(state: &AppState) -> DomainResult<usize> {
         if changed == 1 {
             event.ended_at = Some(ended_at);
             event.updated_at = now;
+            event.recording_ids = recordings_overlapping(&state.db, &event).await?;
             announce(state, &event, MOTION_ENDED).await?;
             closed += 1;
         }

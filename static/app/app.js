@@ -448,8 +448,21 @@ function systemNotify(title, body, route) {
 
 /* ------------------------------------------------------------------ devices and realtime */
 
+// Presence heard over the socket, numbered in arrival order: a device list fetched before
+// an event arrived must not undo it.
+let presenceClock = 0;
+const presenceHeard = new Map();
+
 async function loadDevices() {
+  const askedAt = presenceClock;
   const items = await fetchAll("/devices?limit=100");
+  for (const device of items) {
+    const heard = presenceHeard.get(device.id);
+    if (heard && heard.at > askedAt) {
+      device.online = heard.online;
+      device.lastSeenAt = heard.lastSeenAt ?? device.lastSeenAt;
+    }
+  }
   app.devices = new Map(items.map((d) => [d.id, d]));
   app.devicesLoaded = true;
   devicesChanged();
@@ -499,6 +512,8 @@ function onMotionDetected(event) {
 }
 
 function onPresence({ deviceId, online, lastSeenAt }) {
+  presenceClock += 1;
+  presenceHeard.set(deviceId, { at: presenceClock, online, lastSeenAt });
   const device = app.devices.get(deviceId);
   if (!device) { refreshDevices(); return; }
   app.devices.set(deviceId, { ...device, online, lastSeenAt: lastSeenAt ?? device.lastSeenAt });

@@ -56,12 +56,14 @@ async function step(name, fn) {
     const detail = await fn();
     console.log(`ok   ${name}${detail ? ": " + detail : ""}`);
   } catch (e) {
-    await fail(`${name}: ${e.message.split("\n")[0]}`);
+    // Playwright's call log (what the action waited for) follows the first line.
+    await fail(`${name}: ${e.message.slice(0, 1500)}`);
   }
 }
 
 async function open(label, path, viewport = { width: 1280, height: 800 }) {
   const context = await browser.newContext({ viewport });
+  await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: base });
   const page = await context.newPage();
   page.on("pageerror", (e) => console.error(`[${label}] page error: ${e.message}`));
   page.on("console", (m) => {
@@ -124,7 +126,10 @@ const tag = `${Date.now().toString(36)}-${randomBytes(3).toString("hex")}`;
 const alice = { name: "Alice", email: `alice-${tag}@example.com`, password: "correct-horse-1" };
 const bob = { name: "Bob", email: `bob-${tag}@example.com`, password: "battery-staple-2" };
 const CAMERA = "Front door";
-let app, sim, other, token, cameraId;
+const CAMERA2 = "Back yard";
+const RENAMED = "Garden";
+const VIEWER = "Phone";
+let app, sim, garden, other, token, token2, cameraId;
 
 try {
   browser = await launchChromium({ extraArgs: ["--autoplay-policy=no-user-gesture-required"] });
@@ -243,20 +248,30 @@ await step("A: opening the tile shows decoded live video within 1.5 s", async ()
   return `${tries.join(", ")} ms`;
 });
 
-await step("B → A: motion shows a notification and a timeline entry without reload", async () => {
-  const before = await app.evaluate(() => performance.timeOrigin);
+await step("B → A: motion shows a notification, updates the grid and the open timeline at once", async () => {
+  // A second tab of the same session keeps the timeline open while this one shows the grid.
+  const timelineTab = await app.context().newPage();
+  await timelineTab.goto(base + "/#/timeline");
+  const entries = timelineTab.getByRole("list", { name: "Motion events" }).getByRole("listitem");
+  await timelineTab.getByText("No motion events yet.").waitFor({ timeout: STEP });
+  const loaded = await Promise.all([app, timelineTab].map((p) => p.evaluate(() => performance.timeOrigin)));
+  const tile = app.getByRole("article", { name: CAMERA });
+  if (!/No motion yet/.test(await tile.textContent())) throw new Error("the tile already shows motion");
+
   await sim.getByRole("button", { name: "Motion start" }).click();
   await expectText(app.locator(".toasts"), new RegExp(`Motion on ${CAMERA}`), "notification", 5_000);
-  await expectText(app.getByRole("article", { name: CAMERA }), /Last motion: (?!.*No motion)/, "tile last motion", 5_000);
+  await expectText(tile, /Last motion: /, "tile last motion", 5_000);
+  await entries.filter({ hasText: CAMERA }).first().waitFor({ timeout: 5_000 });
+  const now = await Promise.all([app, timelineTab].map((p) => p.evaluate(() => performance.timeOrigin)));
+  if (JSON.stringify(now) !== JSON.stringify(loaded)) throw new Error("a page reloaded");
+  await timelineTab.close();
   await nav(app, "Timeline");
-  await app.getByRole("list", { name: "Motion events" }).getByRole("listitem").filter({ hasText: CAMERA }).first().waitFor({ timeout: 5_000 });
-  const after = await app.evaluate(() => performance.timeOrigin);
-  if (before !== after) throw new Error("the page reloaded");
 });
 
 await step("A: the clip recorded for the motion plays from the timeline", async () => {
   await new Promise((r) => setTimeout(r, 4_000));
-  await sim.getByRole("button", { name: "Motion end" }).click();
+  await sim.getByRole("button", { name: "Motion end" }).click({ timeout: 10_000 })
+    .catch((e) => { throw new Error(`Motion end in /sim: ${e.message}`); });
   const play = app.getByRole("button", { name: new RegExp(`^Play clip of motion on ${CAMERA} at `) }).first();
   const deadline = Date.now() + 30_000;
   while (!(await play.count())) {
@@ -265,7 +280,7 @@ await step("A: the clip recorded for the motion plays from the timeline", async 
     await new Promise((r) => setTimeout(r, 1_000));
     if (!(await play.count())) { await nav(app, "Cameras"); await nav(app, "Timeline"); }
   }
-  await play.click();
+  await play.click({ timeout: 10_000 }).catch((e) => { throw new Error(`Play clip: ${e.message}`); });
   const played = await app.waitForFunction((label) => {
     const v = document.querySelector(`video[aria-label="${label}"]`);
     return v && v.currentTime > 1 ? v.currentTime : false;
@@ -293,6 +308,97 @@ await step("A: recordings by camera and day play, and offer downloads", async ()
   await app.screenshot({ path: `${shots}/recordings.png`, fullPage: true });
   await nav(app, "Cameras");
   await liveVideoPlays(app, CAMERA);
+});
+
+await step("A: a second camera and a viewer: copy the token, link, unlink, rename, delete", async () => {
+  await nav(app, "Devices");
+  const form = app.getByRole("form", { name: "Add a device" });
+  await form.getByLabel("Device name").fill(CAMERA2);
+  await form.getByLabel("Kind").selectOption("camera");
+  await form.getByRole("button", { name: "Register device" }).click();
+  const pairing = app.getByRole("region", { name: "Pairing" });
+  token2 = await pairing.getByLabel("Device token").inputValue({ timeout: STEP });
+  await pairing.getByRole("button", { name: "Copy token" }).click();
+  await pairing.getByText("Copied").waitFor({ timeout: STEP });
+  const copied = await app.evaluate(() => navigator.clipboard.readText());
+  if (copied !== token2) throw new Error("the clipboard does not hold the token");
+  await pairing.getByRole("button", { name: "Done" }).click();
+  await form.getByLabel("Device name").fill(VIEWER);
+  await form.getByLabel("Kind").selectOption("client");
+  await form.getByRole("button", { name: "Register device" }).click();
+  await app.getByRole("region", { name: "Pairing" }).getByRole("button", { name: "Done" }).click();
+
+  await app.getByLabel("Link camera").selectOption({ label: CAMERA });
+  await app.getByLabel("Link viewer").selectOption({ label: VIEWER });
+  await app.getByRole("button", { name: "Link", exact: true }).click();
+  const links = app.getByRole("list", { name: "Links" });
+  await links.getByRole("listitem").filter({ hasText: `${CAMERA} → ${VIEWER}` }).waitFor({ timeout: STEP });
+  await links.getByRole("button", { name: `Unlink ${CAMERA} from ${VIEWER}` }).click();
+  await links.getByRole("listitem").filter({ hasText: `${CAMERA} → ${VIEWER}` }).waitFor({ state: "detached", timeout: STEP });
+
+  await app.getByRole("button", { name: `Rename ${CAMERA2}` }).click();
+  await app.getByLabel(`New name for ${CAMERA2}`).fill(RENAMED);
+  await app.getByRole("button", { name: "Save" }).click();
+  await app.getByRole("button", { name: `Rename ${RENAMED}` }).waitFor({ timeout: STEP });
+  await app.getByRole("button", { name: `Delete ${VIEWER}` }).click();
+  await app.getByRole("button", { name: `Delete ${VIEWER}` }).waitFor({ state: "detached", timeout: STEP });
+
+  const state = await app.evaluate(async () => {
+    const get = async (p) => (await fetch(p, { headers: { accept: "application/json" } })).json();
+    return { devices: (await get("/devices")).items.map((d) => d.name).sort(), links: (await get("/device-links")).items.length };
+  });
+  if (JSON.stringify(state) !== JSON.stringify({ devices: [CAMERA, RENAMED].sort(), links: 0 })) {
+    throw new Error(`the server holds ${JSON.stringify(state)}`);
+  }
+});
+
+await step("D → A: a second camera online; two live views play at once", async () => {
+  garden = await open("D", "/sim/mobile-sim.html");
+  await garden.getByLabel("Pairing token (from the web app)").fill(token2);
+  await garden.getByRole("button", { name: "Pair with token" }).click();
+  await nav(app, "Cameras");
+  await expectText(app.getByRole("article", { name: RENAMED }).locator(".presence"), /^Online$/, "second tile");
+  await app.getByRole("button", { name: `Watch ${RENAMED}` }).click();
+  await liveVideoPlays(app, RENAMED);
+  await liveVideoPlays(app, CAMERA);
+  // Both are playing now, not one after the other: their frame counts both advance.
+  const frames = () => app.evaluate((labels) => labels.map((l) =>
+    document.querySelector(`video[aria-label="${l}"]`).getVideoPlaybackQuality().totalVideoFrames),
+  [`Live video from ${CAMERA}`, `Live video from ${RENAMED}`]);
+  const before = await frames();
+  await new Promise((r) => setTimeout(r, 1_000));
+  const after = await frames();
+  if (!(after[0] > before[0] && after[1] > before[1])) throw new Error(`frames ${before} → ${after}`);
+  return `frames ${before} → ${after}`;
+});
+
+await step("A: the timeline scrolls on through every event and filters by camera", async () => {
+  // 30 short events from the second camera, sent as a camera sends them.
+  await garden.evaluate(async (token) => {
+    const headers = { authorization: "Bearer " + token, "content-type": "application/json", accept: "application/json" };
+    for (let i = 0; i < 30; i += 1) {
+      const r = await fetch("/events/motion/start", { method: "POST", headers, body: JSON.stringify({ score: 0.5 }) });
+      const event = await r.json();
+      await fetch(`/events/${event.id}/motion/end`, { method: "POST", headers });
+    }
+  }, token2);
+  await nav(app, "Timeline");
+  const items = app.getByRole("list", { name: "Motion events" }).getByRole("listitem");
+  const deadline = Date.now() + STEP;
+  while ((await items.count()) < 31) {
+    if (Date.now() > deadline) throw new Error(`only ${await items.count()} of 31 events after scrolling`);
+    await items.last().scrollIntoViewIfNeeded();
+    await app.mouse.wheel(0, 2000);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  const total = await items.count();
+  await app.getByLabel("Camera").selectOption({ label: CAMERA });
+  await expectText(items.first(), new RegExp(CAMERA), "filtered timeline");
+  const filtered = await items.allTextContents();
+  if (filtered.length !== 1 || filtered.some((t) => t.includes(RENAMED))) throw new Error(`filtered to ${filtered.length} items`);
+  await app.getByLabel("Camera").selectOption({ label: "All cameras" });
+  await nav(app, "Cameras");
+  return `${total} events listed; 1 for ${CAMERA}`;
 });
 
 await step("A: the network is lost; the live view reconnects by itself when the server is back", async () => {
@@ -385,6 +491,26 @@ await step("C: a second user sees none of the first user's cameras, events or re
   ];
   if (JSON.stringify(answers) !== JSON.stringify(expected)) throw new Error(`API answers ${JSON.stringify(answers)}`);
   return answers.join("; ");
+});
+
+await step("A: deleting a recording in the page removes it", async () => {
+  const recordingId = await app.evaluate(async () => {
+    const get = async (p) => (await fetch(p, { headers: { accept: "application/json" } })).json();
+    for (let i = 0; i < 100; i += 1) {
+      const [r] = (await get("/recordings")).items;
+      if (r.status !== "recording") return r.id;
+      await new Promise((done) => setTimeout(done, 200));
+    }
+    return null;
+  });
+  if (!recordingId) throw new Error("the recording never finished");
+  await app.setViewportSize({ width: 1280, height: 800 });
+  await nav(app, "Recordings");
+  const list = app.getByRole("list", { name: "Recordings" });
+  await list.getByRole("button", { name: /^Delete recording from / }).first().click();
+  await list.getByRole("button", { name: /^Delete recording from / }).first().waitFor({ state: "detached", timeout: STEP });
+  const status = await app.evaluate(async (id) => (await fetch(`/recordings/${id}`, { headers: { accept: "application/json" } })).status, recordingId);
+  if (status !== 404) throw new Error(`the deleted recording answers ${status}`);
 });
 
 clearTimeout(overall);
