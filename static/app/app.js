@@ -430,12 +430,25 @@ function setBanner(text) {
   if (app.shell) app.shell.banner.textContent = text;
 }
 
+// A repeat of a toast still on screen counts up on it ("… ×3") instead of stacking: a
+// camera reporting motion every second must not bury the page.
 function toast(text) {
   if (!app.shell) return;
-  const el = h("div", { class: "toast" }, text);
-  app.shell.toasts.append(el);
-  while (app.shell.toasts.children.length > 4) app.shell.toasts.firstElementChild.remove();
-  setTimeout(() => el.remove(), TOAST_MS);
+  const box = app.shell.toasts;
+  let el = [...box.children].find((t) => t.dataset.text === text);
+  if (el) {
+    el.dataset.count = String(Number(el.dataset.count) + 1);
+    el.textContent = `${text} ×${el.dataset.count}`;
+    clearTimeout(Number(el.dataset.timer));
+    box.append(el);
+  } else {
+    el = h("div", { class: "toast" }, text);
+    el.dataset.text = text;
+    el.dataset.count = "1";
+    box.append(el);
+    while (box.children.length > 4) box.firstElementChild.remove();
+  }
+  el.dataset.timer = String(setTimeout(() => el.remove(), TOAST_MS));
 }
 
 function systemNotify(title, body, route) {
