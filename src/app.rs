@@ -89,6 +89,26 @@ pub async fn connect_and_migrate(config: &Config) -> Result<Db, StartupError> {
 }
 
 /// The configured secret, or one generated once and kept in `<data_dir>/secret`.
+/// The data directory holds the database, the objects and the secret: when this server
+/// is the one to create it, only its own user may enter it (0700). A directory that exists
+/// is left as its owner set it up.
+fn prepare_data_dir(config: &Config) -> std::io::Result<()> {
+    let used = config.auth_secret.is_none()
+        || config.s3.is_none()
+        || matches!(&config.database, crate::config::DatabaseTarget::Sqlite(p) if p.starts_with(&config.data_dir));
+    if !used || config.data_dir.exists() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(&config.data_dir)
+}
+
 fn load_or_create_secret(config: &Config) -> Result<String, StartupError> {
     if let Some(secret) = &config.auth_secret {
         return Ok(secret.clone());
@@ -101,6 +121,17 @@ fn load_or_create_secret(config: &Config) -> Result<String, StartupError> {
     match std::fs::read_to_string(&path) {
         Ok(s) if s.trim().len() >= 32 => {
             tracing::warn!(path = %path.display(), "BETTER_AUTH_SECRET is not set; using the generated secret");
+            // A copy or a restore may have widened it: the secret signs every session.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&path).map_err(wrap)?.permissions().mode();
+                if mode & 0o077 != 0 {
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                        .map_err(wrap)?;
+                    tracing::warn!(path = %path.display(), "the secret file was readable by others; made it 0600");
+                }
+            }
             return Ok(s.trim().to_string());
         }
         Ok(_) => {}
@@ -150,6 +181,10 @@ impl Server {
         let bound = listener
             .local_addr()
             .map_err(|source| StartupError::Bind { addr, source })?;
+        prepare_data_dir(&config).map_err(|source| StartupError::Secret {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
         let secret = load_or_create_secret(&config)?;
         let db = connect_and_migrate(&config).await?;
 

@@ -183,6 +183,8 @@ pub struct Config {
     pub base_url: Option<String>,
     pub trusted_origins: Vec<String>,
     pub trust_proxy_headers: bool,
+    /// `BETTER_AUTH_DISABLE_SIGNUP`: nobody signs themselves up; an admin creates accounts.
+    pub disable_signup: bool,
     pub rate_limit: RateLimitConfig,
     pub media_mode: MediaMode,
     pub media_provider: String,
@@ -203,6 +205,8 @@ pub struct Config {
     pub s3: Option<S3Config>,
     pub presign_ttl_secs: u64,
     pub admin: Option<AdminCredentials>,
+    /// `METRICS_TOKEN`: when set, `/metrics` answers only `Authorization: Bearer <token>`.
+    pub metrics_token: Option<String>,
     /// How long a command waits for the camera's answer.
     pub command_ttl_secs: u64,
     /// How long a stream request waits for the camera to accept.
@@ -564,6 +568,20 @@ impl Config {
             }
         };
 
+        let metrics_token = match v.get("METRICS_TOKEN") {
+            None => None,
+            Some(t) if t.len() >= 16 && t.bytes().all(|b| b.is_ascii_graphic()) => {
+                Some(t.to_string())
+            }
+            Some(_) => {
+                return Err(err(
+                    "METRICS_TOKEN",
+                    "<redacted>",
+                    "at least 16 printable characters without spaces",
+                ));
+            }
+        };
+
         let seconds = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
             let expected = "a number of seconds between 1 and 31536000 (one year)";
             let value = v.parse(name, default, expected)?;
@@ -587,6 +605,7 @@ impl Config {
             base_url,
             trusted_origins,
             trust_proxy_headers: v.bool("TRUST_PROXY_HEADERS", false)?,
+            disable_signup: v.bool("BETTER_AUTH_DISABLE_SIGNUP", false)?,
             rate_limit,
             media_mode,
             media_provider,
@@ -602,6 +621,7 @@ impl Config {
             s3,
             presign_ttl_secs,
             admin,
+            metrics_token,
             command_ttl_secs,
             stream_request_ttl_secs,
             motion_max_duration_secs,

@@ -145,7 +145,7 @@ pub async fn qr_encoder() -> impl IntoResponse {
     get, path = "/watch/{streamSessionId}", tag = "pages",
     params(
         ("streamSessionId" = String, Path),
-        ("token" = String, Query, description = "A playback token from GET /streams/{id}/playback-token"),
+        ("token" = Option<String>, Query, description = "Deprecated: pass the playback token in the URL fragment instead (`#token=…`), which never reaches the server or its logs"),
     ),
     responses((status = 200, content_type = "text/html", body = String, description = "A standalone WHEP viewer"))
 )]

@@ -642,7 +642,71 @@ async fn ok_and_unknown_routes(backend: Backend) {
     r.expect_error(405, "METHOD_NOT_ALLOWED");
 }
 
+/// `BETTER_AUTH_DISABLE_SIGNUP=true`: sign-up answers with Better Auth's error, and the
+/// operator creates accounts with `POST /admin/users` (HTTP Basic), which then sign in.
+async fn sign_up_can_be_closed_and_the_admin_creates_accounts(backend: Backend) {
+    let s = TestServer::start_with(
+        backend,
+        &[
+            ("BETTER_AUTH_DISABLE_SIGNUP", "true"),
+            ("ADMIN_USERNAME", "root"),
+            ("ADMIN_PASSWORD", "admin-pass-1"),
+        ],
+    )
+    .await;
+    let email = unique_email("closed");
+    let r = s
+        .post_json(
+            "/api/auth/sign-up/email",
+            json!({"name": "Ann", "email": email, "password": "password-1"}),
+        )
+        .await;
+    r.expect_error(400, "EMAIL_PASSWORD_SIGN_UP_DISABLED");
+    assert_eq!(
+        r.json["message"],
+        "Email and password sign up is not enabled"
+    );
+
+    let create = |basic: Option<(&'static str, &'static str)>, body: serde_json::Value| {
+        let mut req = s.http.post(s.url("/admin/users")).json(&body);
+        if let Some((user, password)) = basic {
+            req = req.basic_auth(user, Some(password));
+        }
+        req.send()
+    };
+    let body = json!({"name": "Ann", "email": email, "password": "password-1"});
+    let r = create(None, body.clone()).await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = create(Some(("root", "wrong")), body.clone()).await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = create(Some(("root", "admin-pass-1")), body.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let user: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(user["email"], email.as_str());
+    let r = create(Some(("root", "admin-pass-1")), body).await.unwrap();
+    assert_eq!(r.status(), 422);
+    let r = create(
+        Some(("root", "admin-pass-1")),
+        json!({"name": "Bo", "email": "not-an-email", "password": "password-1"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+
+    let r = s
+        .post_json(
+            "/api/auth/sign-in/email",
+            json!({"email": email, "password": "password-1"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["user"]["id"], user["id"]);
+}
+
 both_backends!(
+    sign_up_can_be_closed_and_the_admin_creates_accounts,
     sign_up_returns_token_user_and_signed_cookie,
     sign_up_errors,
     sign_in_and_errors,

@@ -182,6 +182,31 @@ async fn auth_migrate_backfills_legacy_users(backend: Backend) {
     assert_eq!(r.json["user"]["name"], "grandma");
 }
 
+/// With `METRICS_TOKEN`, `/metrics` answers only that bearer token (a clear 401 JSON
+/// otherwise); `/healthz` stays open for load balancers.
+async fn metrics_can_be_protected_with_a_token(backend: Backend) {
+    let token = "metrics-token-0123456789";
+    let s = TestServer::start_with(backend, &[("METRICS_TOKEN", token)]).await;
+    s.get("/metrics").await.expect_error(401, "UNAUTHORIZED");
+    s.get_bearer("/metrics", "metrics-token-wrong-56789")
+        .await
+        .expect_error(401, "UNAUTHORIZED");
+    let r = s.get_bearer("/metrics", token).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        r.text.contains("watchpost_media_publishers 0"),
+        "{}",
+        r.text
+    );
+    assert_eq!(s.get("/healthz").await.status, 200);
+    // A token too short to be a secret is refused at start, by name.
+    let mut vars = std::collections::HashMap::new();
+    vars.insert("METRICS_TOKEN".to_string(), "short".to_string());
+    let e = watchpost::config::Config::from_vars(&vars).unwrap_err();
+    assert_eq!(e.var, "METRICS_TOKEN");
+    assert!(!e.to_string().contains("short"), "{e}");
+}
+
 async fn healthz_and_metrics(backend: Backend) {
     let s = TestServer::start(backend).await;
     let r = s.get("/healthz").await;
@@ -331,6 +356,7 @@ async fn real_better_auth_client(backend: Backend) {
 both_backends!(
     auth_migrate_backfills_legacy_users,
     healthz_and_metrics,
+    metrics_can_be_protected_with_a_token,
     openapi_is_valid_3_1_and_lists_every_route,
     real_better_auth_client,
 );
@@ -384,4 +410,38 @@ fn sigterm_shuts_down_gracefully() {
         .unwrap();
     assert!(status.success(), "exit status {status:?}; stderr: {stderr}");
     assert!(stderr.contains("shut down cleanly"), "{stderr}");
+}
+
+/// Data at rest: a data directory the server creates is 0700 and its generated secret
+/// 0600; a secret file found readable by others is made 0600 again at start.
+#[tokio::test]
+async fn the_data_directory_and_the_secret_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("new").join("data");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let vars: std::collections::HashMap<String, String> = [
+        ("HOST", "127.0.0.1".to_string()),
+        ("PORT", "0".to_string()),
+        ("WATCHPOST_DATA_DIR", data.display().to_string()),
+        (
+            "MEDIA_RECORDINGS_DIR",
+            dir.path().join("rec").display().to_string(),
+        ),
+        ("MEDIA_UDP_PORT", "0".to_string()),
+        ("MEDIA_PUBLIC_IP", "127.0.0.1".to_string()),
+        ("RECORDING_MODE", "off".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let s = TestServer::start_vars(vars, dir).await;
+    assert_eq!(mode(&data), 0o700);
+    let secret = data.join("secret");
+    assert_eq!(mode(&secret), 0o600);
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let s = s.restart().await;
+    assert_eq!(mode(&secret), 0o600);
+    assert_eq!(s.get("/healthz").await.status, 200);
+    s.stop().await;
 }

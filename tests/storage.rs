@@ -157,6 +157,21 @@ async fn upload_download_round_trip(backend: Backend, store: Store) {
         .await
         .unwrap();
     assert_eq!(got.status(), 200);
+    if store == Store::Local {
+        // The embedded store never lets a browser render stored bytes as a page.
+        let header = |name: &str| {
+            got.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        assert_eq!(header("x-content-type-options").as_deref(), Some("nosniff"));
+        let disposition = header("content-disposition").unwrap_or_default();
+        assert!(
+            disposition.starts_with("attachment") && disposition.contains("-clip.mp4"),
+            "{disposition}"
+        );
+    }
     assert_eq!(
         got.bytes().await.unwrap().to_vec(),
         bytes,

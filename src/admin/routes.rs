@@ -32,7 +32,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(admin_upload_url))
         .routes(routes!(admin_list_objects))
         .routes(routes!(admin_delete_object))
-        .routes(routes!(admin_list_users))
+        .routes(routes!(admin_list_users, admin_create_user))
         .routes(routes!(admin_list_devices))
         .routes(routes!(admin_list_streams))
         .routes(routes!(admin_list_recordings))
@@ -242,6 +242,42 @@ pub async fn admin_delete_object(
 )]
 pub async fn admin_list_users(State(state): State<AppState>) -> ApiResult<axum::Json<Vec<User>>> {
     Ok(axum::Json(auth::service::list_users(&state.db).await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUserBody {
+    pub name: String,
+    pub email: String,
+    pub password: String,
+}
+
+/// The operator creates an account (the way in when `BETTER_AUTH_DISABLE_SIGNUP` is set).
+#[utoipa::path(
+    post, path = "/admin/users", tag = "admin",
+    security(("basic" = [])),
+    request_body = NewUserBody,
+    responses(
+        (status = 201, body = User, description = "Created; the person signs in with these credentials"),
+        (status = 400, body = ErrorBody, description = "Invalid email, name or password"),
+        (status = 422, body = ErrorBody, description = "USER_ALREADY_EXISTS_USE_ANOTHER_EMAIL"),
+    )
+)]
+pub async fn admin_create_user(
+    State(state): State<AppState>,
+    Json(body): Json<NewUserBody>,
+) -> ApiResult<(StatusCode, axum::Json<User>)> {
+    let user = auth::service::sign_up(
+        &state.db,
+        auth::service::NewUser {
+            name: body.name,
+            email: body.email,
+            password: body.password,
+            image: None,
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, axum::Json(user)))
 }
 
 #[utoipa::path(

@@ -146,6 +146,13 @@ pub async fn sign_up_email(
     headers: HeaderMap,
     Json(body): Json<SignUpBody>,
 ) -> ApiResult<Response> {
+    if state.config.disable_signup {
+        // Better Auth's answer when `emailAndPassword.disableSignUp` is set.
+        return Err(ApiError::bad_request(
+            codes::EMAIL_PASSWORD_SIGN_UP_DISABLED,
+            "Email and password sign up is not enabled",
+        ));
+    }
     check_callback_url(&state, &body.callback_url)?;
     let remember = body.remember_me.unwrap_or(true);
     let user = service::sign_up(

@@ -122,10 +122,28 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 
 #[utoipa::path(
     get, path = "/metrics", tag = "operations",
-    responses((status = 200, content_type = "text/plain", body = String, description = "Prometheus text exposition"))
+    responses(
+        (status = 200, content_type = "text/plain", body = String, description = "Prometheus text exposition"),
+        (status = 401, body = crate::error::ErrorBody, description = "METRICS_TOKEN is set and the request does not carry it as a bearer token"),
+    )
 )]
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+pub async fn metrics(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<impl IntoResponse, crate::error::ApiError> {
     use std::sync::atomic::Ordering::Relaxed;
+    if let Some(expected) = &state.config.metrics_token {
+        use subtle::ConstantTimeEq;
+        let given = crate::http::extract::bearer(&headers).unwrap_or_default();
+        let ok: bool = given.as_bytes().ct_eq(expected.as_bytes()).into();
+        if !ok {
+            return Err(crate::error::ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                crate::error::codes::UNAUTHORIZED,
+                "This server's metrics need Authorization: Bearer <METRICS_TOKEN>",
+            ));
+        }
+    }
     let mut out = String::with_capacity(4096);
     state.metrics.render_http(&mut out);
     let media = state.media.status();
@@ -263,10 +281,10 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     for (name, help, value) in counters {
         write_metric(&mut out, name, help, "counter", value.load(Relaxed));
     }
-    (
+    Ok((
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         out,
-    )
+    ))
 }
 
 fn write_metric(out: &mut String, name: &str, help: &str, kind: &str, value: u64) {

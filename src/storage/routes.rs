@@ -3,7 +3,10 @@
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::header::{ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, RANGE};
+use axum::http::header::{
+    ACCEPT_RANGES, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, RANGE,
+    X_CONTENT_TYPE_OPTIONS,
+};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
@@ -152,11 +155,31 @@ pub async fn get_object(
     );
     h.insert(CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    // Stored bytes are whatever a client uploaded: never let a browser render them as a
+    // page of this origin (sniffed HTML, an SVG with script), only save them.
+    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(CONTENT_DISPOSITION, attachment_for(&key));
     if status == StatusCode::PARTIAL_CONTENT {
         let value = format!("bytes {start}-{}/{size}", start + len - 1);
         h.insert(CONTENT_RANGE, HeaderValue::from_str(&value).expect("ASCII"));
     }
     Ok(response)
+}
+
+/// `attachment`, named after the key's last segment when that is a plain file name.
+fn attachment_for(key: &str) -> HeaderValue {
+    let name = key.rsplit('/').next().unwrap_or_default();
+    let plain = !name.is_empty()
+        && name.len() <= 200
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    if plain {
+        HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
+            .unwrap_or(HeaderValue::from_static("attachment"))
+    } else {
+        HeaderValue::from_static("attachment")
+    }
 }
 
 #[utoipa::path(

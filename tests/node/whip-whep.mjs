@@ -111,7 +111,10 @@ try {
   if (playbackToken) {
     // The standalone viewer page plays the stream with a playback token from its URL.
     const watch = await (await browser.newContext()).newPage();
-    await watch.goto(`${base}/watch/${sid}?token=${encodeURIComponent(playbackToken)}`);
+    // The token rides in the fragment, which the browser never sends to the server.
+    await watch.goto(`${base}/watch/${sid}#token=${encodeURIComponent(playbackToken)}`);
+    // The page takes it and drops it from the address bar (and so from bookmarks, history).
+    await watch.waitForFunction(() => !location.hash, null, { timeout: 5_000 });
     const started = Date.now();
     for (;;) {
       const s = await watch.evaluate(async () => {
