@@ -266,6 +266,7 @@ impl Server {
             watchtogether,
             tmdb: Arc::new(TmdbUpstream::new(&config_tmdb)),
             oauth: Arc::new(OAuthProvider::new(&config_oauth)),
+            storage_probe: Arc::default(),
         };
         if !watchpost_media::recorder::AVAILABLE {
             tracing::warn!(

@@ -35,7 +35,15 @@ pub struct AppState {
     pub tmdb: Arc<TmdbUpstream>,
     /// The OAuth provider (client id, secret, endpoints) for desktop and web sign-in.
     pub oauth: Arc<OAuthProvider>,
+    /// The last storage check `/healthz` ran.
+    pub storage_probe: Arc<StorageProbe>,
 }
+
+/// When `/healthz` last checked the object store and what it found. Checking writes a probe
+/// object, and `/healthz` is unauthenticated: the result is reused for a few seconds so
+/// callers cannot make the server write on every request.
+#[derive(Default)]
+pub struct StorageProbe(pub std::sync::Mutex<Option<(std::time::Instant, bool)>>);
 
 impl AppState {
     pub fn presign_ttl(&self) -> Duration {

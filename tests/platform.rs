@@ -445,3 +445,39 @@ async fn the_data_directory_and_the_secret_are_private() {
     assert_eq!(s.get("/healthz").await.status, 200);
     s.stop().await;
 }
+
+/// `/healthz` is unauthenticated: it checks the store at most every few seconds (it writes
+/// a probe object to do so), and a failure says which component without the backend's own
+/// error text (paths, hosts), which goes to the log.
+#[tokio::test]
+async fn healthz_neither_writes_on_every_call_nor_shows_backend_errors() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let tmp = s.dir.path().join("data").join("objects").join(".tmp");
+    assert_eq!(s.get("/healthz").await.status, 200);
+    let modified = || std::fs::metadata(&tmp).unwrap().modified().unwrap();
+    let after_first = modified();
+    for _ in 0..20 {
+        assert_eq!(s.get("/healthz").await.status, 200);
+    }
+    assert_eq!(
+        modified(),
+        after_first,
+        "the store was written again within the probe interval"
+    );
+
+    // Break the embedded store (its bucket directory becomes a file) and let the last
+    // result expire: the answer is a 503 naming the store, not the OS error.
+    let bucket = s.dir.path().join("data").join("objects").join("watchpost");
+    let _ = std::fs::remove_dir_all(&bucket);
+    std::fs::write(&bucket, b"not a directory").unwrap();
+    *s.state.storage_probe.0.lock().unwrap() = None;
+    let r = s.get("/healthz").await;
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert_eq!(r.json["status"], "degraded");
+    assert_eq!(r.json["storage"]["ok"], false);
+    let error = r.json["storage"]["error"].as_str().unwrap();
+    assert!(
+        !error.contains("os error") && !error.contains("/"),
+        "{error}"
+    );
+}

@@ -354,6 +354,23 @@ async fn hostile_names_are_neutralised(backend: Backend, store: Store) {
     )
     .await
     .expect_error(400, "VALIDATION_ERROR");
+    // Only media: a page or a script stored here would be served from this origin.
+    for ct in ["text/html", "application/javascript", "image/svg+xml"] {
+        upload_url(
+            &s,
+            &token,
+            json!({"fileName": "a", "deviceId": dev, "contentType": ct}),
+        )
+        .await
+        .expect_error(400, "VALIDATION_ERROR");
+    }
+    let r = upload_url(
+        &s,
+        &token,
+        json!({"fileName": "snap.jpg", "deviceId": dev, "contentType": "image/jpeg"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

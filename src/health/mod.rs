@@ -63,24 +63,45 @@ pub struct Health {
     pub media: watchpost_media::MediaStatus,
 }
 
+/// How long a storage check's result stands for `/healthz`.
+const STORAGE_PROBE_TTL: Duration = Duration::from_secs(10);
+
+/// The object store's health. Details of a failure go to the server log, not to whoever
+/// asks: `/healthz` is unauthenticated, and backend errors name paths, hosts and buckets.
 async fn storage_health(state: &AppState) -> ComponentHealth {
     let backend = state.storage.backend().to_string();
-    match tokio::time::timeout(Duration::from_secs(5), state.storage.check()).await {
-        Ok(Ok(())) => ComponentHealth {
-            ok: true,
-            backend,
-            error: None,
-        },
-        Ok(Err(e)) => ComponentHealth {
-            ok: false,
-            backend,
-            error: Some(e.to_string()),
-        },
-        Err(_) => ComponentHealth {
-            ok: false,
-            backend,
-            error: Some("timed out".to_string()),
-        },
+    let recent = *state
+        .storage_probe
+        .0
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let ok = match recent {
+        Some((at, ok)) if at.elapsed() < STORAGE_PROBE_TTL => ok,
+        _ => {
+            let ok = match tokio::time::timeout(Duration::from_secs(5), state.storage.check()).await
+            {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    tracing::warn!(%backend, error = %e, "storage health check failed");
+                    false
+                }
+                Err(_) => {
+                    tracing::warn!(%backend, "storage health check timed out after 5 s");
+                    false
+                }
+            };
+            *state
+                .storage_probe
+                .0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some((std::time::Instant::now(), ok));
+            ok
+        }
+    };
+    ComponentHealth {
+        ok,
+        backend,
+        error: (!ok).then(|| "the object store is not usable; see the server log".to_string()),
     }
 }
 
@@ -98,11 +119,14 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
             backend: state.db.kind().to_string(),
             error: None,
         },
-        Err(e) => ComponentHealth {
-            ok: false,
-            backend: state.db.kind().to_string(),
-            error: Some(e.to_string()),
-        },
+        Err(e) => {
+            tracing::warn!(error = %e, "database health check failed");
+            ComponentHealth {
+                ok: false,
+                backend: state.db.kind().to_string(),
+                error: Some("the database is not reachable; see the server log".to_string()),
+            }
+        }
     };
     let storage = storage_health(&state).await;
     let healthy = database.ok && storage.ok;

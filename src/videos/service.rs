@@ -63,6 +63,20 @@ fn valid_content_type(ct: &str) -> bool {
     ct.len() <= 127 && token(kind) && token(sub.split(';').next().unwrap_or("").trim())
 }
 
+/// What households upload: clips, snapshots, sound. Anything else (an HTML page, a
+/// script, an SVG that is `image/svg+xml` but runs script) would be served back from this
+/// server's origin with the type it was stored under.
+fn is_media_type(ct: &str) -> bool {
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let (kind, sub) = essence.split_once('/').unwrap_or(("", ""));
+    matches!(kind, "video" | "image" | "audio") && !sub.starts_with("svg")
+}
+
 pub struct UploadRequest {
     pub user_id: String,
     pub device_id: String,
@@ -81,10 +95,10 @@ pub async fn create_upload(
         return Err(DomainError::validation("fileName must not be empty"));
     }
     if let Some(ct) = &req.content_type
-        && !valid_content_type(ct)
+        && !(valid_content_type(ct) && is_media_type(ct))
     {
         return Err(DomainError::validation(
-            "contentType must be a MIME type such as video/mp4",
+            "contentType must be a video, image or audio MIME type such as video/mp4",
         ));
     }
     let file_name = sanitize_file_name(&req.file_name);
@@ -280,5 +294,11 @@ mod tests {
         assert!(valid_content_type("text/plain; charset=utf-8"));
         assert!(!valid_content_type("video"));
         assert!(!valid_content_type("video/mp4\r\nX: y"));
+        assert!(is_media_type("video/mp4"));
+        assert!(is_media_type("Image/JPEG"));
+        assert!(is_media_type("audio/ogg; codecs=opus"));
+        assert!(!is_media_type("text/html"));
+        assert!(!is_media_type("application/javascript"));
+        assert!(!is_media_type("image/svg+xml"));
     }
 }
