@@ -4,9 +4,11 @@
 //   C — the app of a second user, who must see none of A's things.
 // Steps: sign up, wrong password, register a camera (token + QR shown once), pair /sim with
 // the token, tile online, live video, motion → notification + timeline entry without
-// reload, the motion clip plays from the timeline, a network outage (the server restarts;
-// the live view reconnects by itself), disabling stops the live view, a camera offline and
-// a refused stream shown plainly, and the second user's isolation (page and API).
+// reload, the motion clip plays from the timeline, recordings, a second camera (two live
+// views at once) and a viewer, links, rename, delete, infinite scroll, a stream the camera
+// ends, a network outage (the server restarts; the live view reconnects by itself),
+// disabling stops the live view, a camera offline and a refused stream shown plainly, the
+// phone width, and the second user's isolation (page and API).
 //
 // Usage: node household-app.mjs <baseURL> <screenshotDir>
 // Outage handshake with the test that runs it: prints "OUTAGE" on stdout, waits for a
@@ -399,6 +401,13 @@ await step("A: the timeline scrolls on through every event and filters by camera
   await app.getByLabel("Camera").selectOption({ label: "All cameras" });
   await nav(app, "Cameras");
   return `${total} events listed; 1 for ${CAMERA}`;
+});
+
+await step("D → A: the camera ends its stream; the live view says so plainly", async () => {
+  await garden.getByRole("button", { name: "End stream" }).click();
+  const state = await expectText(liveState(app, RENAMED), /^Stream ended$/, "live state");
+  await app.getByRole("button", { name: `Close live view of ${RENAMED}` }).click();
+  return state;
 });
 
 await step("A: the network is lost; the live view reconnects by itself when the server is back", async () => {

@@ -817,72 +817,36 @@ mod keyframe_wish_probe {
     use super::*;
     use crate::recorder::{RecorderEvent, start};
 
-    #[test]
-    fn splitmuxsink_asks_for_keyframes_where_it_wants_to_cut() {
-        let video = super::recording_tests::encode_for_test(
-            "videotestsrc num-buffers=240 ! video/x-raw,width=320,height=240,framerate=30/1 \
+    /// What a run of the recorder saw: the frames after which it wished for a keyframe,
+    /// and how many segments it closed.
+    struct Run {
+        wishes: Vec<usize>,
+        segments: usize,
+    }
+
+    /// Records `seconds` of VP8 (a keyframe only at the start) in 2 s segments, offered at
+    /// their pace; `keyframe(i, encoded_as_key, asked)` decides which frames are flagged as
+    /// keyframes, `asked` telling whether the recorder wished for one after the last frame.
+    /// The muxer reads only the flags, so a delta frame's bytes can stand in for a keyframe.
+    fn record(seconds: u32, mut keyframe: impl FnMut(usize, bool, bool) -> bool) -> Run {
+        let video = super::recording_tests::encode_for_test(&format!(
+            "videotestsrc num-buffers={} ! video/x-raw,width=320,height=240,framerate=30/1 \
              ! vp8enc keyframe-max-dist=1000 deadline=1 ! appsink name=out sync=false",
-        );
-        let dir = std::env::temp_dir().join(format!("wp-wish-{}", std::process::id()));
+            seconds * 30
+        ));
+        let dir = std::env::temp_dir().join(format!("wp-wish-{}-{seconds}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let (mut recording, mut tap) =
             start(RecorderConfig::new(&dir, Duration::from_secs(2))).unwrap();
         tap.tracks(false, true);
         let t0 = Instant::now();
-        let mut wishes = Vec::new();
+        let (mut wishes, mut asked) = (Vec::new(), false);
         for (i, (pts, key, data)) in video.into_iter().enumerate() {
             tap.offer(
                 TapFrame {
                     kind: TrackKind::Video,
                     video: Some(VideoCodec::Vp8),
-                    keyframe: key,
-                    rtp_time: pts * 90_000 / 1_000_000_000,
-                    clock_rate: 90_000,
-                    arrival: t0 + Duration::from_nanos(pts),
-                    data: data.into(),
-                },
-                None,
-            );
-            std::thread::sleep(Duration::from_millis(2));
-            if tap.take_keyframe_wish() {
-                wishes.push(i);
-            }
-        }
-        drop(tap);
-        while let Some(e) = recording.events.blocking_recv() {
-            if matches!(e, RecorderEvent::Finished | RecorderEvent::Failed { .. }) {
-                break;
-            }
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-        assert!(wishes.len() > 1, "keyframe wishes at frames {wishes:?}");
-    }
-
-    /// A camera that sends keyframes only when asked (Chromium's encoder does), and once on
-    /// its own just before a cut is due: the recorder keeps asking until a keyframe comes
-    /// at or after the due time, so every segment still gets cut near its length.
-    #[test]
-    fn a_keyframe_just_before_the_cut_does_not_stop_the_cuts() {
-        let video = super::recording_tests::encode_for_test(
-            "videotestsrc num-buffers=180 ! video/x-raw,width=320,height=240,framerate=30/1 \
-             ! vp8enc keyframe-max-dist=1000 deadline=1 ! appsink name=out sync=false",
-        );
-        let dir = std::env::temp_dir().join(format!("wp-early-key-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let (mut recording, mut tap) =
-            start(RecorderConfig::new(&dir, Duration::from_secs(2))).unwrap();
-        tap.tracks(false, true);
-        let t0 = Instant::now();
-        let mut asked = false;
-        for (i, (pts, first, data)) in video.into_iter().enumerate() {
-            // 1.75 s: a keyframe of the camera's own, 250 ms before the first cut is due.
-            // The muxer reads only the flags, so a delta frame's bytes stand in for one.
-            let keyframe = first || i == 52 || std::mem::take(&mut asked);
-            tap.offer(
-                TapFrame {
-                    kind: TrackKind::Video,
-                    video: Some(VideoCodec::Vp8),
-                    keyframe,
+                    keyframe: keyframe(i, key, asked),
                     rtp_time: pts * 90_000 / 1_000_000_000,
                     clock_rate: 90_000,
                     arrival: t0 + Duration::from_nanos(pts),
@@ -892,6 +856,9 @@ mod keyframe_wish_probe {
             );
             std::thread::sleep(Duration::from_millis(2));
             asked = tap.take_keyframe_wish();
+            if asked {
+                wishes.push(i);
+            }
         }
         drop(tap);
         let mut segments = 0;
@@ -903,7 +870,32 @@ mod keyframe_wish_probe {
             }
         }
         let _ = std::fs::remove_dir_all(&dir);
+        Run { wishes, segments }
+    }
+
+    #[test]
+    fn splitmuxsink_asks_for_keyframes_where_it_wants_to_cut() {
+        // A camera that ignores the wishes: only the encoder's own keyframe.
+        let run = record(8, |_, key, _| key);
+        assert!(
+            run.wishes.len() > 1,
+            "keyframe wishes at frames {:?}",
+            run.wishes
+        );
+    }
+
+    /// A camera that sends keyframes only when asked (Chromium's encoder does), and once on
+    /// its own just before a cut is due: the recorder keeps asking until a keyframe comes
+    /// at or after the due time, so every segment still gets cut near its length.
+    #[test]
+    fn a_keyframe_just_before_the_cut_does_not_stop_the_cuts() {
+        // Frame 52 (1.73 s): the camera's own keyframe, 270 ms before the first cut is due.
+        let run = record(6, |i, first, asked| first || i == 52 || asked);
         // 6 s in 2 s segments: cuts near 2 s and 4 s, and the rest at the end.
-        assert!(segments >= 3, "{segments} segments for 6 s of 2 s segments");
+        assert!(
+            run.segments >= 3,
+            "{} segments for 6 s of 2 s segments",
+            run.segments
+        );
     }
 }
