@@ -36,16 +36,20 @@ async fn family(s: &TestServer) -> Family {
     }
 }
 
+/// `POST /streams/request` for `camera` with `token` (a client device's or a user's).
+async fn ask(s: &TestServer, token: &str, camera: &str) -> common::Reply {
+    s.call(
+        Method::POST,
+        "/streams/request",
+        token,
+        Some(json!({"cameraDeviceId": camera})),
+    )
+    .await
+}
+
 /// The phone asks for the camera's stream; returns the session id.
 async fn request(s: &TestServer, f: &Family) -> String {
-    let r = s
-        .call(
-            Method::POST,
-            "/streams/request",
-            &f.cli_token,
-            Some(json!({"cameraDeviceId": f.cam})),
-        )
-        .await;
+    let r = ask(&s, &f.cli_token, &f.cam).await;
     assert_eq!(r.status, 201, "{}", r.text);
     r.json["id"].as_str().unwrap().to_string()
 }
@@ -73,14 +77,7 @@ async fn request_and_accept_reach_every_participant(backend: Backend) {
     let mut client = s.socket(cli_token).await;
     let mut other = s.socket(&f.cli2_token).await;
 
-    let r = s
-        .call(
-            Method::POST,
-            "/streams/request",
-            cli_token,
-            Some(json!({"cameraDeviceId": cam})),
-        )
-        .await;
+    let r = ask(&s, cli_token, &cam).await;
     assert_eq!(r.status, 201, "{}", r.text);
     let sid = r.json["id"].as_str().unwrap().to_string();
     assert_eq!(r.json["status"], "requested");
@@ -332,14 +329,7 @@ async fn the_camera_can_end_a_session(backend: Backend) {
     let s = TestServer::start(backend).await;
     let f = family(&s).await;
     let mut client = s.socket(&f.cli_token).await;
-    let r = s
-        .call(
-            Method::POST,
-            "/streams/request",
-            &f.cli_token,
-            Some(json!({"cameraDeviceId": f.cam})),
-        )
-        .await;
+    let r = ask(&s, &f.cli_token, &f.cam).await;
     let sid2 = r.json["id"].as_str().unwrap().to_string();
     s.call(
         Method::POST,
@@ -364,22 +354,12 @@ async fn the_camera_can_end_a_session(backend: Backend) {
 async fn only_a_linked_client_may_request(backend: Backend) {
     let s = TestServer::start(backend).await;
     let f = family(&s).await;
-    s.call(
-        Method::POST,
-        "/streams/request",
-        &f.stranger_token,
-        Some(json!({"cameraDeviceId": f.cam})),
-    )
-    .await
-    .expect_error(403, "DEVICES_NOT_LINKED");
-    s.call(
-        Method::POST,
-        "/streams/request",
-        &f.cam_token,
-        Some(json!({"cameraDeviceId": f.cam})),
-    )
-    .await
-    .expect_error(403, "CLIENT_ONLY");
+    ask(&s, &f.stranger_token, &f.cam)
+        .await
+        .expect_error(403, "DEVICES_NOT_LINKED");
+    ask(&s, &f.cam_token, &f.cam)
+        .await
+        .expect_error(403, "CLIENT_ONLY");
 }
 
 async fn stream_requests_expire(backend: Backend) {
@@ -387,14 +367,7 @@ async fn stream_requests_expire(backend: Backend) {
     let (_, (cam, cam_token), (_, cli_token)) = household(&s).await;
     let mut client = s.socket(&cli_token).await;
     let mut camera = s.socket(&cam_token).await;
-    let r = s
-        .call(
-            Method::POST,
-            "/streams/request",
-            &cli_token,
-            Some(json!({"cameraDeviceId": cam})),
-        )
-        .await;
+    let r = ask(&s, &cli_token, &cam).await;
     let sid = r.json["id"].as_str().unwrap().to_string();
     let ended = client.wait_for("stream:ended", WAIT, id_is(&sid)).await;
     assert_eq!(ended["status"], "expired");
@@ -414,14 +387,7 @@ async fn legacy_mode_relays_signalling(backend: Backend) {
     let (_, (cam, cam_token), (_, cli_token)) = household(&s).await;
     let camera = s.socket(&cam_token).await;
     let mut client = s.socket(&cli_token).await;
-    let r = s
-        .call(
-            Method::POST,
-            "/streams/request",
-            &cli_token,
-            Some(json!({"cameraDeviceId": cam})),
-        )
-        .await;
+    let r = ask(&s, &cli_token, &cam).await;
     let sid = r.json["id"].as_str().unwrap().to_string();
     let creds = s
         .call(
@@ -462,14 +428,7 @@ async fn sfu_mode_refuses_relay(backend: Backend) {
     let s = TestServer::start(backend).await;
     let (_, (cam, cam_token), (_, cli_token)) = household(&s).await;
     let camera = s.socket(&cam_token).await;
-    let r = s
-        .call(
-            Method::POST,
-            "/streams/request",
-            &cli_token,
-            Some(json!({"cameraDeviceId": cam})),
-        )
-        .await;
+    let r = ask(&s, &cli_token, &cam).await;
     let sid = r.json["id"].as_str().unwrap().to_string();
     let reply = camera
         .emit_with_ack("webrtc:signal", json!({"streamSessionId": sid, "data": {}}))
@@ -489,25 +448,13 @@ async fn a_signed_in_user_watches_their_camera_without_a_device(backend: Backend
     let user_id = me.json["user"]["id"].as_str().unwrap().to_string();
 
     // Offline camera: refused plainly rather than left to expire.
-    s.call(
-        Method::POST,
-        "/streams/request",
-        &f.token,
-        Some(json!({"cameraDeviceId": f.cam})),
-    )
-    .await
-    .expect_error(409, "CAMERA_OFFLINE");
+    ask(&s, &f.token, &f.cam)
+        .await
+        .expect_error(409, "CAMERA_OFFLINE");
 
     let mut camera = s.socket(&f.cam_token).await;
     let mut app = s.socket(&f.token).await;
-    let r = s
-        .call(
-            Method::POST,
-            "/streams/request",
-            &f.token,
-            Some(json!({"cameraDeviceId": f.cam})),
-        )
-        .await;
+    let r = ask(&s, &f.token, &f.cam).await;
     assert_eq!(r.status, 201, "{}", r.text);
     let sid = r.json["id"].as_str().unwrap().to_string();
     assert_eq!(r.json["requesterDeviceId"], serde_json::Value::Null);
@@ -518,14 +465,7 @@ async fn a_signed_in_user_watches_their_camera_without_a_device(backend: Backend
     app.wait_for("stream:requested", WAIT, id_is(&sid)).await;
 
     // A second tab joins the running request instead of asking the camera again.
-    let again = s
-        .call(
-            Method::POST,
-            "/streams/request",
-            &f.token,
-            Some(json!({"cameraDeviceId": f.cam})),
-        )
-        .await;
+    let again = ask(&s, &f.token, &f.cam).await;
     assert_eq!(again.status, 200, "{}", again.text);
     assert_eq!(again.json["id"], sid.as_str());
 
@@ -582,14 +522,7 @@ async fn a_signed_in_user_watches_their_camera_without_a_device(backend: Backend
     .expect_error(409, "STREAM_NOT_ACTIVE");
 
     // A disabled camera and a device that is not a camera are refused.
-    let r = s
-        .call(
-            Method::POST,
-            "/streams/request",
-            &f.token,
-            Some(json!({"cameraDeviceId": f.cli})),
-        )
-        .await;
+    let r = ask(&s, &f.token, &f.cli).await;
     r.expect_error(400, "TARGET_NOT_CAMERA");
     let r = s
         .call(
@@ -600,14 +533,9 @@ async fn a_signed_in_user_watches_their_camera_without_a_device(backend: Backend
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    s.call(
-        Method::POST,
-        "/streams/request",
-        &f.token,
-        Some(json!({"cameraDeviceId": f.cam})),
-    )
-    .await
-    .expect_error(409, "DEVICE_DISABLED");
+    ask(&s, &f.token, &f.cam)
+        .await
+        .expect_error(409, "DEVICE_DISABLED");
 }
 
 /// Another account can neither ask for, watch nor end someone else's camera stream.
@@ -615,14 +543,7 @@ async fn a_user_cannot_reach_another_users_streams(backend: Backend) {
     let s = TestServer::start(backend).await;
     let f = family(&s).await;
     let _camera = s.socket(&f.cam_token).await;
-    let r = s
-        .call(
-            Method::POST,
-            "/streams/request",
-            &f.token,
-            Some(json!({"cameraDeviceId": f.cam})),
-        )
-        .await;
+    let r = ask(&s, &f.token, &f.cam).await;
     assert_eq!(r.status, 201, "{}", r.text);
     let sid = r.json["id"].as_str().unwrap().to_string();
     accept(&s, &f, &sid).await;
@@ -630,14 +551,9 @@ async fn a_user_cannot_reach_another_users_streams(backend: Backend) {
     let (other, _) = s
         .sign_up(&common::unique_email("neighbour"), "password-1")
         .await;
-    s.call(
-        Method::POST,
-        "/streams/request",
-        &other,
-        Some(json!({"cameraDeviceId": f.cam})),
-    )
-    .await
-    .expect_error(404, "DEVICE_NOT_FOUND");
+    ask(&s, &other, &f.cam)
+        .await
+        .expect_error(404, "DEVICE_NOT_FOUND");
     for (method, path) in [
         (Method::GET, format!("/streams/{sid}/subscribe-credentials")),
         (Method::GET, format!("/streams/{sid}/playback-token")),
