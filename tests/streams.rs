@@ -49,7 +49,7 @@ async fn ask(s: &TestServer, token: &str, camera: &str) -> common::Reply {
 
 /// The phone asks for the camera's stream; returns the session id.
 async fn request(s: &TestServer, f: &Family) -> String {
-    let r = ask(&s, &f.cli_token, &f.cam).await;
+    let r = ask(s, &f.cli_token, &f.cam).await;
     assert_eq!(r.status, 201, "{}", r.text);
     r.json["id"].as_str().unwrap().to_string()
 }
@@ -77,7 +77,7 @@ async fn request_and_accept_reach_every_participant(backend: Backend) {
     let mut client = s.socket(cli_token).await;
     let mut other = s.socket(&f.cli2_token).await;
 
-    let r = ask(&s, cli_token, &cam).await;
+    let r = ask(&s, cli_token, cam).await;
     assert_eq!(r.status, 201, "{}", r.text);
     let sid = r.json["id"].as_str().unwrap().to_string();
     assert_eq!(r.json["status"], "requested");
