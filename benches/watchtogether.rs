@@ -42,8 +42,13 @@ type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn open(url: &str) -> Ws {
+    // A small read buffer, as the server uses: tungstenite zero-fills the whole buffer
+    // before each read, and at its 128 KiB default the 5,000 clients spend most of their
+    // CPU doing so, which would show up as queueing in the server's figures.
+    let config =
+        tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
     for attempt in 0.. {
-        match tokio_tungstenite::connect_async(url).await {
+        match tokio_tungstenite::connect_async_with_config(url, Some(config), true).await {
             Ok((ws, _)) => return ws,
             Err(e) if attempt < 20 => {
                 let _ = e;

@@ -23,7 +23,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use watchpost_media::MediaEngine;
 use watchpost_media::sfu::SfuConfig;
 
-use crate::config::{Config, DatabaseTarget};
+use crate::config::Config;
 use crate::db::Db;
 use crate::error::{ApiError, codes, not_found_fallback};
 use crate::http::cookies::CookieSettings;
@@ -66,22 +66,11 @@ pub enum StartupError {
     },
 }
 
-pub fn describe_target(target: &DatabaseTarget) -> String {
-    match target {
-        DatabaseTarget::Sqlite(path) => format!("sqlite {}", path.display()),
-        // Never log the password.
-        DatabaseTarget::Postgres(url) => match url.split_once('@') {
-            Some((_, host)) => format!("postgres …@{host}"),
-            None => "postgres".to_string(),
-        },
-    }
-}
-
 pub async fn connect_and_migrate(config: &Config) -> Result<Db, StartupError> {
     let db = Db::connect(&config.database)
         .await
         .map_err(|source| StartupError::Database {
-            target: describe_target(&config.database),
+            target: config.database.describe(),
             source,
         })?;
     db.migrate().await?;
@@ -217,6 +206,10 @@ impl Server {
                 config.rate_limit.max,
                 Duration::from_secs(config.rate_limit.window_secs),
             ),
+            admin_failures: RateLimiter::new(
+                config.admin_max_failures,
+                Duration::from_secs(15 * 60),
+            ),
         };
         let storage = open_storage(&config, &auth).await?;
         let media_ips = if config.media_public_ips.is_empty() {
@@ -248,7 +241,7 @@ impl Server {
             watchtogether::service::WatchTogether::start(db.clone(), config.watch_together.clone())
                 .await
                 .map_err(|source| StartupError::Database {
-                    target: describe_target(&config.database),
+                    target: config.database.describe(),
                     source,
                 })?;
         let config_tmdb = config.tmdb.clone();
@@ -348,6 +341,11 @@ impl Server {
             crate::http::streamvault::front,
         );
         let app = tower::Layer::layer(&front, router);
+        // Real-time answers (Socket.IO, Watch Together, WHIP) are small writes that must
+        // not wait for the peer's delayed ACK behind Nagle's algorithm.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let serve = axum::serve(
             listener,
             axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<

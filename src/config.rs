@@ -17,12 +17,35 @@ pub struct ConfigError {
     pub expected: String,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub enum DatabaseTarget {
     /// Path of the SQLite file (created if missing).
     Sqlite(PathBuf),
     /// A `postgres://` connection URL.
     Postgres(String),
+}
+
+impl DatabaseTarget {
+    /// For logs: the database's kind and where it is, never its credentials. A Postgres
+    /// URL is cut down to its host and database name: the user information ends at the
+    /// *last* `@` (a password may hold `@`, `/` or `:`), and the query may hold a password.
+    pub fn describe(&self) -> String {
+        match self {
+            DatabaseTarget::Sqlite(path) => format!("sqlite {}", path.display()),
+            DatabaseTarget::Postgres(url) => {
+                let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+                let rest = rest.split(['?', '#']).next().unwrap_or_default();
+                let location = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+                format!("postgres {location}")
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for DatabaseTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -171,6 +194,53 @@ pub struct WatchTogetherConfig {
     pub ws_ping_ms: u64,
 }
 
+/// An address block such as `10.0.0.0/8`; a bare address is a block of one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpBlock {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl IpBlock {
+    pub fn parse(text: &str) -> Option<IpBlock> {
+        let (addr, prefix) = match text.trim().split_once('/') {
+            Some((addr, prefix)) => (addr.parse::<IpAddr>().ok()?, Some(prefix.parse().ok()?)),
+            None => (text.trim().parse::<IpAddr>().ok()?, None),
+        };
+        let width = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(width);
+        (prefix <= width).then(|| IpBlock {
+            network: mask(addr, prefix),
+            prefix,
+        })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        ip.is_ipv4() == self.network.is_ipv4() && mask(ip, self.prefix) == self.network
+    }
+}
+
+/// `ip` with all but its first `prefix` bits cleared.
+pub fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let bits = u32::from(v4);
+            let keep = u32::MAX
+                .checked_shl(32 - u32::from(prefix.min(32)))
+                .unwrap_or(0);
+            IpAddr::V4((bits & keep).into())
+        }
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            let keep = u128::MAX
+                .checked_shl(128 - u32::from(prefix.min(128)))
+                .unwrap_or(0);
+            IpAddr::V6((bits & keep).into())
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub host: IpAddr,
@@ -183,6 +253,9 @@ pub struct Config {
     pub base_url: Option<String>,
     pub trusted_origins: Vec<String>,
     pub trust_proxy_headers: bool,
+    /// `TRUSTED_PROXIES`: proxy hops skipped from the right of `X-Forwarded-For` (the hop
+    /// before the first untrusted one is the client).
+    pub trusted_proxies: Vec<IpBlock>,
     /// `BETTER_AUTH_DISABLE_SIGNUP`: nobody signs themselves up; an admin creates accounts.
     pub disable_signup: bool,
     pub rate_limit: RateLimitConfig,
@@ -204,7 +277,11 @@ pub struct Config {
     pub bucket: String,
     pub s3: Option<S3Config>,
     pub presign_ttl_secs: u64,
+    /// `STORAGE_QUOTA_BYTES_PER_USER`: bytes of uploads one account may store (0: no quota).
+    pub storage_quota_bytes_per_user: u64,
     pub admin: Option<AdminCredentials>,
+    /// `ADMIN_MAX_FAILURES`: failed `/admin` sign-ins per client per 15 minutes.
+    pub admin_max_failures: u32,
     /// `METRICS_TOKEN`: when set, `/metrics` answers only `Authorization: Bearer <token>`.
     pub metrics_token: Option<String>,
     /// How long a command waits for the camera's answer.
@@ -329,9 +406,11 @@ impl Config {
                 DatabaseTarget::Sqlite(PathBuf::from(path))
             }
             Some(url) => {
+                // Only the scheme is shown back: the rest may hold a password.
+                let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
                 return Err(err(
                     "DATABASE_URL",
-                    url,
+                    &format!("{scheme}:<redacted>"),
                     "a postgres://user:pass@host/db or sqlite://path URL",
                 ));
             }
@@ -435,6 +514,25 @@ impl Config {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let trusted_proxies = match v.get("TRUSTED_PROXIES") {
+            None => vec![
+                IpBlock::parse("127.0.0.0/8").expect("valid block"),
+                IpBlock::parse("::1").expect("valid block"),
+            ],
+            Some(_) => v
+                .list("TRUSTED_PROXIES")
+                .iter()
+                .map(|block| {
+                    IpBlock::parse(block).ok_or_else(|| {
+                        err(
+                            "TRUSTED_PROXIES",
+                            block,
+                            "addresses or blocks such as 10.0.0.0/8 or fd00::/8, comma-separated",
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        };
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let media_shards = v.parse("MEDIA_SHARDS", cores, "a number of media loops, 1-64")?;
         if !(1..=64).contains(&media_shards) {
@@ -546,6 +644,12 @@ impl Config {
             ));
         }
 
+        let storage_quota_bytes_per_user = v.parse(
+            "STORAGE_QUOTA_BYTES_PER_USER",
+            10u64 << 30,
+            "a number of bytes (0 for no quota)",
+        )?;
+
         let admin = match (v.get("ADMIN_USERNAME"), v.get("ADMIN_PASSWORD")) {
             (None, None) => None,
             (Some(u), Some(p)) => Some(AdminCredentials {
@@ -568,6 +672,18 @@ impl Config {
             }
         };
 
+        let admin_max_failures = v.parse(
+            "ADMIN_MAX_FAILURES",
+            10u32,
+            "a number of failed admin sign-ins, 1 or more",
+        )?;
+        if admin_max_failures == 0 {
+            return Err(err(
+                "ADMIN_MAX_FAILURES",
+                "0",
+                "a number of failed admin sign-ins, 1 or more",
+            ));
+        }
         let metrics_token = match v.get("METRICS_TOKEN") {
             None => None,
             Some(t) if t.len() >= 16 && t.bytes().all(|b| b.is_ascii_graphic()) => {
@@ -605,6 +721,7 @@ impl Config {
             base_url,
             trusted_origins,
             trust_proxy_headers: v.bool("TRUST_PROXY_HEADERS", false)?,
+            trusted_proxies,
             disable_signup: v.bool("BETTER_AUTH_DISABLE_SIGNUP", false)?,
             rate_limit,
             media_mode,
@@ -620,7 +737,9 @@ impl Config {
             bucket,
             s3,
             presign_ttl_secs,
+            storage_quota_bytes_per_user,
             admin,
+            admin_max_failures,
             metrics_token,
             command_ttl_secs,
             stream_request_ttl_secs,
@@ -964,6 +1083,83 @@ mod tests {
         assert_eq!(e.var, "MEDIA_PUBLIC_IP");
         let e = Config::from_vars(&vars(&[("MEDIA_RECONNECT_GRACE_MS", "-1")])).unwrap_err();
         assert_eq!(e.var, "MEDIA_RECONNECT_GRACE_MS");
+    }
+
+    #[test]
+    fn database_credentials_never_reach_a_log_line() {
+        for (url, shown) in [
+            (
+                "postgres://user:p@ss@db.internal:5432/cams",
+                "postgres db.internal:5432/cams",
+            ),
+            (
+                "postgresql://user:pa/ss:x@db/cams?sslmode=require",
+                "postgres db/cams",
+            ),
+            (
+                "postgres://db/cams?user=u&password=hunter2",
+                "postgres db/cams",
+            ),
+            ("postgres://user:@@@db/cams", "postgres db/cams"),
+        ] {
+            let c = Config::from_vars(&vars(&[("DATABASE_URL", url)])).unwrap();
+            assert_eq!(c.database.describe(), shown);
+            for text in [format!("{:?}", c.database), format!("{c:?}")] {
+                for secret in ["p@ss", "ss@", "pa/ss", "hunter2", "user:"] {
+                    assert!(!text.contains(secret), "{secret} in {text}");
+                }
+            }
+        }
+        let e =
+            Config::from_vars(&vars(&[("DATABASE_URL", "mysql://u:hunter2@db/x")])).unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert!(e.to_string().contains("mysql"), "{e}");
+    }
+
+    #[test]
+    fn trusted_proxies_parse_as_blocks() {
+        let c = Config::from_vars(&vars(&[]));
+        let c = c.unwrap();
+        assert!(
+            c.trusted_proxies
+                .iter()
+                .any(|b| b.contains("127.0.0.1".parse().unwrap()))
+        );
+        assert!(
+            c.trusted_proxies
+                .iter()
+                .any(|b| b.contains("::1".parse().unwrap()))
+        );
+        assert!(
+            !c.trusted_proxies
+                .iter()
+                .any(|b| b.contains("10.0.0.1".parse().unwrap()))
+        );
+        let c = Config::from_vars(&vars(&[(
+            "TRUSTED_PROXIES",
+            "10.0.0.0/8, fd00::/8,192.0.2.7",
+        )]))
+        .unwrap();
+        let trusted = |ip: &str| {
+            c.trusted_proxies
+                .iter()
+                .any(|b| b.contains(ip.parse().unwrap()))
+        };
+        assert!(trusted("10.200.3.4"));
+        assert!(trusted("::ffff:10.1.1.1"));
+        assert!(trusted("fd12::1"));
+        assert!(trusted("192.0.2.7"));
+        assert!(!trusted("192.0.2.8"));
+        assert!(!trusted("127.0.0.1"));
+        assert!(!trusted("fe80::1"));
+        for bad in ["10.0.0.0/33", "proxy.local", "::/129", "10.0.0.0/x"] {
+            let e = Config::from_vars(&vars(&[("TRUSTED_PROXIES", bad)])).unwrap_err();
+            assert_eq!(e.var, "TRUSTED_PROXIES");
+        }
+        assert_eq!(
+            IpBlock::parse("0.0.0.0/0").map(|b| b.contains("8.8.8.8".parse().unwrap())),
+            Some(true)
+        );
     }
 
     #[test]

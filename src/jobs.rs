@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use watchpost_media::sfu::MediaEvent;
 
 use crate::state::AppState;
+use crate::storage::ObjectStore;
 use crate::{auth, commands, events, recordings, streams};
 
 /// Time-driven state changes: command and stream-request expiry, stale motion events.
@@ -35,7 +36,10 @@ pub fn spawn_sweeper(state: AppState, stop: CancellationToken) -> JoinHandle<()>
     })
 }
 
-/// Periodic housekeeping that must not depend on traffic.
+/// How long a temporary upload file may go unwritten before it counts as abandoned.
+const ABANDONED_UPLOAD_AGE: Duration = Duration::from_secs(3600);
+
+/// Periodic housekeeping that must not depend on traffic (first round at start).
 pub fn spawn_janitor(state: AppState, stop: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
@@ -49,6 +53,15 @@ pub fn spawn_janitor(state: AppState, stop: CancellationToken) -> JoinHandle<()>
                 Ok(n) if n > 0 => tracing::info!(removed = n, "retention: deleted old recordings"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = ?e, "recording retention sweep failed"),
+            }
+            // An upload in progress keeps touching its file; one untouched this long was
+            // abandoned (a client gone mid-upload, or a crash before the rename).
+            if let ObjectStore::Local(store) = &state.storage {
+                match store.sweep_temp(ABANDONED_UPLOAD_AGE).await {
+                    Ok(n) if n > 0 => tracing::info!(removed = n, "removed abandoned upload files"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = ?e, "sweeping abandoned uploads failed"),
+                }
             }
         }
     })

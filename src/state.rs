@@ -60,6 +60,8 @@ pub struct AuthSettings {
     pub trusted_origins: Vec<String>,
     pub cookies: CookieSettings,
     pub rate_limiter: RateLimiter,
+    /// Failed `/admin` Basic-auth attempts per client.
+    pub admin_failures: RateLimiter,
 }
 
 impl AuthSettings {

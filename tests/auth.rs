@@ -705,7 +705,75 @@ async fn sign_up_can_be_closed_and_the_admin_creates_accounts(backend: Backend) 
     assert_eq!(r.json["user"]["id"], user["id"]);
 }
 
+/// Failed `/admin` sign-ins are limited per client; behind a trusted proxy the client is
+/// the right-most untrusted `X-Forwarded-For` hop, so a forged left-most hop neither
+/// escapes the limit nor blocks someone else.
+async fn admin_sign_in_failures_are_limited_per_client(backend: Backend) {
+    let s = TestServer::start_with(
+        backend,
+        &[
+            ("ADMIN_USERNAME", "root"),
+            ("ADMIN_PASSWORD", "admin-pass-1"),
+            ("ADMIN_MAX_FAILURES", "3"),
+            ("TRUST_PROXY_HEADERS", "true"),
+        ],
+    )
+    .await;
+    let attempt = |forwarded: &str, password: Option<&'static str>| {
+        let mut req = s
+            .http
+            .get(s.url("/admin/users"))
+            .header("x-forwarded-for", forwarded);
+        if let Some(p) = password {
+            req = req.basic_auth("root", Some(p));
+        }
+        req.send()
+    };
+    // A browser's credential-less challenge does not count.
+    for _ in 0..5 {
+        let r = attempt("203.0.113.9", None).await.unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    // Each guess comes with a different forged left-most hop; the proxy's hop is the same.
+    for i in 0..3 {
+        let r = attempt(&format!("6.6.6.{i}, 203.0.113.9"), Some("guess"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let r = common::Reply::from(
+        attempt("6.6.6.99, 203.0.113.9", Some("admin-pass-1"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    r.expect_error(429, "TOO_MANY_REQUESTS");
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=900).contains(&retry), "{retry}");
+    // Another address in the same IPv6 /64 is the same client; another client is not.
+    for i in 0..3 {
+        let r = attempt(&format!("2001:db8:5:6::{i}"), Some("guess"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let r = attempt("2001:db8:5:6::ffff", Some("admin-pass-1"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let r = attempt("2001:db8:5:7::1", Some("admin-pass-1"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The guesser stays blocked; whoever's address it forged as the left-most hop is not.
+    let r = attempt("203.0.113.9", Some("admin-pass-1")).await.unwrap();
+    assert_eq!(r.status(), 429);
+    let r = attempt("6.6.6.0", Some("admin-pass-1")).await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
 both_backends!(
+    admin_sign_in_failures_are_limited_per_client,
     sign_up_can_be_closed_and_the_admin_creates_accounts,
     sign_up_returns_token_user_and_signed_cookie,
     sign_up_errors,

@@ -100,6 +100,33 @@ fn invalid_configuration_stops_with_one_clear_line() {
     }
 }
 
+/// A Postgres password with `@` and `:` in it appears in no output, even when the database
+/// cannot be reached and the server says so.
+#[test]
+fn a_database_password_never_reaches_the_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(binary())
+        .current_dir(dir.path())
+        .env_clear()
+        .env(
+            "DATABASE_URL",
+            "postgres://watch:p@ss:w0rd@127.0.0.1:1/cams",
+        )
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(output.contains("127.0.0.1:1/cams"), "{output}");
+    for secret in ["p@ss", "w0rd", "watch:", "p%40ss"] {
+        assert!(!output.contains(secret), "{secret} in: {output}");
+    }
+}
+
 #[test]
 fn help_lists_the_commands() {
     let out = Command::new(binary()).arg("--help").output().unwrap();

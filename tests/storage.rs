@@ -579,7 +579,163 @@ async fn admin_dashboard_requires_credentials(backend: Backend, store: Store) {
     assert!(s.state.storage.head(&key).await.unwrap().is_some());
 }
 
+/// `STORAGE_QUOTA_BYTES_PER_USER`: a declared size is bound into the URL and reserved;
+/// an undeclared upload gets what is left (the embedded store refuses more, S3 is checked
+/// when the upload is confirmed); nobody else's quota is touched.
+async fn uploads_are_held_to_the_storage_quota(backend: Backend, store: Store) {
+    let s = TestServer::start_store(
+        backend,
+        store,
+        &[("STORAGE_QUOTA_BYTES_PER_USER", "1000000")],
+    )
+    .await;
+    let (token, _) = s.sign_up(&unique_email("quota"), "password-1").await;
+    let dev = device(&s, &token).await;
+    let ask = |size: Option<u64>| {
+        let mut body = json!({"fileName": "clip.mp4", "deviceId": dev, "contentType": "video/mp4"});
+        if let Some(n) = size {
+            body["size"] = json!(n);
+        }
+        upload_url(&s, &token, body)
+    };
+    let complete = |id: String| {
+        let token = token.clone();
+        let s = &s;
+        async move {
+            authed(
+                s,
+                reqwest::Method::POST,
+                &format!("/videos/{id}/complete"),
+                &token,
+                None,
+            )
+            .await
+        }
+    };
+    let bytes = |n: usize| vec![7u8; n];
+
+    ask(Some(2_000_000))
+        .await
+        .expect_error(413, "STORAGE_QUOTA_EXCEEDED");
+    ask(Some(6 << 30))
+        .await
+        .expect_error(400, "VALIDATION_ERROR");
+    let r = upload_url(
+        &s,
+        &token,
+        json!({"fileName": "x.mp4", "deviceId": dev, "size": -1}),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+
+    // Declared: exactly that many bytes go in, not one more.
+    let r = ask(Some(600_000)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let url = r.json["uploadUrl"].as_str().unwrap().to_string();
+    let id = r.json["video"]["id"].as_str().unwrap().to_string();
+    let refused = put_bytes(&s, &url, "video/mp4", bytes(600_001)).await;
+    assert!(
+        matches!(refused, 400 | 403 | 413),
+        "oversized PUT got {refused}"
+    );
+    // The bound is signed: raising it breaks the URL.
+    if url.contains("&max=") {
+        let raised = url.replace("&max=600000", "&max=900000");
+        assert_eq!(
+            put_bytes(&s, &raised, "video/mp4", bytes(700_000)).await,
+            403
+        );
+    }
+    assert_eq!(put_bytes(&s, &url, "video/mp4", bytes(600_000)).await, 200);
+    let done = complete(id).await;
+    assert_eq!(done.status, 200, "{}", done.text);
+    assert_eq!(done.json["size"], 600_000);
+
+    // 400,000 bytes are left.
+    ask(Some(600_000))
+        .await
+        .expect_error(413, "STORAGE_QUOTA_EXCEEDED");
+
+    // Undeclared: the remainder is the limit.
+    let r = ask(None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let url = r.json["uploadUrl"].as_str().unwrap().to_string();
+    let id = r.json["video"]["id"].as_str().unwrap().to_string();
+    let key = r.json["objectKey"].as_str().unwrap().to_string();
+    let status = put_bytes(&s, &url, "video/mp4", bytes(500_000)).await;
+    match store {
+        Store::Local => assert_eq!(status, 413),
+        Store::S3 => {
+            // S3 cannot bound an undeclared PUT; confirming it is where the quota holds.
+            assert_eq!(status, 200);
+            complete(id.clone())
+                .await
+                .expect_error(413, "STORAGE_QUOTA_EXCEEDED");
+            assert!(
+                s.state.storage.head(&key).await.unwrap().is_none(),
+                "object kept"
+            );
+            let list = authed(&s, reqwest::Method::GET, "/videos", &token, None).await;
+            assert_eq!(
+                list.json["items"].as_array().unwrap().len(),
+                1,
+                "{}",
+                list.text
+            );
+        }
+    }
+
+    // A pending declared upload reserves its bytes until its URL expires.
+    let r = ask(Some(300_000)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    ask(Some(200_000))
+        .await
+        .expect_error(413, "STORAGE_QUOTA_EXCEEDED");
+    assert_eq!(ask(Some(100_000)).await.status, 200);
+
+    // Another account has its own quota.
+    let (other, _) = s.sign_up(&unique_email("quota-other"), "password-1").await;
+    let other_dev = device(&s, &other).await;
+    let r = upload_url(
+        &s,
+        &other,
+        json!({"fileName": "a.mp4", "deviceId": other_dev, "size": 900_000}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
+/// Temporary upload files nobody has written to for an hour (a crash, a client gone
+/// mid-upload) are removed; fresh ones are left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_upload_files_are_swept() {
+    let s = TestServer::start_store(Backend::Sqlite, Store::Local, &[]).await;
+    let tmp = s.dir.path().join("objects").join(".tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let stale = tmp.join("stale-upload");
+    let fresh = tmp.join("fresh-upload");
+    std::fs::write(&stale, b"half an upload").unwrap();
+    std::fs::write(&fresh, b"in progress").unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    // The janitor's first round runs at start.
+    let s = s.restart().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while stale.exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!stale.exists(), "stale temp file kept");
+    assert!(fresh.exists(), "fresh temp file removed");
+    drop(s);
+}
+
 all_stores!(
+    uploads_are_held_to_the_storage_quota,
     upload_download_round_trip,
     users_only_see_their_own_videos,
     hostile_names_are_neutralised,

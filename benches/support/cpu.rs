@@ -4,7 +4,12 @@
 /// The server's runtime threads are named this, so their CPU time can be read apart.
 pub const SERVER_THREADS: &str = "wp-server";
 
-/// CPU seconds used so far by this process's threads named `SERVER_THREADS`.
+/// SQLite runs each connection on a thread of its own (named `sqlx-sqlite-worker-N`,
+/// shortened to 15 characters by the kernel): server work too.
+const SQLITE_THREADS: &str = "sqlx-sqlite-wor";
+
+/// CPU seconds used so far by this process's server threads: those named
+/// `SERVER_THREADS` and SQLite's connection threads.
 pub fn server_cpu_seconds() -> f64 {
     let mut ticks = 0u64;
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
@@ -12,7 +17,8 @@ pub fn server_cpu_seconds() -> f64 {
     };
     for task in tasks.flatten() {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if !comm.trim_end().starts_with(SERVER_THREADS) {
+        let comm = comm.trim_end();
+        if !(comm.starts_with(SERVER_THREADS) || comm.starts_with(SQLITE_THREADS)) {
             continue;
         }
         let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();

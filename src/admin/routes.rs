@@ -1,7 +1,9 @@
 use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::header::{
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -16,8 +18,9 @@ use crate::auth::model::User;
 use crate::devices::model::Device;
 use crate::error::{ApiError, ApiResult, ErrorBody, codes};
 use crate::http::body::DeleteResponse;
-use crate::http::extract::Query;
+use crate::http::extract::{ClientIp, Query};
 use crate::http::json::Json;
+use crate::http::rate_limit::RetryAfter;
 use crate::recordings::model::Recording;
 use crate::state::AppState;
 use crate::storage::ObjectInfo;
@@ -46,8 +49,28 @@ fn equal(a: &str, b: &str) -> bool {
     ha.ct_eq(&hb).into()
 }
 
-/// Guards every `/admin` route.
-pub async fn basic_auth(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// The rate-limit bucket of failed `/admin` sign-ins.
+const ADMIN_BUCKET: &str = "/admin";
+
+fn too_many_attempts(retry: RetryAfter) -> Response {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        codes::TOO_MANY_REQUESTS,
+        "Too many failed admin sign-ins. Please try again later.",
+    )
+    .with_header(RETRY_AFTER, HeaderValue::from(retry.0))
+    .into_response()
+}
+
+/// Guards every `/admin` route. A client that fails too often (`ADMIN_MAX_FAILURES` per 15
+/// minutes) is refused, right password or not, until its window ends: guessing the
+/// password must not be a matter of patience.
+pub async fn basic_auth(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    request: Request,
+    next: Next,
+) -> Response {
     let path = request.uri().path();
     if path != "/admin" && !path.starts_with("/admin/") {
         return next.run(request).await;
@@ -55,6 +78,9 @@ pub async fn basic_auth(State(state): State<AppState>, request: Request, next: N
     let Some(admin) = &state.config.admin else {
         return ApiError::not_found("No such route").into_response();
     };
+    if let Err(retry) = state.auth.admin_failures.peek(ip, ADMIN_BUCKET) {
+        return too_many_attempts(retry);
+    }
     let presented = request
         .headers()
         .get(AUTHORIZATION)
@@ -79,6 +105,12 @@ pub async fn basic_auth(State(state): State<AppState>, request: Request, next: N
             u & p
         });
     if !authorised {
+        // A browser's first, credential-less request is the normal challenge, not a guess.
+        if presented.is_some()
+            && let Err(retry) = state.auth.admin_failures.check(ip, ADMIN_BUCKET)
+        {
+            return too_many_attempts(retry);
+        }
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
             codes::UNAUTHORIZED,

@@ -2,9 +2,15 @@
 //! (`<salt hex>:<key hex>`) still verify so imported users can sign in; the caller
 //! upgrades them to argon2id on that sign-in.
 //!
-//! Both algorithms are deliberately slow, so every call runs on the blocking pool.
+//! Both algorithms are deliberately slow (tens of milliseconds and megabytes each), so
+//! every call runs on the blocking pool, and at most one per core at a time: a flood of
+//! sign-ins waits in line as cheap futures instead of spawning a blocking thread (and an
+//! argon2 memory block) per request.
 
+use std::future::Future;
 use std::sync::OnceLock;
+
+use tokio::sync::Semaphore;
 
 use argon2::password_hash::SaltString;
 use argon2::password_hash::rand_core::OsRng;
@@ -89,21 +95,40 @@ fn dummy_hash() -> &'static str {
     DUMMY.get_or_init(|| argon2_hash("watchpost-timing-equaliser"))
 }
 
+fn hashing_slots() -> &'static Semaphore {
+    static SLOTS: OnceLock<Semaphore> = OnceLock::new();
+    SLOTS
+        .get_or_init(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())))
+}
+
+/// Runs one slow hashing job on the blocking pool once a per-core slot is free.
+fn run_hashing<T: Send + 'static>(
+    job: impl FnOnce() -> T + Send + 'static,
+) -> impl Future<Output = Result<T, tokio::task::JoinError>> {
+    async move {
+        let _slot = hashing_slots()
+            .acquire()
+            .await
+            .expect("the hashing semaphore is never closed");
+        tokio::task::spawn_blocking(job).await
+    }
+}
+
 pub async fn hash(password: String) -> String {
-    tokio::task::spawn_blocking(move || argon2_hash(&password))
+    run_hashing(move || argon2_hash(&password))
         .await
         .expect("password hashing task panicked")
 }
 
 pub async fn verify(password: String, stored: String) -> Verified {
-    tokio::task::spawn_blocking(move || verify_sync(&password, &stored))
+    run_hashing(move || verify_sync(&password, &stored))
         .await
         .unwrap_or(Verified::No)
 }
 
 /// Burns the same work as a real verification and always fails.
 pub async fn verify_dummy(password: String) {
-    let _ = tokio::task::spawn_blocking(move || verify_sync(&password, dummy_hash())).await;
+    let _ = run_hashing(move || verify_sync(&password, dummy_hash())).await;
 }
 
 /// Produces a Better Auth-format scrypt hash; used by tests and by importers.
@@ -143,6 +168,31 @@ mod tests {
             Verified::YesNeedsUpgrade
         );
         assert_eq!(verify_sync("pass word", &h), Verified::No);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_of_hashing_runs_at_most_one_job_per_core() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let jobs: Vec<_> = (0..cores * 8)
+            .map(|_| {
+                let (running, peak) = (running.clone(), peak.clone());
+                tokio::spawn(run_hashing(move || {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                }))
+            })
+            .collect();
+        for job in jobs {
+            job.await.unwrap().unwrap();
+        }
+        let peak = peak.load(Ordering::SeqCst);
+        assert!(peak >= 1 && peak <= cores, "peak {peak} with {cores} cores");
     }
 
     #[test]

@@ -147,6 +147,9 @@ pub enum DomainError {
     /// Well-formed but refused (422, as Better Auth answers for a taken email).
     #[error("{message}")]
     Unprocessable { code: &'static str, message: String },
+    /// More bytes than the caller may store (413).
+    #[error("{message}")]
+    TooLarge { code: &'static str, message: String },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     #[error(transparent)]
@@ -217,6 +220,9 @@ impl From<DomainError> for ApiError {
             DomainError::Conflict { code, message } => ApiError::conflict(code, message),
             DomainError::Unprocessable { code, message } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+            }
+            DomainError::TooLarge { code, message } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, code, message)
             }
             DomainError::Database(sqlx::Error::PoolTimedOut) => {
                 tracing::warn!("database pool timed out");

@@ -11,6 +11,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
+use crate::config::IpBlock;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -85,21 +86,42 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// The client's address: the TCP peer, or the first `X-Forwarded-For` hop when the server
-/// is configured to trust its reverse proxy.
+/// The client's address: the TCP peer or, when the server is configured to trust its
+/// reverse proxy, the right-most `X-Forwarded-For` hop that is not itself a trusted proxy.
+/// Hops to the left of that one were written by the client and prove nothing.
 pub struct ClientIp(pub IpAddr);
 
-pub fn client_ip(parts_headers: &HeaderMap, peer: Option<SocketAddr>, trust_proxy: bool) -> IpAddr {
-    if trust_proxy
-        && let Some(ip) = parts_headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse().ok())
-    {
-        return ip;
+pub fn client_ip(
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+    trust_proxy: bool,
+    trusted_proxies: &[IpBlock],
+) -> IpAddr {
+    let peer = peer
+        .map(|p| p.ip().to_canonical())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    if !trust_proxy {
+        return peer;
     }
-    peer.map(|p| p.ip()).unwrap_or(IpAddr::from([127, 0, 0, 1]))
+    let mut client = peer;
+    // Several headers count as one list, in order.
+    let hops = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect::<Vec<_>>();
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+            // Garbage from here leftwards: keep the last hop a proxy vouched for.
+            break;
+        };
+        client = ip.to_canonical();
+        if !trusted_proxies.iter().any(|block| block.contains(client)) {
+            break;
+        }
+    }
+    client
 }
 
 impl FromRequestParts<AppState> for ClientIp {
@@ -117,6 +139,48 @@ impl FromRequestParts<AppState> for ClientIp {
             &parts.headers,
             peer,
             state.config.trust_proxy_headers,
+            &state.config.trusted_proxies,
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append("x-forwarded-for", v.parse().unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn the_client_is_the_right_most_untrusted_hop() {
+        let peer = Some("127.0.0.1:40000".parse().unwrap());
+        let trusted = [
+            IpBlock::parse("127.0.0.0/8").unwrap(),
+            IpBlock::parse("10.0.0.0/8").unwrap(),
+        ];
+        let ip = |values: &[&str], trust: bool| {
+            client_ip(&forwarded(values), peer, trust, &trusted).to_string()
+        };
+        // Without trust the header is ignored.
+        assert_eq!(ip(&["203.0.113.9"], false), "127.0.0.1");
+        // A forged left-most hop does not win over what the proxy appended.
+        assert_eq!(ip(&["6.6.6.6, 203.0.113.9"], true), "203.0.113.9");
+        // Trusted proxies in the chain are skipped, across several headers.
+        assert_eq!(
+            ip(&["6.6.6.6, 198.51.100.4", "10.1.2.3"], true),
+            "198.51.100.4"
+        );
+        // Garbage stops the walk at the last hop a proxy vouched for.
+        assert_eq!(ip(&["nonsense, 10.1.2.3"], true), "10.1.2.3");
+        assert_eq!(ip(&["203.0.113.9, nonsense"], true), "127.0.0.1");
+        // No header: the peer. IPv4-mapped IPv6 reads as IPv4.
+        assert_eq!(ip(&[], true), "127.0.0.1");
+        assert_eq!(ip(&["::ffff:203.0.113.9"], true), "203.0.113.9");
+        assert_eq!(ip(&["2001:db8::1"], true), "2001:db8::1");
     }
 }

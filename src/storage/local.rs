@@ -61,38 +61,52 @@ impl LocalStore {
         Ok(self.bucket_dir().join(key))
     }
 
-    fn signature(&self, method: &str, key: &str, expires: i64) -> String {
+    fn signature(&self, method: &str, key: &str, expires: i64, max_bytes: Option<u64>) -> String {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.inner.secret).expect("any key length");
         mac.update(format!("{method}\n{}/{key}\n{expires}", self.inner.bucket).as_bytes());
+        if let Some(max) = max_bytes {
+            mac.update(format!("\n{max}").as_bytes());
+        }
         hex(&mac.finalize().into_bytes())
     }
 
-    pub fn presign(&self, method: &str, key: &str, ttl: Duration) -> Presigned {
+    /// A URL for `method` on `key` until `ttl` from now; a PUT may be bound to at most
+    /// `max_bytes` (signed, so the holder cannot raise it).
+    pub fn presign(
+        &self,
+        method: &str,
+        key: &str,
+        ttl: Duration,
+        max_bytes: Option<u64>,
+    ) -> Presigned {
         let expires_at = crate::time::now() + chrono::Duration::from_std(ttl).unwrap_or_default();
         let expires = expires_at.timestamp();
-        let signature = self.signature(method, key, expires);
+        let signature = self.signature(method, key, expires, max_bytes);
+        let max = max_bytes.map(|m| format!("&max={m}")).unwrap_or_default();
         Presigned {
             url: format!(
-                "{}/storage/{}/{key}?expires={expires}&signature={signature}",
+                "{}/storage/{}/{key}?expires={expires}{max}&signature={signature}",
                 self.inner.base_url, self.inner.bucket
             ),
             expires_at,
         }
     }
 
-    /// Checks a presigned request: right bucket, valid key, unexpired, signature matches.
+    /// Checks a presigned request: right bucket, valid key, unexpired, signature matches
+    /// (over the size bound too, when there is one).
     pub fn verify(
         &self,
         method: &str,
         bucket: &str,
         key: &str,
         expires: i64,
+        max_bytes: Option<u64>,
         signature: &str,
     ) -> Result<(), &'static str> {
         if bucket != self.inner.bucket || validate_key(key).is_err() {
             return Err("unknown object");
         }
-        let expected = self.signature(method, key, expires);
+        let expected = self.signature(method, key, expires, max_bytes);
         if !bool::from(expected.as_bytes().ct_eq(signature.as_bytes())) {
             return Err("signature does not match");
         }
@@ -110,6 +124,31 @@ impl LocalStore {
         }
         tokio::fs::rename(temp, &dest).await?;
         Ok(())
+    }
+
+    /// Removes temporary upload files older than `age`: what a crash or a client that
+    /// vanished mid-upload left behind. Returns how many were removed.
+    pub async fn sweep_temp(&self, age: Duration) -> Result<usize, StorageError> {
+        let mut entries = match tokio::fs::read_dir(self.tmp_dir()).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        let mut removed = 0;
+        while let Some(entry) = entries.next_entry().await? {
+            let stale = entry
+                .metadata()
+                .await
+                .ok()
+                .filter(|m| m.is_file())
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|elapsed| elapsed > age);
+            if stale && tokio::fs::remove_file(entry.path()).await.is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     pub async fn new_temp_path(&self) -> Result<PathBuf, StorageError> {

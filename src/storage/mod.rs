@@ -59,6 +59,28 @@ pub enum ObjectStore {
     S3(S3Store),
 }
 
+/// The largest object anyone may store (S3's single-PUT limit).
+pub const MAX_OBJECT_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+
+/// What a presigned PUT may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SizeBound {
+    /// The size the client declared.
+    Exactly(u64),
+    /// Whatever is left of a quota.
+    AtMost(u64),
+    Any,
+}
+
+impl SizeBound {
+    pub fn max_bytes(self) -> Option<u64> {
+        match self {
+            SizeBound::Exactly(n) | SizeBound::AtMost(n) => Some(n),
+            SizeBound::Any => None,
+        }
+    }
+}
+
 /// Object keys are `/`-separated segments of safe characters; nothing can climb out of
 /// the bucket or smuggle control characters into a path or URL.
 pub fn validate_key(key: &str) -> Result<(), StorageError> {
@@ -94,23 +116,34 @@ impl ObjectStore {
         }
     }
 
+    /// A presigned PUT. `size` bounds what may be sent: the embedded store signs it as a
+    /// maximum and refuses more; S3 gets an exact declared size as a signed
+    /// `Content-Length` (it has no "at most"), so an unbounded S3 upload is checked when
+    /// the client confirms it.
     pub async fn presign_put(
         &self,
         key: &str,
         content_type: Option<&str>,
+        size: SizeBound,
         ttl: Duration,
     ) -> Result<Presigned, StorageError> {
         validate_key(key)?;
         match self {
-            ObjectStore::Local(s) => Ok(s.presign("PUT", key, ttl)),
-            ObjectStore::S3(s) => s.presign_put(key, content_type, ttl).await,
+            ObjectStore::Local(s) => Ok(s.presign("PUT", key, ttl, size.max_bytes())),
+            ObjectStore::S3(s) => {
+                let exact = match size {
+                    SizeBound::Exactly(n) => Some(n),
+                    SizeBound::AtMost(_) | SizeBound::Any => None,
+                };
+                s.presign_put(key, content_type, exact, ttl).await
+            }
         }
     }
 
     pub async fn presign_get(&self, key: &str, ttl: Duration) -> Result<Presigned, StorageError> {
         validate_key(key)?;
         match self {
-            ObjectStore::Local(s) => Ok(s.presign("GET", key, ttl)),
+            ObjectStore::Local(s) => Ok(s.presign("GET", key, ttl, None)),
             ObjectStore::S3(s) => s.presign_get(key, ttl).await,
         }
     }

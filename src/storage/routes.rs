@@ -14,13 +14,12 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use utoipa::IntoParams;
 
-use super::{LocalStore, ObjectStore, StorageError};
+use super::{LocalStore, MAX_OBJECT_BYTES, ObjectStore, StorageError};
 use crate::error::{ApiError, ApiResult, codes};
 use crate::http::extract::{Path, Query};
 use crate::state::AppState;
 
 /// Largest object the embedded store accepts in one PUT (S3's single-PUT limit).
-pub const MAX_OBJECT_BYTES: u64 = 5 * 1024 * 1024 * 1024;
 
 /// Mounted directly (not through the OpenAPI router) because keys contain `/`, which needs
 /// axum's `{*key}` wildcard; the operations are documented via `ApiDoc`'s `paths(...)`.
@@ -35,7 +34,9 @@ pub fn router() -> axum::Router<AppState> {
 pub struct SignedQuery {
     /// Unix time after which the URL is refused.
     pub expires: i64,
-    /// Hex HMAC over method, bucket/key and expiry.
+    /// The most bytes a PUT may carry, when the URL was issued with a bound.
+    pub max: Option<u64>,
+    /// Hex HMAC over method, bucket/key, expiry and the bound.
     pub signature: String,
 }
 
@@ -54,7 +55,7 @@ fn verify(
     q: &SignedQuery,
 ) -> ApiResult<()> {
     store
-        .verify(method, bucket, key, q.expires, &q.signature)
+        .verify(method, bucket, key, q.expires, q.max, &q.signature)
         .map_err(|reason| {
             ApiError::forbidden(codes::INVALID_SIGNATURE, format!("Access denied: {reason}"))
         })
@@ -200,8 +201,17 @@ pub async fn put_object(
 ) -> ApiResult<Response> {
     let store = local(&state)?;
     verify(store, "PUT", &bucket, &key, &q)?;
+    let limit = q.max.unwrap_or(MAX_OBJECT_BYTES).min(MAX_OBJECT_BYTES);
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large(limit));
+    }
     let temp = store.new_temp_path().await?;
-    let result = write_body(&temp, request.into_body()).await;
+    let result = write_body(&temp, request.into_body(), limit).await;
     let written = match result {
         Ok(n) => n,
         Err(e) => {
@@ -214,9 +224,25 @@ pub async fn put_object(
     Ok((StatusCode::OK, [(ETAG, etag)]).into_response())
 }
 
+fn too_large(limit: u64) -> ApiError {
+    if limit == MAX_OBJECT_BYTES {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            codes::PAYLOAD_TOO_LARGE,
+            "Object exceeds the 5 GiB limit",
+        )
+    } else {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            codes::PAYLOAD_TOO_LARGE,
+            format!("This upload URL allows at most {limit} bytes"),
+        )
+    }
+}
+
 /// Streams the body to `path`, flushed to disk before returning, so a rename after this
 /// never exposes a partial object.
-async fn write_body(path: &std::path::Path, body: Body) -> ApiResult<u64> {
+async fn write_body(path: &std::path::Path, body: Body, limit: u64) -> ApiResult<u64> {
     let mut file = tokio::fs::File::create(path)
         .await
         .map_err(StorageError::Io)?;
@@ -231,12 +257,8 @@ async fn write_body(path: &std::path::Path, body: Body) -> ApiResult<u64> {
         })?;
         if let Ok(chunk) = frame.into_data() {
             written += chunk.len() as u64;
-            if written > MAX_OBJECT_BYTES {
-                return Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    codes::PAYLOAD_TOO_LARGE,
-                    "Object exceeds the 5 GiB limit",
-                ));
+            if written > limit {
+                return Err(too_large(limit));
             }
             file.write_all(&chunk).await.map_err(StorageError::Io)?;
         }

@@ -106,11 +106,16 @@ impl S3Store {
         &self,
         key: &str,
         content_type: Option<&str>,
+        content_length: Option<u64>,
         ttl: Duration,
     ) -> Result<Presigned, StorageError> {
         let mut request = self.client.put_object().bucket(&self.bucket).key(key);
         if let Some(ct) = content_type {
             request = request.content_type(ct);
+        }
+        if let Some(n) = content_length {
+            // Signed: S3 refuses the PUT unless Content-Length is exactly this.
+            request = request.content_length(i64::try_from(n).unwrap_or(i64::MAX));
         }
         let presigned = request
             .presigned(Self::presigning(ttl)?)

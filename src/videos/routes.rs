@@ -34,6 +34,11 @@ pub struct UploadUrlBody {
     /// Optional folder inside the caller's namespace, e.g. `clips/2026`.
     pub prefix: Option<String>,
     pub content_type: Option<String>,
+    /// The number of bytes you will upload. The URL then accepts exactly that many (S3
+    /// checks a signed `Content-Length`); it also reserves them against your storage
+    /// quota until the URL expires.
+    #[schema(minimum = 0, maximum = 5_368_709_120u64)]
+    pub size: Option<u64>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -79,6 +84,7 @@ pub struct DeleteBody {
         (status = 400, body = ErrorBody, description = "Invalid input"),
         (status = 401, body = ErrorBody, description = "Not signed in"),
         (status = 404, body = ErrorBody, description = "Unknown device"),
+        (status = 413, body = ErrorBody, description = "STORAGE_QUOTA_EXCEEDED: the upload does not fit in what is left of the account's quota"),
     )
 )]
 pub async fn create_upload_url(
@@ -92,12 +98,14 @@ pub async fn create_upload_url(
         &state.db,
         &state.storage,
         state.presign_ttl(),
+        state.config.storage_quota_bytes_per_user,
         UploadRequest {
             user_id: current.user.id,
             device_id: body.device_id,
             file_name: body.file_name,
             prefix: body.prefix,
             content_type: body.content_type,
+            size: body.size,
         },
     )
     .await?;
@@ -184,6 +192,7 @@ pub async fn delete_video(
         (status = 200, body = Video, description = "Marked uploaded, with its size"),
         (status = 404, body = ErrorBody, description = "No such video of the caller's"),
         (status = 409, body = ErrorBody, description = "UPLOAD_NOT_FOUND: nothing was uploaded yet"),
+        (status = 413, body = ErrorBody, description = "STORAGE_QUOTA_EXCEEDED: the object would take the account over its quota; it was deleted"),
     )
 )]
 pub async fn complete_upload(
@@ -192,6 +201,13 @@ pub async fn complete_upload(
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Video>> {
     Ok(axum::Json(
-        service::complete(&state.db, &state.storage, &current.user.id, &id).await?,
+        service::complete(
+            &state.db,
+            &state.storage,
+            state.config.storage_quota_bytes_per_user,
+            &current.user.id,
+            &id,
+        )
+        .await?,
     ))
 }

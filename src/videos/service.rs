@@ -5,10 +5,10 @@ use std::time::Duration;
 use crate::db::Db;
 use crate::error::{DomainError, DomainResult, codes};
 use crate::pagination::{Page, PageQuery};
-use crate::storage::{ObjectStore, Presigned};
-use crate::time;
+use crate::storage::{MAX_OBJECT_BYTES, ObjectStore, Presigned, SizeBound};
+use crate::time::{self, Timestamp};
 use crate::videos::model::{Video, VideoStatus, video_columns};
-use crate::{db_execute, db_fetch_all, db_fetch_optional, keyset_page};
+use crate::{db_execute, db_fetch_all, db_fetch_one, db_fetch_optional, keyset_page};
 
 const MAX_FILE_NAME: usize = 128;
 
@@ -83,17 +83,76 @@ pub struct UploadRequest {
     pub file_name: String,
     pub prefix: Option<String>,
     pub content_type: Option<String>,
+    /// The bytes the client says it will send; bound into the URL when given.
+    pub size: Option<u64>,
 }
 
+/// Bytes an account's uploads take: confirmed ones at their stored size and, when
+/// `pending_since` is given, pending ones whose URL is still valid at their declared size
+/// (a reservation, so parallel uploads cannot each see the whole quota free).
+async fn bytes_used(
+    db: &Db,
+    user_id: &str,
+    pending_since: Option<Timestamp>,
+    except_id: &str,
+) -> DomainResult<u64> {
+    // Far in the future: no pending upload counts.
+    let since = pending_since.unwrap_or_else(|| time::now() + chrono::Duration::days(36_500));
+    let (used,): (i64,) = db_fetch_one!(
+        db,
+        (i64,),
+        "SELECT CAST(COALESCE(SUM(CASE WHEN status = 'uploaded' THEN COALESCE(size, 0) \
+                                      WHEN created_at > $2 THEN COALESCE(declared_size, 0) \
+                                      ELSE 0 END), 0) AS BIGINT) \
+         FROM videos WHERE user_id = $1 AND id <> $3",
+        [user_id, since, except_id]
+    )?;
+    Ok(used.max(0) as u64)
+}
+
+fn over_quota(needed: Option<u64>, used: u64, quota: u64) -> DomainError {
+    let left = quota.saturating_sub(used);
+    let message = match needed {
+        Some(n) => format!(
+            "Storage quota exceeded: this upload needs {n} bytes and {left} of {quota} bytes are left"
+        ),
+        None => format!("Storage quota exceeded: {used} of {quota} bytes are in use"),
+    };
+    DomainError::TooLarge {
+        code: codes::STORAGE_QUOTA_EXCEEDED,
+        message,
+    }
+}
+
+/// Issues a presigned PUT for a new video. With a quota (`quota` > 0), the URL carries at
+/// most what is left of it: exactly the declared size, or the remainder when no size was
+/// declared (the embedded store enforces that; S3 is checked on completion).
 pub async fn create_upload(
     db: &Db,
     store: &ObjectStore,
     ttl: Duration,
+    quota: u64,
     req: UploadRequest,
 ) -> DomainResult<(Video, Presigned)> {
     if req.file_name.trim().is_empty() {
         return Err(DomainError::validation("fileName must not be empty"));
     }
+    if req.size.is_some_and(|n| n > MAX_OBJECT_BYTES) {
+        return Err(DomainError::validation(format!(
+            "size must be at most {MAX_OBJECT_BYTES} bytes"
+        )));
+    }
+    let bound = if quota > 0 {
+        let since = time::now() - chrono::Duration::from_std(ttl).unwrap_or_default();
+        let used = bytes_used(db, &req.user_id, Some(since), "").await?;
+        let left = quota.saturating_sub(used);
+        if left == 0 || req.size.is_some_and(|n| n > left) {
+            return Err(over_quota(req.size, used, quota));
+        }
+        req.size.map_or(SizeBound::AtMost(left), SizeBound::Exactly)
+    } else {
+        req.size.map_or(SizeBound::Any, SizeBound::Exactly)
+    };
     if let Some(ct) = &req.content_type
         && !(valid_content_type(ct) && is_media_type(ct))
     {
@@ -110,7 +169,7 @@ pub async fn create_upload(
     }
     key.push_str(&format!("{id}-{file_name}"));
     let presigned = store
-        .presign_put(&key, req.content_type.as_deref(), ttl)
+        .presign_put(&key, req.content_type.as_deref(), bound, ttl)
         .await?;
     let now = time::now();
     let video = Video {
@@ -128,8 +187,8 @@ pub async fn create_upload(
     };
     db_execute!(
         db,
-        "INSERT INTO videos (id, user_id, device_id, object_key, bucket, file_name, content_type, status, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "INSERT INTO videos (id, user_id, device_id, object_key, bucket, file_name, content_type, status, created_at, updated_at, declared_size)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         [
             &video.id,
             &req.user_id,
@@ -140,7 +199,8 @@ pub async fn create_upload(
             &video.content_type,
             &video.status,
             now,
-            now
+            now,
+            bound.max_bytes().map(|n| n as i64)
         ]
     )?;
     Ok((video, presigned))
@@ -167,7 +227,9 @@ pub async fn create_admin_upload(
         uuid::Uuid::new_v4(),
         sanitize_file_name(file_name)
     ));
-    let presigned = store.presign_put(&key, content_type, ttl).await?;
+    let presigned = store
+        .presign_put(&key, content_type, SizeBound::Any, ttl)
+        .await?;
     Ok((key, presigned))
 }
 
@@ -216,10 +278,12 @@ pub async fn list(db: &Db, user_id: &str, page: &PageQuery) -> DomainResult<Page
     Ok(keyset.page(rows))
 }
 
-/// Confirms an upload by looking at the stored object; records its size.
+/// Confirms an upload by looking at the stored object; records its size. An object that
+/// would take the account over its quota (`quota` > 0) is deleted and refused.
 pub async fn complete(
     db: &Db,
     store: &ObjectStore,
+    quota: u64,
     user_id: &str,
     id: &str,
 ) -> DomainResult<Video> {
@@ -232,6 +296,14 @@ pub async fn complete(
             "The object has not been uploaded yet",
         ));
     };
+    if quota > 0 && video.status == VideoStatus::Pending {
+        let used = bytes_used(db, user_id, None, &video.id).await?;
+        if used.saturating_add(info.size) > quota {
+            store.delete(&video.object_key).await?;
+            db_execute!(db, "DELETE FROM videos WHERE id = $1", [&video.id])?;
+            return Err(over_quota(Some(info.size), used, quota));
+        }
+    }
     let now = time::now();
     let size = info.size as i64;
     db_execute!(
