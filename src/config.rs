@@ -1105,7 +1105,7 @@ mod tests {
             let c = Config::from_vars(&vars(&[("DATABASE_URL", url)])).unwrap();
             assert_eq!(c.database.describe(), shown);
             for text in [format!("{:?}", c.database), format!("{c:?}")] {
-                for secret in ["p@ss", "ss@", "pa/ss", "hunter2", "user:"] {
+                for secret in ["p@ss", "ss@", "pa/ss", "hunter2", "//user", "user:p"] {
                     assert!(!text.contains(secret), "{secret} in {text}");
                 }
             }

@@ -579,6 +579,23 @@ async fn admin_dashboard_requires_credentials(backend: Backend, store: Store) {
     assert!(s.state.storage.head(&key).await.unwrap().is_some());
 }
 
+/// A PUT that may be refused: the server answers before reading the body, so the client
+/// may see the connection close while still sending instead of the status (`None`).
+async fn put_outcome(_s: &TestServer, url: &str, len: usize) -> Option<u16> {
+    // Its own connection: one the server cut must not go back to the shared pool.
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+        .put(url)
+        .header("content-type", "video/mp4")
+        .body(vec![7u8; len])
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
+}
+
 /// `STORAGE_QUOTA_BYTES_PER_USER`: a declared size is bound into the URL and reserved;
 /// an undeclared upload gets what is left (the embedded store refuses more, S3 is checked
 /// when the upload is confirmed); nobody else's quota is touched.
@@ -633,18 +650,16 @@ async fn uploads_are_held_to_the_storage_quota(backend: Backend, store: Store) {
     assert_eq!(r.status, 200, "{}", r.text);
     let url = r.json["uploadUrl"].as_str().unwrap().to_string();
     let id = r.json["video"]["id"].as_str().unwrap().to_string();
-    let refused = put_bytes(&s, &url, "video/mp4", bytes(600_001)).await;
+    let refused = put_outcome(&s, &url, 600_001).await;
     assert!(
-        matches!(refused, 400 | 403 | 413),
-        "oversized PUT got {refused}"
+        matches!(refused, None | Some(400 | 403 | 413)),
+        "oversized PUT got {refused:?}"
     );
     // The bound is signed: raising it breaks the URL.
     if url.contains("&max=") {
         let raised = url.replace("&max=600000", "&max=900000");
-        assert_eq!(
-            put_bytes(&s, &raised, "video/mp4", bytes(700_000)).await,
-            403
-        );
+        let status = put_outcome(&s, &raised, 700_000).await;
+        assert!(matches!(status, None | Some(403)), "{status:?}");
     }
     assert_eq!(put_bytes(&s, &url, "video/mp4", bytes(600_000)).await, 200);
     let done = complete(id).await;
@@ -662,12 +677,14 @@ async fn uploads_are_held_to_the_storage_quota(backend: Backend, store: Store) {
     let url = r.json["uploadUrl"].as_str().unwrap().to_string();
     let id = r.json["video"]["id"].as_str().unwrap().to_string();
     let key = r.json["objectKey"].as_str().unwrap().to_string();
-    let status = put_bytes(&s, &url, "video/mp4", bytes(500_000)).await;
     match store {
-        Store::Local => assert_eq!(status, 413),
+        Store::Local => {
+            let status = put_outcome(&s, &url, 500_000).await;
+            assert!(matches!(status, None | Some(413)), "{status:?}");
+        }
         Store::S3 => {
             // S3 cannot bound an undeclared PUT; confirming it is where the quota holds.
-            assert_eq!(status, 200);
+            assert_eq!(put_bytes(&s, &url, "video/mp4", bytes(500_000)).await, 200);
             complete(id.clone())
                 .await
                 .expect_error(413, "STORAGE_QUOTA_EXCEEDED");
@@ -710,7 +727,7 @@ async fn uploads_are_held_to_the_storage_quota(backend: Backend, store: Store) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_upload_files_are_swept() {
     let s = TestServer::start_store(Backend::Sqlite, Store::Local, &[]).await;
-    let tmp = s.dir.path().join("objects").join(".tmp");
+    let tmp = s.dir.path().join("data").join("objects").join(".tmp");
     std::fs::create_dir_all(&tmp).unwrap();
     let stale = tmp.join("stale-upload");
     let fresh = tmp.join("fresh-upload");

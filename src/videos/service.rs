@@ -200,7 +200,9 @@ pub async fn create_upload(
             &video.status,
             now,
             now,
-            bound.max_bytes().map(|n| n as i64)
+            // Only a declared size is a reservation; an undeclared upload's bound is just
+            // what was left when it was issued.
+            req.size.map(|n| n as i64)
         ]
     )?;
     Ok((video, presigned))
