@@ -49,9 +49,11 @@ impl Db {
             }
             DatabaseTarget::Postgres(url) => {
                 let options = PgConnectOptions::from_str(url)?;
+                // Short: while the server is down every request waits this long for a
+                // connection, and a 503 in a few seconds beats a hung client.
                 let pool = PgPoolOptions::new()
                     .max_connections(16)
-                    .acquire_timeout(Duration::from_secs(10))
+                    .acquire_timeout(Duration::from_secs(3))
                     .connect_with(options)
                     .await?;
                 Ok(Db::Postgres(pool))

@@ -224,9 +224,17 @@ impl From<DomainError> for ApiError {
             DomainError::TooLarge { code, message } => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, code, message)
             }
-            DomainError::Database(sqlx::Error::PoolTimedOut) => {
-                tracing::warn!("database pool timed out");
-                ApiError::unavailable("The database is busy; try again")
+            DomainError::Database(e) if is_database_unreachable(&e) => {
+                tracing::warn!(error = %e, "database unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    codes::DATABASE_UNAVAILABLE,
+                    "The database is unavailable; try again shortly",
+                )
+                .with_header(
+                    axum::http::header::RETRY_AFTER,
+                    HeaderValue::from_static("5"),
+                )
             }
             DomainError::Database(e) => ApiError::internal(e),
             DomainError::Storage(StorageError::NotFound) => ApiError::not_found("Object not found"),
@@ -251,6 +259,25 @@ impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         DomainError::from(e).into()
     }
+}
+
+/// True when `e` says the database could not be reached or answered (down, restarting,
+/// network gone, pool exhausted): the request may succeed later, so it is a 503, not a
+/// server bug.
+pub fn is_database_unreachable(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_)
+    ) || matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| {
+        // PostgreSQL: admin shutdown, crash shutdown, cannot connect now, and the
+        // connection-exception class.
+        matches!(c.as_ref(), "57P01" | "57P02" | "57P03") || c.starts_with("08")
+    }))
 }
 
 /// True when `e` is a unique-constraint violation (both SQLite and PostgreSQL report it).

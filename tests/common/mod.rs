@@ -2,6 +2,7 @@
 //! SQLite file or a fresh PostgreSQL database, and drives it over HTTP.
 #![allow(dead_code)]
 
+pub mod fault_proxy;
 pub mod household;
 pub mod process;
 pub mod sio;
