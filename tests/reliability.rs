@@ -58,8 +58,12 @@ async fn a_postgres_outage_fails_fast_with_503_and_service_resumes() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     // Fail fast: no request waits longer than the pool's 3 s acquire limit (plus slack).
-    assert!(slowest < Duration::from_secs(5), "slowest answer {slowest:?}");
+    assert!(
+        slowest < Duration::from_secs(5),
+        "slowest answer {slowest:?}"
+    );
     assert!(answered >= 4, "only {answered} rounds in 20 s");
+    eprintln!("postgres outage: {answered} rounds of 3 requests, slowest answer {slowest:?}");
 
     proxy.up();
     let back = Instant::now();
@@ -69,9 +73,13 @@ async fn a_postgres_outage_fails_fast_with_503_and_service_resumes() {
             break;
         }
         assert_eq!(r.status(), 503);
-        assert!(back.elapsed() < Duration::from_secs(15), "service did not resume");
+        assert!(
+            back.elapsed() < Duration::from_secs(15),
+            "service did not resume"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    eprintln!("postgres back: serving again after {:?}", back.elapsed());
     let r = s.get("/healthz").await;
     assert_eq!(r.status, 200, "{}", r.text);
     // Nothing acknowledged was lost, and nothing refused was half-written.
@@ -91,4 +99,125 @@ async fn a_postgres_outage_fails_fast_with_503_and_service_resumes() {
         .collect();
     names.sort_unstable();
     assert_eq!(names, ["after", "before"], "{body}");
+}
+
+/// The S3 server (behind a proxy the test can stop) goes away for 20 s: the video routes
+/// that need it answer 503 `STORAGE_UNAVAILABLE` fast, those that do not keep working,
+/// `/healthz` reports the store down, and everything comes back by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_outage_fails_fast_with_503_and_service_resumes() {
+    let mut vars = common::s3_vars();
+    let port = vars
+        .iter()
+        .find(|(k, _)| k == "MINIO_PORT")
+        .unwrap()
+        .1
+        .clone();
+    let proxy = FaultProxy::start(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    for (k, v) in vars.iter_mut() {
+        if k == "MINIO_PORT" {
+            *v = proxy.port.to_string();
+        }
+    }
+    let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let s = TestServer::start_with(Backend::Sqlite, &refs).await;
+    let (token, _) = s.sign_up(&unique_email("s3-outage"), "password-1").await;
+    let r = s
+        .http
+        .post(s.url("/devices/register"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "Porch", "role": "camera"}))
+        .send()
+        .await
+        .unwrap();
+    let device: serde_json::Value = r.json().await.unwrap();
+    let device_id = device["device"]["id"].as_str().unwrap().to_string();
+    let upload = |name: &str| {
+        s.http
+            .post(s.url("/videos/upload-url"))
+            .bearer_auth(&token)
+            .json(&json!({"fileName": name, "deviceId": device_id, "contentType": "video/mp4", "size": 5}))
+            .send()
+    };
+    let r: serde_json::Value = upload("a.mp4").await.unwrap().json().await.unwrap();
+    let put = s
+        .http
+        .put(r["uploadUrl"].as_str().unwrap())
+        .header("content-type", "video/mp4")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let id = r["video"]["id"].as_str().unwrap().to_string();
+    let key = r["objectKey"].as_str().unwrap().to_string();
+    let complete = || {
+        s.http
+            .post(s.url(&format!("/videos/{id}/complete")))
+            .bearer_auth(&token)
+            .send()
+    };
+
+    proxy.down();
+    let outage = Instant::now();
+    let mut health_down = false;
+    let mut slowest = Duration::ZERO;
+    while outage.elapsed() < Duration::from_secs(20) {
+        let started = Instant::now();
+        let (done, deleted, listed, health) = tokio::join!(
+            complete(),
+            s.http
+                .delete(s.url("/videos"))
+                .bearer_auth(&token)
+                .json(&json!({"objectKey": key}))
+                .send(),
+            s.http.get(s.url("/videos")).bearer_auth(&token).send(),
+            s.http.get(s.url("/healthz")).send(),
+        );
+        slowest = slowest.max(started.elapsed());
+        for r in [done.unwrap(), deleted.unwrap()] {
+            assert_eq!(r.status(), 503, "during the outage");
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(body["code"], "STORAGE_UNAVAILABLE", "{body}");
+        }
+        // What only needs the database keeps working.
+        assert_eq!(listed.unwrap().status(), 200);
+        let health = health.unwrap();
+        if health.status() == 503 {
+            let body: serde_json::Value = health.json().await.unwrap();
+            assert_eq!(body["storage"]["ok"], false, "{body}");
+            assert_eq!(body["database"]["ok"], true, "{body}");
+            health_down = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(health_down, "/healthz never reported the store down");
+    assert!(
+        slowest < Duration::from_secs(8),
+        "slowest answer {slowest:?}"
+    );
+    eprintln!("s3 outage: slowest answer {slowest:?}");
+
+    proxy.up();
+    let back = Instant::now();
+    loop {
+        let r = complete().await.unwrap();
+        if r.status() == 200 {
+            let video: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(video["size"], 5);
+            eprintln!("s3 back: serving again after {:?}", back.elapsed());
+            break;
+        }
+        assert_eq!(r.status(), 503);
+        assert!(
+            back.elapsed() < Duration::from_secs(15),
+            "service did not resume"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while s.get("/healthz").await.status != 200 {
+        assert!(Instant::now() < deadline, "/healthz stayed degraded");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

@@ -245,9 +245,13 @@ impl From<DomainError> for ApiError {
             DomainError::Storage(StorageError::Service(e)) => {
                 tracing::warn!(error = %e, "object storage request failed");
                 ApiError::new(
-                    StatusCode::BAD_GATEWAY,
+                    StatusCode::SERVICE_UNAVAILABLE,
                     codes::STORAGE_UNAVAILABLE,
-                    "Object storage is unavailable; try again",
+                    "Object storage is unavailable; try again shortly",
+                )
+                .with_header(
+                    axum::http::header::RETRY_AFTER,
+                    HeaderValue::from_static("5"),
                 )
             }
         }

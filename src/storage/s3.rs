@@ -57,6 +57,13 @@ impl S3Store {
             // Presigned PUTs must accept any body the client sends, so no checksum is baked in.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            // A stopped or unreachable S3 server answers requests with a 503 in seconds
+            // rather than holding them (the SDK retries a refused connection itself).
+            .timeout_config(
+                aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(std::time::Duration::from_secs(3))
+                    .build(),
+            )
             .build();
         Self {
             client: Client::from_conf(conf),
