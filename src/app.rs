@@ -235,7 +235,10 @@ impl Server {
         if let Some(sfu) = media.sfu() {
             tracing::info!(addr = %sfu.local_addr(), "SFU media socket ready");
         }
-        let (socket_layer, io) = SocketIo::builder().build_layer();
+        let (socket_layer, io) = SocketIo::builder()
+            .ping_interval(Duration::from_millis(config.socket_ping_interval_ms))
+            .ping_timeout(Duration::from_millis(config.socket_ping_timeout_ms))
+            .build_layer();
         let realtime = Realtime::new(io.clone());
         let watchtogether =
             watchtogether::service::WatchTogether::start(db.clone(), config.watch_together.clone())

@@ -286,6 +286,11 @@ pub struct Config {
     pub metrics_token: Option<String>,
     /// How long a command waits for the camera's answer.
     pub command_ttl_secs: u64,
+    /// `SOCKET_PING_INTERVAL_MS` / `SOCKET_PING_TIMEOUT_MS`: Engine.IO heartbeat. A client
+    /// whose network vanished without a close is dropped (and shown offline) at most
+    /// interval + timeout after its last pong.
+    pub socket_ping_interval_ms: u64,
+    pub socket_ping_timeout_ms: u64,
     /// How long a stream request waits for the camera to accept.
     pub stream_request_ttl_secs: u64,
     /// Motion events left open longer than this are closed automatically.
@@ -710,6 +715,17 @@ impl Config {
         let stream_request_ttl_secs = seconds("STREAM_REQUEST_TTL_SECS", 30)?;
         let motion_max_duration_secs = seconds("MOTION_MAX_DURATION_SECS", 600)?;
 
+        let millis = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
+            let expected = "a number of milliseconds between 100 and 300000";
+            let value = v.parse(name, default, expected)?;
+            if !(100..=300_000).contains(&value) {
+                return Err(err(name, &value.to_string(), expected));
+            }
+            Ok(value)
+        };
+        let socket_ping_interval_ms = millis("SOCKET_PING_INTERVAL_MS", 25_000)?;
+        let socket_ping_timeout_ms = millis("SOCKET_PING_TIMEOUT_MS", 20_000)?;
+
         let watch_together = watch_together_config(&v)?;
 
         Ok(Config {
@@ -742,6 +758,8 @@ impl Config {
             admin_max_failures,
             metrics_token,
             command_ttl_secs,
+            socket_ping_interval_ms,
+            socket_ping_timeout_ms,
             stream_request_ttl_secs,
             motion_max_duration_secs,
             watch_together,

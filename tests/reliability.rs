@@ -221,3 +221,92 @@ async fn an_s3_outage_fails_fast_with_503_and_service_resumes() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// A camera whose network vanishes (no close, no FIN: its connection goes through a proxy
+/// that starts swallowing everything) is shown offline within the Socket.IO heartbeat
+/// window. A command sent into the void before that, and one sent after, both wait for it
+/// and reach it when it comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_socket_goes_offline_within_the_heartbeat_and_its_commands_wait() {
+    use common::household::{WAIT, household, id_is};
+    let s = TestServer::start_with(
+        Backend::Sqlite,
+        &[
+            ("SOCKET_PING_INTERVAL_MS", "1000"),
+            ("SOCKET_PING_TIMEOUT_MS", "1000"),
+            ("COMMAND_TTL_SECS", "120"),
+        ],
+    )
+    .await;
+    let (token, (cam, cam_token), (_, cli_token)) = household(&s).await;
+    let send = |kind: &'static str| {
+        let s = &s;
+        let (cam, cli_token) = (cam.clone(), cli_token.clone());
+        async move {
+            let r = s
+                .call(
+                    reqwest::Method::POST,
+                    "/commands",
+                    &cli_token,
+                    Some(json!({"targetDeviceId": cam, "type": kind})),
+                )
+                .await;
+            assert_eq!(r.status, 201, "{}", r.text);
+            r.json["id"].as_str().unwrap().to_string()
+        }
+    };
+
+    let proxy = FaultProxy::start(s.addr).await;
+    let camera = common::sio::connect(
+        &format!("http://127.0.0.1:{}", proxy.port),
+        json!({"token": cam_token}),
+    )
+    .await
+    .unwrap();
+    assert!(is_online(&s, &token, &cam).await);
+
+    proxy.vanish();
+    let vanished = Instant::now();
+    // Into the void: the server still thinks the camera is there.
+    let lost_in_transit = send("take_snapshot").await;
+    while is_online(&s, &token, &cam).await {
+        assert!(
+            vanished.elapsed() < Duration::from_secs(5),
+            "still online {:?} after the network vanished (heartbeat window 2 s)",
+            vanished.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let detected = vanished.elapsed();
+    eprintln!("vanished socket: offline after {detected:?} (heartbeat 1 s + 1 s)");
+    let r = s
+        .call(
+            reqwest::Method::POST,
+            "/commands",
+            &cli_token,
+            Some(json!({"targetDeviceId": cam, "type": "start_stream"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json["status"], "queued", "{}", r.text);
+    let queued = r.json["id"].as_str().unwrap().to_string();
+
+    // The camera comes back on a working network and gets both.
+    drop(camera);
+    let mut camera = s.socket(&cam_token).await;
+    for id in [&lost_in_transit, &queued] {
+        camera.wait_for("command:received", WAIT, id_is(id)).await;
+    }
+}
+
+/// The `online` flag of device `id` in the owner's `/devices` listing.
+async fn is_online(s: &TestServer, token: &str, id: &str) -> bool {
+    let r = s.call(reqwest::Method::GET, "/devices", token, None).await;
+    r.json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == id)
+        .unwrap()["online"]
+        == true
+}

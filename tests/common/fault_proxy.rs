@@ -1,6 +1,7 @@
 //! A TCP proxy a test can pull the plug on: while it is down, every connection through it
 //! is cut and new ones are refused (its port is closed), as when the server behind it
-//! stops; when it is up again, the same port forwards again.
+//! stops; when it is up again, the same port forwards again. It can also swallow
+//! traffic while keeping every connection open, as a network that vanishes does.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use tokio::task::JoinSet;
 pub struct FaultProxy {
     pub port: u16,
     up: watch::Sender<bool>,
+    flowing: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -20,6 +22,7 @@ impl FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (up, mut state) = watch::channel(true);
+        let (flowing, flow) = watch::channel(true);
         let task = tokio::spawn(async move {
             let mut listener = Some(listener);
             loop {
@@ -39,9 +42,17 @@ impl FaultProxy {
                     tokio::select! {
                         accepted = current.accept() => {
                             let Ok((mut client, _)) = accepted else { continue };
+                            let mut flow = flow.clone();
                             connections.spawn(async move {
-                                if let Ok(mut server) = TcpStream::connect(target).await {
-                                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                                let Ok(mut server) = TcpStream::connect(target).await else {
+                                    return;
+                                };
+                                tokio::select! {
+                                    _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                                    () = stopped(&mut flow) => {
+                                        // Swallowed: nothing moves, nothing closes.
+                                        std::future::pending::<()>().await;
+                                    }
                                 }
                             });
                         }
@@ -59,7 +70,12 @@ impl FaultProxy {
                 }
             }
         });
-        FaultProxy { port, up, task }
+        FaultProxy {
+            port,
+            up,
+            flowing,
+            task,
+        }
     }
 
     pub fn down(&self) {
@@ -68,6 +84,20 @@ impl FaultProxy {
 
     pub fn up(&self) {
         let _ = self.up.send(true);
+    }
+
+    /// The network vanishes: open connections stay open but carry nothing more.
+    pub fn vanish(&self) {
+        let _ = self.flowing.send(false);
+    }
+}
+
+/// Resolves once traffic is to be swallowed.
+async fn stopped(flow: &mut watch::Receiver<bool>) {
+    while *flow.borrow_and_update() {
+        if flow.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
 
