@@ -310,3 +310,251 @@ async fn is_online(s: &TestServer, token: &str, id: &str) -> bool {
         .unwrap()["online"]
         == true
 }
+
+/// Every item of a paged listing (following `nextCursor`).
+async fn all_items(api: &common::Api, path: &str, token: &str) -> Vec<serde_json::Value> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let url = match &cursor {
+            Some(c) => format!("{path}{sep}limit=200&cursor={c}"),
+            None => format!("{path}{sep}limit=200"),
+        };
+        let r = api.call(reqwest::Method::GET, &url, token, None).await;
+        assert_eq!(r.status, 200, "{url}: {}", r.text);
+        items.extend(r.json["items"].as_array().unwrap().iter().cloned());
+        match r.json["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return items,
+        }
+    }
+}
+
+/// SIGKILL while 16 clients create commands, motion events and stream requests: after the
+/// restart every request that got a 2xx is stored, every stored row is whole, and the
+/// camera is sent again every command it has not acknowledged.
+async fn a_sigkill_under_load_loses_nothing_acknowledged(backend: Backend) {
+    use common::process::{Child, binary, free_port};
+    use std::sync::{Arc, Mutex};
+    let port = free_port();
+    let work = tempfile::tempdir().unwrap();
+    let database = match backend {
+        Backend::Postgres => Some(common::fresh_postgres_url().await),
+        Backend::Sqlite => None,
+    };
+    let spawn = || {
+        let mut command = std::process::Command::new(binary());
+        command
+            .current_dir(work.path())
+            .env_clear()
+            .env("PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .env("MEDIA_UDP_PORT", "0")
+            .env("MEDIA_PUBLIC_IP", "127.0.0.1")
+            .env("RECORDING_MODE", "off")
+            .env("AUTH_RATE_LIMIT_MAX", "100000")
+            .env("COMMAND_TTL_SECS", "600")
+            .env("STREAM_REQUEST_TTL_SECS", "600")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some(url) = &database {
+            command.env("DATABASE_URL", url);
+        }
+        Child(command.spawn().unwrap())
+    };
+    let api = common::Api::new(&format!("http://127.0.0.1:{port}"));
+    let ready = || async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while api.http.get(api.url("/api/auth/ok")).send().await.is_err() {
+            assert!(Instant::now() < deadline, "server did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let mut server = spawn();
+    ready().await;
+    let (token, _) = api.sign_up(&unique_email("kill"), "password-1").await;
+    let camera = api.register_device(&token, "Porch", "camera").await;
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let client = api
+            .register_device(&token, &format!("Phone {i}"), "client")
+            .await;
+        api.link(&token, &camera.0, &client.0).await;
+        clients.push(client);
+    }
+    // The camera is online, so stream requests are accepted and commands dispatched.
+    let live_camera = common::sio::connect(&api.base, json!({"token": camera.1}))
+        .await
+        .unwrap();
+
+    // (kind, id) of every request the server answered with a 2xx.
+    let acknowledged: Arc<Mutex<Vec<(&'static str, String)>>> = Arc::default();
+    let server_errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for w in 0..16usize {
+        let (api, acknowledged, server_errors) = (
+            common::Api::new(&api.base),
+            acknowledged.clone(),
+            server_errors.clone(),
+        );
+        let (camera_id, camera_token) = camera.clone();
+        let client_token = clients[w % clients.len()].1.clone();
+        workers.push(tokio::spawn(async move {
+            for n in 0.. {
+                let (kind, token, path, body) = match w % 4 {
+                    0 => (
+                        "event",
+                        &camera_token,
+                        "/events/motion/start",
+                        json!({"score": 0.5}),
+                    ),
+                    1 => (
+                        "stream",
+                        &client_token,
+                        "/streams/request",
+                        json!({"cameraDeviceId": camera_id}),
+                    ),
+                    _ => (
+                        "command",
+                        &client_token,
+                        "/commands",
+                        json!({"targetDeviceId": camera_id, "type": "take_snapshot",
+                            "payload": {"worker": w, "n": n}}),
+                    ),
+                };
+                let sent = api
+                    .http
+                    .post(api.url(path))
+                    .bearer_auth(token)
+                    .json(&body)
+                    .send()
+                    .await;
+                let Ok(r) = sent else { return };
+                let status = r.status();
+                let Ok(v) = r.json::<serde_json::Value>().await else {
+                    return;
+                };
+                if status.is_success() {
+                    let id = v["id"].as_str().unwrap().to_string();
+                    acknowledged.lock().unwrap().push((kind, id));
+                } else if status.is_server_error() {
+                    server_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &server.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let _ = server.0.wait();
+    for w in workers {
+        w.await.unwrap();
+    }
+    drop(live_camera);
+    let acknowledged = std::mem::take(&mut *acknowledged.lock().unwrap());
+    assert_eq!(
+        server_errors.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "5xx under load"
+    );
+    for kind in ["command", "event", "stream"] {
+        assert!(
+            acknowledged.iter().any(|(k, _)| *k == kind),
+            "no {kind} was acknowledged before the kill"
+        );
+    }
+
+    let _server = spawn();
+    ready().await;
+    let commands = all_items(&api, "/commands", &token).await;
+    let events = all_items(&api, "/events", &token).await;
+    let mut streams = Vec::new();
+    for (_, client_token) in &clients {
+        streams.extend(all_items(&api, "/streams/me/list", client_token).await);
+    }
+    let stored = |items: &[serde_json::Value]| -> std::collections::HashSet<String> {
+        items
+            .iter()
+            .map(|v| v["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (command_ids, event_ids, stream_ids) =
+        (stored(&commands), stored(&events), stored(&streams));
+    for (kind, id) in &acknowledged {
+        let found = match *kind {
+            "command" => command_ids.contains(id),
+            "event" => event_ids.contains(id),
+            _ => stream_ids.contains(id),
+        };
+        assert!(found, "acknowledged {kind} {id} is gone after the kill");
+    }
+    // Whole rows only: every stored command has its target, payload and a status, and a
+    // stream request's command names a stream session that was stored with it.
+    for c in &commands {
+        assert_eq!(c["targetDeviceId"], camera.0.as_str(), "{c}");
+        match c["type"].as_str().unwrap() {
+            "take_snapshot" => assert!(c["payload"]["worker"].is_number(), "{c}"),
+            "start_stream" => assert!(
+                stream_ids.contains(c["payload"]["streamSessionId"].as_str().unwrap()),
+                "{c}"
+            ),
+            other => panic!("unexpected command type {other}: {c}"),
+        }
+        assert!(
+            ["queued", "dispatched", "expired"].contains(&c["status"].as_str().unwrap()),
+            "{c}"
+        );
+    }
+    for e in &events {
+        assert_eq!(e["cameraDeviceId"], camera.0.as_str(), "{e}");
+        assert_eq!(e["score"], 0.5, "{e}");
+    }
+
+    // Pending commands are delivered again.
+    let pending: std::collections::HashSet<String> = commands
+        .iter()
+        .filter(|c| c["status"] == "queued" || c["status"] == "dispatched")
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .collect();
+    let mut camera_socket = common::sio::connect(&api.base, json!({"token": camera.1}))
+        .await
+        .unwrap();
+    let mut received = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pending.is_subset(&received) {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} pending commands redelivered",
+            received.len(),
+            pending.len()
+        );
+        if let Ok(Some((event, v))) =
+            tokio::time::timeout(Duration::from_secs(1), camera_socket.recv()).await
+            && event == "command:received"
+        {
+            received.insert(v["id"].as_str().unwrap().to_string());
+        }
+    }
+    eprintln!(
+        "{backend:?}: {} requests acknowledged before SIGKILL ({} commands, {} events, {} streams stored); {} pending commands redelivered",
+        acknowledged.len(),
+        commands.len(),
+        events.len(),
+        streams.len(),
+        pending.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkill_under_load_loses_nothing_acknowledged_on_sqlite() {
+    a_sigkill_under_load_loses_nothing_acknowledged(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkill_under_load_loses_nothing_acknowledged_on_postgres() {
+    a_sigkill_under_load_loses_nothing_acknowledged(Backend::Postgres).await;
+}

@@ -144,14 +144,14 @@ pub async fn dispatch(state: &AppState, command: &mut Command) -> DomainResult<(
         if changed == 1 {
             command.status = CommandStatus::Dispatched;
             command.updated_at = now;
+            // The camera's copy goes through the back-pressured device emit.
             state
                 .realtime
-                .emit(
-                    &command.user_id,
-                    &[&command.target_device_id],
-                    event::COMMAND_RECEIVED,
-                    command,
-                )
+                .emit(&command.user_id, &[], event::COMMAND_RECEIVED, command)
+                .await;
+            state
+                .realtime
+                .emit_to_device(&command.target_device_id, event::COMMAND_RECEIVED, command)
                 .await;
             announce(state, command).await;
             return Ok(());

@@ -10,9 +10,14 @@ pub mod socket;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Serialize;
 use socketioxide::SocketIo;
+use socketioxide::{BroadcastError, SocketError};
+
+/// How long an emit to a device waits for room in a full socket buffer.
+const DEVICE_EMIT_PATIENCE: Duration = Duration::from_secs(5);
 
 pub fn device_room(device_id: &str) -> String {
     format!("device:{device_id}")
@@ -97,16 +102,34 @@ impl Realtime {
         }
     }
 
-    /// Emits only to one device's sockets (e.g. relayed signalling).
+    /// Emits only to one device's sockets (e.g. a command, relayed signalling). A socket
+    /// whose send buffer is full (a backlog of queued commands delivered on reconnect
+    /// outruns it) is waited for, up to `DEVICE_EMIT_PATIENCE`, rather than skipped: a
+    /// skipped command would only arrive on the device's next reconnect.
     pub async fn emit_to_device<T: Serialize + ?Sized>(
         &self,
         device_id: &str,
         event: &str,
         payload: &T,
     ) {
-        let Some(root) = self.root() else { return };
-        if let Err(e) = root.to(device_room(device_id)).emit(event, payload).await {
-            tracing::debug!(event, error = %e, "realtime emit failed");
+        let deadline = tokio::time::Instant::now() + DEVICE_EMIT_PATIENCE;
+        loop {
+            let Some(root) = self.root() else { return };
+            match root.to(device_room(device_id)).emit(event, payload).await {
+                Ok(()) => return,
+                Err(BroadcastError::Socket(errors))
+                    if errors
+                        .iter()
+                        .all(|e| matches!(e, SocketError::InternalChannelFull))
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(e) => {
+                    tracing::debug!(event, error = %e, "realtime emit failed");
+                    return;
+                }
+            }
         }
     }
 
