@@ -248,6 +248,111 @@ async fn whip_whep_validation_and_authorisation() {
     assert_eq!(del.status(), 200);
 }
 
+/// Found by schemathesis: WHEP's `PATCH`/`DELETE` ignored the resource id (a made-up one
+/// got 204/200, and a hung-up viewer could still be trickled to), and an `INVALID_SDP`
+/// message carried the parser's internals (`Parse error at PointerOffset(0x7f…)`, a heap
+/// address). A WHIP/WHEP resource must be a live transport of its own kind in that session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whip_whep_resources_must_exist_and_sdp_errors_hide_parser_internals() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let st = live_stream(&s).await;
+    let (whip, whep) = (format!("/whip/{}", st.sid), format!("/whep/{}", st.sid));
+    for garbage in [
+        "hello, I am not SDP",
+        "",
+        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 96\r\n",
+    ] {
+        let r = post_sdp(&s, &whip, Some(&st.publish), garbage).await;
+        r.expect_error(400, "INVALID_SDP");
+        let message = r.json["message"].as_str().unwrap();
+        assert!(
+            !message.contains("PointerOffset")
+                && !message.contains("0x")
+                && !message.contains('\n'),
+            "{message:?}"
+        );
+    }
+    let publisher = post_sdp(&s, &whip, Some(&st.publish), &offer("sendonly", "VP8")).await;
+    assert_eq!(publisher.status, 201, "{}", publisher.text);
+    let publisher = publisher.header("location").unwrap().to_string();
+    let viewer = post_sdp(&s, &whep, Some(&st.subscribe), &offer("recvonly", "VP8")).await;
+    assert_eq!(viewer.status, 201, "{}", viewer.text);
+    let viewer = viewer.header("location").unwrap().to_string();
+    let viewer_id = viewer.rsplit('/').next().unwrap().to_string();
+    let publisher_id = publisher.rsplit('/').next().unwrap().to_string();
+    let patch = |path: String, token: String| {
+        let s = &s;
+        async move {
+            Reply::from(
+                s.http
+                    .patch(s.url(&path))
+                    .bearer_auth(token)
+                    .header("content-type", "application/trickle-ice-sdpfrag")
+                    .body("a=candidate:1 1 udp 1 127.0.0.1 9 typ host")
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let delete = |path: String, token: String| {
+        let s = &s;
+        async move {
+            Reply::from(
+                s.http
+                    .delete(s.url(&path))
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    // Made-up ids, and ids of the other kind, are no resource of this endpoint.
+    for (path, token) in [
+        (
+            format!("{whep}/sub-00000000-0000-0000-0000-000000000000"),
+            &st.subscribe,
+        ),
+        (format!("{whep}/made-up"), &st.subscribe),
+        (format!("{whep}/{publisher_id}"), &st.subscribe),
+        (
+            format!("{whip}/pub-00000000-0000-0000-0000-000000000000"),
+            &st.publish,
+        ),
+        (format!("{whip}/{viewer_id}"), &st.publish),
+    ] {
+        patch(path.clone(), token.clone())
+            .await
+            .expect_error(404, "NOT_FOUND");
+        delete(path.clone(), token.clone())
+            .await
+            .expect_error(404, "NOT_FOUND");
+    }
+    assert_eq!(
+        patch(viewer.clone(), st.subscribe.clone()).await.status,
+        204
+    );
+    assert_eq!(
+        delete(viewer.clone(), st.subscribe.clone()).await.status,
+        200
+    );
+    // Hung up: gone for good.
+    patch(viewer.clone(), st.subscribe.clone())
+        .await
+        .expect_error(404, "NOT_FOUND");
+    delete(viewer, st.subscribe.clone())
+        .await
+        .expect_error(404, "NOT_FOUND");
+    assert_eq!(
+        patch(publisher.clone(), st.publish.clone()).await.status,
+        204
+    );
+    assert_eq!(delete(publisher, st.publish.clone()).await.status, 200);
+}
+
 /// RFC 9725: `OPTIONS` on a WHIP or WHEP endpoint answers `Accept-Post: application/sdp`,
 /// whether it is a CORS preflight or a plain request, and never carries TURN credentials
 /// (nothing about it is authenticated).

@@ -257,7 +257,7 @@ fn created(
 
 #[utoipa::path(
     post, path = "/whip/{streamSessionId}", tag = "media",
-    params(("streamSessionId" = String, Path)),
+    params(("streamSessionId" = String, Path, pattern = r"^[^\x00-\x1F\x7F]+$")),
     request_body(content = String, content_type = "application/sdp", description = "SDP offer (sendonly audio/video)"),
     security(("bearer" = [])),
     responses(
@@ -269,6 +269,7 @@ fn created(
         (status = 415, body = ErrorBody, description = "Not application/sdp"),
         (status = 422, body = ErrorBody, description = "NO_USABLE_MEDIA"),
         (status = 429, body = ErrorBody, description = "TOO_MANY_PUBLISHERS"),
+        (status = 404, body = ErrorBody, description = "STREAM_NOT_FOUND: no such stream session"),
     )
 )]
 pub async fn whip_post(
@@ -296,7 +297,7 @@ pub async fn whip_post(
 
 #[utoipa::path(
     post, path = "/whep/{streamSessionId}", tag = "media",
-    params(("streamSessionId" = String, Path)),
+    params(("streamSessionId" = String, Path, pattern = r"^[^\x00-\x1F\x7F]+$")),
     request_body(content = String, content_type = "application/sdp", description = "SDP offer (recvonly audio/video)"),
     security(("bearer" = [])),
     responses(
@@ -306,6 +307,8 @@ pub async fn whip_post(
         (status = 403, body = ErrorBody, description = "Token for another session or role"),
         (status = 422, body = ErrorBody, description = "NO_USABLE_MEDIA"),
         (status = 429, body = ErrorBody, description = "TOO_MANY_SUBSCRIBERS"),
+        (status = 404, body = ErrorBody, description = "STREAM_NOT_FOUND: no such stream session"),
+        (status = 409, body = ErrorBody, description = "STREAM_NOT_ACTIVE: the session has ended (or SFU_DISABLED)"),
     )
 )]
 pub async fn whep_post(
@@ -342,8 +345,9 @@ pub async fn whep_post(
 /// authorised and validated.
 async fn patch_resource(
     State(state): State<AppState>,
-    Path((session_id, _resource)): Path<(String, String)>,
+    Path((session_id, resource)): Path<(String, String)>,
     headers: HeaderMap,
+    kind: ParticipantKind,
 ) -> ApiResult<StatusCode> {
     authorise(
         &state,
@@ -367,18 +371,40 @@ async fn patch_resource(
             "Expected content-type: application/trickle-ice-sdpfrag",
         ));
     }
+    require_resource(&state, &session_id, &resource, kind).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The WHIP (`kind` publisher) or WHEP (subscriber) resource must be a live transport of
+/// this session: anything else, a transport already hung up included, is a 404.
+async fn require_resource(
+    state: &AppState,
+    session_id: &str,
+    resource: &str,
+    kind: ParticipantKind,
+) -> ApiResult<()> {
+    let live = ParticipantKind::of(resource) == Some(kind)
+        && sfu(state)?
+            .describe(session_id)
+            .await
+            .iter()
+            .any(|p| p.id == resource);
+    if live {
+        Ok(())
+    } else {
+        Err(ApiError::not_found("No such WHIP/WHEP resource"))
+    }
 }
 
 async fn delete_resource(
     State(state): State<AppState>,
     Path((session_id, resource)): Path<(String, String)>,
     headers: HeaderMap,
+    kind: ParticipantKind,
 ) -> ApiResult<StatusCode> {
     let token = media_token_from(&headers).ok_or_else(ApiError::unauthorized)?;
     // Only the camera's own token hangs up the camera; viewers' tokens close viewers.
-    let roles: &[MediaRole] = if ParticipantKind::of(&resource) == Some(ParticipantKind::Publisher)
-    {
+    let roles: &[MediaRole] = if kind == ParticipantKind::Publisher {
         &[MediaRole::Publish]
     } else {
         &[MediaRole::Subscribe, MediaRole::Playback]
@@ -391,6 +417,7 @@ async fn delete_resource(
         chrono::Utc::now().timestamp(),
     )
     .map_err(token_error)?;
+    require_resource(&state, &session_id, &resource, kind).await?;
     sfu(&state)?.leave(&session_id, &resource).await;
     Ok(StatusCode::OK)
 }
@@ -424,11 +451,15 @@ pub struct SfuSession {
 
 #[utoipa::path(
     get, path = "/streams/{streamSessionId}/sfu/session", tag = "media",
-    params(("streamSessionId" = String, Path)),
+    params(("streamSessionId" = String, Path, pattern = r"^[^\x00-\x1F\x7F]+$")),
     security(("bearer" = [])),
     responses(
         (status = 200, body = SfuSession, description = "Live participants and their traffic"),
         (status = 403, body = ErrorBody, description = "Not a participant device"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: a path parameter with control characters"),
+        (status = 404, body = ErrorBody, description = "STREAM_NOT_FOUND: no such stream session"),
+        (status = 409, body = ErrorBody, description = "STREAM_NOT_ACTIVE: the session has ended (or SFU_DISABLED)"),
     )
 )]
 pub async fn sfu_session(
@@ -459,7 +490,7 @@ fn offer_sdp(body: TransportOffer) -> ApiResult<String> {
 
 #[utoipa::path(
     post, path = "/streams/{streamSessionId}/sfu/publish-transport", tag = "media",
-    params(("streamSessionId" = String, Path)),
+    params(("streamSessionId" = String, Path, pattern = r"^[^\x00-\x1F\x7F]+$")),
     request_body = TransportOffer,
     security(("bearer" = [])),
     responses(
@@ -469,6 +500,9 @@ fn offer_sdp(body: TransportOffer) -> ApiResult<String> {
         (status = 409, body = ErrorBody, description = "Already has a publisher"),
         (status = 422, body = ErrorBody, description = "NO_USABLE_MEDIA"),
         (status = 429, body = ErrorBody, description = "TOO_MANY_PUBLISHERS"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 415, body = ErrorBody, description = "UNSUPPORTED_MEDIA_TYPE: the body is not application/json"),
+        (status = 404, body = ErrorBody, description = "STREAM_NOT_FOUND: no such stream session"),
     )
 )]
 pub async fn publish_transport(
@@ -499,7 +533,7 @@ pub async fn publish_transport(
 
 #[utoipa::path(
     post, path = "/streams/{streamSessionId}/sfu/subscribe-transport", tag = "media",
-    params(("streamSessionId" = String, Path)),
+    params(("streamSessionId" = String, Path, pattern = r"^[^\x00-\x1F\x7F]+$")),
     request_body = TransportOffer,
     security(("bearer" = [])),
     responses(
@@ -508,6 +542,10 @@ pub async fn publish_transport(
         (status = 403, body = ErrorBody, description = "Not a viewer of this stream"),
         (status = 422, body = ErrorBody, description = "NO_USABLE_MEDIA"),
         (status = 429, body = ErrorBody, description = "TOO_MANY_SUBSCRIBERS"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 415, body = ErrorBody, description = "UNSUPPORTED_MEDIA_TYPE: the body is not application/json"),
+        (status = 404, body = ErrorBody, description = "STREAM_NOT_FOUND: no such stream session"),
+        (status = 409, body = ErrorBody, description = "STREAM_NOT_ACTIVE: the session has ended (or SFU_DISABLED)"),
     )
 )]
 pub async fn subscribe_transport(
@@ -538,60 +576,86 @@ pub async fn subscribe_transport(
 
 #[utoipa::path(
     patch, path = "/whip/{streamSessionId}/{resourceId}", tag = "media",
-    params(("streamSessionId" = String, Path), ("resourceId" = String, Path)),
+    params(("streamSessionId" = String, Path, pattern = r"^[^\x00-\x1F\x7F]+$"), ("resourceId" = String, Path, pattern = r"^[^\x00-\x1F\x7F]+$")),
     request_body(content = String, content_type = "application/trickle-ice-sdpfrag"),
     security(("bearer" = [])),
-    responses((status = 204, description = "Accepted (the ICE-lite server learns candidates from checks)"))
+    responses(
+        (status = 204, description = "Accepted (the ICE-lite server learns candidates from checks)"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: a path parameter with control characters"),
+        (status = 404, body = ErrorBody, description = "STREAM_NOT_FOUND: no such stream session; or no such live WHIP/WHEP resource"),
+        (status = 409, body = ErrorBody, description = "STREAM_NOT_ACTIVE: the session has ended (or SFU_DISABLED)"),
+        (status = 403, body = ErrorBody, description = "MEDIA_TOKEN_FORBIDDEN: a media token for another session or role"),
+    )
 )]
 pub async fn whip_patch(
     state: State<AppState>,
     path: Path<(String, String)>,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    patch_resource(state, path, headers).await
+    patch_resource(state, path, headers, ParticipantKind::Publisher).await
 }
 
 #[utoipa::path(
     patch, path = "/whep/{streamSessionId}/{resourceId}", tag = "media",
-    params(("streamSessionId" = String, Path), ("resourceId" = String, Path)),
+    params(("streamSessionId" = String, Path, pattern = r"^[^\x00-\x1F\x7F]+$"), ("resourceId" = String, Path, pattern = r"^[^\x00-\x1F\x7F]+$")),
     request_body(content = String, content_type = "application/trickle-ice-sdpfrag"),
     security(("bearer" = [])),
-    responses((status = 204, description = "Accepted (the ICE-lite server learns candidates from checks)"))
+    responses(
+        (status = 204, description = "Accepted (the ICE-lite server learns candidates from checks)"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: a path parameter with control characters"),
+        (status = 404, body = ErrorBody, description = "STREAM_NOT_FOUND: no such stream session; or no such live WHIP/WHEP resource"),
+        (status = 409, body = ErrorBody, description = "STREAM_NOT_ACTIVE: the session has ended (or SFU_DISABLED)"),
+        (status = 403, body = ErrorBody, description = "MEDIA_TOKEN_FORBIDDEN: a media token for another session or role"),
+    )
 )]
 pub async fn whep_patch(
     state: State<AppState>,
     path: Path<(String, String)>,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    patch_resource(state, path, headers).await
+    patch_resource(state, path, headers, ParticipantKind::Subscriber).await
 }
 
 #[utoipa::path(
     delete, path = "/whip/{streamSessionId}/{resourceId}", tag = "media",
-    params(("streamSessionId" = String, Path), ("resourceId" = String, Path)),
+    params(("streamSessionId" = String, Path, pattern = r"^[^\x00-\x1F\x7F]+$"), ("resourceId" = String, Path, pattern = r"^[^\x00-\x1F\x7F]+$")),
     security(("bearer" = [])),
-    responses((status = 200, description = "The publisher transport is closed"))
+    responses(
+        (status = 200, description = "The publisher transport is closed"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: a path parameter with control characters"),
+        (status = 404, body = ErrorBody, description = "STREAM_NOT_FOUND: no such stream session; or no such live WHIP/WHEP resource"),
+        (status = 403, body = ErrorBody, description = "MEDIA_TOKEN_FORBIDDEN: a media token for another session or role"),
+    )
 )]
 pub async fn whip_delete(
     state: State<AppState>,
     path: Path<(String, String)>,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    delete_resource(state, path, headers).await
+    delete_resource(state, path, headers, ParticipantKind::Publisher).await
 }
 
 #[utoipa::path(
     delete, path = "/whep/{streamSessionId}/{resourceId}", tag = "media",
-    params(("streamSessionId" = String, Path), ("resourceId" = String, Path)),
+    params(("streamSessionId" = String, Path, pattern = r"^[^\x00-\x1F\x7F]+$"), ("resourceId" = String, Path, pattern = r"^[^\x00-\x1F\x7F]+$")),
     security(("bearer" = [])),
-    responses((status = 200, description = "The viewer transport is closed"))
+    responses(
+        (status = 200, description = "The viewer transport is closed"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: a path parameter with control characters"),
+        (status = 404, body = ErrorBody, description = "STREAM_NOT_FOUND: no such stream session; or no such live WHIP/WHEP resource"),
+        (status = 403, body = ErrorBody, description = "MEDIA_TOKEN_FORBIDDEN: a media token for another session or role"),
+    )
 )]
 pub async fn whep_delete(
     state: State<AppState>,
     path: Path<(String, String)>,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    delete_resource(state, path, headers).await
+    delete_resource(state, path, headers, ParticipantKind::Subscriber).await
 }
 
 /// The alias under which a transport appears to the stream's other participants.
@@ -635,21 +699,29 @@ fn require_transport_id(participant_id: &str) -> ApiResult<()> {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SfuTrickle {
     /// The `participantId` from publish-transport or subscribe-transport.
+    #[schema(pattern = r"^(pub|sub)-[\x21-\x7E]{0,60}$")]
     pub participant_id: String,
     /// An ICE candidate (`candidate:...`, as in `RTCIceCandidate.candidate`); an empty
     /// string marks the end of candidates.
+    #[schema(
+        pattern = r"^[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*(a=)?(candidate:[\s\S]*)?[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$"
+    )]
     pub candidate: String,
 }
 
 #[utoipa::path(
     post, path = "/streams/{streamSessionId}/sfu/trickle", tag = "media",
-    params(("streamSessionId" = String, Path)),
+    params(("streamSessionId" = String, Path, pattern = r"^[^\x00-\x1F\x7F]+$")),
     request_body = SfuTrickle,
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Accepted (the ICE-lite server learns candidates from checks)"),
         (status = 400, body = ErrorBody, description = "Malformed participant id or candidate"),
         (status = 403, body = ErrorBody, description = "Not a participant device"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 415, body = ErrorBody, description = "UNSUPPORTED_MEDIA_TYPE: the body is not application/json"),
+        (status = 404, body = ErrorBody, description = "STREAM_NOT_FOUND: no such stream session"),
+        (status = 409, body = ErrorBody, description = "STREAM_NOT_ACTIVE: the session has ended (or SFU_DISABLED)"),
     )
 )]
 pub async fn sfu_trickle(
@@ -674,18 +746,23 @@ pub async fn sfu_trickle(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SfuClose {
     /// The `participantId` from publish-transport or subscribe-transport.
+    #[schema(pattern = r"^(pub|sub)-[\x21-\x7E]{0,60}$")]
     pub participant_id: String,
 }
 
 #[utoipa::path(
     post, path = "/streams/{streamSessionId}/sfu/close", tag = "media",
-    params(("streamSessionId" = String, Path)),
+    params(("streamSessionId" = String, Path, pattern = r"^[^\x00-\x1F\x7F]+$")),
     request_body = SfuClose,
     security(("bearer" = [])),
     responses(
         (status = 204, description = "The transport is closed (closing the camera's ends the stream)"),
         (status = 400, body = ErrorBody, description = "Malformed participant id"),
         (status = 403, body = ErrorBody, description = "Not a participant device"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 415, body = ErrorBody, description = "UNSUPPORTED_MEDIA_TYPE: the body is not application/json"),
+        (status = 404, body = ErrorBody, description = "STREAM_NOT_FOUND: no such stream session"),
+        (status = 409, body = ErrorBody, description = "STREAM_NOT_ACTIVE: the session has ended (or SFU_DISABLED)"),
     )
 )]
 pub async fn sfu_close(

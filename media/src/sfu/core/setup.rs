@@ -23,9 +23,37 @@ pub(super) struct Offer {
 }
 
 pub(super) fn parse_offer(sdp: &str) -> Result<Offer, SfuError> {
-    let sdp = SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+    let sdp = SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(sdp_error_text(&e)))?;
     let simulcast = sdp.media_lines.iter().any(|m| m.simulcast().is_some());
     Ok(Offer { sdp, simulcast })
+}
+
+/// What a client is told about an offer the parser refused: the parser's own explanation
+/// without its internals (its parse errors name a raw memory address,
+/// `Parse error at PointerOffset(0x7f…)`), on one bounded line.
+pub(crate) fn sdp_error_text(e: &dyn std::fmt::Display) -> String {
+    const MAX_CHARS: usize = 200;
+    let text = e.to_string();
+    let parts: Vec<&str> = text
+        .lines()
+        .map(|line| match line.find("Parse error at") {
+            Some(i) => line[..i].trim(),
+            None => line.trim(),
+        })
+        .map(|line| line.trim_end_matches(':').trim())
+        .filter(|line| !line.is_empty() && !line.contains("PointerOffset") && !line.contains("0x"))
+        .collect();
+    let joined = parts.join("; ");
+    let cleaned: String = joined
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_CHARS)
+        .collect();
+    if cleaned.is_empty() {
+        "the offer is not valid SDP".to_string()
+    } else {
+        cleaned
+    }
 }
 
 /// A new peer, answered and ready for its first ICE check.
@@ -76,7 +104,7 @@ pub(super) fn build_peer(
     let answer = rtc
         .sdp_api()
         .accept_offer(offer)
-        .map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        .map_err(|e| SfuError::BadSdp(sdp_error_text(&e)))?;
     if !carries_media(&answer, publisher) {
         return Err(SfuError::NoUsableMedia);
     }
