@@ -147,7 +147,48 @@ async fn events_are_listed_by_camera_and_time(backend: Backend) {
     .expect_error(400, "VALIDATION_ERROR");
 }
 
+/// Found by schemathesis: no body started an event, but a JSON `null` body (the same
+/// "no details") was a 400. No body, `null` and `{}` all start one.
+async fn a_null_body_starts_motion_like_no_body(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (_, (cam, cam_token), _) = household(&s).await;
+    for body in [None, Some("null"), Some("{}"), Some(" null ")] {
+        let mut req = s
+            .http
+            .post(s.url("/events/motion/start"))
+            .bearer_auth(&cam_token);
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 201, "{body:?}");
+        let event: Value = r.json().await.unwrap();
+        assert_eq!(event["cameraDeviceId"], cam.as_str(), "{body:?}");
+        let r = s
+            .call(
+                Method::POST,
+                &format!("/events/{}/motion/end", event["id"].as_str().unwrap()),
+                &cam_token,
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    // Anything else that is not an object is still refused.
+    let r = s
+        .http
+        .post(s.url("/events/motion/start"))
+        .bearer_auth(&cam_token)
+        .header("content-type", "application/json")
+        .body("[]")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
 both_backends!(
+    a_null_body_starts_motion_like_no_body,
     motion_start_and_end_reach_linked_clients_only,
     an_open_event_is_closed_after_the_maximum_duration,
     events_are_listed_by_camera_and_time,

@@ -49,26 +49,32 @@ pub struct EventsQuery {
     /// Events that started before this time (RFC 3339).
     #[param(value_type = Option<String>, format = DateTime)]
     pub to: Option<Timestamp>,
+    /// Items per page (1-200, default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }
 
 #[utoipa::path(
     post, path = "/events/motion/start", tag = "events",
-    request_body(content = Option<MotionStartBody>, description = "All fields optional; an empty body is fine"),
+    request_body(content = Option<MotionStartBody>, description = "All fields optional; no body, `{}` or `null` is fine"),
     security(("bearer" = [])),
     responses(
         (status = 201, body = MotionEvent, description = "Started; linked clients got motion:detected"),
         (status = 403, body = ErrorBody, description = "CAMERA_ONLY"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: a malformed or invalid JSON body (INVALID_JSON)"),
+        (status = 415, body = ErrorBody, description = "UNSUPPORTED_MEDIA_TYPE: the body is not application/json"),
     )
 )]
 pub async fn motion_start(
     State(state): State<AppState>,
     DeviceCaller(camera): DeviceCaller,
-    OptionalJson(body): OptionalJson<MotionStartBody>,
+    // No body, `{}` and `null` all mean "no details".
+    OptionalJson(body): OptionalJson<Option<MotionStartBody>>,
 ) -> ApiResult<(StatusCode, axum::Json<MotionEvent>)> {
     require_camera(&camera)?;
-    let body = body.unwrap_or_default();
+    let body = body.flatten().unwrap_or_default();
     let event = service::start(&state, &camera, body.started_at, body.score, body.metadata).await?;
     recordings::service::on_motion_start(&state, &camera, &event.id, event.started_at).await;
     Ok((StatusCode::CREATED, axum::Json(event)))
@@ -76,12 +82,15 @@ pub async fn motion_start(
 
 #[utoipa::path(
     post, path = "/events/{eventId}/motion/end", tag = "events",
-    params(("eventId" = String, Path)),
+    params(("eventId" = String, Path, pattern = r"^[^\x00-\x1F\x7F]+$")),
     security(("bearer" = [])),
     responses(
         (status = 200, body = MotionEvent, description = "Ended; linked clients got motion:ended"),
         (status = 404, body = ErrorBody, description = "Not this camera's event"),
         (status = 409, body = ErrorBody, description = "EVENT_ALREADY_ENDED"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: a path parameter with control characters"),
+        (status = 403, body = ErrorBody, description = "CAMERA_ONLY: the token is not a camera's"),
     )
 )]
 pub async fn motion_end(
@@ -101,7 +110,11 @@ pub async fn motion_end(
     get, path = "/events", tag = "events",
     params(EventsQuery),
     security(("bearer" = []), ("cookie" = [])),
-    responses((status = 200, body = Page<MotionEvent>, description = "The caller's motion events, newest first"))
+    responses(
+        (status = 200, body = Page<MotionEvent>, description = "The caller's motion events, newest first"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: an invalid query parameter (INVALID_CURSOR for a bad cursor)"),
+    )
 )]
 pub async fn list_events(
     State(state): State<AppState>,
