@@ -44,8 +44,9 @@ pub struct Command {
     #[sqlx(rename = "type")]
     #[serde(rename = "type")]
     pub command_type: String,
+    /// What the command was created with; `null` when it was sent without one.
     #[sqlx(json)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub payload: Value,
     /// `queued`, `dispatched`, `acknowledged`, `rejected` or `expired`.
     #[schema(value_type = String)]
