@@ -63,3 +63,64 @@ impl utoipa::Modify for SecuritySchemes {
         );
     }
 }
+
+/// Closed sets of strings that request fields and query parameters accept, named in the
+/// document (`#[schema(value_type = …)]`) so that clients and generated tests know them.
+/// The handlers still take the text and check it themselves.
+pub mod names {
+    use serde::Serialize;
+    use utoipa::ToSchema;
+
+    /// A device's role.
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub enum DeviceRoleName {
+        Camera,
+        Client,
+    }
+
+    /// A device's status (`disabled` revokes its token).
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub enum DeviceStatusName {
+        Active,
+        Disabled,
+    }
+
+    /// A camera's recording mode.
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub enum RecordingModeName {
+        Off,
+        Always,
+        Motion,
+    }
+
+    /// A command's status.
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub enum CommandStatusName {
+        Queued,
+        Dispatched,
+        Acknowledged,
+        Rejected,
+        Expired,
+    }
+
+    /// A camera's answer to a command.
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub enum AckStatusName {
+        Acknowledged,
+        Rejected,
+    }
+
+    /// A recording's status.
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub enum RecordingStatusName {
+        Recording,
+        Complete,
+        Failed,
+    }
+}

@@ -147,6 +147,8 @@ pub async fn admin_page() -> impl IntoResponse {
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AdminUploadBody {
+    /// Any name with a visible character (sanitised into the object key).
+    #[schema(pattern = r"\S")]
     pub file_name: String,
     pub prefix: Option<String>,
     pub content_type: Option<String>,
@@ -166,7 +168,12 @@ pub struct AdminUploadResponse {
     post, path = "/admin/upload-url", tag = "admin",
     request_body = AdminUploadBody,
     security(("basic" = [])),
-    responses((status = 200, body = AdminUploadResponse, description = "Presigned PUT URL"))
+    responses(
+        (status = 200, body = AdminUploadResponse, description = "Presigned PUT URL"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: a malformed or invalid JSON body (INVALID_JSON)"),
+        (status = 415, body = ErrorBody, description = "UNSUPPORTED_MEDIA_TYPE: the body is not application/json"),
+    )
 )]
 pub async fn admin_upload_url(
     State(state): State<AppState>,
@@ -217,7 +224,11 @@ pub struct ObjectList {
     get, path = "/admin/objects", tag = "admin",
     params(ObjectsQuery),
     security(("basic" = [])),
-    responses((status = 200, body = ObjectList, description = "Every object in the bucket"))
+    responses(
+        (status = 200, body = ObjectList, description = "Every object in the bucket"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: an invalid query parameter (an unknown cursor is ignored)"),
+    )
 )]
 pub async fn admin_list_objects(
     State(state): State<AppState>,
@@ -249,6 +260,10 @@ pub async fn admin_list_objects(
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AdminDeleteBody {
+    #[schema(
+        max_length = 1024,
+        pattern = r"^[A-Za-z0-9._-]*[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9._-]*[A-Za-z0-9_-][A-Za-z0-9._-]*)*$"
+    )]
     pub object_key: String,
 }
 
@@ -256,7 +271,12 @@ pub struct AdminDeleteBody {
     delete, path = "/admin/object", tag = "admin",
     request_body = AdminDeleteBody,
     security(("basic" = [])),
-    responses((status = 200, body = DeleteResponse, description = "Deleted"))
+    responses(
+        (status = 200, body = DeleteResponse, description = "Deleted"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: a malformed or invalid JSON body (INVALID_JSON)"),
+        (status = 415, body = ErrorBody, description = "UNSUPPORTED_MEDIA_TYPE: the body is not application/json"),
+    )
 )]
 pub async fn admin_delete_object(
     State(state): State<AppState>,
@@ -270,7 +290,10 @@ pub async fn admin_delete_object(
 #[utoipa::path(
     get, path = "/admin/users", tag = "admin",
     security(("basic" = [])),
-    responses((status = 200, body = Vec<User>, description = "All accounts, newest first"))
+    responses(
+        (status = 200, body = Vec<User>, description = "All accounts, newest first"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+    )
 )]
 pub async fn admin_list_users(State(state): State<AppState>) -> ApiResult<axum::Json<Vec<User>>> {
     Ok(axum::Json(auth::service::list_users(&state.db).await?))
@@ -293,6 +316,8 @@ pub struct NewUserBody {
         (status = 201, body = User, description = "Created; the person signs in with these credentials"),
         (status = 400, body = ErrorBody, description = "Invalid email, name or password"),
         (status = 422, body = ErrorBody, description = "USER_ALREADY_EXISTS_USE_ANOTHER_EMAIL"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 415, body = ErrorBody, description = "UNSUPPORTED_MEDIA_TYPE: the body is not application/json"),
     )
 )]
 pub async fn admin_create_user(
@@ -315,7 +340,10 @@ pub async fn admin_create_user(
 #[utoipa::path(
     get, path = "/admin/devices", tag = "admin",
     security(("basic" = [])),
-    responses((status = 200, body = Vec<Device>, description = "All devices, newest first"))
+    responses(
+        (status = 200, body = Vec<Device>, description = "All devices, newest first"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+    )
 )]
 pub async fn admin_list_devices(
     State(state): State<AppState>,
@@ -332,7 +360,10 @@ pub async fn admin_list_devices(
 #[utoipa::path(
     get, path = "/admin/streams", tag = "admin",
     security(("basic" = [])),
-    responses((status = 200, body = Vec<StreamSession>, description = "Live (requested or streaming) sessions"))
+    responses(
+        (status = 200, body = Vec<StreamSession>, description = "Live (requested or streaming) sessions"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+    )
 )]
 pub async fn admin_list_streams(
     State(state): State<AppState>,
@@ -352,7 +383,10 @@ pub struct AdminRecordings {
 #[utoipa::path(
     get, path = "/admin/recordings", tag = "admin",
     security(("basic" = [])),
-    responses((status = 200, body = AdminRecordings, description = "Recent recordings and the upload backlog"))
+    responses(
+        (status = 200, body = AdminRecordings, description = "Recent recordings and the upload backlog"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+    )
 )]
 pub async fn admin_list_recordings(
     State(state): State<AppState>,

@@ -136,8 +136,10 @@ fn attach_session(state: &AppState, response: &mut Response, token: &str, rememb
     responses(
         (status = 200, body = SignUpResponse, description = "Account created and signed in"),
         (status = 400, body = ErrorBody, description = "INVALID_EMAIL, PASSWORD_TOO_SHORT, PASSWORD_TOO_LONG or VALIDATION_ERROR"),
+        (status = 403, body = ErrorBody, description = "INVALID_CALLBACK_URL (or a cross-site browser request: INVALID_ORIGIN)"),
         (status = 422, body = ErrorBody, description = "USER_ALREADY_EXISTS_USE_ANOTHER_EMAIL"),
         (status = 429, body = ErrorBody, description = "Too many attempts"),
+        (status = 415, body = ErrorBody, description = "UNSUPPORTED_MEDIA_TYPE: the body is not application/json"),
     )
 )]
 pub async fn sign_up_email(
@@ -183,7 +185,9 @@ pub async fn sign_up_email(
         (status = 200, body = SignInResponse, description = "Signed in; with callbackURL also a Location header"),
         (status = 400, body = ErrorBody, description = "INVALID_EMAIL, PASSWORD_TOO_LONG or VALIDATION_ERROR"),
         (status = 401, body = ErrorBody, description = "INVALID_EMAIL_OR_PASSWORD"),
+        (status = 403, body = ErrorBody, description = "INVALID_CALLBACK_URL (or a cross-site browser request: INVALID_ORIGIN)"),
         (status = 429, body = ErrorBody, description = "Too many attempts"),
+        (status = 415, body = ErrorBody, description = "UNSUPPORTED_MEDIA_TYPE: the body is not application/json"),
     )
 )]
 pub async fn sign_in_email(

@@ -32,7 +32,11 @@ pub struct CreateCommandBody {
     pub target_device_id: String,
     /// `start_stream`, `stop_stream`, `take_snapshot`, `set_setting`, or any app-defined name.
     #[serde(rename = "type")]
+    #[schema(
+        pattern = r"^[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F]{1,64}$"
+    )]
     pub command_type: String,
+    /// Any JSON object (at most 16 KiB); absent or `null` is stored as `null`.
     #[schema(value_type = Option<Object>)]
     pub payload: Option<Value>,
     /// Required when a user session (not a device token) sends the command: the client
@@ -46,7 +50,9 @@ pub struct AckBody {
     /// Ignored when present: the path names the command.
     pub command_id: Option<String>,
     /// `acknowledged` or `rejected`.
+    #[schema(value_type = crate::openapi::names::AckStatusName)]
     pub status: String,
+    #[schema(max_length = 500)]
     pub reason: Option<String>,
 }
 
@@ -56,7 +62,10 @@ pub struct AckBody {
 pub struct CommandsQuery {
     /// Commands sent by or to this device.
     pub device_id: Option<String>,
+    #[param(value_type = Option<crate::openapi::names::CommandStatusName>)]
     pub status: Option<String>,
+    /// Items per page (1-200, default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }
@@ -69,6 +78,9 @@ pub struct CommandsQuery {
         (status = 201, body = Command, description = "Queued (and dispatched if the camera is online)"),
         (status = 403, body = ErrorBody, description = "CLIENT_ONLY or DEVICES_NOT_LINKED"),
         (status = 404, body = ErrorBody, description = "Unknown device"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: a malformed or invalid JSON body (INVALID_JSON)"),
+        (status = 415, body = ErrorBody, description = "UNSUPPORTED_MEDIA_TYPE: the body is not application/json"),
     )
 )]
 pub async fn create_command(
@@ -102,7 +114,11 @@ pub async fn create_command(
     get, path = "/commands", tag = "commands",
     params(CommandsQuery),
     security(("bearer" = []), ("cookie" = [])),
-    responses((status = 200, body = Page<Command>, description = "The caller's commands, newest first"))
+    responses(
+        (status = 200, body = Page<Command>, description = "The caller's commands, newest first"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: an invalid query parameter (INVALID_CURSOR for a bad cursor)"),
+    )
 )]
 pub async fn list_commands(
     State(state): State<AppState>,
@@ -124,13 +140,17 @@ pub async fn list_commands(
 
 #[utoipa::path(
     post, path = "/commands/{commandId}/ack", tag = "commands",
-    params(("commandId" = String, Path)),
+    params(("commandId" = String, Path, pattern = r"^[^\x00-\x1F\x7F]+$")),
     request_body = AckBody,
     security(("bearer" = [])),
     responses(
         (status = 200, body = Command, description = "Answered"),
         (status = 404, body = ErrorBody, description = "Not a command for this camera"),
         (status = 409, body = ErrorBody, description = "COMMAND_EXPIRED or COMMAND_ALREADY_FINAL"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: a path parameter with control characters, a malformed or invalid JSON body (INVALID_JSON)"),
+        (status = 415, body = ErrorBody, description = "UNSUPPORTED_MEDIA_TYPE: the body is not application/json"),
+        (status = 403, body = ErrorBody, description = "CAMERA_ONLY: the token is not a camera's"),
     )
 )]
 pub async fn ack_command(

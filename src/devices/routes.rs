@@ -49,9 +49,15 @@ pub async fn current_device(
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegisterBody {
+    /// 1-100 characters without control characters, once trimmed.
+    #[schema(
+        pattern = r"^[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F]([^\x00-\x1F\x7F-\x9F]{0,98}[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F])?[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$"
+    )]
     pub name: String,
     /// `camera` or `client`.
+    #[schema(value_type = crate::openapi::names::DeviceRoleName)]
     pub role: String,
+    #[schema(pattern = r"^[^\x00-\x1F\x7F-\x9F]{0,50}$")]
     pub platform: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
@@ -68,16 +74,21 @@ pub struct RegisterResponse {
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateBody {
+    #[schema(
+        pattern = r"^[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F]([^\x00-\x1F\x7F-\x9F]{0,98}[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F])?[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$"
+    )]
     pub name: Option<String>,
+    #[schema(value_type = Option<crate::openapi::names::DeviceRoleName>)]
     pub role: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
     /// `active` or `disabled`; disabling revokes the device token.
+    #[schema(value_type = Option<crate::openapi::names::DeviceStatusName>)]
     pub status: Option<String>,
     /// A camera's recording mode: `off`, `always`, `motion`, or `null` for the server's
     /// default (`RECORDING_MODE`). Absent leaves it as it is.
     #[serde(default, deserialize_with = "crate::http::json::present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<crate::openapi::names::RecordingModeName>)]
     pub recording_mode: Option<Option<String>>,
 }
 
@@ -108,6 +119,8 @@ pub struct UpdateResponse {
         (status = 201, body = RegisterResponse, description = "Registered; the token is shown only here"),
         (status = 400, body = ErrorBody, description = "Invalid input"),
         (status = 401, body = ErrorBody, description = "Not signed in"),
+        (status = 403, body = ErrorBody, description = "MISSING_OR_NULL_ORIGIN or INVALID_ORIGIN: a cookie-authenticated request without a trusted Origin"),
+        (status = 415, body = ErrorBody, description = "UNSUPPORTED_MEDIA_TYPE: the body is not application/json"),
     )
 )]
 pub async fn register_device(
@@ -137,9 +150,16 @@ pub async fn register_device(
 
 #[utoipa::path(
     get, path = "/devices", tag = "devices",
-    params(PageQuery),
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "Items per page (1-200, default 50)"),
+        ("cursor" = Option<String>, Query, description = "`nextCursor` from the previous page"),
+    ),
     security(("bearer" = []), ("cookie" = [])),
-    responses((status = 200, body = Page<Device>, description = "The caller's devices, newest first"))
+    responses(
+        (status = 200, body = Page<Device>, description = "The caller's devices, newest first"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: an invalid query parameter (INVALID_CURSOR for a bad cursor)"),
+    )
 )]
 pub async fn list_devices(
     State(state): State<AppState>,
@@ -157,13 +177,17 @@ pub async fn list_devices(
 
 #[utoipa::path(
     patch, path = "/devices/{deviceId}", tag = "devices",
-    params(("deviceId" = String, Path)),
+    params(("deviceId" = String, Path, pattern = r"^[^\x00-\x1F\x7F]+$")),
     request_body = UpdateBody,
     security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 200, body = UpdateResponse, description = "Updated; re-enabling returns a new deviceToken"),
         (status = 404, body = ErrorBody, description = "Not the caller's device"),
         (status = 409, body = ErrorBody, description = "DEVICE_HAS_LINKS: role change with links"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: a path parameter with control characters, a malformed or invalid JSON body (INVALID_JSON)"),
+        (status = 403, body = ErrorBody, description = "MISSING_OR_NULL_ORIGIN or INVALID_ORIGIN: a cookie-authenticated request without a trusted Origin"),
+        (status = 415, body = ErrorBody, description = "UNSUPPORTED_MEDIA_TYPE: the body is not application/json"),
     )
 )]
 pub async fn update_device(
@@ -199,11 +223,14 @@ pub async fn update_device(
 
 #[utoipa::path(
     delete, path = "/devices/{deviceId}", tag = "devices",
-    params(("deviceId" = String, Path)),
+    params(("deviceId" = String, Path, pattern = r"^[^\x00-\x1F\x7F]+$")),
     security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 200, body = OkBody, description = "Deleted with its links, commands, events and sessions"),
         (status = 404, body = ErrorBody, description = "Not the caller's device"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: a path parameter with control characters"),
+        (status = 403, body = ErrorBody, description = "MISSING_OR_NULL_ORIGIN or INVALID_ORIGIN: a cookie-authenticated request without a trusted Origin"),
     )
 )]
 pub async fn delete_device(
@@ -222,12 +249,14 @@ pub async fn delete_device(
 
 #[utoipa::path(
     post, path = "/devices/{deviceId}/heartbeat", tag = "devices",
-    params(("deviceId" = String, Path)),
+    params(("deviceId" = String, Path, pattern = r"^[^\x00-\x1F\x7F]+$")),
     security(("bearer" = [])),
     responses(
         (status = 200, body = HeartbeatResponse, description = "Presence recorded"),
         (status = 401, body = ErrorBody, description = "Missing or invalid device token"),
         (status = 403, body = ErrorBody, description = "Token of another device"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: a path parameter with control characters"),
+        (status = 404, body = ErrorBody, description = "Not found (or not the caller's)"),
     )
 )]
 pub async fn heartbeat(

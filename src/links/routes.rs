@@ -40,6 +40,9 @@ pub struct LinkBody {
         (status = 400, body = ErrorBody, description = "Roles do not match"),
         (status = 404, body = ErrorBody, description = "A device is not the caller's"),
         (status = 409, body = ErrorBody, description = "LINK_EXISTS"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 403, body = ErrorBody, description = "MISSING_OR_NULL_ORIGIN or INVALID_ORIGIN: a cookie-authenticated request without a trusted Origin"),
+        (status = 415, body = ErrorBody, description = "UNSUPPORTED_MEDIA_TYPE: the body is not application/json"),
     )
 )]
 pub async fn create_link(
@@ -59,9 +62,16 @@ pub async fn create_link(
 
 #[utoipa::path(
     get, path = "/device-links", tag = "links",
-    params(PageQuery),
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "Items per page (1-200, default 50)"),
+        ("cursor" = Option<String>, Query, description = "`nextCursor` from the previous page"),
+    ),
     security(("bearer" = []), ("cookie" = [])),
-    responses((status = 200, body = Page<Link>, description = "The caller's links, newest first"))
+    responses(
+        (status = 200, body = Page<Link>, description = "The caller's links, newest first"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: an invalid query parameter (INVALID_CURSOR for a bad cursor)"),
+    )
 )]
 pub async fn list_links(
     State(state): State<AppState>,
@@ -75,11 +85,14 @@ pub async fn list_links(
 
 #[utoipa::path(
     delete, path = "/device-links/{linkId}", tag = "links",
-    params(("linkId" = String, Path)),
+    params(("linkId" = String, Path, pattern = r"^[^\x00-\x1F\x7F]+$")),
     security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 200, body = OkBody, description = "Unlinked; the client's live viewing of the camera is closed"),
         (status = 404, body = ErrorBody, description = "Not the caller's link"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: a path parameter with control characters"),
+        (status = 403, body = ErrorBody, description = "MISSING_OR_NULL_ORIGIN or INVALID_ORIGIN: a cookie-authenticated request without a trusted Origin"),
     )
 )]
 pub async fn delete_link(

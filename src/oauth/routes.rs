@@ -230,6 +230,8 @@ pub async fn callback(State(state): State<AppState>, uri: Uri) -> ApiResult<Resp
 
 #[derive(Deserialize, ToSchema)]
 pub struct RefreshBody {
+    /// A string; a non-zero number is taken as its text (StreamVault clients send either).
+    #[schema(value_type = Option<serde_json::Value>)]
     pub refresh_token: Option<String>,
 }
 
@@ -372,6 +374,8 @@ fn cookie_attributes(state: &AppState) -> &'static str {
         (status = 200, body = SocialSignInResponse, description = "The provider URL to open; a state cookie binds the flow to this browser"),
         (status = 403, body = ErrorBody, description = "INVALID_CALLBACK_URL"),
         (status = 404, body = ErrorBody, description = "PROVIDER_NOT_FOUND (only `google`, and only when configured)"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: a malformed or invalid JSON body (INVALID_JSON)"),
+        (status = 415, body = ErrorBody, description = "UNSUPPORTED_MEDIA_TYPE: the body is not application/json"),
     )
 )]
 pub async fn sign_in_social(

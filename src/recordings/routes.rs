@@ -39,7 +39,10 @@ pub struct RecordingsQuery {
     #[param(value_type = Option<String>, format = DateTime)]
     pub to: Option<Timestamp>,
     /// `recording`, `complete` or `failed`.
+    #[param(value_type = Option<crate::openapi::names::RecordingStatusName>)]
     pub status: Option<String>,
+    /// Items per page (1-200, default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }
@@ -72,6 +75,7 @@ fn reader(caller: &Caller) -> ApiResult<Reader<'_>> {
         (status = 200, body = Page<Recording>, description = "Recordings, newest first (a browser asking for text/html gets the web app)"),
         (status = 400, body = ErrorBody, description = "Bad filter or cursor"),
         (status = 403, body = ErrorBody, description = "CLIENT_ONLY: a camera token"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
     )
 )]
 pub async fn list_recordings(
@@ -102,12 +106,14 @@ pub async fn list_recordings(
 
 #[utoipa::path(
     get, path = "/recordings/{recordingId}", tag = "recordings",
-    params(("recordingId" = String, Path)),
+    params(("recordingId" = String, Path, pattern = r"^[^\x00-\x1F\x7F]+$")),
     security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 200, body = RecordingDetail, description = "The recording, its segments and overlapping motion events"),
         (status = 403, body = ErrorBody, description = "CLIENT_ONLY: a camera token"),
         (status = 404, body = ErrorBody, description = "No such recording of the caller's"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: a path parameter with control characters"),
     )
 )]
 pub async fn get_recording(
@@ -121,7 +127,7 @@ pub async fn get_recording(
 
 #[utoipa::path(
     get, path = "/recordings/{recordingId}/segments/{seq}/download-url", tag = "recordings",
-    params(("recordingId" = String, Path), ("seq" = i64, Path)),
+    params(("recordingId" = String, Path, pattern = r"^[^\x00-\x1F\x7F]+$"), ("seq" = i64, Path)),
     security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 200, body = SegmentUrlResponse, description = "Presigned GET URL of the segment"),
@@ -129,6 +135,7 @@ pub async fn get_recording(
         (status = 403, body = ErrorBody, description = "CLIENT_ONLY: a camera token"),
         (status = 404, body = ErrorBody, description = "No such recording or segment"),
         (status = 409, body = ErrorBody, description = "SEGMENT_NOT_UPLOADED: still waiting for upload"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
     )
 )]
 pub async fn segment_download_url(
@@ -146,12 +153,15 @@ pub async fn segment_download_url(
 
 #[utoipa::path(
     delete, path = "/recordings/{recordingId}", tag = "recordings",
-    params(("recordingId" = String, Path)),
+    params(("recordingId" = String, Path, pattern = r"^[^\x00-\x1F\x7F]+$")),
     security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 200, body = DeleteResponse, description = "Deleted, with its stored segments"),
         (status = 404, body = ErrorBody, description = "No such recording of the caller's"),
         (status = 409, body = ErrorBody, description = "RECORDING_IN_PROGRESS"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: a path parameter with control characters"),
+        (status = 403, body = ErrorBody, description = "MISSING_OR_NULL_ORIGIN or INVALID_ORIGIN: a cookie-authenticated request without a trusted Origin"),
     )
 )]
 pub async fn delete_recording(

@@ -101,12 +101,13 @@ fn parse_range(header: &str, size: u64) -> Option<(u64, u64)> {
 
 #[utoipa::path(
     get, path = "/storage/{bucket}/{key}", tag = "storage",
-    params(("bucket" = String, Path), ("key" = String, Path, description = "Object key (may contain '/')"), SignedQuery),
+    params(("bucket" = String, Path, pattern = r"^[^\x00-\x1F\x7F]+$"), ("key" = String, Path, description = "Object key (may contain '/')", pattern = r"^[^\x00-\x1F\x7F]+$"), SignedQuery),
     responses(
         (status = 200, description = "The object's bytes"),
         (status = 206, description = "A byte range of the object"),
         (status = 403, body = crate::error::ErrorBody, description = "Bad signature or expired URL"),
         (status = 404, body = crate::error::ErrorBody, description = "No such object"),
+        (status = 400, body = crate::error::ErrorBody, description = "VALIDATION_ERROR: a path parameter with control characters, an invalid query parameter"),
     )
 )]
 pub async fn get_object(
@@ -185,12 +186,13 @@ fn attachment_for(key: &str) -> HeaderValue {
 
 #[utoipa::path(
     put, path = "/storage/{bucket}/{key}", tag = "storage",
-    params(("bucket" = String, Path), ("key" = String, Path, description = "Object key (may contain '/')"), SignedQuery),
+    params(("bucket" = String, Path, pattern = r"^[^\x00-\x1F\x7F]+$"), ("key" = String, Path, description = "Object key (may contain '/')", pattern = r"^[^\x00-\x1F\x7F]+$"), SignedQuery),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The object's bytes"),
     responses(
         (status = 200, description = "Stored"),
         (status = 403, body = crate::error::ErrorBody, description = "Bad signature or expired URL"),
         (status = 413, body = crate::error::ErrorBody, description = "Object too large"),
+        (status = 400, body = crate::error::ErrorBody, description = "VALIDATION_ERROR: a path parameter with control characters, an invalid query parameter"),
     )
 )]
 pub async fn put_object(

@@ -54,6 +54,9 @@ pub struct PlaybackToken {
         (status = 403, body = ErrorBody, description = "CLIENT_ONLY or DEVICES_NOT_LINKED"),
         (status = 404, body = ErrorBody, description = "Unknown camera"),
         (status = 409, body = ErrorBody, description = "DEVICE_DISABLED, or CAMERA_OFFLINE (a signed-in user's request to a camera without a live socket)"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: a malformed or invalid JSON body (INVALID_JSON)"),
+        (status = 415, body = ErrorBody, description = "UNSUPPORTED_MEDIA_TYPE: the body is not application/json"),
     )
 )]
 pub async fn request_stream(
@@ -80,12 +83,15 @@ pub async fn request_stream(
 
 #[utoipa::path(
     post, path = "/streams/{streamSessionId}/accept", tag = "streams",
-    params(("streamSessionId" = String, Path)),
+    params(("streamSessionId" = String, Path, pattern = r"^[^\x00-\x1F\x7F]+$")),
     security(("bearer" = [])),
     responses(
         (status = 200, body = StreamSession, description = "Streaming; viewers got stream:started"),
         (status = 404, body = ErrorBody, description = "Not this camera's session"),
         (status = 409, body = ErrorBody, description = "Not in the requested state"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: a path parameter with control characters"),
+        (status = 403, body = ErrorBody, description = "CAMERA_ONLY: the token is not a camera's"),
     )
 )]
 pub async fn accept_stream(
@@ -98,12 +104,15 @@ pub async fn accept_stream(
 
 #[utoipa::path(
     get, path = "/streams/{streamSessionId}/publish-credentials", tag = "streams",
-    params(("streamSessionId" = String, Path)),
+    params(("streamSessionId" = String, Path, pattern = r"^[^\x00-\x1F\x7F]+$")),
     security(("bearer" = [])),
     responses(
         (status = 200, body = MediaCredentials, description = "Publish token, its WHIP URL (whipUrl) and ICE servers for the camera"),
         (status = 403, body = ErrorBody, description = "Not this session's camera"),
         (status = 409, body = ErrorBody, description = "STREAM_NOT_ACTIVE"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: a path parameter with control characters"),
+        (status = 404, body = ErrorBody, description = "STREAM_NOT_FOUND: no such stream session"),
     )
 )]
 pub async fn publish_credentials(
@@ -118,13 +127,15 @@ pub async fn publish_credentials(
 
 #[utoipa::path(
     get, path = "/streams/{streamSessionId}/subscribe-credentials", tag = "streams",
-    params(("streamSessionId" = String, Path)),
+    params(("streamSessionId" = String, Path, pattern = r"^[^\x00-\x1F\x7F]+$")),
     security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 200, body = MediaCredentials, description = "Subscribe token, its WHEP URL (whepUrl) and ICE servers for a viewer: a linked client device, or the signed-in owner"),
         (status = 403, body = ErrorBody, description = "Neither the requester nor a linked client"),
         (status = 404, body = ErrorBody, description = "Not one of the caller's sessions"),
         (status = 409, body = ErrorBody, description = "STREAM_NOT_ACTIVE"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: a path parameter with control characters"),
     )
 )]
 pub async fn subscribe_credentials(
@@ -143,12 +154,15 @@ pub async fn subscribe_credentials(
 
 #[utoipa::path(
     get, path = "/streams/{streamSessionId}/playback-token", tag = "streams",
-    params(("streamSessionId" = String, Path)),
+    params(("streamSessionId" = String, Path, pattern = r"^[^\x00-\x1F\x7F]+$")),
     security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 200, body = PlaybackToken, description = "A short-lived token for a viewer page"),
         (status = 403, body = ErrorBody, description = "Not allowed to watch"),
         (status = 409, body = ErrorBody, description = "STREAM_NOT_ACTIVE"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: a path parameter with control characters"),
+        (status = 404, body = ErrorBody, description = "STREAM_NOT_FOUND: no such stream session"),
     )
 )]
 pub async fn playback_token(
@@ -186,12 +200,15 @@ pub async fn playback_token(
 
 #[utoipa::path(
     post, path = "/streams/{streamSessionId}/end", tag = "streams",
-    params(("streamSessionId" = String, Path)),
+    params(("streamSessionId" = String, Path, pattern = r"^[^\x00-\x1F\x7F]+$")),
     security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 200, body = StreamSession, description = "Ended; everyone got stream:ended"),
         (status = 404, body = ErrorBody, description = "Neither the requester, the camera nor the signed-in owner"),
         (status = 409, body = ErrorBody, description = "STREAM_ALREADY_ENDED"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: a path parameter with control characters"),
+        (status = 403, body = ErrorBody, description = "MISSING_OR_NULL_ORIGIN or INVALID_ORIGIN: a cookie-authenticated request without a trusted Origin"),
     )
 )]
 pub async fn end_stream(
@@ -208,9 +225,16 @@ pub async fn end_stream(
 
 #[utoipa::path(
     get, path = "/streams/me/list", tag = "streams",
-    params(PageQuery),
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "Items per page (1-200, default 50)"),
+        ("cursor" = Option<String>, Query, description = "`nextCursor` from the previous page"),
+    ),
     security(("bearer" = [])),
-    responses((status = 200, body = Page<StreamSession>, description = "This device's sessions, newest first"))
+    responses(
+        (status = 200, body = Page<StreamSession>, description = "This device's sessions, newest first"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: an invalid query parameter (INVALID_CURSOR for a bad cursor)"),
+    )
 )]
 pub async fn my_streams(
     State(state): State<AppState>,

@@ -49,7 +49,7 @@ pub async fn tmdb_root() -> ApiError {
 
 #[utoipa::path(
     get, path = "/api/tmdb/{path}", tag = "streamvault",
-    params(("path" = String, Path, description = "TMDB v3 path, e.g. `movie/550` (may contain '/'); the query string is forwarded without `api_key`")),
+    params(("path" = String, Path, description = "TMDB v3 path, e.g. `movie/550` (may contain '/'); the query string is forwarded without `api_key`", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9_/-]*$")),
     responses(
         (status = 200, description = "TMDB's answer, passed through (also its 404, 422, …); `X-Cache: HIT` when served from the cache"),
         (status = 304, description = "`If-None-Match` matched the weak ETag"),

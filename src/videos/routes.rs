@@ -28,6 +28,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UploadUrlBody {
+    /// Any name with a visible character (sanitised into the object key).
+    #[schema(pattern = r"\S")]
     pub file_name: String,
     /// The device the video belongs to (one of the caller's devices).
     pub device_id: String,
@@ -57,6 +59,10 @@ pub struct UploadUrlResponse {
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct DownloadQuery {
+    #[param(
+        max_length = 1024,
+        pattern = r"^[A-Za-z0-9._-]*[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9._-]*[A-Za-z0-9_-][A-Za-z0-9._-]*)*$"
+    )]
     pub object_key: String,
 }
 
@@ -72,6 +78,10 @@ pub struct DownloadUrlResponse {
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeleteBody {
+    #[schema(
+        max_length = 1024,
+        pattern = r"^[A-Za-z0-9._-]*[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9._-]*[A-Za-z0-9_-][A-Za-z0-9._-]*)*$"
+    )]
     pub object_key: String,
 }
 
@@ -85,6 +95,8 @@ pub struct DeleteBody {
         (status = 401, body = ErrorBody, description = "Not signed in"),
         (status = 404, body = ErrorBody, description = "Unknown device"),
         (status = 413, body = ErrorBody, description = "STORAGE_QUOTA_EXCEEDED: the upload does not fit in what is left of the account's quota"),
+        (status = 403, body = ErrorBody, description = "MISSING_OR_NULL_ORIGIN or INVALID_ORIGIN: a cookie-authenticated request without a trusted Origin"),
+        (status = 415, body = ErrorBody, description = "UNSUPPORTED_MEDIA_TYPE: the body is not application/json"),
     )
 )]
 pub async fn create_upload_url(
@@ -124,6 +136,8 @@ pub async fn create_upload_url(
     responses(
         (status = 200, body = DownloadUrlResponse, description = "Presigned GET URL"),
         (status = 404, body = ErrorBody, description = "No such video of the caller's"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: an invalid query parameter"),
     )
 )]
 pub async fn download_url(
@@ -146,9 +160,16 @@ pub async fn download_url(
 
 #[utoipa::path(
     get, path = "/videos", tag = "videos",
-    params(PageQuery),
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "Items per page (1-200, default 50)"),
+        ("cursor" = Option<String>, Query, description = "`nextCursor` from the previous page"),
+    ),
     security(("bearer" = []), ("cookie" = [])),
-    responses((status = 200, body = Page<Video>, description = "The caller's videos, newest first"))
+    responses(
+        (status = 200, body = Page<Video>, description = "The caller's videos, newest first"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: an invalid query parameter (INVALID_CURSOR for a bad cursor)"),
+    )
 )]
 pub async fn list_videos(
     State(state): State<AppState>,
@@ -167,6 +188,10 @@ pub async fn list_videos(
     responses(
         (status = 200, body = DeleteResponse, description = "Deleted (or already gone)"),
         (status = 404, body = ErrorBody, description = "Not the caller's object"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: a malformed or invalid JSON body (INVALID_JSON)"),
+        (status = 403, body = ErrorBody, description = "MISSING_OR_NULL_ORIGIN or INVALID_ORIGIN: a cookie-authenticated request without a trusted Origin"),
+        (status = 415, body = ErrorBody, description = "UNSUPPORTED_MEDIA_TYPE: the body is not application/json"),
     )
 )]
 pub async fn delete_video(
@@ -186,13 +211,16 @@ pub async fn delete_video(
 
 #[utoipa::path(
     post, path = "/videos/{id}/complete", tag = "videos",
-    params(("id" = String, Path, description = "Video id")),
+    params(("id" = String, Path, description = "Video id", pattern = r"^[^\x00-\x1F\x7F]+$")),
     security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 200, body = Video, description = "Marked uploaded, with its size"),
         (status = 404, body = ErrorBody, description = "No such video of the caller's"),
         (status = 409, body = ErrorBody, description = "UPLOAD_NOT_FOUND: nothing was uploaded yet"),
         (status = 413, body = ErrorBody, description = "STORAGE_QUOTA_EXCEEDED: the object would take the account over its quota; it was deleted"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: a path parameter with control characters"),
+        (status = 403, body = ErrorBody, description = "MISSING_OR_NULL_ORIGIN or INVALID_ORIGIN: a cookie-authenticated request without a trusted Origin"),
     )
 )]
 pub async fn complete_upload(

@@ -159,9 +159,11 @@ pub struct ParticipantSummary {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RoomSummary {
     pub code: String,
-    #[schema(value_type = Object)]
+    /// Whatever JSON the host created the room with.
+    #[schema(value_type = serde_json::Value)]
     pub media_id: Value,
-    #[schema(value_type = Object)]
+    /// Whatever JSON the host created the room with.
+    #[schema(value_type = serde_json::Value)]
     pub media_title: Value,
     pub host_id: String,
     #[schema(value_type = String)]
@@ -176,9 +178,11 @@ pub struct RoomSummary {
 pub struct CreatedRoom {
     pub code: String,
     pub host_id: String,
-    #[schema(value_type = Object)]
+    /// Whatever JSON the host created the room with.
+    #[schema(value_type = serde_json::Value)]
     pub media_id: Value,
-    #[schema(value_type = Object)]
+    /// Whatever JSON the host created the room with.
+    #[schema(value_type = serde_json::Value)]
     pub media_title: Value,
     pub participants: Vec<ParticipantSummary>,
 }

@@ -41,10 +41,15 @@ fn error(status: StatusCode, message: &str) -> Response {
 #[derive(Deserialize, ToSchema)]
 #[allow(dead_code)]
 pub struct CreateRoomBody {
-    #[schema(value_type = Object)]
+    // The reference takes any JSON here: values are kept as sent, or read loosely as text;
+    // "required" means present and truthy.
+    #[schema(value_type = serde_json::Value)]
     media_id: Value,
+    #[schema(value_type = serde_json::Value)]
     media_title: String,
+    #[schema(value_type = serde_json::Value)]
     host_nickname: String,
+    #[schema(value_type = Option<serde_json::Value>)]
     media_match_key: Option<String>,
 }
 
