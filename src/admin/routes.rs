@@ -283,8 +283,29 @@ pub async fn admin_delete_object(
     Json(body): Json<AdminDeleteBody>,
 ) -> ApiResult<axum::Json<DeleteResponse>> {
     let deleted =
-        videos::service::delete_any_object(&state.db, &state.storage, &body.object_key).await?;
+        match videos::service::delete_any_object(&state.db, &state.storage, &body.object_key).await
+        {
+            Err(e) if names_no_object(&e) => false,
+            other => other?,
+        };
     Ok(axum::Json(DeleteResponse { deleted }))
+}
+
+/// In the embedded store a key can name a folder of other objects (`users/<id>`), run
+/// through an object (`<object>/x`) or have a segment longer than a file name can be;
+/// the filesystem then says "is a directory", "not a directory" or "file name too long".
+/// None of them is an object, so there was nothing to delete (not a 500).
+fn names_no_object(e: &crate::error::DomainError) -> bool {
+    matches!(
+        e,
+        crate::error::DomainError::Storage(crate::storage::StorageError::Io(io))
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::IsADirectory
+                    | std::io::ErrorKind::NotADirectory
+                    | std::io::ErrorKind::InvalidFilename
+            )
+    )
 }
 
 #[utoipa::path(
