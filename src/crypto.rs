@@ -43,6 +43,22 @@ pub fn verify_signed(secret: &[u8], signed: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Whatever a client sends as `<token>.<signature>`, only what this server signed
+        /// verifies, and nothing panics.
+        #[test]
+        fn only_what_was_signed_verifies(token in "[A-Za-z0-9]{1,40}", junk in proptest::prelude::any::<String>()) {
+            let secret = b"property-secret";
+            proptest::prop_assert_eq!(verify_signed(secret, &signed_token(secret, &token)), Some(token.clone()));
+            proptest::prop_assert_eq!(verify_signed(b"another-secret", &signed_token(secret, &token)), None);
+            let forged = format!("{token}.{junk}");
+            if junk != sign(secret, &token) {
+                proptest::prop_assert_eq!(verify_signed(secret, &forged), None);
+            }
+            let _ = verify_signed(secret, &junk);
+        }
+    }
+
     #[test]
     fn hex_encodes() {
         assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");

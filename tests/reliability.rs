@@ -558,3 +558,165 @@ async fn a_sigkill_under_load_loses_nothing_acknowledged_on_sqlite() {
 async fn a_sigkill_under_load_loses_nothing_acknowledged_on_postgres() {
     a_sigkill_under_load_loses_nothing_acknowledged(Backend::Postgres).await;
 }
+
+/// Malformed input from the outside, generated: random bytes as JSON bodies on every kind
+/// of write route, random query strings on the list routes, random bearer tokens and
+/// cookies, and random Socket.IO payloads on every event a device may send. Every answer
+/// is a 2xx or a clear 4xx JSON error; nothing is a 5xx, a hang or a crash; a socket that
+/// sent garbage gets an error ack and the server keeps serving everyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_malformed_input_gets_4xx_never_5xx() {
+    use common::household::household;
+    use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+
+    let s = TestServer::start(Backend::Sqlite).await;
+    let (token, (cam, cam_token), (_, cli_token)) = household(&s).await;
+    let mut runner = TestRunner::deterministic();
+    let bytes = proptest::collection::vec(any::<u8>(), 0..300);
+    let text = any::<String>();
+    let json_ish = prop_oneof![
+        any::<String>().prop_map(|s| serde_json::json!(s).to_string()),
+        (any::<String>(), any::<i64>()).prop_map(|(k, v)| format!("{{\"{k}\": {v}}}")),
+        Just("{\"targetDeviceId\": null, \"type\": 7}".to_string()),
+        Just("[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[".to_string()),
+        Just("{\"cameraDeviceId\": \"\\u0000\"}".to_string()),
+        any::<String>(),
+    ];
+    let routes: &[(&str, &str)] = &[
+        ("/commands", &cli_token),
+        ("/streams/request", &cli_token),
+        ("/events/motion/start", &cam_token),
+        ("/devices/register", &token),
+        ("/device-links", &token),
+        ("/videos/upload-url", &token),
+        ("/api/auth/sign-in/email", &token),
+        ("/api/auth/sign-up/email", &token),
+        ("/api/watchtogether/rooms", &token),
+    ];
+    let lists = [
+        "/commands",
+        "/events",
+        "/devices",
+        "/videos",
+        "/recordings",
+        "/device-links",
+    ];
+    let mut cases = 0;
+    let check = |status: u16, what: &str, body: &str| {
+        assert!(status < 500, "{what} got {status}: {body}");
+    };
+    for round in 0..40 {
+        for (path, bearer) in routes {
+            let body = if round % 2 == 0 {
+                json_ish
+                    .new_tree(&mut runner)
+                    .unwrap()
+                    .current()
+                    .into_bytes()
+            } else {
+                bytes.new_tree(&mut runner).unwrap().current()
+            };
+            let r = s
+                .http
+                .post(s.url(path))
+                .bearer_auth(bearer)
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let answer = r.text().await.unwrap();
+            check(
+                status,
+                &format!("POST {path} {:?}", String::from_utf8_lossy(&body)),
+                &answer,
+            );
+            if status >= 400 {
+                let v: serde_json::Value = serde_json::from_str(&answer)
+                    .unwrap_or_else(|_| panic!("POST {path}: not JSON: {answer}"));
+                assert!(v.is_object(), "{answer}");
+            }
+            cases += 1;
+        }
+        for path in lists {
+            let query: String = text.new_tree(&mut runner).unwrap().current();
+            let encoded: String = query
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"=&_-".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect();
+            let r = s
+                .http
+                .get(format!(
+                    "{}?{encoded}&limit={}",
+                    s.url(path),
+                    round as i64 * 97 - 300
+                ))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            check(
+                status,
+                &format!("GET {path}?{encoded}"),
+                &r.text().await.unwrap(),
+            );
+            cases += 1;
+        }
+        // Random credentials: refused, never a 5xx.
+        let junk: String = text.new_tree(&mut runner).unwrap().current();
+        let header: String = junk.chars().filter(|c| c.is_ascii_graphic()).collect();
+        for req in [
+            s.http
+                .get(s.url("/devices"))
+                .header("authorization", format!("Bearer {header}")),
+            s.http
+                .get(s.url("/devices"))
+                .header("cookie", format!("better-auth.session_token={header}")),
+            s.http
+                .get(s.url("/api/auth/get-session"))
+                .header("cookie", header.clone()),
+        ] {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            check(status, "random credentials", &r.text().await.unwrap());
+            cases += 1;
+        }
+    }
+
+    // Socket.IO: every event a device may send, with random payloads.
+    let mut camera = s.socket(&cam_token).await;
+    for _ in 0..60 {
+        for event in ["command:ack", "webrtc:signal", "heartbeat", "no:such:event"] {
+            let payload = prop_oneof![
+                any::<String>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                Just(serde_json::Value::Null),
+                (any::<String>(), any::<String>())
+                    .prop_map(|(k, v)| serde_json::json!({"commandId": k, "status": v, "to": v})),
+            ]
+            .new_tree(&mut runner)
+            .unwrap()
+            .current();
+            camera.emit(event, payload);
+            cases += 1;
+        }
+    }
+    // The camera is still served, and so is everyone else.
+    let reply = camera
+        .emit_with_ack("heartbeat", serde_json::json!({}))
+        .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert!(is_online(&s, &token, &cam).await);
+    assert_eq!(s.get("/healthz").await.status, 200);
+    eprintln!("malformed input: {cases} generated cases, no 5xx");
+}

@@ -121,6 +121,25 @@ pub fn has_signed_flag(headers: &HeaderMap, secret: &[u8], base: &str, secure: b
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Any bytes in `Cookie` headers: no panic, and no session unless it was signed.
+        #[test]
+        fn arbitrary_cookie_headers_never_yield_an_unsigned_session(
+            values in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200), 0..4)
+        ) {
+            let mut headers = HeaderMap::new();
+            for v in values {
+                if let Ok(value) = axum::http::HeaderValue::from_bytes(&v) {
+                    headers.append(COOKIE, value);
+                }
+            }
+            for secure in [false, true] {
+                proptest::prop_assert_eq!(session_token_from_cookie(&headers, b"secret", secure), None);
+                proptest::prop_assert!(!has_signed_flag(&headers, b"secret", "flag", secure));
+            }
+        }
+    }
     use axum::http::HeaderValue;
 
     #[test]

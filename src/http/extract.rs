@@ -156,6 +156,35 @@ mod tests {
         headers
     }
 
+    proptest::proptest! {
+        /// Any bytes in `Authorization` and `X-Forwarded-For`: no panic; a bearer token is
+        /// only what follows the scheme; the client is always the peer or a parsed hop.
+        #[test]
+        fn arbitrary_auth_and_forwarding_headers_never_panic(
+            auth in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120),
+            hops in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80), 0..4),
+        ) {
+            let mut headers = HeaderMap::new();
+            if let Ok(v) = axum::http::HeaderValue::from_bytes(&auth) {
+                headers.insert(AUTHORIZATION, v);
+            }
+            if let Some(token) = bearer(&headers) {
+                proptest::prop_assert!(!token.is_empty());
+                proptest::prop_assert!(auth.len() > "bearer ".len());
+            }
+            for h in &hops {
+                if let Ok(v) = axum::http::HeaderValue::from_bytes(h) {
+                    headers.append("x-forwarded-for", v);
+                }
+            }
+            let peer = Some("127.0.0.1:1".parse().unwrap());
+            let trusted = [IpBlock::parse("127.0.0.0/8").unwrap()];
+            let ip = client_ip(&headers, peer, true, &trusted);
+            let text = String::from_utf8_lossy(&hops.concat()).to_string();
+            proptest::prop_assert!(ip.to_string() == "127.0.0.1" || text.contains(&ip.to_string()) || ip.is_ipv4());
+        }
+    }
+
     #[test]
     fn the_client_is_the_right_most_untrusted_hop() {
         let peer = Some("127.0.0.1:40000".parse().unwrap());

@@ -268,3 +268,35 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectInfo>) -> std::io::Result<(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// Whatever a client puts in a presigned URL (bucket, key, expiry, size bound,
+        /// signature), only what this store signed passes, and nothing panics.
+        #[test]
+        fn only_urls_this_store_signed_pass(
+            bucket in proptest::prelude::any::<String>(),
+            key in proptest::prelude::any::<String>(),
+            expires in proptest::prelude::any::<i64>(),
+            max in proptest::prelude::any::<Option<u64>>(),
+            signature in proptest::prelude::any::<String>(),
+        ) {
+            let store = LocalStore::new(PathBuf::from("/nonexistent"), "b".into(), "http://x".into(), b"s");
+            proptest::prop_assert!(store.verify("PUT", &bucket, &key, expires, max, &signature).is_err());
+            let url = store.presign("PUT", "k/clip.mp4", Duration::from_secs(60), max).url;
+            let query = url.split_once('?').unwrap().1;
+            let field = |name: &str| query.split('&').find_map(|p| p.strip_prefix(name)).unwrap().to_string();
+            let (exp, sig): (i64, String) = (field("expires=").parse().unwrap(), field("signature="));
+            proptest::prop_assert!(store.verify("PUT", "b", "k/clip.mp4", exp, max, &sig).is_ok());
+            // The signature covers the method, the key, the expiry and the bound.
+            proptest::prop_assert!(store.verify("GET", "b", "k/clip.mp4", exp, max, &sig).is_err());
+            proptest::prop_assert!(store.verify("PUT", "b", "k/other.mp4", exp, max, &sig).is_err());
+            proptest::prop_assert!(store.verify("PUT", "b", "k/clip.mp4", exp + 1, max, &sig).is_err());
+            let raised = max.map_or(Some(1), |m| if m == u64::MAX { None } else { Some(m + 1) });
+            proptest::prop_assert!(store.verify("PUT", "b", "k/clip.mp4", exp, raised, &sig).is_err());
+        }
+    }
+}

@@ -109,6 +109,32 @@ pub fn verify(
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Any string presented as a media token is refused with a reason, never a panic;
+        /// a real token with any byte changed is refused too.
+        #[test]
+        fn arbitrary_and_tampered_media_tokens_are_refused(
+            junk in proptest::prelude::any::<String>(),
+            at in proptest::prelude::any::<usize>(),
+            byte in b'!'..=b'~',
+        ) {
+            let secret = b"media-secret";
+            proptest::prop_assert!(decode(secret, &junk, 0).is_err());
+            let prefixed = format!("{PREFIX}{junk}");
+            proptest::prop_assert!(decode(secret, &prefixed, 0).is_err());
+            let claims = Claims { sid: "s1".into(), role: MediaRole::Subscribe, dev: None, exp: 2_000_000_000 };
+            let token = issue(secret, &claims);
+            let mut bytes = token.clone().into_bytes();
+            let i = at % bytes.len();
+            if bytes[i] != byte {
+                bytes[i] = byte;
+                let tampered = String::from_utf8(bytes).unwrap();
+                proptest::prop_assert!(decode(secret, &tampered, 0).is_err(), "{} accepted", tampered);
+            }
+            proptest::prop_assert!(decode(secret, &token, 0).is_ok());
+        }
+    }
+
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
     fn claims(role: MediaRole, exp: i64) -> Claims {

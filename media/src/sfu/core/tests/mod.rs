@@ -1,5 +1,6 @@
 //! The core in simulated time, against real str0m peers over an in-memory link.
 
+mod malformed;
 mod sim;
 
 use std::sync::atomic::Ordering;
