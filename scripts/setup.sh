@@ -41,6 +41,8 @@ if [ "$MODE" = "test" ]; then
   want npm npm
   want python3 python3
   want turnserver coturn
+  # The generated API tests' venv (Debian's python3 needs it for `python3 -m venv`).
+  if ! python3 -c 'import ensurepip' 2>/dev/null; then want_deb python3-venv; fi
   # Recording tests encode real VP8/Opus and check the segments with ffprobe.
   want ffprobe ffmpeg
 fi
@@ -72,6 +74,15 @@ if [ "$MODE" = "test" ]; then
   if ! command -v s3s-fs >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/s3s-fs" ]; then
     log "installing s3s-fs 0.14.1 (S3 test server)"
     cargo install s3s-fs --version 0.14.1 --locked --features binary
+  fi
+  # schemathesis for the generated API tests (tests/api_schema.rs), pinned, in its own venv.
+  SCHEMATHESIS_VERSION=4.32.5
+  SCHEMATHESIS_VENV="$HOME/.cache/watchpost/venv"
+  if [ "$("$SCHEMATHESIS_VENV/bin/schemathesis" --version 2>/dev/null | awk '{print $NF}')" != "$SCHEMATHESIS_VERSION" ]; then
+    log "installing schemathesis $SCHEMATHESIS_VERSION into $SCHEMATHESIS_VENV"
+    [ -x "$SCHEMATHESIS_VENV/bin/python" ] || python3 -m venv "$SCHEMATHESIS_VENV"
+    "$SCHEMATHESIS_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+      "schemathesis==$SCHEMATHESIS_VERSION"
   fi
   # OpenAPI 3.1 validator for the spec test.
   if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then
