@@ -694,7 +694,7 @@ async fn generated_malformed_input_gets_4xx_never_5xx() {
     }
 
     // Socket.IO: every event a device may send, with random payloads.
-    let mut camera = s.socket(&cam_token).await;
+    let camera = s.socket(&cam_token).await;
     for _ in 0..60 {
         for event in ["command:ack", "webrtc:signal", "heartbeat", "no:such:event"] {
             let payload = prop_oneof![

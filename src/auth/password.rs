@@ -7,7 +7,6 @@
 //! sign-ins waits in line as cheap futures instead of spawning a blocking thread (and an
 //! argon2 memory block) per request.
 
-use std::future::Future;
 use std::sync::OnceLock;
 
 use tokio::sync::Semaphore;
@@ -102,16 +101,14 @@ fn hashing_slots() -> &'static Semaphore {
 }
 
 /// Runs one slow hashing job on the blocking pool once a per-core slot is free.
-fn run_hashing<T: Send + 'static>(
+async fn run_hashing<T: Send + 'static>(
     job: impl FnOnce() -> T + Send + 'static,
-) -> impl Future<Output = Result<T, tokio::task::JoinError>> {
-    async move {
-        let _slot = hashing_slots()
-            .acquire()
-            .await
-            .expect("the hashing semaphore is never closed");
-        tokio::task::spawn_blocking(job).await
-    }
+) -> Result<T, tokio::task::JoinError> {
+    let _slot = hashing_slots()
+        .acquire()
+        .await
+        .expect("the hashing semaphore is never closed");
+    tokio::task::spawn_blocking(job).await
 }
 
 pub async fn hash(password: String) -> String {

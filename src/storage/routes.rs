@@ -19,8 +19,6 @@ use crate::error::{ApiError, ApiResult, codes};
 use crate::http::extract::{Path, Query};
 use crate::state::AppState;
 
-/// Largest object the embedded store accepts in one PUT (S3's single-PUT limit).
-
 /// Mounted directly (not through the OpenAPI router) because keys contain `/`, which needs
 /// axum's `{*key}` wildcard; the operations are documented via `ApiDoc`'s `paths(...)`.
 pub fn router() -> axum::Router<AppState> {
