@@ -165,4 +165,9 @@ def filter_case(ctx, case):
                 return False
         except ValueError:
             pass
+    # Identifiers in the path never hold control characters (documented as a pattern; a
+    # stateful step may still carry such a value over from an earlier request).
+    for value in (case.path_parameters or {}).values():
+        if isinstance(value, str) and any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            return False
     return not any(breaks_global_rules(p) for p in parts if p)
