@@ -11,6 +11,15 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         description = "Self-hosted home-camera server: accounts, devices, commands, motion events, live streams and recordings.",
     ),
     modifiers(&SecuritySchemes),
+    // Query parameters refer to these by name without registering them.
+    components(schemas(
+        names::DeviceRoleName,
+        names::DeviceStatusName,
+        names::RecordingModeName,
+        names::CommandStatusName,
+        names::AckStatusName,
+        names::RecordingStatusName,
+    )),
     paths(
         crate::storage::routes::get_object,
         crate::storage::routes::put_object,

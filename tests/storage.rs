@@ -722,6 +722,63 @@ async fn uploads_are_held_to_the_storage_quota(backend: Backend, store: Store) {
     assert_eq!(r.status, 200, "{}", r.text);
 }
 
+/// Keys the embedded store's file tree cannot hold as an object (a folder of objects, a
+/// path through an object, an over-long segment) are "no such object" or an invalid key,
+/// never a 500, on every route that reaches the files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_that_are_no_object_file_are_never_a_server_error() {
+    use watchpost::storage::SizeBound;
+    let s = TestServer::start_store(Backend::Sqlite, Store::Local, &[]).await;
+    let ttl = Duration::from_secs(60);
+    let store = &s.state.storage;
+    let put = store
+        .presign_put("house/clips/a.mp4", None, SizeBound::Any, ttl)
+        .await
+        .unwrap();
+    assert_eq!(
+        put_bytes(&s, &put.url, "video/mp4", b"hello".to_vec()).await,
+        200
+    );
+
+    // A folder of objects.
+    let folder = store.presign_get("house/clips", ttl).await.unwrap();
+    let r = Reply::from(s.http.get(&folder.url).send().await.unwrap()).await;
+    r.expect_error(404, "NOT_FOUND");
+    assert!(store.head("house/clips").await.unwrap().is_none());
+    store.delete("house/clips").await.unwrap();
+    // A path through an object, for reading and for writing.
+    let through = store
+        .presign_get("house/clips/a.mp4/b.mp4", ttl)
+        .await
+        .unwrap();
+    let r = Reply::from(s.http.get(&through.url).send().await.unwrap()).await;
+    r.expect_error(404, "NOT_FOUND");
+    assert!(
+        store
+            .head("house/clips/a.mp4/b.mp4")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let put = store
+        .presign_put("house/clips/a.mp4/b.mp4", None, SizeBound::Any, ttl)
+        .await
+        .unwrap();
+    let r = Reply::from(s.http.put(&put.url).body("x").send().await.unwrap()).await;
+    r.expect_error(400, "INVALID_OBJECT_KEY");
+    // A segment longer than a file name may be.
+    let long = format!("house/{}.mp4", "a".repeat(300));
+    assert!(store.head(&long).await.unwrap().is_none());
+    store.delete(&long).await.unwrap();
+    // The object itself is untouched, and no temporary file was left behind.
+    assert_eq!(
+        store.head("house/clips/a.mp4").await.unwrap().unwrap().size,
+        5
+    );
+    let tmp = s.dir.path().join("data").join("objects").join(".tmp");
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+}
+
 /// Temporary upload files nobody has written to for an hour (a crash, a client gone
 /// mid-upload) are removed; fresh ones are left alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,6 +15,16 @@ use crate::crypto::hex;
 
 use super::{ObjectInfo, ObjectPage, Presigned, StorageError, validate_key};
 
+/// The error says there is no object file at that key: nothing there, a folder of objects,
+/// a path through an object, or a name the file system cannot hold.
+pub fn no_such_object(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{InvalidFilename, IsADirectory, NotADirectory, NotFound};
+    matches!(
+        e.kind(),
+        NotFound | IsADirectory | NotADirectory | InvalidFilename
+    )
+}
+
 #[derive(Clone)]
 pub struct LocalStore {
     inner: Arc<Inner>,
@@ -116,14 +126,24 @@ impl LocalStore {
         Ok(())
     }
 
-    /// Moves a fully written temporary file into place atomically.
+    /// Moves a fully written temporary file into place atomically. A key the file tree
+    /// cannot hold (a path through an existing object, or onto a folder of objects, or a
+    /// segment longer than a file name) is an invalid key, not a server fault.
     pub async fn commit_temp(&self, temp: &Path, key: &str) -> Result<(), StorageError> {
         let dest = self.path_for(key)?;
-        if let Some(parent) = dest.parent() {
-            tokio::fs::create_dir_all(parent).await?;
+        let placed = async {
+            if let Some(parent) = dest.parent() {
+                tokio::fs::create_dir_all(parent).await?;
+            }
+            tokio::fs::rename(temp, &dest).await
+        };
+        match placed.await {
+            Ok(()) => Ok(()),
+            Err(e) if no_such_object(&e) || e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(StorageError::InvalidKey)
+            }
+            Err(e) => Err(e.into()),
         }
-        tokio::fs::rename(temp, &dest).await?;
-        Ok(())
     }
 
     /// Removes temporary upload files older than `age`: what a crash or a client that
@@ -166,7 +186,7 @@ impl LocalStore {
                 last_modified: meta.modified().ok().map(DateTime::<Utc>::from),
             })),
             Ok(_) => Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) if no_such_object(&e) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
@@ -175,7 +195,8 @@ impl LocalStore {
         let path = self.path_for(key)?;
         match tokio::fs::remove_file(&path).await {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // Deleting what is not an object (nothing, or a folder of objects) is a no-op.
+            Err(e) if no_such_object(&e) => return Ok(()),
             Err(e) => return Err(e.into()),
         }
         // Tidy empty parent directories, but never the bucket directory itself.

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use utoipa::IntoParams;
 
+use super::local::no_such_object;
 use super::{LocalStore, MAX_OBJECT_BYTES, ObjectStore, StorageError};
 use crate::error::{ApiError, ApiResult, codes};
 use crate::http::extract::{Path, Query};
@@ -119,12 +120,15 @@ pub async fn get_object(
     let path = store.path_for(&key)?;
     let mut file = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(StorageError::NotFound.into());
-        }
+        Err(e) if no_such_object(&e) => return Err(StorageError::NotFound.into()),
         Err(e) => return Err(StorageError::Io(e).into()),
     };
-    let size = file.metadata().await.map_err(StorageError::Io)?.len();
+    let meta = file.metadata().await.map_err(StorageError::Io)?;
+    // A folder of objects opens like a file on Linux, but it is not an object.
+    if !meta.is_file() {
+        return Err(StorageError::NotFound.into());
+    }
+    let size = meta.len();
     let range = headers
         .get(RANGE)
         .and_then(|v| v.to_str().ok())
@@ -219,7 +223,10 @@ pub async fn put_object(
             return Err(e);
         }
     };
-    store.commit_temp(&temp, &key).await?;
+    if let Err(e) = store.commit_temp(&temp, &key).await {
+        let _ = tokio::fs::remove_file(&temp).await;
+        return Err(e.into());
+    }
     let etag = format!("\"{written:x}-{}\"", chrono::Utc::now().timestamp_millis());
     Ok((StatusCode::OK, [(ETAG, etag)]).into_response())
 }
