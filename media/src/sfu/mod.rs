@@ -20,7 +20,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -189,7 +188,7 @@ impl Sfu {
     ) -> std::io::Result<Sfu> {
         // Idempotent; selects the crypto backend compiled in (aws-lc-rs).
         str0m::crypto::from_feature_flags().install_process_default();
-        let socket = UdpSocket::bind(config.bind).await?;
+        let (socket, tcp_listener) = net::bind_udp_and_tcp(config.bind).await?;
         let port = socket.local_addr()?.port();
         let mut ips = config.public_ips.clone();
         if ips.is_empty() {
@@ -201,14 +200,8 @@ impl Sfu {
         let (inbound_tx, inbound_rx): (Vec<_>, Vec<_>) =
             (0..shard_count).map(|_| mpsc::channel(4096)).unzip();
         let (stop, stop_rx) = watch::channel(false);
-        let (net, tcp_ok, io) = net::start(
-            socket,
-            SocketAddr::new(config.bind.ip(), port),
-            inbound_tx,
-            owners.clone(),
-            stop_rx,
-        )
-        .await;
+        let (net, tcp_ok, io) =
+            net::start(socket, tcp_listener, inbound_tx, owners.clone(), stop_rx).await;
         // Large enough for every participant the limits allow to leave at once, so the
         // listener never misses a `PublisherLeft` even if it stalls for a moment.
         let (events, _) = broadcast::channel(4096);

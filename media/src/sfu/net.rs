@@ -90,11 +90,39 @@ impl Net {
     }
 }
 
-/// Starts the ICE-TCP listener (if it can bind) and the router; returns the send side,
+/// Binds the media UDP socket and the ICE-TCP listener on the same port. With port 0 the
+/// kernel picks the UDP port, which a TCP socket (often some outgoing connection's
+/// ephemeral port) may already hold: then another UDP port is tried, so an ephemeral bind
+/// gets ICE-TCP too. A fixed port that TCP cannot have still serves UDP (a warning).
+pub(crate) async fn bind_udp_and_tcp(
+    bind: SocketAddr,
+) -> std::io::Result<(UdpSocket, Option<TcpListener>)> {
+    const EPHEMERAL_ATTEMPTS: usize = 16;
+    let attempts = if bind.port() == 0 {
+        EPHEMERAL_ATTEMPTS
+    } else {
+        1
+    };
+    let mut last = None;
+    for _ in 0..attempts {
+        let udp = UdpSocket::bind(bind).await?;
+        let port = udp.local_addr()?.port();
+        match TcpListener::bind(SocketAddr::new(bind.ip(), port)).await {
+            Ok(listener) => return Ok((udp, Some(listener))),
+            Err(e) => last = Some((udp, e)),
+        }
+    }
+    let (udp, error) = last.expect("at least one attempt");
+    // Without ICE-TCP, UDP still works: a warning, not a startup error.
+    tracing::warn!(port = udp.local_addr()?.port(), %error, "ICE-TCP disabled: cannot listen");
+    Ok((udp, None))
+}
+
+/// Starts the ICE-TCP listener (if there is one) and the router; returns the send side,
 /// whether ICE-TCP is available and the tasks, which end once `stop` turns true.
 pub(crate) async fn start(
     udp: UdpSocket,
-    tcp_bind: SocketAddr,
+    tcp_listener: Option<TcpListener>,
     shards: Vec<mpsc::Sender<Datagram>>,
     owners: UfragOwners,
     stop: watch::Receiver<bool>,
@@ -103,8 +131,8 @@ pub(crate) async fn start(
     let tcp: TcpConnections = Arc::new(Mutex::new(HashMap::new()));
     let (tcp_tx, tcp_rx) = mpsc::channel(1024);
     let mut tasks = Vec::with_capacity(2);
-    let tcp_ok = match TcpListener::bind(tcp_bind).await {
-        Ok(listener) => {
+    let tcp_ok = match tcp_listener {
+        Some(listener) => {
             tasks.push(tokio::spawn(accept_tcp(
                 listener,
                 tcp.clone(),
@@ -115,11 +143,7 @@ pub(crate) async fn start(
             )));
             true
         }
-        Err(e) => {
-            // Without ICE-TCP, UDP still works: a warning, not a startup error.
-            tracing::warn!(port = tcp_bind.port(), error = %e, "ICE-TCP disabled: cannot listen");
-            false
-        }
+        None => false,
     };
     let router = Router {
         shards,
@@ -368,6 +392,38 @@ mod tests {
         assert_eq!(stun_local_ufrag(&[0x80; 40]), None);
         assert_eq!(stun_local_ufrag(&[22; 40]), None);
         assert_eq!(stun_local_ufrag(&packet[..30]), None);
+    }
+
+    #[tokio::test]
+    async fn ephemeral_binds_get_udp_and_tcp_on_one_port() {
+        // Hold many TCP ports so that a kernel-chosen UDP port is more likely to be one
+        // of them; every bind still ends with both sockets on the same port.
+        let mut held = Vec::new();
+        for _ in 0..64 {
+            held.push(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+        }
+        for _ in 0..32 {
+            let (udp, tcp) = bind_udp_and_tcp("127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap();
+            let tcp = tcp.expect("ICE-TCP on an ephemeral port");
+            assert_eq!(udp.local_addr().unwrap(), tcp.local_addr().unwrap());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fixed_port_whose_tcp_side_is_taken_still_serves_udp() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        // The UDP side of that port may be in use by someone else; then the bind is an
+        // error, which is the caller's to report. Otherwise UDP works without ICE-TCP.
+        match bind_udp_and_tcp(addr).await {
+            Ok((udp, tcp)) => {
+                assert_eq!(udp.local_addr().unwrap(), addr);
+                assert!(tcp.is_none());
+            }
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse),
+        }
     }
 
     /// An ICE-TCP listener on loopback with `limits`, whose only live transport has ufrag
