@@ -265,6 +265,23 @@ async fn healthz_and_metrics(backend: Backend) {
         r#"watchpost_http_request_duration_seconds_count{method="GET",route="/api/auth/ok"} 2"#
     ));
     assert!(r.text.contains("watchpost_media_publishers 0"));
+    // The resource gauges the soak benchmark watches for leaks, with real values.
+    let gauge = |name: &str| -> u64 {
+        r.text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing: {}", r.text))
+            .parse()
+            .unwrap()
+    };
+    assert!(gauge("process_resident_memory_bytes") > 1 << 20);
+    assert!(gauge("process_open_fds") >= 3);
+    assert!(gauge("process_threads") >= 1);
+    assert!(gauge("watchpost_runtime_alive_tasks") >= 1);
+    let pool = gauge("watchpost_db_connections");
+    assert!(pool >= 1 && pool <= 16, "{pool}");
+    assert!(gauge("watchpost_db_connections_idle") <= pool);
+    assert_eq!(gauge("watchpost_realtime_connected_devices"), 0);
 }
 
 async fn openapi_is_valid_3_1_and_lists_every_route(backend: Backend) {

@@ -75,6 +75,14 @@ impl Db {
         }
     }
 
+    /// Open connections in the pool and how many of them are idle (for `/metrics`).
+    pub fn pool_connections(&self) -> (u32, usize) {
+        match self {
+            Db::Sqlite(pool) => (pool.size(), pool.num_idle()),
+            Db::Postgres(pool) => (pool.size(), pool.num_idle()),
+        }
+    }
+
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         match self {
             Db::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()),

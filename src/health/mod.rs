@@ -251,6 +251,49 @@ pub async fn metrics(
             ),
         ]);
     }
+    // Resource gauges: a leak (memory, descriptors, tasks, pooled connections, sockets)
+    // shows as a curve that keeps rising under steady load; the soak benchmark reads these.
+    let (db_open, db_idle) = state.db.pool_connections();
+    let process = ProcessStats::read();
+    gauges.extend([
+        (
+            "watchpost_db_connections",
+            "Open database connections in the pool.",
+            u64::from(db_open),
+        ),
+        (
+            "watchpost_db_connections_idle",
+            "Idle database connections in the pool.",
+            db_idle as u64,
+        ),
+        (
+            "watchpost_runtime_alive_tasks",
+            "Tasks alive on the server's async runtime.",
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks() as u64,
+        ),
+        (
+            "watchpost_realtime_connected_devices",
+            "Devices with at least one open Socket.IO connection.",
+            state.realtime.connected_devices() as u64,
+        ),
+        (
+            "process_resident_memory_bytes",
+            "Resident memory of the server process.",
+            process.resident_bytes,
+        ),
+        (
+            "process_open_fds",
+            "Open file descriptors of the server process.",
+            process.open_fds,
+        ),
+        (
+            "process_threads",
+            "Threads of the server process.",
+            process.threads,
+        ),
+    ]);
     let rec = &state.recordings;
     gauges.extend([
         (
@@ -309,6 +352,39 @@ pub async fn metrics(
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         out,
     ))
+}
+
+/// The process's own resource use, from `/proc/self` (zeros where there is no procfs).
+#[derive(Default)]
+struct ProcessStats {
+    resident_bytes: u64,
+    open_fds: u64,
+    threads: u64,
+}
+
+impl ProcessStats {
+    fn read() -> ProcessStats {
+        let mut stats = ProcessStats::default();
+        if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+            for line in status.lines() {
+                let mut parts = line.split_whitespace();
+                let (Some(key), Some(value)) = (parts.next(), parts.next()) else {
+                    continue;
+                };
+                let value: u64 = value.parse().unwrap_or(0);
+                match key {
+                    "VmRSS:" => stats.resident_bytes = value * 1024,
+                    "Threads:" => stats.threads = value,
+                    _ => {}
+                }
+            }
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            // The directory handle used to list it is one of the entries.
+            stats.open_fds = (fds.count() as u64).saturating_sub(1);
+        }
+        stats
+    }
 }
 
 fn write_metric(out: &mut String, name: &str, help: &str, kind: &str, value: u64) {

@@ -264,6 +264,8 @@ impl Received {
 
 pub struct Viewer {
     pub pc: Arc<RTCPeerConnection>,
+    /// The WHEP resource (absolute URL), for a DELETE when the viewer leaves.
+    pub location: String,
     /// The lossy relay, if the peer goes through one.
     pub link: Arc<Link>,
     pub received: Arc<Mutex<Received>>,
@@ -372,7 +374,7 @@ impl Viewer {
             });
             Box::pin(async {})
         }));
-        negotiate(
+        let location = negotiate(
             &pc,
             &format!("{base}/whep/{session}"),
             token,
@@ -399,6 +401,7 @@ impl Viewer {
         }
         Viewer {
             pc,
+            location,
             link,
             received,
             connected_at: Instant::now(),
