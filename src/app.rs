@@ -314,6 +314,9 @@ impl Server {
         } = self;
         let janitor = jobs::spawn_janitor(state.clone(), stop.clone());
         let sweeper = jobs::spawn_sweeper(state.clone(), stop.clone());
+        // Stopped last, so its final round sees every other job's writes.
+        let checkpoint_stop = CancellationToken::new();
+        let checkpointer = jobs::spawn_checkpointer(state.db.clone(), checkpoint_stop.clone());
         tracing::info!(
             addr = %listener.local_addr()?,
             base_url = %state.auth.base_url,
@@ -393,6 +396,8 @@ impl Server {
         bounded("media event listener", media_events).await;
         bounded("sweeper", sweeper).await;
         bounded("janitor", janitor).await;
+        checkpoint_stop.cancel();
+        bounded("checkpointer", checkpointer).await;
         state.db.close().await;
         result
     }

@@ -7,6 +7,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use watchpost_media::sfu::MediaEvent;
 
+use crate::db::Db;
 use crate::state::AppState;
 use crate::storage::ObjectStore;
 use crate::{auth, commands, events, recordings, streams};
@@ -32,6 +33,27 @@ pub fn spawn_sweeper(state: AppState, stop: CancellationToken) -> JoinHandle<()>
             if let Err(e) = recordings::service::end_finished_motion_sessions(&state).await {
                 tracing::warn!(error = ?e, "ending motion recording streams failed");
             }
+        }
+    })
+}
+
+/// SQLite's log is copied into the database file here rather than by whichever request
+/// happens to cross the auto-checkpoint threshold (see `Db::connect`). Every second keeps
+/// the log to about a second of writes; on stop a last round empties it.
+pub fn spawn_checkpointer(db: Db, stop: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        if !matches!(db, Db::Sqlite(_)) {
+            return;
+        }
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while stop.run_until_cancelled(tick.tick()).await.is_some() {
+            if let Err(e) = db.checkpoint(false).await {
+                tracing::warn!(error = %e, "SQLite checkpoint failed");
+            }
+        }
+        if let Err(e) = db.checkpoint(true).await {
+            tracing::warn!(error = %e, "final SQLite checkpoint failed");
         }
     })
 }

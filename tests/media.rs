@@ -350,7 +350,28 @@ async fn whip_whep_resources_must_exist_and_sdp_errors_hide_parser_internals() {
         patch(publisher.clone(), st.publish.clone()).await.status,
         204
     );
-    assert_eq!(delete(publisher, st.publish.clone()).await.status, 200);
+    // A camera that streamed past its token's lifetime can still hang up with it (the
+    // token opens nothing new any more), and only its own session's resource.
+    let expired = |role| {
+        watchpost::streams::media_token::issue(
+            common::SECRET.as_bytes(),
+            &watchpost::streams::media_token::Claims {
+                sid: st.sid.clone(),
+                role,
+                dev: None,
+                exp: chrono::Utc::now().timestamp() - 60,
+            },
+        )
+    };
+    let expired_publish = expired(watchpost::streams::media_token::MediaRole::Publish);
+    post_sdp(&s, &whip, Some(&expired_publish), &offer("sendonly", "VP8"))
+        .await
+        .expect_error(401, "INVALID_MEDIA_TOKEN");
+    let expired_subscribe = expired(watchpost::streams::media_token::MediaRole::Subscribe);
+    delete(publisher.clone(), expired_subscribe)
+        .await
+        .expect_error(403, "MEDIA_TOKEN_FORBIDDEN");
+    assert_eq!(delete(publisher, expired_publish).await.status, 200);
 }
 
 /// RFC 9725: `OPTIONS` on a WHIP or WHEP endpoint answers `Accept-Post: application/sdp`,

@@ -65,6 +65,15 @@ pub fn issue(secret: &[u8], claims: &Claims) -> String {
 
 /// Verifies signature and expiry (at `now`, Unix seconds) and returns the claims.
 pub fn decode(secret: &[u8], token: &str, now: i64) -> Result<Claims, TokenError> {
+    let claims = decode_signed(secret, token)?;
+    if claims.exp <= now {
+        return Err(TokenError::Expired);
+    }
+    Ok(claims)
+}
+
+/// Verifies the signature only and returns the claims, expired or not.
+fn decode_signed(secret: &[u8], token: &str) -> Result<Claims, TokenError> {
     let rest = token.strip_prefix(PREFIX).ok_or(TokenError::Malformed)?;
     let (body, sig) = rest.split_once('.').ok_or(TokenError::Malformed)?;
     let sig = URL_SAFE_NO_PAD
@@ -80,11 +89,7 @@ pub fn decode(secret: &[u8], token: &str, now: i64) -> Result<Claims, TokenError
     let json = URL_SAFE_NO_PAD
         .decode(body)
         .map_err(|_| TokenError::Malformed)?;
-    let claims: Claims = serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)?;
-    if claims.exp <= now {
-        return Err(TokenError::Expired);
-    }
-    Ok(claims)
+    serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)
 }
 
 /// Full check for a media endpoint: valid, unexpired, for `session_id`, with one of `roles`.
@@ -95,7 +100,27 @@ pub fn verify(
     roles: &[MediaRole],
     now: i64,
 ) -> Result<Claims, TokenError> {
-    let claims = decode(secret, token, now)?;
+    check_scope(decode(secret, token, now)?, session_id, roles)
+}
+
+/// [`verify`] without the expiry, for hanging up a live transport: a WHIP/WHEP client
+/// ends its resource with the token it opened it with (RFC 9725), and a camera that has
+/// streamed past its token's lifetime must still be able to stop. Ending media grants
+/// nothing, and the resource id is known only to the client that created it.
+pub fn verify_to_hang_up(
+    secret: &[u8],
+    token: &str,
+    session_id: &str,
+    roles: &[MediaRole],
+) -> Result<Claims, TokenError> {
+    check_scope(decode_signed(secret, token)?, session_id, roles)
+}
+
+fn check_scope(
+    claims: Claims,
+    session_id: &str,
+    roles: &[MediaRole],
+) -> Result<Claims, TokenError> {
     if claims.sid != session_id {
         return Err(TokenError::WrongSession);
     }
@@ -144,6 +169,29 @@ mod tests {
             dev: Some("d1".into()),
             exp,
         }
+    }
+
+    #[test]
+    fn an_expired_token_still_hangs_up_within_its_scope_only() {
+        let t = issue(SECRET, &claims(MediaRole::Publish, 1_000));
+        assert_eq!(
+            verify(SECRET, &t, "s1", &[MediaRole::Publish], 5_000),
+            Err(TokenError::Expired)
+        );
+        assert!(verify_to_hang_up(SECRET, &t, "s1", &[MediaRole::Publish]).is_ok());
+        assert_eq!(
+            verify_to_hang_up(SECRET, &t, "s2", &[MediaRole::Publish]),
+            Err(TokenError::WrongSession)
+        );
+        assert_eq!(
+            verify_to_hang_up(SECRET, &t, "s1", &[MediaRole::Subscribe]),
+            Err(TokenError::WrongRole)
+        );
+        let forged = issue(b"another secret", &claims(MediaRole::Publish, 1_000));
+        assert_eq!(
+            verify_to_hang_up(SECRET, &forged, "s1", &[MediaRole::Publish]),
+            Err(TokenError::BadSignature)
+        );
     }
 
     #[test]
