@@ -22,7 +22,9 @@ use crate::state::AppState;
 use crate::storage::Presigned;
 use crate::streams::model::SessionReason;
 use crate::time::{self, Timestamp};
-use crate::{db_execute, db_fetch_all, db_fetch_optional, devices, keyset_page, links, streams};
+use crate::{
+    db_execute, db_fetch_all, db_fetch_optional, devices, keyset_page, links, streams, tx_execute,
+};
 
 pub const RECORDING_STARTED: &str = "recording:started";
 pub const RECORDING_COMPLETED: &str = "recording:completed";
@@ -406,9 +408,12 @@ async fn segment_closed(
     Ok(())
 }
 
+/// The segment row and the recording's running totals change together: a process killed
+/// between the two writes used to leave a segment whose length the recording did not count.
 async fn add_segment(db: &Db, row: &Segment) -> DomainResult<()> {
-    db_execute!(
-        db,
+    let mut tx = db.begin().await?;
+    tx_execute!(
+        &mut tx,
         "INSERT INTO recording_segments (recording_id, seq, object_key, started_at, duration_ms, size_bytes, content_type)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
         [
@@ -421,8 +426,8 @@ async fn add_segment(db: &Db, row: &Segment) -> DomainResult<()> {
             &row.content_type
         ]
     )?;
-    db_execute!(
-        db,
+    tx_execute!(
+        &mut tx,
         "UPDATE recordings SET duration_ms = duration_ms + $1, size_bytes = size_bytes + $2, updated_at = $3 WHERE id = $4",
         [
             row.duration_ms,
@@ -431,6 +436,7 @@ async fn add_segment(db: &Db, row: &Segment) -> DomainResult<()> {
             &row.recording_id
         ]
     )?;
+    tx.commit().await?;
     Ok(())
 }
 
