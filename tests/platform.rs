@@ -335,7 +335,7 @@ async fn healthz_and_metrics(backend: Backend) {
     assert!(gauge("process_threads") >= 1);
     assert!(gauge("watchpost_runtime_alive_tasks") >= 1);
     let pool = gauge("watchpost_db_connections");
-    assert!(pool >= 1 && pool <= 16, "{pool}");
+    assert!((1..=16).contains(&pool), "{pool}");
     assert!(gauge("watchpost_db_connections_idle") <= pool);
     assert_eq!(gauge("watchpost_realtime_connected_devices"), 0);
 }
