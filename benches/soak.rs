@@ -69,6 +69,9 @@ struct Shared {
     measuring: AtomicBool,
     stopping: AtomicBool,
     latencies: Mutex<Vec<Duration>>,
+    /// The same commands' `POST /commands` round trips (sent → 201 read): the server's share
+    /// of the command latency, without the camera's side.
+    post_latencies: Mutex<Vec<Duration>>,
     commands_sent: AtomicU64,
     viewers_joined: AtomicU64,
     viewers_left: AtomicU64,
@@ -125,7 +128,10 @@ fn start_server(dir: &Path) -> (ServerProcess, String) {
         .env("MEDIA_MAX_PUBLISHERS", "64")
         // Forwarding and signalling are what is soaked; recording has its own benchmark.
         .env("RECORDING_MODE", "off")
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("SOAK_SERVER_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(log.try_clone().unwrap())
         .stderr(log);
     if let Ok(url) = std::env::var("DATABASE_URL") {
@@ -287,6 +293,7 @@ async fn commander(shared: Arc<Shared>, phone: String, camera: String, interval:
             Some(json!({"targetDeviceId": camera, "type": "take_snapshot", "payload": {"nonce": nonce}})),
         )
         .await;
+        let answered = started.elapsed();
         shared.commands_sent.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = sent {
             shared.waiters.lock().unwrap().remove(&nonce);
@@ -297,6 +304,7 @@ async fn commander(shared: Arc<Shared>, phone: String, camera: String, interval:
             Ok(Ok(at)) => {
                 if measured {
                     shared.latencies.lock().unwrap().push(at - started);
+                    shared.post_latencies.lock().unwrap().push(answered);
                 }
             }
             _ => {
@@ -488,6 +496,47 @@ fn proc_sample(pid: u32, sample: &mut Sample) {
         .unwrap_or(0);
 }
 
+/// The server's own latency histogram for `POST /commands`, as cumulative shares per bucket:
+/// what the server spent apart from the client and the network.
+async fn server_command_histogram(shared: &Shared) -> String {
+    let Ok(text) = async {
+        shared
+            .http
+            .get(format!("{}/metrics", shared.base))
+            .send()
+            .await?
+            .text()
+            .await
+    }
+    .await
+    else {
+        return "unavailable".into();
+    };
+    let prefix =
+        "watchpost_http_request_duration_seconds_bucket{method=\"POST\",route=\"/commands\",le=\"";
+    let buckets: Vec<(String, f64)> = text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(prefix)?;
+            let (bound, count) = rest.split_once("\"} ")?;
+            Some((bound.to_string(), count.parse().ok()?))
+        })
+        .collect();
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    if total == 0.0 {
+        return "no samples".into();
+    }
+    buckets
+        .iter()
+        .filter(|(bound, _)| ["0.001", "0.0025", "0.005", "0.01"].contains(&bound.as_str()))
+        .map(|(bound, count)| {
+            let ms = bound.parse::<f64>().unwrap_or(0.0) * 1000.0;
+            format!("≤ {ms} ms {:.2}%", count / total * 100.0)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn gauge(metrics: &str, name: &str) -> u64 {
     metrics
         .lines()
@@ -586,6 +635,7 @@ fn main() {
             measuring: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             latencies: Mutex::new(Vec::new()),
+            post_latencies: Mutex::new(Vec::new()),
             commands_sent: AtomicU64::new(0),
             viewers_joined: AtomicU64::new(0),
             viewers_left: AtomicU64::new(0),
@@ -672,6 +722,7 @@ fn main() {
             (cpu_seconds(&pid.to_string()) - cpu_at_warm.0) / window * 100.0,
             (cpu_seconds("self") - cpu_at_warm.1) / window * 100.0,
         );
+        let server_view = server_command_histogram(&shared).await;
         shared.stopping.store(true, Ordering::Relaxed);
         for task in load {
             if let Err(e) = task.await {
@@ -692,12 +743,25 @@ fn main() {
             setup_time,
             started.elapsed(),
             cpu,
+            server_view,
         )
     });
-    let (shared, samples, after, devices, setup_time, ran, (server_cpu, generator_cpu)) = report;
+    let (
+        shared,
+        samples,
+        after,
+        devices,
+        setup_time,
+        ran,
+        (server_cpu, generator_cpu),
+        server_view,
+    ) = report;
     let _ = server.0.kill();
     let _ = server.0.wait();
     let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+    if let Ok(keep) = std::env::var("SOAK_SERVER_LOG") {
+        std::fs::write(keep, &log).expect("SOAK_SERVER_LOG is writable");
+    }
     let server_errors: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("ERROR") || l.contains("panicked"))
@@ -705,6 +769,8 @@ fn main() {
 
     let mut latencies = shared.latencies.lock().unwrap().clone();
     latencies.sort();
+    let mut post_latencies = shared.post_latencies.lock().unwrap().clone();
+    post_latencies.sort();
     let errors = shared.errors.count.load(Ordering::Relaxed);
     println!(
         "soak: {devices} devices, {streams} live streams (2 viewers each, one replaced every {} s), a command per phone every {} s; {} s measured after {} s warm-up (setup {:.1} s, ran {:.0} s)",
@@ -723,6 +789,16 @@ fn main() {
         ms(percentile(&latencies, 0.9)),
         ms(percentile(&latencies, 0.99)),
         ms(latencies.last().copied().unwrap_or_default()),
+    );
+    println!(
+        "  of which POST /commands answered: p50 {}  p90 {}  p99 {}  max {}",
+        ms(percentile(&post_latencies, 0.5)),
+        ms(percentile(&post_latencies, 0.9)),
+        ms(percentile(&post_latencies, 0.99)),
+        ms(post_latencies.last().copied().unwrap_or_default()),
+    );
+    println!(
+        "  POST /commands inside the server (its /metrics histogram, warm-up included): {server_view}"
     );
     println!(
         "  CPU over the measured window (of one core; the machine has {}): server {server_cpu:.0}%, load generator {generator_cpu:.0}%",

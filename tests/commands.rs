@@ -222,6 +222,53 @@ async fn role_and_link_rules(backend: Backend) {
     )
     .await
     .expect_error(400, "VALIDATION_ERROR");
+    // The checks come before validation, as they always have: an unlinked client learns it
+    // is unlinked, not that its type is malformed.
+    s.call(
+        Method::POST,
+        "/commands",
+        &lonely_token,
+        Some(json!({"targetDeviceId": cam, "type": ""})),
+    )
+    .await
+    .expect_error(403, "DEVICES_NOT_LINKED");
+    // Another household's camera does not exist for this client.
+    let (stranger, _) = s
+        .sign_up("stranger-cmd@example.com", "correct horse battery")
+        .await;
+    let (their_cam, _) = s.register_device(&stranger, "Theirs", "camera").await;
+    s.call(
+        Method::POST,
+        "/commands",
+        &cli_token,
+        Some(json!({"targetDeviceId": their_cam, "type": "x"})),
+    )
+    .await
+    .expect_error(404, "DEVICE_NOT_FOUND");
+    // A disabled camera takes no commands.
+    let r = s
+        .call(
+            Method::PATCH,
+            &format!("/devices/{cam}"),
+            &token,
+            Some(json!({"status": "disabled"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    s.call(
+        Method::POST,
+        "/commands",
+        &cli_token,
+        Some(json!({"targetDeviceId": cam, "type": "x"})),
+    )
+    .await
+    .expect_error(409, "DEVICE_DISABLED");
+    // None of the refused commands was stored, by either household.
+    for owner in [&token, &stranger] {
+        let r = s.call(Method::GET, "/commands", owner, None).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.json["items"], json!([]), "{}", r.text);
+    }
 }
 
 /// History with filters: status, device, page size; only for the user's session.

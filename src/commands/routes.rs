@@ -97,14 +97,12 @@ pub async fn create_command(
             find_for_user(&state.db, &current.user.id, id).await?
         }
     };
-    let target = service::authorise(&state.db, &source, &body.target_device_id).await?;
-    let command = service::create(
+    let command = service::authorise_and_create(
         &state,
         &source,
-        &target,
+        &body.target_device_id,
         body.command_type,
         body.payload.unwrap_or(Value::Null),
-        None,
     )
     .await?;
     Ok((StatusCode::CREATED, axum::Json(command)))

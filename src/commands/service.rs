@@ -62,26 +62,77 @@ pub async fn authorise(db: &Db, source: &Device, target_id: &str) -> DomainResul
     Ok(target)
 }
 
-/// Queues a command (already authorised) and dispatches it if the camera is online.
-pub async fn create(
+/// Authorises and queues a command from `source` to `target_id`: the hot path of every
+/// command. One statement checks the target (the caller's own active camera, linked to the
+/// caller) and inserts, so a command costs one database round trip after the caller's own
+/// lookup instead of three. Only when that statement inserts nothing are the checks run one
+/// by one, to say which failed (in the order clients have always seen).
+pub async fn authorise_and_create(
     state: &AppState,
     source: &Device,
-    target: &Device,
+    target_id: &str,
+    command_type: String,
+    payload: Value,
+) -> DomainResult<Command> {
+    require_client(source)?;
+    if validate(&command_type, &payload).is_ok() {
+        let command = new_command(state, source, target_id, command_type, payload, None);
+        let inserted = db_execute!(
+            &state.db,
+            "INSERT INTO commands (id, user_id, source_device_id, target_device_id, type, payload, status, created_at, updated_at, expires_at)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM devices t
+             WHERE t.id = $4 AND t.user_id = $2 AND t.role = 'camera' AND t.status = 'active'
+               AND EXISTS (SELECT 1 FROM device_links l WHERE l.camera_device_id = t.id AND l.client_device_id = $3)",
+            [
+                &command.id,
+                &command.user_id,
+                &command.source_device_id,
+                &command.target_device_id,
+                &command.command_type,
+                sqlx::types::Json(&command.payload),
+                &command.status,
+                command.created_at,
+                command.updated_at,
+                command.expires_at
+            ]
+        )?;
+        if inserted == 1 {
+            return deliver_new(state, command).await;
+        }
+        let target = authorise(&state.db, source, target_id).await?;
+        // Allowed after all: a link or the camera changed between the two reads.
+        return create(
+            state,
+            source,
+            &target,
+            command.command_type,
+            command.payload,
+            None,
+        )
+        .await;
+    }
+    let target = authorise(&state.db, source, target_id).await?;
+    create(state, source, &target, command_type, payload, None).await
+}
+
+/// A new command from `source` to `target_id`. A camera with a live socket gets it at once,
+/// so it is stored directly as `dispatched` (one write instead of insert + update).
+fn new_command(
+    state: &AppState,
+    source: &Device,
+    target_id: &str,
     command_type: String,
     payload: Value,
     ttl_secs: Option<u64>,
-) -> DomainResult<Command> {
-    validate(&command_type, &payload)?;
+) -> Command {
     let now = time::now();
     let ttl = chrono::Duration::seconds(ttl_secs.unwrap_or(state.config.command_ttl_secs) as i64);
-    // A camera with a live socket gets the command at once, so it is stored directly as
-    // `dispatched` (one write instead of insert + update on the hot path).
-    let online = state.realtime.is_online(&target.id);
-    let mut command = Command {
+    let online = state.realtime.is_online(target_id);
+    Command {
         id: uuid::Uuid::new_v4().to_string(),
         user_id: source.user_id.clone(),
         source_device_id: source.id.clone(),
-        target_device_id: target.id.clone(),
+        target_device_id: target_id.to_string(),
         command_type,
         payload,
         status: if online {
@@ -93,7 +144,20 @@ pub async fn create(
         created_at: now,
         updated_at: now,
         expires_at: now + ttl,
-    };
+    }
+}
+
+/// Queues a command (already authorised) and dispatches it if the camera is online.
+pub async fn create(
+    state: &AppState,
+    source: &Device,
+    target: &Device,
+    command_type: String,
+    payload: Value,
+    ttl_secs: Option<u64>,
+) -> DomainResult<Command> {
+    validate(&command_type, &payload)?;
+    let command = new_command(state, source, &target.id, command_type, payload, ttl_secs);
     db_execute!(
         &state.db,
         "INSERT INTO commands (id, user_id, source_device_id, target_device_id, type, payload, status, created_at, updated_at, expires_at)
@@ -106,12 +170,17 @@ pub async fn create(
             &command.command_type,
             sqlx::types::Json(&command.payload),
             &command.status,
-            now,
-            now,
+            command.created_at,
+            command.updated_at,
             command.expires_at
         ]
     )?;
-    if online {
+    deliver_new(state, command).await
+}
+
+/// Hands a just-stored command to its camera if it is online.
+async fn deliver_new(state: &AppState, mut command: Command) -> DomainResult<Command> {
+    if command.status == CommandStatus::Dispatched {
         state
             .realtime
             .emit(
@@ -122,7 +191,7 @@ pub async fn create(
             )
             .await;
         announce(state, &command).await;
-    } else if state.realtime.is_online(&target.id) {
+    } else if state.realtime.is_online(&command.target_device_id) {
         // The camera connected between the presence check and the insert; its own
         // pending-command delivery may have missed this row, so dispatch now (the
         // conditional update makes a double dispatch impossible).
@@ -237,6 +306,23 @@ pub async fn acknowledge(
             "reason must be at most 500 characters",
         ));
     }
+    // The usual case in one round trip: a live command of this camera takes the answer.
+    let now = time::now();
+    if let Some(command) = db_fetch_optional!(
+        &state.db,
+        Command,
+        concat!(
+            "UPDATE commands SET status = $1, reason = $2, updated_at = $3
+             WHERE id = $4 AND target_device_id = $5 AND status IN ('queued', 'dispatched') AND expires_at > $3
+             RETURNING ",
+            command_columns!()
+        ),
+        [status, &reason, now, command_id, &camera.id]
+    )? {
+        announce(state, &command).await;
+        return Ok(command);
+    }
+    // Otherwise find out why: unknown, another camera's, final, or past its expiry.
     let mut command = find(&state.db, command_id)
         .await?
         .filter(|c| c.target_device_id == camera.id)
