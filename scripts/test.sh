@@ -28,3 +28,6 @@ cargo check --locked --no-default-features -p watchpost
 
 echo "==> tests"
 cargo test --workspace --locked --all-targets --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
+
+echo "==> the forwarding micro-benchmark, once (it needs the media crate's sim feature)"
+cargo test --locked -p watchpost-media --features sim --bench forward

@@ -9,6 +9,9 @@
 //! [`Sfu::shutdown`].
 
 mod core;
+#[cfg(feature = "sim")]
+#[doc(hidden)]
+pub use core::sim;
 mod forward;
 mod net;
 mod shard;

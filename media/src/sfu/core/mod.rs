@@ -28,6 +28,10 @@ mod setup;
 mod stats;
 mod steer;
 
+/// The core against real str0m peers in simulated time: for its tests and, with the `sim`
+/// feature, the forwarding micro-benchmark.
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 #[cfg(test)]
 mod tests;
 

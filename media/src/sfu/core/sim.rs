@@ -11,10 +11,10 @@ use str0m::format::Codec;
 use str0m::media::{
     Direction, KeyframeRequestKind, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer,
 };
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc};
 
-use super::super::{Core, CoreConfig, Output, RouteUpdate};
+use super::{Core, CoreConfig, Output, RouteUpdate};
 use crate::limits::{Admission, MediaLimits};
 use crate::sfu::{MediaCounters, MediaEvent, ParticipantInfo};
 
@@ -98,23 +98,34 @@ impl Client {
 
 pub struct Sim {
     pub now: Instant,
-    pub core: Core,
+    pub(crate) core: Core,
     pub counters: Arc<MediaCounters>,
     pub clients: Vec<Client>,
     pub events: Vec<MediaEvent>,
-    pub routes: Vec<RouteUpdate>,
+    pub(crate) routes: Vec<RouteUpdate>,
     core_timeout: Instant,
 }
 
 pub type ClientId = usize;
 
+/// A datagram a camera sent, held back from the core (see [`Sim::held_video`]).
+pub struct HeldDatagram {
+    pub at: Instant,
+    pub source: SocketAddr,
+    pub data: Vec<u8>,
+}
+
 impl Sim {
     pub fn new(grace: Duration) -> Self {
+        Self::with_limits(grace, MediaLimits::server_wide(10, 10))
+    }
+
+    pub fn with_limits(grace: Duration, limits: MediaLimits) -> Self {
         static CRYPTO: Once = Once::new();
         CRYPTO.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
         let now = Instant::now();
         let counters = Arc::new(MediaCounters::default());
-        let admission = Arc::new(Admission::new(MediaLimits::server_wide(10, 10)));
+        let admission = Arc::new(Admission::new(limits));
         let core = Core::new(
             now,
             CoreConfig {
@@ -396,6 +407,102 @@ impl Sim {
             if !moved {
                 return;
             }
+        }
+    }
+
+    /// Frames a camera writes (one packet each: `len` ≤ one MTU), as the datagrams it would
+    /// send, held back from the core with the time each left. The clock advances 1 ms per
+    /// frame.
+    pub fn held_video(
+        &mut self,
+        client: ClientId,
+        frames: usize,
+        len: usize,
+        number: &mut u32,
+    ) -> Vec<HeldDatagram> {
+        let mut held = Vec::with_capacity(frames);
+        for _ in 0..frames {
+            self.now += Duration::from_millis(1);
+            let now = self.now;
+            // The camera's own clock moves too, or its pacer holds the packet back.
+            let _ = self.clients[client].rtc.handle_input(Input::Timeout(now));
+            let frame = vp8_frame(false, 0, *number, len);
+            *number += 1;
+            self.send_video(client, None, &frame);
+            let c = &mut self.clients[client];
+            while let Ok(output) = c.rtc.poll_output() {
+                match output {
+                    RtcOutput::Transmit(t) => held.push(HeldDatagram {
+                        at: now,
+                        source: t.source,
+                        data: t.contents.to_vec(),
+                    }),
+                    RtcOutput::Timeout(t) if t <= now => {
+                        let _ = c.rtc.handle_input(Input::Timeout(now));
+                    }
+                    RtcOutput::Timeout(t) => {
+                        c.timeout = t;
+                        break;
+                    }
+                    RtcOutput::Event(e) => on_client_event(c, now, e),
+                }
+            }
+        }
+        held
+    }
+
+    /// Hands held datagrams to the core and keeps what it sends, undelivered: the forwarding
+    /// work alone (the datagrams are moved out, not copied). Deliver them with
+    /// [`Sim::deliver`] outside the timing.
+    pub fn forward_only(&mut self, held: &[HeldDatagram], sent: &mut Vec<Transmit>) {
+        for d in held {
+            self.core.handle_timeout(d.at);
+            self.core
+                .handle_datagram(d.at, Protocol::Udp, d.source, &d.data);
+            loop {
+                match self.core.poll_output() {
+                    Output::Transmit(t) => sent.push(t),
+                    Output::Event(e) => self.events.push(e),
+                    Output::Route(r) => self.routes.push(r),
+                    // str0m hands a received frame on from its timer: due now, as a
+                    // driver would see it.
+                    Output::Timeout(t) if t <= d.at => self.core.handle_timeout(d.at),
+                    Output::Timeout(t) => {
+                        self.core_timeout = t;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Delivers what [`Sim::forward_only`] kept to its clients, so they see no loss (a
+    /// viewer that misses packets asks for a keyframe and is paused until one comes).
+    pub fn deliver(&mut self, sent: &mut Vec<Transmit>) {
+        let by_addr: std::collections::HashMap<SocketAddr, usize> = self
+            .clients
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.addr, i))
+            .collect();
+        for t in sent.drain(..) {
+            let Some(&i) = by_addr.get(&t.destination) else {
+                continue;
+            };
+            let c = &mut self.clients[i];
+            if !c.link_up || !c.rtc.is_alive() {
+                continue;
+            }
+            let input = Input::Receive(
+                self.now,
+                Receive {
+                    proto: Protocol::Udp,
+                    source: t.source,
+                    destination: t.destination,
+                    contents: (&t.contents[..]).try_into().expect("datagram"),
+                },
+            );
+            let _ = c.rtc.handle_input(input);
         }
     }
 

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use str0m::media::{Direction, MediaKind};
 use str0m::{Candidate, Rtc};
 
-use super::sim::{Sim, owned_by};
+use super::super::sim::{Sim, owned_by};
 use crate::sfu::check_offer_size;
 
 /// A real offer from a str0m peer (audio + video), as a camera would send it.

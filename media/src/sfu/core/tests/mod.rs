@@ -1,7 +1,6 @@
 //! The core in simulated time, against real str0m peers over an in-memory link.
 
 mod malformed;
-mod sim;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -10,8 +9,8 @@ use str0m::format::Codec;
 use str0m::media::MediaKind;
 
 use super::RouteUpdate;
+use super::sim::{ClientId, Sim, frame_id, owned_by, vp8_frame};
 use crate::sfu::{MediaEvent, SfuError};
-use sim::{ClientId, Sim, frame_id, owned_by, vp8_frame};
 
 const FRAME: Duration = Duration::from_millis(33);
 const LAYER_L: u8 = b'l';
@@ -517,4 +516,53 @@ fn shutdown_closes_every_peer_and_refuses_joins() {
         .count();
     assert_eq!((claimed, released), (3, 3), "every ufrag route is released");
     assert!(matches!(sim.join_error("room", "late"), SfuError::Stopped));
+}
+
+/// The forwarding micro-benchmark's path: a camera's packets held back, handed to the core
+/// with nothing delivered, then delivered: every viewer gets every frame, in order.
+#[test]
+fn held_packets_are_forwarded_to_every_viewer() {
+    let mut sim = Sim::new(Duration::from_secs(5));
+    let camera = sim.publisher("room", "camera", &[]);
+    let viewers: Vec<ClientId> = (0..3)
+        .map(|i| sim.viewer("room", &format!("viewer-{i}")))
+        .collect();
+    sim.send_video(camera, None, &vp8_frame(true, 0, 0, 1_100));
+    sim.run_for(Duration::from_millis(100));
+    for &v in &viewers {
+        assert_eq!(
+            sim.clients[v].video_frames().len(),
+            1,
+            "the keyframe arrived"
+        );
+    }
+    let mut number = 1;
+    let held = sim.held_video(camera, 20, 1_100, &mut number);
+    assert_eq!(held.len(), 20, "one datagram per frame");
+    assert_eq!(number, 21);
+    let mut sent = Vec::new();
+    sim.forward_only(&held, &mut sent);
+    assert!(
+        sent.len() >= 60,
+        "20 packets for each of 3 viewers, got {}",
+        sent.len()
+    );
+    for &v in &viewers {
+        assert_eq!(
+            sim.clients[v].video_frames().len(),
+            1,
+            "nothing delivered yet"
+        );
+    }
+    sim.deliver(&mut sent);
+    assert!(sent.is_empty());
+    sim.run_for(Duration::from_millis(10));
+    for &v in &viewers {
+        let numbers: Vec<u32> = sim.clients[v]
+            .video_frames()
+            .iter()
+            .map(|f| frame_id(&f.data).1)
+            .collect();
+        assert_eq!(numbers, (0..21).collect::<Vec<_>>());
+    }
 }

@@ -1,0 +1,99 @@
+//! The forwarding hot path in process, without syscalls: one camera's VP8 packet (1,100
+//! bytes, one frame per packet) handed to the SFU core and sent on to N viewers. What is
+//! timed is the core's own work per published packet: SRTP unprotect once, depacketise, then
+//! per viewer re-packetise and SRTP protect. The camera's packets are made beforehand and the
+//! core's datagrams are dropped, so neither end's peer is in the figure.
+//!
+//! ```sh
+//! cargo bench -p watchpost-media --features sim --bench forward
+//! ```
+//!
+//! Criterion's throughput is forwarded packets per second of one core; its inverse is the
+//! CPU time per forwarded packet. Each N ends with a count of packets in and out.
+
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use watchpost_media::MediaLimits;
+use watchpost_media::sfu::sim::{Sim, vp8_frame};
+
+/// Packets made per batch: enough to time, little enough to keep in memory.
+const BATCH: u64 = 256;
+const PAYLOAD: usize = 1_100;
+
+fn forward(c: &mut Criterion) {
+    // `cargo test` runs each benchmark once (no `--bench`): a smoke run of the small sizes.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let sizes: &[u64] = if quick { &[1, 10] } else { &[1, 10, 50, 200] };
+    let mut group = c.benchmark_group("forward one VP8 packet to N viewers");
+    group
+        .sample_size(if quick { 10 } else { 30 })
+        .measurement_time(Duration::from_secs(if quick { 1 } else { 5 }));
+    for &viewers in sizes {
+        let mut sim = Sim::with_limits(
+            Duration::from_secs(5),
+            MediaLimits::server_wide(1, viewers as u32 + 1),
+        );
+        let camera = sim.publisher("bench", "camera", &[]);
+        let watchers: Vec<_> = (0..viewers)
+            .map(|i| sim.viewer("bench", &format!("viewer-{i}")))
+            .collect();
+        // Keyframes until every viewer has one, so every viewer is being forwarded to.
+        let mut frame_number = 0u32;
+        for _ in 0..50 {
+            sim.send_video(camera, None, &vp8_frame(true, 0, frame_number, PAYLOAD));
+            frame_number += 1;
+            sim.run_for(Duration::from_millis(33));
+            if watchers
+                .iter()
+                .all(|&v| !sim.clients[v].video_frames().is_empty())
+            {
+                break;
+            }
+        }
+        assert!(
+            watchers
+                .iter()
+                .all(|&v| !sim.clients[v].video_frames().is_empty()),
+            "every viewer has the first keyframe"
+        );
+        let mut forwarded = 0u64;
+        let mut sent = Vec::with_capacity(BATCH as usize * (viewers as usize + 4));
+        let mut published = 0u64;
+        group.throughput(Throughput::Elements(viewers));
+        group.bench_function(BenchmarkId::from_parameter(viewers), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                let mut left = iters;
+                while left > 0 {
+                    let batch = left.min(BATCH);
+                    left -= batch;
+                    let held = sim.held_video(camera, batch as usize, PAYLOAD, &mut frame_number);
+                    sent.clear();
+                    let started = Instant::now();
+                    sim.forward_only(&held, &mut sent);
+                    spent += started.elapsed();
+                    forwarded += sent.len() as u64;
+                    published += held.len() as u64;
+                    // Untimed: the viewers get what was sent and the feedback and timers
+                    // run, as they would between packets on a live server.
+                    sim.deliver(&mut sent);
+                    sim.run_for(Duration::from_millis(1));
+                }
+                spent
+            })
+        });
+        println!(
+            "  N = {viewers}: {published} packets in, {forwarded} out ({:.2} per viewer)",
+            forwarded as f64 / (published.max(1) * viewers) as f64
+        );
+        assert!(
+            forwarded >= published * viewers * 95 / 100,
+            "the core forwarded {forwarded} datagrams for {published} packets to {viewers} viewers"
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, forward);
+criterion_main!(benches);
