@@ -77,25 +77,15 @@ pub async fn authorise_and_create(
     require_client(source)?;
     if validate(&command_type, &payload).is_ok() {
         let command = new_command(state, source, target_id, command_type, payload, None);
-        let inserted = db_execute!(
+        let inserted = insert(
             &state.db,
             "INSERT INTO commands (id, user_id, source_device_id, target_device_id, type, payload, status, created_at, updated_at, expires_at)
              SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM devices t
              WHERE t.id = $4 AND t.user_id = $2 AND t.role = 'camera' AND t.status = 'active'
                AND EXISTS (SELECT 1 FROM device_links l WHERE l.camera_device_id = t.id AND l.client_device_id = $3)",
-            [
-                &command.id,
-                &command.user_id,
-                &command.source_device_id,
-                &command.target_device_id,
-                &command.command_type,
-                sqlx::types::Json(&command.payload),
-                &command.status,
-                command.created_at,
-                command.updated_at,
-                command.expires_at
-            ]
-        )?;
+            &command,
+        )
+        .await?;
         if inserted == 1 {
             return deliver_new(state, command).await;
         }
@@ -158,10 +148,22 @@ pub async fn create(
 ) -> DomainResult<Command> {
     validate(&command_type, &payload)?;
     let command = new_command(state, source, &target.id, command_type, payload, ttl_secs);
-    db_execute!(
+    insert(
         &state.db,
         "INSERT INTO commands (id, user_id, source_device_id, target_device_id, type, payload, status, created_at, updated_at, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        &command,
+    )
+    .await?;
+    deliver_new(state, command).await
+}
+
+/// Runs an insert of `command` whose parameters $1–$10 are its columns in table order;
+/// returns how many rows it stored.
+async fn insert(db: &Db, sql: &'static str, command: &Command) -> DomainResult<u64> {
+    Ok(db_execute!(
+        db,
+        sql,
         [
             &command.id,
             &command.user_id,
@@ -174,8 +176,7 @@ pub async fn create(
             command.updated_at,
             command.expires_at
         ]
-    )?;
-    deliver_new(state, command).await
+    )?)
 }
 
 /// Hands a just-stored command to its camera if it is online.

@@ -366,16 +366,7 @@ impl Sim {
                         if let Some(rtp) = rtp_header(&t.contents) {
                             c.rtp_in.push(rtp);
                         }
-                        let input = Input::Receive(
-                            self.now,
-                            Receive {
-                                proto: Protocol::Udp,
-                                source: t.source,
-                                destination: t.destination,
-                                contents: (&t.contents[..]).try_into().expect("datagram"),
-                            },
-                        );
-                        let _ = c.rtc.handle_input(input);
+                        receive(c, self.now, &t);
                     }
                     Output::Event(e) => self.events.push(e),
                     Output::Route(r) => self.routes.push(r),
@@ -493,16 +484,7 @@ impl Sim {
             if !c.link_up || !c.rtc.is_alive() {
                 continue;
             }
-            let input = Input::Receive(
-                self.now,
-                Receive {
-                    proto: Protocol::Udp,
-                    source: t.source,
-                    destination: t.destination,
-                    contents: (&t.contents[..]).try_into().expect("datagram"),
-                },
-            );
-            let _ = c.rtc.handle_input(input);
+            receive(c, self.now, &t);
         }
     }
 
@@ -556,6 +538,20 @@ fn rtp_header(packet: &[u8]) -> Option<RtpSeen> {
 /// A VP8 frame as the depacketizer sees it: the first byte's P bit (bit 0) is clear on a
 /// keyframe. The rest names the layer and the frame number and pads to `len`.
 /// Each simulated participant is held by a device named like it, in one account.
+/// A datagram from the core reaches a client.
+fn receive(c: &mut Client, now: Instant, t: &Transmit) {
+    let input = Input::Receive(
+        now,
+        Receive {
+            proto: Protocol::Udp,
+            source: t.source,
+            destination: t.destination,
+            contents: (&t.contents[..]).try_into().expect("datagram"),
+        },
+    );
+    let _ = c.rtc.handle_input(input);
+}
+
 pub fn owned_by(id: &str) -> crate::sfu::Owner {
     crate::sfu::Owner {
         account: Some("household".into()),
