@@ -245,6 +245,87 @@ async fn role_and_link_rules(backend: Backend) {
     )
     .await
     .expect_error(404, "DEVICE_NOT_FOUND");
+    // Credentials come before the body: a bad token with a malformed body is a 401, a
+    // good token with one is told what is wrong with it.
+    for bearer in ["wpd_not-a-real-token", cli_token.as_str()] {
+        let r = s
+            .http
+            .post(s.url("/commands"))
+            .bearer_auth(bearer)
+            .header("content-type", "application/json")
+            .body("{\"targetDeviceId\": ")
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        if bearer == cli_token {
+            assert_eq!(
+                (status, &body["code"]),
+                (400, &json!("INVALID_JSON")),
+                "{body}"
+            );
+        } else {
+            assert_eq!(
+                (status, &body["code"]),
+                (401, &json!("INVALID_DEVICE_TOKEN")),
+                "{body}"
+            );
+        }
+    }
+    // Revocation counts at once (the hot path resolves the token and the link in the
+    // same statement as the insert, nothing is cached): a removed link refuses the very
+    // next command, and a disabled client's token stops working.
+    let (spare_cli, spare_token) = s.register_device(&token, "Spare phone", "client").await;
+    let link = s.link(&token, &cam, &spare_cli).await;
+    send(
+        &s,
+        &spare_token,
+        json!({"targetDeviceId": cam, "type": "x"}),
+    )
+    .await;
+    let r = s
+        .call(
+            Method::DELETE,
+            &format!("/device-links/{link}"),
+            &token,
+            None,
+        )
+        .await;
+    assert!(r.status == 204 || r.status == 200, "{}", r.text);
+    s.call(
+        Method::POST,
+        "/commands",
+        &spare_token,
+        Some(json!({"targetDeviceId": cam, "type": "x"})),
+    )
+    .await
+    .expect_error(403, "DEVICES_NOT_LINKED");
+    s.link(&token, &cam, &spare_cli).await;
+    let r = s
+        .call(
+            Method::PATCH,
+            &format!("/devices/{spare_cli}"),
+            &token,
+            Some(json!({"status": "disabled"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    s.call(
+        Method::POST,
+        "/commands",
+        &spare_token,
+        Some(json!({"targetDeviceId": cam, "type": "x"})),
+    )
+    .await
+    .expect_error(401, "INVALID_DEVICE_TOKEN");
+    // The one command that was allowed is stored as the spare phone's, in this household.
+    let r = s.call(Method::GET, "/commands", &token, None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let items = r.json["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{}", r.text);
+    assert_eq!(items[0]["sourceDeviceId"], json!(spare_cli));
+    assert_eq!(items[0]["targetDeviceId"], json!(cam));
     // A disabled camera takes no commands.
     let r = s
         .call(
@@ -264,10 +345,15 @@ async fn role_and_link_rules(backend: Backend) {
     .await
     .expect_error(409, "DEVICE_DISABLED");
     // None of the refused commands was stored, by either household.
-    for owner in [&token, &stranger] {
+    for (owner, stored) in [(&token, 1), (&stranger, 0)] {
         let r = s.call(Method::GET, "/commands", owner, None).await;
         assert_eq!(r.status, 200, "{}", r.text);
-        assert_eq!(r.json["items"], json!([]), "{}", r.text);
+        assert_eq!(
+            r.json["items"].as_array().unwrap().len(),
+            stored,
+            "{}",
+            r.text
+        );
     }
 }
 

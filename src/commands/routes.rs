@@ -1,6 +1,6 @@
 //! `/commands`.
 
-use axum::extract::State;
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
@@ -15,7 +15,7 @@ use crate::devices::extract::{Caller, DeviceCaller};
 use crate::devices::service::find_for_user;
 use crate::devices::service::require_camera;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::http::extract::{Path, Query};
+use crate::http::extract::{Path, Query, bearer};
 use crate::http::json::Json;
 use crate::pagination::{Page, PageQuery};
 use crate::state::AppState;
@@ -85,9 +85,30 @@ pub struct CommandsQuery {
 )]
 pub async fn create_command(
     State(state): State<AppState>,
-    caller: Caller,
-    Json(body): Json<CreateCommandBody>,
+    request: Request,
 ) -> ApiResult<(StatusCode, axum::Json<Command>)> {
+    // The body is read before the caller is resolved so that a client's command can be
+    // authenticated, authorised and stored in one statement (the hot path of the API).
+    // Every other outcome resolves the caller first, so errors keep their usual order:
+    // bad credentials (401) before a bad body (4xx).
+    let (mut parts, body) = request.into_parts();
+    let parsed =
+        Json::<CreateCommandBody>::from_request(Request::from_parts(parts.clone(), body), &state)
+            .await;
+    if let (Some(token), Ok(Json(body))) = (bearer(&parts.headers), &parsed)
+        && let Some(command) = service::create_with_device_token(
+            &state,
+            token,
+            &body.target_device_id,
+            &body.command_type,
+            body.payload.as_ref().unwrap_or(&Value::Null),
+        )
+        .await?
+    {
+        return Ok((StatusCode::CREATED, axum::Json(command)));
+    }
+    let caller = Caller::from_request_parts(&mut parts, &state).await?;
+    let Json(body) = parsed?;
     let source = match caller {
         Caller::Device(device) => device,
         Caller::User(current) => {

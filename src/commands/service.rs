@@ -2,9 +2,9 @@ use serde_json::Value;
 
 use crate::commands::model::{Command, CommandStatus, command_columns};
 use crate::db::Db;
-use crate::devices::model::{Device, DeviceStatus};
-use crate::devices::service::find_for_user;
+use crate::devices::model::{DEVICE_TOKEN_PREFIX, Device, DeviceStatus};
 use crate::devices::service::require_client;
+use crate::devices::service::{find_for_user, hash_device_token};
 use crate::error::{DomainError, DomainResult, codes};
 use crate::links;
 use crate::pagination::{Page, PageQuery};
@@ -76,7 +76,15 @@ pub async fn authorise_and_create(
 ) -> DomainResult<Command> {
     require_client(source)?;
     if validate(&command_type, &payload).is_ok() {
-        let command = new_command(state, source, target_id, command_type, payload, None);
+        let command = new_command(
+            state,
+            source.user_id.clone(),
+            source.id.clone(),
+            target_id,
+            command_type,
+            payload,
+            None,
+        );
         let inserted = insert(
             &state.db,
             "INSERT INTO commands (id, user_id, source_device_id, target_device_id, type, payload, status, created_at, updated_at, expires_at)
@@ -105,11 +113,73 @@ pub async fn authorise_and_create(
     create(state, source, &target, command_type, payload, None).await
 }
 
-/// A new command from `source` to `target_id`. A camera with a live socket gets it at once,
+/// The owner and the client a device token names, as the one-statement insert returns them.
+#[derive(sqlx::FromRow)]
+struct InsertedFor {
+    user_id: String,
+    source_device_id: String,
+}
+
+/// The whole of a client's command in one database round trip: the statement resolves the
+/// token to an active client and inserts only if the target is that user's active camera
+/// linked to it. `None` means nothing was stored (a bad token, a refused or invalid
+/// command); the caller then takes the ordinary path, which names the reason. Tokens are
+/// resolved here rather than cached so that a revoked token or removed link counts at once.
+pub async fn create_with_device_token(
+    state: &AppState,
+    token: &str,
+    target_id: &str,
+    command_type: &str,
+    payload: &Value,
+) -> DomainResult<Option<Command>> {
+    if !token.starts_with(DEVICE_TOKEN_PREFIX) || validate(command_type, payload).is_err() {
+        return Ok(None);
+    }
+    let mut command = new_command(
+        state,
+        String::new(),
+        String::new(),
+        target_id,
+        command_type.to_string(),
+        payload.clone(),
+        None,
+    );
+    let stored = db_fetch_optional!(
+        &state.db,
+        InsertedFor,
+        "INSERT INTO commands (id, user_id, source_device_id, target_device_id, type, payload, status, created_at, updated_at, expires_at)
+         SELECT $1, s.user_id, s.id, t.id, $2, $3, $4, $5, $6, $7
+         FROM devices s JOIN devices t ON t.user_id = s.user_id
+         WHERE s.token_hash = $8 AND s.status = 'active' AND s.role = 'client'
+           AND t.id = $9 AND t.role = 'camera' AND t.status = 'active'
+           AND EXISTS (SELECT 1 FROM device_links l WHERE l.camera_device_id = t.id AND l.client_device_id = s.id)
+         RETURNING user_id, source_device_id",
+        [
+            &command.id,
+            &command.command_type,
+            sqlx::types::Json(&command.payload),
+            &command.status,
+            command.created_at,
+            command.updated_at,
+            command.expires_at,
+            hash_device_token(token),
+            target_id
+        ]
+    )?;
+    let Some(stored) = stored else {
+        return Ok(None);
+    };
+    command.user_id = stored.user_id;
+    command.source_device_id = stored.source_device_id;
+    deliver_new(state, command).await.map(Some)
+}
+
+/// A new command from `source_device_id` (of `user_id`) to `target_id`. A camera with a live socket gets it at once,
 /// so it is stored directly as `dispatched` (one write instead of insert + update).
 fn new_command(
     state: &AppState,
-    source: &Device,
+    user_id: String,
+    source_device_id: String,
     target_id: &str,
     command_type: String,
     payload: Value,
@@ -120,8 +190,8 @@ fn new_command(
     let online = state.realtime.is_online(target_id);
     Command {
         id: uuid::Uuid::new_v4().to_string(),
-        user_id: source.user_id.clone(),
-        source_device_id: source.id.clone(),
+        user_id,
+        source_device_id,
         target_device_id: target_id.to_string(),
         command_type,
         payload,
@@ -147,7 +217,15 @@ pub async fn create(
     ttl_secs: Option<u64>,
 ) -> DomainResult<Command> {
     validate(&command_type, &payload)?;
-    let command = new_command(state, source, &target.id, command_type, payload, ttl_secs);
+    let command = new_command(
+        state,
+        source.user_id.clone(),
+        source.id.clone(),
+        &target.id,
+        command_type,
+        payload,
+        ttl_secs,
+    );
     insert(
         &state.db,
         "INSERT INTO commands (id, user_id, source_device_id, target_device_id, type, payload, status, created_at, updated_at, expires_at)
