@@ -45,15 +45,31 @@ pub fn spawn_checkpointer(db: Db, stop: CancellationToken) -> JoinHandle<()> {
         if !matches!(db, Db::Sqlite(_)) {
             return;
         }
+        let mut checkpointer = None;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        while stop.run_until_cancelled(tick.tick()).await.is_some() {
-            if let Err(e) = db.checkpoint(false).await {
+        loop {
+            // On stop, one last round that also empties the log.
+            let last_round = stop.run_until_cancelled(tick.tick()).await.is_none();
+            if checkpointer.is_none() {
+                // Retried every round: with SQLite's own checkpoints off, the log would
+                // otherwise grow for good.
+                checkpointer = match db.checkpointer().await {
+                    Ok(connection) => connection,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot open the SQLite checkpoint connection");
+                        None
+                    }
+                };
+            }
+            if let Some(checkpointer) = checkpointer.as_mut()
+                && let Err(e) = checkpointer.run(last_round).await
+            {
                 tracing::warn!(error = %e, "SQLite checkpoint failed");
             }
-        }
-        if let Err(e) = db.checkpoint(true).await {
-            tracing::warn!(error = %e, "final SQLite checkpoint failed");
+            if last_round {
+                return;
+            }
         }
     })
 }
