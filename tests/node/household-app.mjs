@@ -193,7 +193,11 @@ await step("A: register a camera; the token is shown once with a QR code", async
   if (width < 100) throw new Error(`QR image is ${width} px wide`);
   await app.screenshot({ path: `${shots}/devices-pairing.png` });
   await pairing.getByRole("button", { name: "Done" }).click();
+  // The app saves the choice with a PATCH; wait for its answer before reading it back.
+  const saved = app.waitForResponse((r) => r.request().method() === "PATCH" && r.url().includes("/devices/"), { timeout: STEP });
   await app.getByLabel(`Recording mode for ${CAMERA}`).selectOption("motion");
+  const patch = await saved;
+  if (!patch.ok()) throw new Error(`saving the recording mode answered ${patch.status()}`);
   const rows = app.getByRole("table", { name: "Your devices" }).getByRole("row").filter({ hasText: CAMERA });
   if ((await rows.count()) !== 1) throw new Error("the camera is not listed once");
   cameraId = await app.evaluate(async (name) => {
