@@ -16,7 +16,10 @@
 //! `cargo test --all-targets`, i.e. in the suite) it runs 60 s of the same load.
 //! Overrides: `SOAK_SECONDS`, `SOAK_HOUSEHOLDS`, `SOAK_PAIRS` (per household),
 //! `SOAK_STREAMS` (default: one per household), `SOAK_COMMAND_INTERVAL_MS`,
-//! `SOAK_VIEWER_CHURN_MS`, `DATABASE_URL` (default: SQLite),
+//! `SOAK_VIEWER_CHURN_MS`, `SOAK_PIN` (1, the default of the measured run on a multi-core
+//! machine: the server on core 0, the generator on the others; 0: both anywhere),
+//! `DATABASE_URL`
+//! (default: SQLite),
 //! `WATCHPOST_RELEASE_BIN` (the server binary; default: the one cargo built).
 //! The figures of record are in docs/reliability.md.
 
@@ -107,12 +110,41 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start_server(dir: &Path) -> (ServerProcess, String) {
+/// Whether the server and the generator run on separate cores (`SOAK_PIN`; by default in
+/// the measured run on a machine with more than one, not in the suite's short run, whose
+/// debug-built generator needs more than one core): otherwise the generator's 60 webrtc-rs
+/// peers, which use as much CPU as the server, compete with it for the same cores and
+/// their scheduling delays show up in the server's latency.
+fn pinned(full: bool) -> bool {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores > 1 && env_u64("SOAK_PIN", u64::from(full)) == 1
+}
+
+/// Moves this process (before it starts any thread) off core 0, which the server has.
+fn pin_generator(cores: usize) {
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-cp", &format!("1-{}", cores - 1)])
+        .arg(std::process::id().to_string())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("taskset runs");
+    assert!(status.success(), "taskset could not pin the load generator");
+}
+
+fn start_server(dir: &Path, pin: bool) -> (ServerProcess, String) {
     let binary = std::env::var("WATCHPOST_RELEASE_BIN")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_watchpost").to_string());
     let port = free_port();
     let log = std::fs::File::create(dir.join("server.log")).unwrap();
-    let mut command = std::process::Command::new(binary);
+    // Pinned, the server has core 0 to itself and the generator the rest, as if they ran
+    // on separate machines (`taskset` execs the binary: the pid is the server's).
+    let mut command = if pin {
+        let mut taskset = std::process::Command::new("taskset");
+        taskset.args(["-c", "0"]).arg(binary);
+        taskset
+    } else {
+        std::process::Command::new(binary)
+    };
     command
         .arg("serve")
         .env_clear()
@@ -608,8 +640,14 @@ fn main() {
     let sample_every = Duration::from_secs(if seconds >= 300 { 5 } else { 2 });
     let warm_up = Duration::from_secs((seconds / 6).clamp(10, 60));
 
+    // Read before pinning narrows what this process sees.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pin = pinned(full);
+    if pin {
+        pin_generator(cores);
+    }
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, base) = start_server(dir.path());
+    let (mut server, base) = start_server(dir.path(), pin);
     let pid = server.0.id();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -618,9 +656,19 @@ fn main() {
         .unwrap();
     // The WebRTC peers get a runtime of their own, so their bursts of SRTP work do not
     // queue behind (or in front of) the device clients that time the commands.
+    // Niced, too: the generator stands in for a thousand devices on other machines, so
+    // its peers' bursts must not delay the clocks of the clients that time the commands
+    // (the commands would then measure the generator, not the server).
     let media_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("soak-media")
+        .on_thread_start(|| {
+            // SAFETY: setpriority has no memory effects; on Linux PRIO_PROCESS with a
+            // thread id renices that one thread.
+            unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+            }
+        })
         .enable_all()
         .build()
         .unwrap();
@@ -801,8 +849,12 @@ fn main() {
         "  POST /commands inside the server (its /metrics histogram, warm-up included): {server_view}"
     );
     println!(
-        "  CPU over the measured window (of one core; the machine has {}): server {server_cpu:.0}%, load generator {generator_cpu:.0}%",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        "  CPU over the measured window (of one core; the machine has {cores}, {}): server {server_cpu:.0}%, load generator {generator_cpu:.0}%",
+        if pin {
+            "the server pinned to core 0, the generator to the others"
+        } else {
+            "unpinned"
+        }
     );
     println!(
         "  viewers: {} joined, {} left; errors: {errors}; server log ERROR/panic lines: {}",
