@@ -29,6 +29,30 @@ async fn send(s: &TestServer, token: &str, body: Value) -> String {
     r.json["id"].as_str().unwrap().to_string()
 }
 
+/// `POST /commands` of a `type: "x"` command from `token` to `target`.
+async fn command_to(s: &TestServer, token: &str, target: &str) -> common::Reply {
+    s.call(
+        Method::POST,
+        "/commands",
+        token,
+        Some(json!({"targetDeviceId": target, "type": "x"})),
+    )
+    .await
+}
+
+/// Disables device `id` with its owner's session.
+async fn disable(s: &TestServer, owner: &str, id: &str) {
+    let r = s
+        .call(
+            Method::PATCH,
+            &format!("/devices/{id}"),
+            owner,
+            Some(json!({"status": "disabled"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
 /// A command to an online camera is dispatched at once; the camera acknowledges over its
 /// socket and the sender, and the owner, hear every status change.
 async fn command_round_trip_over_sockets(backend: Backend) {
@@ -293,32 +317,14 @@ async fn role_and_link_rules(backend: Backend) {
         )
         .await;
     assert!(r.status == 204 || r.status == 200, "{}", r.text);
-    s.call(
-        Method::POST,
-        "/commands",
-        &spare_token,
-        Some(json!({"targetDeviceId": cam, "type": "x"})),
-    )
-    .await
-    .expect_error(403, "DEVICES_NOT_LINKED");
+    command_to(&s, &spare_token, &cam)
+        .await
+        .expect_error(403, "DEVICES_NOT_LINKED");
     s.link(&token, &cam, &spare_cli).await;
-    let r = s
-        .call(
-            Method::PATCH,
-            &format!("/devices/{spare_cli}"),
-            &token,
-            Some(json!({"status": "disabled"})),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    s.call(
-        Method::POST,
-        "/commands",
-        &spare_token,
-        Some(json!({"targetDeviceId": cam, "type": "x"})),
-    )
-    .await
-    .expect_error(401, "INVALID_DEVICE_TOKEN");
+    disable(&s, &token, &spare_cli).await;
+    command_to(&s, &spare_token, &cam)
+        .await
+        .expect_error(401, "INVALID_DEVICE_TOKEN");
     // The one command that was allowed is stored as the spare phone's, in this household.
     let r = s.call(Method::GET, "/commands", &token, None).await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -327,23 +333,10 @@ async fn role_and_link_rules(backend: Backend) {
     assert_eq!(items[0]["sourceDeviceId"], json!(spare_cli));
     assert_eq!(items[0]["targetDeviceId"], json!(cam));
     // A disabled camera takes no commands.
-    let r = s
-        .call(
-            Method::PATCH,
-            &format!("/devices/{cam}"),
-            &token,
-            Some(json!({"status": "disabled"})),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    s.call(
-        Method::POST,
-        "/commands",
-        &cli_token,
-        Some(json!({"targetDeviceId": cam, "type": "x"})),
-    )
-    .await
-    .expect_error(409, "DEVICE_DISABLED");
+    disable(&s, &token, &cam).await;
+    command_to(&s, &cli_token, &cam)
+        .await
+        .expect_error(409, "DEVICE_DISABLED");
     // None of the refused commands was stored, by either household.
     for (owner, stored) in [(&token, 1), (&stranger, 0)] {
         let r = s.call(Method::GET, "/commands", owner, None).await;
