@@ -64,6 +64,12 @@ pub(super) struct NewPeer {
     pub ufrag: String,
 }
 
+/// Sent video packets each viewer keeps for answering NACKs: about 600 ms at 2.5 Mbit/s
+/// (longer at lower rates), past which a lost packet is better repaired by a keyframe.
+/// Janus keeps 500 ms. str0m's default (1,000 packets) held megabytes per viewer; this
+/// keeps the retransmission cache near 200 KiB.
+const VIDEO_RETRANSMIT_PACKETS: usize = 160;
+
 /// Builds the peer's `Rtc`, answers the offer and checks the answer can carry media.
 /// `bwe` gives it a bandwidth estimator (viewers of a simulcast camera).
 pub(super) fn build_peer(
@@ -80,7 +86,8 @@ pub(super) fn build_peer(
         .clear_codecs()
         .enable_opus(true, false)
         .enable_vp8(true)
-        .enable_h264(true);
+        .enable_h264(true)
+        .set_send_buffer_video(VIDEO_RETRANSMIT_PACKETS);
     // Only with layers is there something to choose; without them str0m would pace the one
     // stream at the estimate, turning a lossy (not congested) link into growing delay.
     if bwe {

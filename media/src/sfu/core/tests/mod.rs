@@ -566,3 +566,111 @@ fn held_packets_are_forwarded_to_every_viewer() {
         assert_eq!(numbers, (0..21).collect::<Vec<_>>());
     }
 }
+
+/// Forwards `count` one-packet frames from `camera`, drops `viewer`'s copy of the `lost`-th
+/// on the way, delivers the rest and returns the lost frame's number.
+fn forward_losing_one(
+    sim: &mut Sim,
+    camera: ClientId,
+    viewer: ClientId,
+    number: &mut u32,
+    count: usize,
+    lost: usize,
+) -> u32 {
+    let first = *number;
+    let held = sim.held_video(camera, count, 1_100, number);
+    let mut sent = Vec::new();
+    sim.forward_only(&held, &mut sent);
+    let addr = sim.clients[viewer].addr;
+    let vp8 = sim.clients[viewer].pt_of(MediaKind::Video, Codec::Vp8);
+    let mut video_packets = 0;
+    let before = sent.len();
+    sent.retain(|t| {
+        // The RTP header is not encrypted: its payload type shows through SRTP.
+        if t.destination != addr || t.contents.len() < 12 || t.contents[1] & 0x7f != vp8 {
+            return true;
+        }
+        video_packets += 1;
+        video_packets != lost + 1
+    });
+    assert_eq!(
+        sent.len(),
+        before - 1,
+        "one packet to the viewer was dropped"
+    );
+    sim.deliver(&mut sent);
+    first + lost as u32
+}
+
+fn video_frame_numbers(sim: &Sim, client: ClientId) -> Vec<u32> {
+    sim.clients[client]
+        .video_frames()
+        .iter()
+        .map(|f| frame_id(&f.data).1)
+        .collect()
+}
+
+fn watching(sim: &mut Sim) -> (ClientId, ClientId) {
+    let camera = sim.publisher("room", "camera", &[]);
+    let viewer = sim.viewer("room", "viewer");
+    sim.send_video(camera, None, &vp8_frame(true, 0, 0, 1_100));
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(
+        video_frame_numbers(sim, viewer),
+        [0],
+        "the keyframe arrived"
+    );
+    (camera, viewer)
+}
+
+#[test]
+fn a_packet_lost_on_the_way_to_a_viewer_is_resent_on_its_nack() {
+    let mut sim = Sim::new(Duration::from_secs(5));
+    let (camera, viewer) = watching(&mut sim);
+    let mut number = 1;
+    let lost = forward_losing_one(&mut sim, camera, viewer, &mut number, 20, 5);
+    assert!(!video_frame_numbers(&sim, viewer).contains(&lost));
+    // Long enough for the per-second stats that count NACKs.
+    sim.run_for(Duration::from_millis(1_200));
+    assert!(sim.counters.nacks_received.load(Ordering::Relaxed) > 0);
+    assert!(
+        video_frame_numbers(&sim, viewer).contains(&lost),
+        "the lost frame {lost} arrived once resent: {:?}",
+        video_frame_numbers(&sim, viewer)
+    );
+}
+
+/// Packets sent to `client` since the `since`-th that are neither VP8 nor Opus: resends
+/// (RTX), as the viewers here do not probe bandwidth.
+fn resent_to(sim: &mut Sim, client: ClientId, since: usize) -> usize {
+    let vp8 = sim.clients[client].pt_of(MediaKind::Video, Codec::Vp8);
+    let opus = sim.clients[client].pt_of(MediaKind::Audio, Codec::Opus);
+    sim.clients[client].rtp_in[since..]
+        .iter()
+        .filter(|p| p.pt != vp8 && p.pt != opus)
+        .count()
+}
+
+/// A viewer's retransmission cache is bounded (memory per viewer): a NACK for a packet
+/// sent more than `VIDEO_RETRANSMIT_PACKETS` ago finds nothing to resend, while one for a
+/// recent packet is answered.
+#[test]
+fn a_nack_past_the_retransmission_window_finds_nothing_to_resend() {
+    for (frames, lost, resent) in [(150, 0, true), (300, 0, false)] {
+        let mut sim = Sim::new(Duration::from_secs(5));
+        let (camera, viewer) = watching(&mut sim);
+        let mut number = 1;
+        forward_losing_one(&mut sim, camera, viewer, &mut number, frames, lost);
+        let since = sim.clients[viewer].rtp_in.len();
+        sim.run_for(Duration::from_millis(1_200));
+        assert!(
+            sim.counters.nacks_received.load(Ordering::Relaxed) > 0,
+            "the viewer asked for the lost packet"
+        );
+        assert_eq!(
+            resent_to(&mut sim, viewer, since) > 0,
+            resent,
+            "lost the first of {frames}: resent?"
+        );
+    }
+}
