@@ -8,6 +8,7 @@
 //! through [`Sfu`], hears about lifecycle changes through [`MediaEvent`]s and stops it with
 //! [`Sfu::shutdown`].
 
+mod batch;
 mod core;
 #[cfg(feature = "sim")]
 #[doc(hidden)]
@@ -233,6 +234,7 @@ impl Sfu {
                 events: events.clone(),
                 commands,
                 inbound,
+                outgoing: Vec::with_capacity(batch::MAX_BATCH),
             };
             shard_tasks.push(tokio::spawn(shard.run()));
         }

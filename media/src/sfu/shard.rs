@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use str0m::net::{Protocol, Transmit};
 use tokio::sync::{broadcast, mpsc};
 
+use super::batch;
 use super::core::{Core, Output, RouteUpdate};
 use super::net::{Datagram, Net, UfragOwners};
 use super::{Command, MediaCounters, MediaEvent};
@@ -21,6 +23,8 @@ pub(crate) struct Shard {
     pub events: broadcast::Sender<MediaEvent>,
     pub commands: mpsc::Receiver<Command>,
     pub inbound: mpsc::Receiver<Datagram>,
+    /// UDP datagrams of the current round, sent together ([`batch`]).
+    pub outgoing: Vec<Transmit>,
 }
 
 impl Shard {
@@ -96,6 +100,12 @@ impl Shard {
     fn execute_outputs(&mut self) -> Instant {
         loop {
             match self.core.poll_output() {
+                Output::Transmit(t) if t.proto == Protocol::Udp => {
+                    self.outgoing.push(t);
+                    if self.outgoing.len() >= batch::MAX_BATCH {
+                        self.send_outgoing();
+                    }
+                }
                 Output::Transmit(t) => {
                     if self.net.send(t.proto, t.destination, &t.contents) {
                         self.counters.packets_out.fetch_add(1, Ordering::Relaxed);
@@ -119,8 +129,24 @@ impl Shard {
                         }
                     }
                 }
-                Output::Timeout(at) => return at,
+                Output::Timeout(at) => {
+                    self.send_outgoing();
+                    return at;
+                }
             }
         }
+    }
+
+    fn send_outgoing(&mut self) {
+        if self.outgoing.is_empty() {
+            return;
+        }
+        let sent = batch::flush(&self.net.udp, &mut self.outgoing);
+        self.counters
+            .packets_out
+            .fetch_add(sent.packets, Ordering::Relaxed);
+        self.counters
+            .bytes_out
+            .fetch_add(sent.bytes, Ordering::Relaxed);
     }
 }
