@@ -174,6 +174,8 @@ fn main() {
         ("MEDIA_UDP_PORT", "0"),
         ("MEDIA_PUBLIC_IP", "127.0.0.1"),
         ("MEDIA_MAX_SUBSCRIBERS_PER_ROOM", "1000"),
+        // Every viewer here belongs to one account: lift the fair-share cap with the room cap.
+        ("MEDIA_MAX_SUBSCRIBERS_PER_USER", "1000"),
         // Forwarding is what is measured; recording has its own benchmark.
         ("RECORDING_MODE", "off"),
         ("RUST_LOG", "warn"),
