@@ -2,6 +2,7 @@
 # Installs whatever Watchpost needs that is missing on a Debian/Ubuntu machine.
 #   scripts/setup.sh run    - what the server needs to build and run
 #   scripts/setup.sh test   - plus what the test suite needs (PostgreSQL, Chromium, Node, ...)
+#   scripts/setup.sh bench  - run, plus what the SFU load benchmark needs (Janus, ...)
 # Safe to run repeatedly: it only installs what is absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +46,13 @@ if [ "$MODE" = "test" ]; then
   if ! python3 -c 'import ensurepip' 2>/dev/null; then want_deb python3-venv; fi
   # Recording tests encode real VP8/Opus and check the segments with ffprobe.
   want ffprobe ffmpeg
+fi
+if [ "$MODE" = "bench" ]; then
+  # benches/sfu_load: Janus side by side (Debian's 1.1 package), the veth it listens on,
+  # and the font its chart's labels are drawn with.
+  want janus janus
+  want ip iproute2
+  want /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf fonts-dejavu-core
 fi
 
 if [ "${#need_pkgs[@]}" -gt 0 ]; then

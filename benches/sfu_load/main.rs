@@ -128,10 +128,10 @@ fn main() {
          {keyframe} B keyframe every 2 s) + Opus 50 packets/s; server on CPU {server_cpu:?}"
     );
     println!(
-        "| server | viewers | server CPU | CPU µs/packet | packets/s | server datagrams/s | loss | \
+        "| server | viewers | server CPU | CPU µs/packet | of it kernel | packets/s | server datagrams/s | loss | \
          latency p50 | p99 | RSS/viewer | first frame p50 | max | generator CPU |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut ratios = Vec::new();
     let mut series: Vec<chart::Series> = Vec::new();
     for &n in &counts {
@@ -162,7 +162,7 @@ fn main() {
                 }
                 // A server past its capacity is a finding in a full run, a failure in the smoke.
                 Err(e) if full => {
-                    println!("| {name} | {n} | did not hold: {e} |||||||||||");
+                    println!("| {name} | {n} | did not hold: {e} ||||||||||||");
                     rows.push(None);
                 }
                 Err(e) => panic!("{name} with {n} viewers: {e}"),
@@ -201,11 +201,12 @@ fn main() {
 
 fn print_row(name: &str, row: &Row) {
     println!(
-        "| {name} | {} | {:.1}% | {:.2} | {:.0} | {} | {:.3}% | {:.2} ms | {:.2} ms | {:.0} KiB | \
+        "| {name} | {} | {:.1}% | {:.2} | {:.0}% | {:.0} | {} | {:.3}% | {:.2} ms | {:.2} ms | {:.0} KiB | \
          {} ms | {} ms | {:.1}%{} |",
         row.viewers,
         row.server_cpu,
         row.us_per_packet,
+        row.system_share * 100.0,
         row.packets_per_second,
         row.datagrams_per_second
             .map_or("–".to_string(), |d| format!("{d:.0}")),

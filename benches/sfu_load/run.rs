@@ -26,6 +26,8 @@ pub(crate) struct Row {
     pub(crate) viewers: usize,
     pub(crate) server_cpu: f64,
     pub(crate) us_per_packet: f64,
+    /// The kernel's part of the server's CPU (system time: UDP sends and receives).
+    pub(crate) system_share: f64,
     pub(crate) packets_per_second: f64,
     pub(crate) datagrams_per_second: Option<f64>,
     pub(crate) loss: f64,
@@ -196,14 +198,18 @@ pub(crate) async fn measure(
 
     let pid = target.pid().to_string();
     let datagrams_before = target.datagrams_sent(http).await;
-    let (server_before, generator_before) =
-        (procfs::cpu_seconds(&pid), procfs::cpu_seconds("self"));
+    let (server_before, generator_before) = (
+        procfs::user_system_seconds(&pid),
+        procfs::cpu_seconds("self"),
+    );
     let started = Instant::now();
     phase.set(Phase::Window);
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     phase.set(Phase::Over);
     let wall = started.elapsed().as_secs_f64();
-    let server_cpu_seconds = procfs::cpu_seconds(&pid) - server_before;
+    let (user, system) = procfs::user_system_seconds(&pid);
+    let (user, system) = (user - server_before.0, system - server_before.1);
+    let server_cpu_seconds = user + system;
     let generator_cpu_seconds = procfs::cpu_seconds("self") - generator_before;
     let datagrams = match (target.datagrams_sent(http).await, datagrams_before) {
         (Some(after), Some(before)) => Some(after - before),
@@ -241,6 +247,7 @@ pub(crate) async fn measure(
         viewers: n,
         server_cpu: server_cpu_seconds / wall * 100.0,
         us_per_packet: server_cpu_seconds * 1e6 / received as f64,
+        system_share: system / server_cpu_seconds.max(1e-9),
         packets_per_second: received as f64 / wall,
         datagrams_per_second: datagrams.map(|d| d as f64 / wall),
         loss: (expected - received.min(expected)) as f64 * 100.0 / expected.max(1) as f64,

@@ -3,6 +3,12 @@
 
 /// User + system CPU seconds used so far by every thread of `pid` ("self" for this one).
 pub fn cpu_seconds(pid: &str) -> f64 {
+    let (user, system) = user_system_seconds(pid);
+    user + system
+}
+
+/// User and system CPU seconds used so far by every thread of `pid`, apart.
+pub fn user_system_seconds(pid: &str) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the parenthesised name: state is 0, utime 11, stime 12 (in USER_HZ,
     // which is 100 on Linux).
@@ -15,7 +21,7 @@ pub fn cpu_seconds(pid: &str) -> f64 {
         })
         .unwrap_or_default();
     let field = |i: usize| fields.get(i).copied().unwrap_or(0);
-    (field(11) + field(12)) as f64 / 100.0
+    (field(11) as f64 / 100.0, field(12) as f64 / 100.0)
 }
 
 /// Resident memory of `pid` in bytes (VmRSS).

@@ -259,6 +259,16 @@ impl RecorderTap {
         self.video_gap = false;
     }
 
+    /// A video frame never arrived whole: what follows waits for the next keyframe, which
+    /// is asked for.
+    pub(crate) fn lost_video(&mut self) {
+        if self.layer.is_some() && !self.video_gap {
+            self.video_gap = true;
+            self.stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
+            self.stats.want_keyframe();
+        }
+    }
+
     /// Which tracks are coming: the pipeline waits for this (or assumes video only).
     pub fn tracks(&mut self, audio: bool, video: bool) {
         self.send(TapMessage::Tracks { audio, video });

@@ -45,6 +45,29 @@ impl Timeline {
     }
 }
 
+/// One viewer stream's outgoing RTP sequence numbers: continuous across a change of
+/// source (a layer switch or a reconnected publisher), so the viewer sees no gap to NACK
+/// and no jump its jitter buffer would take for loss.
+#[derive(Debug, Default)]
+pub(crate) struct Sequence {
+    source: Option<Source>,
+    offset: i64,
+    last: Option<u64>,
+}
+
+impl Sequence {
+    pub fn map(&mut self, source: Source, seq: u64) -> u64 {
+        if self.source != Some(source) {
+            let out = self.last.map_or(seq, |last| last + 1);
+            self.offset = out as i64 - seq as i64;
+            self.source = Some(source);
+        }
+        let out = (seq as i64 + self.offset).max(0) as u64;
+        self.last = Some(self.last.map_or(out, |last| last.max(out)));
+        out
+    }
+}
+
 /// A publisher's simulcast layers as seen on the wire, with their measured bitrates.
 #[derive(Debug, Default)]
 pub(crate) struct Layers {
@@ -266,6 +289,20 @@ mod tests {
             t0 + Duration::from_millis(566),
         );
         assert_eq!(d.numer(), c.numer() + 3000);
+    }
+
+    #[test]
+    fn sequence_numbers_run_on_across_a_change_of_source() {
+        let mut s = Sequence::default();
+        assert_eq!(s.map(src(1, None), 40_000), 40_000);
+        assert_eq!(s.map(src(1, None), 40_001), 40_001);
+        // A reordered packet keeps its place; it does not move the line back.
+        assert_eq!(s.map(src(1, None), 40_003), 40_003);
+        assert_eq!(s.map(src(1, None), 40_002), 40_002);
+        // A new source with its own random start continues right after the last.
+        assert_eq!(s.map(src(1, Some("h")), 7), 40_004);
+        assert_eq!(s.map(src(1, Some("h")), 8), 40_005);
+        assert_eq!(s.map(src(2, None), 65_000), 40_006);
     }
 
     #[test]

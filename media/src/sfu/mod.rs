@@ -15,6 +15,7 @@ mod core;
 pub use core::sim;
 mod forward;
 mod net;
+mod packets;
 mod shard;
 
 use std::collections::HashMap;

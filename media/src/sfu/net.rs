@@ -90,6 +90,29 @@ impl Net {
     }
 }
 
+/// Socket buffers asked for the media UDP socket. One published packet becomes hundreds of
+/// sends, and every viewer's RTCP (receiver reports, NACKs, congestion feedback) comes back
+/// to this one socket: with the kernel's default 208 KiB, a burst while the loop is busy
+/// sending overflows the receive queue and takes the camera's packets with it. The kernel
+/// caps this at `net.core.rmem_max`/`wmem_max`.
+const MEDIA_SOCKET_BUFFER: usize = 4 << 20;
+
+/// Sizes the media socket's buffers (best effort: a refusal leaves the defaults).
+fn size_buffers(udp: &UdpSocket) {
+    let socket = socket2::SockRef::from(udp);
+    if let Err(e) = socket.set_recv_buffer_size(MEDIA_SOCKET_BUFFER) {
+        tracing::warn!(error = %e, "media socket: cannot enlarge the receive buffer");
+    }
+    if let Err(e) = socket.set_send_buffer_size(MEDIA_SOCKET_BUFFER) {
+        tracing::warn!(error = %e, "media socket: cannot enlarge the send buffer");
+    }
+    tracing::debug!(
+        recv = socket.recv_buffer_size().unwrap_or_default(),
+        send = socket.send_buffer_size().unwrap_or_default(),
+        "media socket buffers"
+    );
+}
+
 /// Binds the media UDP socket and the ICE-TCP listener on the same port. With port 0 the
 /// kernel picks the UDP port, which a TCP socket (often some outgoing connection's
 /// ephemeral port) may already hold: then another UDP port is tried, so an ephemeral bind
@@ -106,6 +129,7 @@ pub(crate) async fn bind_udp_and_tcp(
     let mut last = None;
     for _ in 0..attempts {
         let udp = UdpSocket::bind(bind).await?;
+        size_buffers(&udp);
         let port = udp.local_addr()?.port();
         match TcpListener::bind(SocketAddr::new(bind.ip(), port)).await {
             Ok(listener) => return Ok((udp, Some(listener))),
@@ -370,6 +394,30 @@ async fn accept_tcp(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_media_socket_gets_buffers_for_bursts() {
+        let (udp, _tcp) = bind_udp_and_tcp("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let socket = socket2::SockRef::from(&udp);
+        let cap = |name: &str| -> usize {
+            std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(MEDIA_SOCKET_BUFFER)
+        };
+        // Linux doubles what it grants (for its bookkeeping) and caps the request at the
+        // sysctl maximum.
+        let want_recv = MEDIA_SOCKET_BUFFER.min(cap("rmem_max"));
+        let want_send = MEDIA_SOCKET_BUFFER.min(cap("wmem_max"));
+        assert!(socket.recv_buffer_size().unwrap() >= want_recv);
+        assert!(socket.send_buffer_size().unwrap() >= want_send);
+        assert!(
+            socket.recv_buffer_size().unwrap() > 212_992,
+            "above the kernel default"
+        );
+    }
 
     /// A STUN binding request with USERNAME `srvUfrag:cliUfrag`.
     fn binding_request() -> Vec<u8> {

@@ -47,12 +47,10 @@ impl Core {
         let Some(mid) = publisher.mid_of(MediaKind::Video) else {
             return;
         };
-        if let Some(mut writer) = publisher.rtc.writer(mid)
-            && writer.is_request_keyframe_possible(KeyframeRequestKind::Pli)
-            && writer
-                .request_keyframe(layer, KeyframeRequestKind::Pli)
-                .is_ok()
-        {
+        // RTP mode: the request goes to the receive stream of that layer.
+        let mut api = publisher.rtc.direct_api();
+        if let Some(stream) = api.stream_rx_by_mid(mid, layer) {
+            stream.request_keyframe(KeyframeRequestKind::Pli);
             self.counters
                 .keyframe_requests
                 .fetch_add(1, Ordering::Relaxed);

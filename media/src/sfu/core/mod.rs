@@ -46,7 +46,7 @@ use str0m::media::{MediaKind, Mid, Rid};
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Input, Output as RtcOutput, Rtc};
 
-use super::forward::{Timeline, VideoState};
+use super::forward::{Sequence, Timeline, VideoState};
 use super::net::stun_local_ufrag;
 use super::{MediaCounters, MediaEvent, Owner};
 use crate::limits::{Admission, PublisherSlot, SubscriberSlot};
@@ -101,6 +101,12 @@ struct Viewing {
     video: VideoState,
     audio_time: Timeline,
     video_time: Timeline,
+    audio_seq: Sequence,
+    video_seq: Sequence,
+    /// Publisher payload type → this viewer's, for the publisher named (see
+    /// [`Viewing::pt_for`]).
+    pts_of: Option<PeerKey>,
+    pts: Vec<(str0m::media::Pt, Option<str0m::media::Pt>)>,
     /// Latest egress estimates (bits/s): TWCC from str0m's own estimator, and REMB if the
     /// viewer sends it. The smaller one wins.
     twcc_bps: Option<u64>,
@@ -163,7 +169,29 @@ struct Room {
     simulcast: bool,
     keyframe_requests: Vec<(Option<Rid>, Instant)>,
     /// Where the room's frames are recorded, while they are.
-    recorder: Option<crate::recorder::RecorderTap>,
+    recording: Option<record::Recording>,
+    /// The highest video sequence number seen per layer of the current publisher (see
+    /// [`Room::in_order`]).
+    video_seq: Vec<(Option<Rid>, u64)>,
+}
+
+impl Room {
+    /// Notes a video packet's sequence number; false when it comes after a later one (a
+    /// repair or a reordered packet). A keyframe whose first packet arrives that late has
+    /// had its other packets go by already, so no viewer can start on it.
+    fn in_order(&mut self, rid: Option<Rid>, seq: u64) -> bool {
+        match self.video_seq.iter_mut().find(|(r, _)| *r == rid) {
+            Some((_, highest)) if seq <= *highest => false,
+            Some((_, highest)) => {
+                *highest = seq;
+                true
+            }
+            None => {
+                self.video_seq.push((rid, seq));
+                true
+            }
+        }
+    }
 }
 
 /// What draining a peer produced beyond its own bookkeeping.
@@ -292,6 +320,15 @@ impl Core {
             tracing::debug!(peer = %peer.id, error = %e, "dropping peer after input error");
             peer.rtc.disconnect();
         }
+        // In RTP mode str0m holds one received packet at a time for its next event: take
+        // it now, before the next datagram for this peer replaces it.
+        drain(
+            &mut self.outputs,
+            &self.counters,
+            key,
+            peer,
+            &mut self.happenings,
+        );
         self.enqueue(key);
     }
 
@@ -458,8 +495,8 @@ fn on_event(
         }
         Event::IceConnectionStateChange(IceConnectionState::Disconnected) => peer.rtc.disconnect(),
         Event::MediaAdded(added) => peer.media.push((added.mid, added.kind)),
-        Event::MediaData(data) if peer.is_publisher() => {
-            if let Some(fwd) = Forward::from_publisher(key, peer, data) {
+        Event::RtpPacket(packet) if peer.is_publisher() => {
+            if let Some(fwd) = Forward::from_publisher(key, peer, packet) {
                 happenings.push(Happening::Forward(fwd));
             }
         }

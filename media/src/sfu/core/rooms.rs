@@ -114,8 +114,9 @@ impl Core {
             room.publisher = Some(key);
             room.simulcast = offer.simulcast;
             room.layers.reset();
-            if let Some(tap) = room.recorder.as_mut() {
-                tap.new_source();
+            room.video_seq.clear();
+            if let Some(recording) = room.recording.as_mut() {
+                recording.new_source();
             }
             // Viewers start the new publisher's video at its first keyframe.
             for sub in &room.subscribers {

@@ -80,6 +80,8 @@ pub(super) fn build_peer(
     bwe: bool,
 ) -> Result<NewPeer, SfuError> {
     let mut builder = Rtc::builder()
+        // Forward packets, not frames (see `fanout`).
+        .set_rtp_mode(true)
         // Per-second stats feed the NACK and bitrate figures in /metrics.
         .set_stats_interval(Some(Duration::from_secs(1)))
         .set_ice_lite(true)

@@ -413,30 +413,38 @@ impl Sim {
     ) -> Vec<HeldDatagram> {
         let mut held = Vec::with_capacity(frames);
         for _ in 0..frames {
-            self.now += Duration::from_millis(1);
-            let now = self.now;
-            // The camera's own clock moves too, or its pacer holds the packet back.
-            let _ = self.clients[client].rtc.handle_input(Input::Timeout(now));
             let frame = vp8_frame(false, 0, *number, len);
             *number += 1;
-            self.send_video(client, None, &frame);
-            let c = &mut self.clients[client];
-            while let Ok(output) = c.rtc.poll_output() {
-                match output {
-                    RtcOutput::Transmit(t) => held.push(HeldDatagram {
-                        at: now,
-                        source: t.source,
-                        data: t.contents.to_vec(),
-                    }),
-                    RtcOutput::Timeout(t) if t <= now => {
-                        let _ = c.rtc.handle_input(Input::Timeout(now));
-                    }
-                    RtcOutput::Timeout(t) => {
-                        c.timeout = t;
-                        break;
-                    }
-                    RtcOutput::Event(e) => on_client_event(c, now, e),
+            held.extend(self.held_frame(client, &frame));
+        }
+        held
+    }
+
+    /// One frame a camera writes, as the datagrams it would send (one or more packets),
+    /// held back from the core. The clock advances 1 ms.
+    pub fn held_frame(&mut self, client: ClientId, frame: &[u8]) -> Vec<HeldDatagram> {
+        let mut held = Vec::new();
+        self.now += Duration::from_millis(1);
+        let now = self.now;
+        // The camera's own clock moves too, or its pacer holds the packet back.
+        let _ = self.clients[client].rtc.handle_input(Input::Timeout(now));
+        self.send_video(client, None, frame);
+        let c = &mut self.clients[client];
+        while let Ok(output) = c.rtc.poll_output() {
+            match output {
+                RtcOutput::Transmit(t) => held.push(HeldDatagram {
+                    at: now,
+                    source: t.source,
+                    data: t.contents.to_vec(),
+                }),
+                RtcOutput::Timeout(t) if t <= now => {
+                    let _ = c.rtc.handle_input(Input::Timeout(now));
                 }
+                RtcOutput::Timeout(t) => {
+                    c.timeout = t;
+                    break;
+                }
+                RtcOutput::Event(e) => on_client_event(c, now, e),
             }
         }
         held

@@ -567,6 +567,49 @@ fn held_packets_are_forwarded_to_every_viewer() {
     }
 }
 
+/// A keyframe whose first packet reaches the SFU after the rest (reordered, or repaired
+/// by a retransmission) cannot start a viewer: the rest of it went by unforwarded. The
+/// viewer keeps waiting (no undecodable deltas follow), asks for another keyframe, and
+/// starts on the next one.
+#[test]
+fn a_keyframe_whose_start_comes_late_does_not_start_a_viewer() {
+    let mut sim = Sim::new(Duration::from_secs(5));
+    let camera = sim.publisher("room", "camera", &[]);
+    let viewer = sim.viewer("room", "viewer");
+    // The camera's stream is under way (deltas the viewer waits through).
+    for n in 0..3 {
+        sim.send_video(camera, None, &vp8_frame(false, 0, n, 500));
+        sim.run_for(Duration::from_millis(100));
+    }
+    let mut held = sim.held_frame(camera, &vp8_frame(true, 0, 3, 3_000));
+    assert!(held.len() >= 3, "a keyframe of several packets");
+    held.reverse();
+    let mut sent = Vec::new();
+    sim.forward_only(&held, &mut sent);
+    sim.deliver(&mut sent);
+    let asked = sim.clients[camera].keyframe_requests.len();
+    for n in 4..7 {
+        sim.send_video(camera, None, &vp8_frame(false, 0, n, 500));
+        sim.run_for(Duration::from_millis(100));
+    }
+    // Not a packet of it, nor of the deltas after it, was sent to the viewer.
+    let vp8 = sim.clients[viewer].pt_of(MediaKind::Video, Codec::Vp8);
+    assert_eq!(
+        sim.clients[viewer].rtp_with_pt(vp8).len(),
+        0,
+        "nothing before a keyframe the viewer can decode"
+    );
+    assert!(
+        sim.clients[camera].keyframe_requests.len() > asked,
+        "the camera was asked for another keyframe"
+    );
+    sim.send_video(camera, None, &vp8_frame(true, 0, 7, 3_000));
+    sim.run_for(Duration::from_millis(50));
+    sim.send_video(camera, None, &vp8_frame(false, 0, 8, 500));
+    sim.run_for(Duration::from_millis(50));
+    assert_eq!(video_frame_numbers(&sim, viewer), [7, 8]);
+}
+
 /// Forwards `count` one-packet frames from `camera`, drops `viewer`'s copy of the `lost`-th
 /// on the way, delivers the rest and returns the lost frame's number.
 fn forward_losing_one(
