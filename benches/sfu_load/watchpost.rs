@@ -27,15 +27,17 @@ pub(crate) fn free_port() -> u16 {
 pub(crate) async fn start_server(http: &reqwest::Client, cpu: Option<usize>) -> ServerProcess {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let binary = env!("CARGO_BIN_EXE_watchpost");
+    // BENCH_SERVER_BIN runs another build (e.g. an older commit's) against this generator.
+    let binary = std::env::var("BENCH_SERVER_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_watchpost").into());
     let mut command = match cpu {
         // taskset execs the server, so the child's pid is the server's.
         Some(cpu) => {
             let mut c = Command::new("taskset");
-            c.args(["-c", &cpu.to_string(), binary]);
+            c.args(["-c", &cpu.to_string(), binary.as_str()]);
             c
         }
-        None => Command::new(binary),
+        None => Command::new(&binary),
     };
     command
         .env_clear()

@@ -13,7 +13,8 @@ use str0m::net::Transmit;
 use tokio::net::UdpSocket;
 
 /// Datagrams per `sendmmsg` call; the kernel takes up to 1,024 (`UIO_MAXIOV`). 64 covers a
-/// packet's fan-out to a room of viewers and keeps the call's arrays on the stack (13 KiB).
+/// packet's fan-out to a room of viewers and keeps the call's arrays on the stack (13 KiB,
+/// of which only the used entries are written).
 pub(crate) const MAX_BATCH: usize = 64;
 
 /// What a flush put on the wire.
@@ -42,9 +43,11 @@ fn send_chunk(udp: &UdpSocket, chunk: &[Transmit]) -> Sent {
     use std::os::fd::AsRawFd;
 
     debug_assert!(chunk.len() <= MAX_BATCH);
-    let mut addrs = [MaybeUninit::<libc::sockaddr_storage>::zeroed(); MAX_BATCH];
-    let mut iovs = [MaybeUninit::<libc::iovec>::zeroed(); MAX_BATCH];
-    let mut msgs = [MaybeUninit::<libc::mmsghdr>::zeroed(); MAX_BATCH];
+    // Left uninitialised: only the entries a chunk uses are written, each in full (zeroing
+    // all three arrays on every flush would cost more than filling the used part).
+    let mut addrs = [MaybeUninit::<libc::sockaddr_storage>::uninit(); MAX_BATCH];
+    let mut iovs = [MaybeUninit::<libc::iovec>::uninit(); MAX_BATCH];
+    let mut msgs = [MaybeUninit::<libc::mmsghdr>::uninit(); MAX_BATCH];
     for (i, t) in chunk.iter().enumerate() {
         let addr_len = write_sockaddr(&t.destination, &mut addrs[i]);
         iovs[i].write(libc::iovec {
@@ -53,11 +56,12 @@ fn send_chunk(udp: &UdpSocket, chunk: &[Transmit]) -> Sent {
             iov_len: t.contents.len(),
         });
         // SAFETY: all-zero is a valid `mmsghdr` (null pointers, zero lengths, no flags).
-        let msg = unsafe { msgs[i].assume_init_mut() };
+        let mut msg: libc::mmsghdr = unsafe { std::mem::zeroed() };
         msg.msg_hdr.msg_name = addrs[i].as_mut_ptr().cast();
         msg.msg_hdr.msg_namelen = addr_len;
         msg.msg_hdr.msg_iov = iovs[i].as_mut_ptr();
         msg.msg_hdr.msg_iovlen = 1;
+        msgs[i].write(msg);
     }
     let fd = udp.as_raw_fd();
     let mut sent = Sent::default();

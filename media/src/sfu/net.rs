@@ -69,24 +69,18 @@ pub(crate) struct Net {
 }
 
 impl Net {
-    pub fn send(&self, proto: Protocol, destination: SocketAddr, contents: &[u8]) -> bool {
-        match proto {
-            Protocol::Udp => self.udp.try_send_to(contents, destination).is_ok(),
-            Protocol::Tcp => {
-                let conns = self.tcp.lock().unwrap_or_else(|p| p.into_inner());
-                let Some((_, conn)) = conns.get(&destination) else {
-                    return false;
-                };
-                let Ok(len) = u16::try_from(contents.len()) else {
-                    return false;
-                };
-                let mut framed = Vec::with_capacity(contents.len() + 2);
-                framed.extend_from_slice(&len.to_be_bytes());
-                framed.extend_from_slice(contents);
-                conn.try_send(framed).is_ok()
-            }
-            _ => false,
-        }
+    pub fn send_tcp(&self, destination: SocketAddr, contents: &[u8]) -> bool {
+        let conns = self.tcp.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((_, conn)) = conns.get(&destination) else {
+            return false;
+        };
+        let Ok(len) = u16::try_from(contents.len()) else {
+            return false;
+        };
+        let mut framed = Vec::with_capacity(contents.len() + 2);
+        framed.extend_from_slice(&len.to_be_bytes());
+        framed.extend_from_slice(contents);
+        conn.try_send(framed).is_ok()
     }
 }
 

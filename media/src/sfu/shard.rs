@@ -106,8 +106,9 @@ impl Shard {
                         self.send_outgoing();
                     }
                 }
+                // ICE-TCP (RFC 6544 framing); str0m emits no other transport here.
                 Output::Transmit(t) => {
-                    if self.net.send(t.proto, t.destination, &t.contents) {
+                    if t.proto == Protocol::Tcp && self.net.send_tcp(t.destination, &t.contents) {
                         self.counters.packets_out.fetch_add(1, Ordering::Relaxed);
                         self.counters
                             .bytes_out

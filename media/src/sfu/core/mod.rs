@@ -321,14 +321,18 @@ impl Core {
             peer.rtc.disconnect();
         }
         // In RTP mode str0m holds one received packet at a time for its next event: take
-        // it now, before the next datagram for this peer replaces it.
-        drain(
-            &mut self.outputs,
-            &self.counters,
-            key,
-            peer,
-            &mut self.happenings,
-        );
+        // a publisher's now, before its next datagram replaces it. Viewers send only RTCP
+        // and are drained once, when the work list is settled: draining each of their
+        // datagrams on arrival would walk their timers twice.
+        if peer.is_publisher() {
+            drain(
+                &mut self.outputs,
+                &self.counters,
+                key,
+                peer,
+                &mut self.happenings,
+            );
+        }
         self.enqueue(key);
     }
 
