@@ -1045,6 +1045,39 @@ async fn h264_publisher_reaches_two_webrtc_rs_viewers_byte_exact() {
     two_webrtc_rs_viewers_byte_exact(webrtc_peer::VideoCodec::H264).await;
 }
 
+/// A viewer that joins after the camera's RTP sequence numbers wrapped past 65,535 still
+/// decrypts and gets every frame and audio packet: the SFU starts each viewer's numbering in
+/// the first rollover cycle, the only one a receiver can assume (SRTP does not signal it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_joining_after_the_camera_sequence_wrapped_gets_media() {
+    let _media = MEDIA_PEERS.lock().await;
+    let s = TestServer::start(Backend::Sqlite).await;
+    let st = live_stream(&s).await;
+    let mut publisher = webrtc_peer::Publisher::start(
+        &s.base,
+        &st.sid,
+        &st.publish,
+        webrtc_peer::Options {
+            first_seq: Some(65_450),
+            ..Default::default()
+        },
+    )
+    .await;
+    // 86 packets to the wrap: audio (50/s) and video (30 frames/s) both pass it by then.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let viewer = webrtc_peer::Viewer::start(&s.base, &st.sid, &st.subscribe).await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let (video_end, audio_end) = publisher.stop_sending().await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let got = viewer.received.lock().await;
+    assert!(
+        got.video_rtp.first().is_some_and(|r| r.1 < 65_450),
+        "the camera had wrapped before the viewer joined: {:?}",
+        got.video_rtp.first()
+    );
+    assert_complete_from_first_keyframe("late viewer", &got, video_end, audio_end);
+}
+
 /// A webrtc-rs camera (Opus + `codec`) and two webrtc-rs viewers: every frame arrives
 /// byte for byte, starting at a keyframe the SFU asked for when the viewer joined.
 async fn two_webrtc_rs_viewers_byte_exact(codec: webrtc_peer::VideoCodec) {

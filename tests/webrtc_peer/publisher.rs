@@ -31,6 +31,8 @@ pub struct Options {
     /// Real VP8 + Opus to send (looped) instead of self-describing frames; its keyframes
     /// are where the clip has them.
     pub clip: Option<Arc<super::Clip>>,
+    /// The first RTP sequence number of every stream (random otherwise, as an encoder's).
+    pub first_seq: Option<u16>,
 }
 
 pub struct Publisher {
@@ -58,6 +60,7 @@ impl Publisher {
             loss,
             codec,
             clip,
+            first_seq,
         } = options;
         let link = Arc::new(Link::default());
         let pc = new_peer(simulcast, codec).await;
@@ -160,8 +163,9 @@ impl Publisher {
         let sent: Arc<std::sync::Mutex<Vec<(u32, Instant)>>> = Arc::default();
         let sent_log = sent.clone();
         let task = tokio::spawn(async move {
-            let mut video_seq: Vec<u16> = layers.iter().map(|_| rand_u16()).collect();
-            let mut audio_seq: u16 = rand_u16();
+            let seq0 = || first_seq.unwrap_or_else(rand_u16);
+            let mut video_seq: Vec<u16> = layers.iter().map(|_| seq0()).collect();
+            let mut audio_seq: u16 = seq0();
             let video_ts0 = u32::from(rand_u16()) << 12;
             let audio_ts0 = u32::from(rand_u16()) << 10;
             let (mut v, mut a) = (first, first);

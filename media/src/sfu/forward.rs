@@ -48,6 +48,11 @@ impl Timeline {
 /// One viewer stream's outgoing RTP sequence numbers: continuous across a change of
 /// source (a layer switch or a reconnected publisher), so the viewer sees no gap to NACK
 /// and no jump its jitter buffer would take for loss.
+///
+/// The numbers are extended (str0m takes the SRTP rollover counter from the upper bits),
+/// so a viewer's line starts in the first 16-bit cycle whatever the publisher's count: a
+/// viewer joining after the publisher's numbers wrapped would otherwise get packets
+/// protected with a rollover counter it cannot know, and decrypt none of them.
 #[derive(Debug, Default)]
 pub(crate) struct Sequence {
     source: Option<Source>,
@@ -58,7 +63,7 @@ pub(crate) struct Sequence {
 impl Sequence {
     pub fn map(&mut self, source: Source, seq: u64) -> u64 {
         if self.source != Some(source) {
-            let out = self.last.map_or(seq, |last| last + 1);
+            let out = self.last.map_or(seq & 0xffff, |last| last + 1);
             self.offset = out as i64 - seq as i64;
             self.source = Some(source);
         }
@@ -303,6 +308,22 @@ mod tests {
         assert_eq!(s.map(src(1, Some("h")), 7), 40_004);
         assert_eq!(s.map(src(1, Some("h")), 8), 40_005);
         assert_eq!(s.map(src(2, None), 65_000), 40_006);
+    }
+
+    /// A viewer joining after the publisher's sequence numbers wrapped starts with a
+    /// rollover counter of 0 (the only one it can assume), then counts on through its own
+    /// wraps.
+    #[test]
+    fn a_viewer_line_starts_in_the_first_rollover_cycle() {
+        let mut s = Sequence::default();
+        let wrapped_twice = 2 * 65_536 + 65_530;
+        assert_eq!(s.map(src(1, None), wrapped_twice), 65_530);
+        assert_eq!(s.map(src(1, None), wrapped_twice + 10), 65_540);
+        assert_eq!(
+            s.map(src(1, None), wrapped_twice + 10) >> 16,
+            1,
+            "its own wrap"
+        );
     }
 
     #[test]
