@@ -145,6 +145,8 @@ impl Core {
         // Every video packet moves the layer's line, keyframe start or not.
         let in_order = video && room.in_order(fwd.rid, fwd.seq);
         let keyframe = fwd.keyframe && in_order;
+        // Built once per packet; each viewer's write takes a copy.
+        let extensions = fwd.extensions();
         // At most a layer or two: a tiny vector, allocated only when someone waits.
         let mut wanted: Vec<Option<Rid>> = Vec::new();
         for &key in &room.subscribers {
@@ -196,7 +198,7 @@ impl Core {
                     fwd.payload.clone(),
                 )
                 .marker(fwd.marker)
-                .ext_vals(fwd.extensions())
+                .ext_vals(extensions.clone())
                 // Audio is not worth repairing: a late Opus packet is a lost one.
                 .nackable(video),
             );
