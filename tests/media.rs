@@ -1422,6 +1422,12 @@ async fn nacks_recover_packet_loss_on_both_legs() {
     // A viewer on a clean link sees only the camera leg's losses (repaired by the SFU).
     let clean = webrtc_peer::Viewer::start(&s.base, &st.sid, &st.subscribe2).await;
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    // The last losses need later packets to show as gaps: heal both links for a few frames
+    // before the camera stops (a lost final packet is beyond any NACK's reach).
+    for link in [&publisher.link, &viewer.link] {
+        link.healed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let (video_end, audio_end) = publisher.stop_sending().await;
     tokio::time::sleep(std::time::Duration::from_millis(700)).await;
     assert_complete_from_first_keyframe(

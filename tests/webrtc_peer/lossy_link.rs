@@ -22,6 +22,9 @@ pub struct Link {
     pub dropped: AtomicU32,
     /// Set: the relay drops everything both ways, as a dead network would.
     pub cut: AtomicBool,
+    /// Set: the relay stops dropping. A NACK needs a later packet to reveal a gap, so a
+    /// test heals the link before the camera stops: a lost last packet is unrepairable.
+    pub healed: AtomicBool,
 }
 
 /// Starts the relay in front of `sfu`; returns its address.
@@ -46,7 +49,10 @@ async fn lossy_link(sfu: SocketAddr, loss: Loss, link: Arc<Link>) -> SocketAddr 
                 if link.cut.load(Ordering::SeqCst) {
                     continue;
                 }
-                if loss.towards_sfu == towards_sfu && is_video_rtp(packet) {
+                if loss.towards_sfu == towards_sfu
+                    && is_video_rtp(packet)
+                    && !link.healed.load(Ordering::SeqCst)
+                {
                     seen += 1;
                     if seen.is_multiple_of(loss.drop_every) {
                         link.dropped.fetch_add(1, Ordering::SeqCst);
