@@ -1472,6 +1472,12 @@ async fn nacks_recover_packet_loss_on_both_legs() {
         metric(&metrics, "watchpost_media_nacks_received_total") > 0,
         "{metrics}"
     );
+    // Datagrams leave in messages: a GSO run of one viewer's packets is one.
+    let messages = metric(&metrics, "watchpost_media_send_messages_total");
+    assert!(
+        messages > 0 && messages <= metric(&metrics, "watchpost_media_packets_out_total"),
+        "{metrics}"
+    );
     let _ = viewer.pc.close().await;
     let _ = publisher.pc.close().await;
 }

@@ -12,7 +12,8 @@
 //! - server CPU (utime + stime of its process, from /proc) and CPU µs per RTP packet the
 //!   viewers received (every forwarded packet that arrived, repairs included);
 //! - forwarded RTP packets/s; viewer-side loss (sequence-number gaps, RFC 3550 style);
-//! - added latency, camera send → viewer receive of each frame's first packet (one clock);
+//! - added latency, camera send → viewer receive of each frame's first packet (one clock),
+//!   and to its last packet ("whole frame": when a decoder could have it);
 //! - server RSS per viewer (RSS with N viewers minus RSS with the camera alone, over N);
 //! - time from a viewer's WHEP POST to its first keyframe;
 //! - the generator's own CPU, so a saturated generator is seen for what it is.
@@ -128,10 +129,10 @@ fn main() {
          {keyframe} B keyframe every 2 s) + Opus 50 packets/s; server on CPU {server_cpu:?}"
     );
     println!(
-        "| server | viewers | server CPU | CPU µs/packet | of it kernel | packets/s | server datagrams/s | loss | \
-         latency p50 | p99 | RSS/viewer | first frame p50 | max | generator CPU |"
+        "| server | viewers | server CPU | CPU µs/packet | of it kernel | packets/s | server datagrams/s | per send | loss | \
+         latency p50 | p99 | whole frame p50 | p99 | RSS/viewer | first frame p50 | max | generator CPU |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut ratios = Vec::new();
     let mut series: Vec<chart::Series> = Vec::new();
     for &n in &counts {
@@ -201,8 +202,8 @@ fn main() {
 
 fn print_row(name: &str, row: &Row) {
     println!(
-        "| {name} | {} | {:.1}% | {:.2} | {:.0}% | {:.0} | {} | {:.3}% | {:.2} ms | {:.2} ms | {:.0} KiB | \
-         {} ms | {} ms | {:.1}%{} |",
+        "| {name} | {} | {:.1}% | {:.2} | {:.0}% | {:.0} | {} | {} | {:.3}% | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | \
+         {:.0} KiB | {} ms | {} ms | {:.1}%{} |",
         row.viewers,
         row.server_cpu,
         row.us_per_packet,
@@ -210,9 +211,13 @@ fn print_row(name: &str, row: &Row) {
         row.packets_per_second,
         row.datagrams_per_second
             .map_or("–".to_string(), |d| format!("{d:.0}")),
+        row.datagrams_per_message
+            .map_or("–".to_string(), |d| format!("{d:.1}")),
         row.loss,
         f64::from(row.latency_p50_us) / 1000.0,
         f64::from(row.latency_p99_us) / 1000.0,
+        f64::from(row.frame_latency_p50_us) / 1000.0,
+        f64::from(row.frame_latency_p99_us) / 1000.0,
         row.rss_per_viewer,
         row.first_frame_p50_ms,
         row.first_frame_max_ms,

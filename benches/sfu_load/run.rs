@@ -30,9 +30,13 @@ pub(crate) struct Row {
     pub(crate) system_share: f64,
     pub(crate) packets_per_second: f64,
     pub(crate) datagrams_per_second: Option<f64>,
+    /// Datagrams per message handed to the kernel (GSO runs), where the server counts them.
+    pub(crate) datagrams_per_message: Option<f64>,
     pub(crate) loss: f64,
     pub(crate) latency_p50_us: u32,
     pub(crate) latency_p99_us: u32,
+    pub(crate) frame_latency_p50_us: u32,
+    pub(crate) frame_latency_p99_us: u32,
     pub(crate) rss_per_viewer: f64,
     pub(crate) first_frame_p50_ms: u32,
     pub(crate) first_frame_max_ms: u32,
@@ -68,7 +72,7 @@ impl Target {
         }
     }
 
-    pub(crate) async fn datagrams_sent(&self, http: &reqwest::Client) -> Option<u64> {
+    pub(crate) async fn datagrams_sent(&self, http: &reqwest::Client) -> Option<(u64, u64)> {
         match self {
             Target::Watchpost { server, .. } => {
                 Some(server_datagrams_sent(http, &server.base).await)
@@ -212,7 +216,7 @@ pub(crate) async fn measure(
     let server_cpu_seconds = user + system;
     let generator_cpu_seconds = procfs::cpu_seconds("self") - generator_before;
     let datagrams = match (target.datagrams_sent(http).await, datagrams_before) {
-        (Some(after), Some(before)) => Some(after - before),
+        (Some(after), Some(before)) => Some((after.0 - before.0, after.1 - before.1)),
         _ => None,
     };
     let rss = procfs::rss_bytes(&pid);
@@ -230,18 +234,21 @@ pub(crate) async fn measure(
     );
     let (mut received, mut expected) = (0u64, 0u64);
     let mut latencies = Vec::new();
+    let mut frame_latencies = Vec::new();
     let mut first_frames: Vec<u32> = Vec::new();
     for stats in &viewers {
         let s = stats.borrow();
         received += (s.video.seen.len() + s.audio.seen.len()) as u64;
         expected += s.video.expected().max(video_median) + s.audio.expected().max(audio_median);
         latencies.extend_from_slice(&s.latencies_us);
+        frame_latencies.extend_from_slice(&s.frame_latencies_us);
         first_frames.extend(s.first_keyframe.map(|d| d.as_millis() as u32));
     }
     if received == 0 {
         return Err("no packets reached the viewers in the window".into());
     }
     latencies.sort_unstable();
+    frame_latencies.sort_unstable();
     first_frames.sort_unstable();
     Ok(Row {
         viewers: n,
@@ -249,10 +256,15 @@ pub(crate) async fn measure(
         us_per_packet: server_cpu_seconds * 1e6 / received as f64,
         system_share: system / server_cpu_seconds.max(1e-9),
         packets_per_second: received as f64 / wall,
-        datagrams_per_second: datagrams.map(|d| d as f64 / wall),
+        datagrams_per_second: datagrams.map(|(d, _)| d as f64 / wall),
+        datagrams_per_message: datagrams
+            .filter(|&(_, m)| m > 0)
+            .map(|(d, m)| d as f64 / m as f64),
         loss: (expected - received.min(expected)) as f64 * 100.0 / expected.max(1) as f64,
         latency_p50_us: percentile(&latencies, 0.5),
         latency_p99_us: percentile(&latencies, 0.99),
+        frame_latency_p50_us: percentile(&frame_latencies, 0.5),
+        frame_latency_p99_us: percentile(&frame_latencies, 0.99),
         rss_per_viewer: rss.saturating_sub(rss_alone) as f64 / n as f64 / 1024.0,
         first_frame_p50_ms: percentile(&first_frames, 0.5),
         first_frame_max_ms: first_frames.last().copied().unwrap_or(0),

@@ -51,6 +51,11 @@ pub(crate) struct ViewerStats {
     pub(crate) video: SeqCount,
     pub(crate) audio: SeqCount,
     pub(crate) latencies_us: Vec<u32>,
+    /// Camera send of a frame's first packet → arrival of its last (marker) packet: when
+    /// a decoder could have the frame.
+    pub(crate) frame_latencies_us: Vec<u32>,
+    /// The send stamp of the frame in flight (from its first packet).
+    frame_sent: Option<u64>,
 }
 
 /// The VP8 payload after the payload descriptor (RFC 7741 § 4.2), when this packet starts
@@ -107,10 +112,18 @@ pub(crate) async fn run_viewer(
                 }
                 if video {
                     stats.video.add(*p.seq_no);
+                    let arrived = since_epoch(p.timestamp);
                     if let Some(frame) = start.filter(|f| f.len() >= 13) {
                         let sent = u64::from_be_bytes(frame[5..13].try_into().unwrap());
-                        let latency = since_epoch(p.timestamp).saturating_sub(sent) / 1_000;
+                        let latency = arrived.saturating_sub(sent) / 1_000;
                         stats.latencies_us.push(latency as u32);
+                        stats.frame_sent = Some(sent);
+                    }
+                    if p.header.marker
+                        && let Some(sent) = stats.frame_sent.take()
+                    {
+                        let latency = arrived.saturating_sub(sent) / 1_000;
+                        stats.frame_latencies_us.push(latency as u32);
                     }
                 } else {
                     stats.audio.add(*p.seq_no);

@@ -77,8 +77,9 @@ pub(crate) async fn start_server(http: &reqwest::Client, cpu: Option<usize>) -> 
     }
 }
 
-/// The server's count of datagrams its media loops sent.
-pub(crate) async fn server_datagrams_sent(http: &reqwest::Client, base: &str) -> u64 {
+/// The server's counts of datagrams its media loops sent and of the messages they went in
+/// (a GSO run is one message; 0 from a build without the count).
+pub(crate) async fn server_datagrams_sent(http: &reqwest::Client, base: &str) -> (u64, u64) {
     let text = http
         .get(format!("{base}/metrics"))
         .send()
@@ -87,8 +88,14 @@ pub(crate) async fn server_datagrams_sent(http: &reqwest::Client, base: &str) ->
         .text()
         .await
         .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("watchpost_media_packets_out_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    let counter = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (
+        counter("watchpost_media_packets_out_total"),
+        counter("watchpost_media_send_messages_total"),
+    )
 }

@@ -213,6 +213,11 @@ pub async fn metrics(
                 &c.bytes_out,
             ),
             (
+                "watchpost_media_send_messages_total",
+                "UDP messages the SFU handed to the kernel (a GSO run of datagrams is one).",
+                &c.send_messages,
+            ),
+            (
                 "watchpost_media_frames_forwarded_total",
                 "Media frames written to subscribers.",
                 &c.frames_forwarded,

@@ -107,6 +107,8 @@ pub struct MediaCounters {
     pub bytes_in: AtomicU64,
     pub packets_out: AtomicU64,
     pub bytes_out: AtomicU64,
+    /// Messages handed to the kernel for `packets_out`: a GSO run of datagrams is one.
+    pub send_messages: AtomicU64,
     pub keyframe_requests: AtomicU64,
     pub frames_forwarded: AtomicU64,
     /// NACKs received from subscribers (answered from the send cache).
@@ -235,7 +237,7 @@ impl Sfu {
                 events: events.clone(),
                 commands,
                 inbound,
-                outgoing: Vec::with_capacity(batch::MAX_BATCH),
+                outgoing: Vec::with_capacity(shard::FLUSH_AT),
             };
             shard_tasks.push(tokio::spawn(shard.run()));
         }

@@ -14,6 +14,17 @@ use super::core::{Core, Output, RouteUpdate};
 use super::net::{Datagram, Net, UfragOwners};
 use super::{Command, MediaCounters, MediaEvent};
 
+/// Datagrams waiting in the inbound queue that one round takes in before its outputs go
+/// out: a camera's packets that arrived together leave together, so each viewer gets them
+/// as one run ([`batch`] sends a run as one GSO message) and the loop wakes once for them.
+/// The datagram that woke the loop goes alone first (see [`Shard::run`]). Small, because
+/// each viewer holds a copy of a round's packets until its turn to send comes.
+const ROUND_INPUTS: usize = 8;
+
+/// Outgoing datagrams gathered before a flush mid-round: one `sendmmsg`'s worth. The core
+/// gives each viewer's datagrams together, so only a run at the edge is cut in two.
+pub(crate) const FLUSH_AT: usize = batch::MAX_BATCH;
+
 pub(crate) struct Shard {
     pub index: usize,
     pub core: Core,
@@ -43,17 +54,31 @@ impl Shard {
                     }
                 }
                 Some(datagram) = self.inbound.recv() => {
-                    self.core.handle_datagram(
-                        Instant::now(),
-                        datagram.proto,
-                        datagram.source,
-                        &datagram.data,
-                    );
+                    // The first packet of a burst goes out at once, so a frame's start is
+                    // never held back; what queued behind it goes out as one round.
+                    self.datagram(datagram);
+                    self.core.handle_timeout(Instant::now());
+                    self.execute_outputs();
+                    for _ in 0..ROUND_INPUTS {
+                        match self.inbound.try_recv() {
+                            Ok(datagram) => self.datagram(datagram),
+                            Err(_) => break,
+                        }
+                    }
                 }
                 _ = tokio::time::sleep_until(deadline.into()) => {}
             }
             self.core.handle_timeout(Instant::now());
         }
+    }
+
+    fn datagram(&mut self, datagram: Datagram) {
+        self.core.handle_datagram(
+            Instant::now(),
+            datagram.proto,
+            datagram.source,
+            &datagram.data,
+        );
     }
 
     /// Runs one command; true when it stops the loop.
@@ -102,7 +127,7 @@ impl Shard {
             match self.core.poll_output() {
                 Output::Transmit(t) if t.proto == Protocol::Udp => {
                     self.outgoing.push(t);
-                    if self.outgoing.len() >= batch::MAX_BATCH {
+                    if self.outgoing.len() >= FLUSH_AT {
                         self.send_outgoing();
                     }
                 }
@@ -110,6 +135,7 @@ impl Shard {
                 Output::Transmit(t) => {
                     if t.proto == Protocol::Tcp && self.net.send_tcp(t.destination, &t.contents) {
                         self.counters.packets_out.fetch_add(1, Ordering::Relaxed);
+                        self.counters.send_messages.fetch_add(1, Ordering::Relaxed);
                         self.counters
                             .bytes_out
                             .fetch_add(t.contents.len() as u64, Ordering::Relaxed);
@@ -149,5 +175,8 @@ impl Shard {
         self.counters
             .bytes_out
             .fetch_add(sent.bytes, Ordering::Relaxed);
+        self.counters
+            .send_messages
+            .fetch_add(sent.messages, Ordering::Relaxed);
     }
 }
