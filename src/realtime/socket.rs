@@ -115,6 +115,13 @@ async fn authenticate(
             armed: AtomicBool::new(true),
         }));
     }
+    // Rooms are joined here too, before the CONNECT is acknowledged: an event emitted once
+    // the client sees itself connected must reach it (the connect handler runs later, on a
+    // task of its own).
+    match &identity {
+        Identity::User(user_id) => socket.join(user_room(user_id)),
+        Identity::Device(device) => socket.join(device_room(&device.id)),
+    }
     socket.extensions.insert(identity);
     Ok(())
 }
@@ -142,9 +149,8 @@ async fn on_connect(state: AppState, socket: SocketRef) {
         return;
     };
     match identity {
-        Identity::User(user_id) => {
-            socket.join(user_room(&user_id));
-        }
+        // Its room was joined in the middleware.
+        Identity::User(_) => {}
         Identity::Device(device) => {
             let device = *device;
             // Handlers are registered before any await: events that arrive while this
@@ -214,7 +220,6 @@ async fn on_connect(state: AppState, socket: SocketRef) {
                 },
             );
 
-            socket.join(device_room(&device.id));
             // From here the disconnect handler releases the presence taken in the middleware.
             if let Some(claim) = socket.extensions.remove::<Arc<PresenceClaim>>() {
                 claim.armed.store(false, Ordering::SeqCst);
