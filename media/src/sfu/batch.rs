@@ -107,8 +107,9 @@ fn send_chunk(udp: &UdpSocket, chunk: &[Transmit]) -> Sent {
     let mut iovs = [MaybeUninit::<libc::iovec>::uninit(); MAX_BATCH];
     let mut msgs = [MaybeUninit::<libc::mmsghdr>::uninit(); MAX_BATCH];
     let mut controls = [MaybeUninit::<SegmentControl>::uninit(); MAX_BATCH];
-    // Per message: where its datagrams start in `chunk` and how many it carries.
-    let mut spans = [(0usize, 0usize); MAX_BATCH];
+    // Per message: how many datagrams it carries (at most MAX_SEGMENTS); messages take
+    // `chunk` in order, so where each starts follows from the ones before.
+    let mut runs = [0u8; MAX_BATCH];
     let mut count = 0;
     let mut at = 0;
     while at < chunk.len() {
@@ -145,13 +146,15 @@ fn send_chunk(udp: &UdpSocket, chunk: &[Transmit]) -> Sent {
             }
         }
         msgs[count].write(msg);
-        spans[count] = (at, run);
+        runs[count] = run as u8;
         count += 1;
         at += run;
     }
     let fd = udp.as_raw_fd();
     let mut sent = Sent::default();
     let mut next = 0;
+    // The first datagram of message `next`.
+    let mut start = 0;
     while next < count {
         // Through tokio's readiness, so a full buffer is remembered as tokio's own
         // `try_send_to` would remember it.
@@ -174,8 +177,10 @@ fn send_chunk(udp: &UdpSocket, chunk: &[Transmit]) -> Sent {
         });
         match result {
             Ok(n) => {
-                for &(start, run) in &spans[next..next + n] {
+                for &run in &runs[next..next + n] {
+                    let run = usize::from(run);
                     sent.add(counted(&chunk[start..start + run]));
+                    start += run;
                 }
                 next += n;
             }
@@ -183,7 +188,7 @@ fn send_chunk(udp: &UdpSocket, chunk: &[Transmit]) -> Sent {
             // The socket buffer is full: the rest is dropped, as congestion drops it.
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
             Err(e) => {
-                let (start, run) = spans[next];
+                let run = usize::from(runs[next]);
                 if run > 1 {
                     // The kernel refused the run as one message: `EIO` means no GSO on this
                     // path at all; anything else (a segment beyond the path's MTU, say) is
@@ -201,6 +206,7 @@ fn send_chunk(udp: &UdpSocket, chunk: &[Transmit]) -> Sent {
                     // The kernel refused this datagram alone; the others still go.
                     tracing::trace!(destination = %chunk[start].destination, error = %e, "datagram refused");
                 }
+                start += run;
                 next += 1;
             }
         }
