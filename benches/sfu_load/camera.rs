@@ -173,10 +173,23 @@ pub(crate) async fn run_webrtc_camera(mut peer: Peer, media: Published, connecte
             }
         }
         // What was just written asks for a timeout of its own (str0m's pacer snapshots its
-        // queues there), so the packets go out now, not at the next media tick.
-        let Some(timeout) = peer.drain(&mut on_event) else {
+        // queues there). It is taken here, at once: through tokio's timer (whole
+        // milliseconds) the packets would leave ~1 ms after their send stamp, and that wait
+        // would count as latency the server added.
+        let Some(mut timeout) = peer.drain(&mut on_event) else {
             return;
         };
+        for _ in 0..4 {
+            let now = Instant::now();
+            if timeout > now {
+                break;
+            }
+            let _ = peer.rtc.handle_input(str0m::Input::Timeout(now));
+            let Some(next) = peer.drain(&mut on_event) else {
+                return;
+            };
+            timeout = next;
+        }
         let until = clock
             .as_ref()
             .map_or(timeout, |c| timeout.min(c.next_due()));

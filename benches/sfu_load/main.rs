@@ -12,8 +12,11 @@
 //! - server CPU (utime + stime of its process, from /proc) and CPU µs per RTP packet the
 //!   viewers received (every forwarded packet that arrived, repairs included);
 //! - forwarded RTP packets/s; viewer-side loss (sequence-number gaps, RFC 3550 style);
-//! - added latency, camera send → viewer receive of each frame's first packet (one clock),
-//!   and to its last packet ("whole frame": when a decoder could have it);
+//! - added latency, camera send → arrival at the viewer's socket of each frame's first
+//!   packet (the kernel's receive stamp, `SO_TIMESTAMPNS`, so the generator's own queueing
+//!   behind other viewers does not count against the server), and to its last packet
+//!   ("whole frame": when a decoder could have it); beside it, the p99 as the generator
+//!   read the packet, which does include that queueing;
 //! - server RSS per viewer (RSS with N viewers minus RSS with the camera alone, over N);
 //! - time from a viewer's WHEP POST to its first keyframe;
 //! - the generator's own CPU, so a saturated generator is seen for what it is.
@@ -48,6 +51,35 @@ static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
 fn since_epoch(at: Instant) -> u64 {
     at.saturating_duration_since(*EPOCH).as_nanos() as u64
+}
+
+/// The wall clock (CLOCK_REALTIME, ns) at `EPOCH`: the kernel stamps a datagram's arrival
+/// on the wall clock, the camera its send on the monotonic one.
+static EPOCH_WALL_NS: LazyLock<u64> = LazyLock::new(|| {
+    // The tightest of a few readings taken around a monotonic one.
+    (0..16)
+        .map(|_| {
+            let before = wall_ns();
+            let mono = since_epoch(Instant::now());
+            let after = wall_ns();
+            (
+                after - before,
+                (before + (after - before) / 2).saturating_sub(mono),
+            )
+        })
+        .min()
+        .map_or(0, |(_, origin)| origin)
+});
+
+fn wall_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// A kernel arrival stamp (wall clock, ns) on the generator's `since_epoch` scale.
+fn wall_to_epoch(wall: u64) -> u64 {
+    wall.saturating_sub(*EPOCH_WALL_NS)
 }
 
 /// The CPUs this process may run on.
@@ -92,6 +124,7 @@ fn main() {
         .unwrap_or(if full { 20 } else { 2 });
     let warmup = Duration::from_secs(if full { 3 } else { 1 });
     LazyLock::force(&EPOCH);
+    LazyLock::force(&EPOCH_WALL_NS);
 
     // The server on the first allowed CPU, the generator on the last (when there are two).
     let cpus = allowed_cpus();
@@ -130,9 +163,9 @@ fn main() {
     );
     println!(
         "| server | viewers | server CPU | CPU µs/packet | of it kernel | packets/s | server datagrams/s | per send | loss | \
-         latency p50 | p99 | whole frame p50 | p99 | RSS/viewer | first frame p50 | max | generator CPU |"
+         latency p50 | p99 | p99 read | whole frame p50 | p99 | RSS/viewer | first frame p50 | max | generator CPU |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut ratios = Vec::new();
     let mut series: Vec<chart::Series> = Vec::new();
     for &n in &counts {
@@ -163,7 +196,7 @@ fn main() {
                 }
                 // A server past its capacity is a finding in a full run, a failure in the smoke.
                 Err(e) if full => {
-                    println!("| {name} | {n} | did not hold: {e} ||||||||||||");
+                    println!("| {name} | {n} | did not hold: {e} |||||||||||||");
                     rows.push(None);
                 }
                 Err(e) => panic!("{name} with {n} viewers: {e}"),
@@ -202,7 +235,7 @@ fn main() {
 
 fn print_row(name: &str, row: &Row) {
     println!(
-        "| {name} | {} | {:.1}% | {:.2} | {:.0}% | {:.0} | {} | {} | {:.3}% | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | \
+        "| {name} | {} | {:.1}% | {:.2} | {:.0}% | {:.0} | {} | {} | {:.3}% | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | \
          {:.0} KiB | {} ms | {} ms | {:.1}%{} |",
         row.viewers,
         row.server_cpu,
@@ -216,6 +249,7 @@ fn print_row(name: &str, row: &Row) {
         row.loss,
         f64::from(row.latency_p50_us) / 1000.0,
         f64::from(row.latency_p99_us) / 1000.0,
+        f64::from(row.read_latency_p99_us) / 1000.0,
         f64::from(row.frame_latency_p50_us) / 1000.0,
         f64::from(row.frame_latency_p99_us) / 1000.0,
         row.rss_per_viewer,

@@ -1,16 +1,22 @@
 //! The generator's WebRTC peers (str0m) and how they reach each server.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::cell::Cell;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
 use std::time::Instant;
 
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use crate::camera::answer_pt;
 use crate::janus::JanusProcess;
+use crate::{since_epoch, wall_to_epoch};
 
 /// A str0m peer in RTP mode with its own UDP socket. Viewers only count packets (no frame
 /// reassembly); the camera writes the packets its own packetiser cut.
@@ -18,6 +24,9 @@ pub(crate) struct Peer {
     pub(crate) rtc: Rtc,
     pub(crate) socket: UdpSocket,
     pub(crate) local: SocketAddr,
+    /// When the datagram last fed to `rtc` reached the socket (kernel stamp, on the
+    /// `since_epoch` scale), and when this process read it.
+    pub(crate) arrived: Rc<Cell<(u64, u64)>>,
 }
 
 /// A camera's negotiated media: its mids and the payload types the answer chose.
@@ -32,9 +41,15 @@ impl Peer {
     pub(crate) async fn bind(ip: IpAddr) -> Result<Peer, String> {
         let socket = UdpSocket::bind((ip, 0)).await.map_err(|e| e.to_string())?;
         let local = socket.local_addr().map_err(|e| e.to_string())?;
+        enable_arrival_stamps(&socket).map_err(|e| format!("SO_TIMESTAMPNS: {e}"))?;
         let mut rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
         rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
-        Ok(Peer { rtc, socket, local })
+        Ok(Peer {
+            rtc,
+            socket,
+            local,
+            arrived: Rc::default(),
+        })
     }
 
     /// Offers over WHIP (camera) or WHEP (viewer) and takes Watchpost's answer.
@@ -172,12 +187,16 @@ impl Peer {
     /// Feeds every datagram waiting on the socket to the peer, draining it after each: in
     /// RTP mode str0m holds one received packet at a time for its next event.
     pub(crate) fn receive_waiting(&mut self, buf: &mut [u8], on_event: &mut impl FnMut(Event)) {
-        while let Ok((n, source)) = self.socket.try_recv_from(buf) {
+        while let Ok((n, source, stamp)) = recv_stamped(&self.socket, buf) {
             let Ok(contents) = buf[..n].try_into() else {
                 continue;
             };
+            let now = Instant::now();
+            let read = since_epoch(now);
+            self.arrived
+                .set((stamp.map_or(read, wall_to_epoch).min(read), read));
             let _ = self.rtc.handle_input(Input::Receive(
-                Instant::now(),
+                now,
                 Receive {
                     proto: Protocol::Udp,
                     source,
@@ -210,4 +229,89 @@ impl Peer {
             let _ = self.rtc.handle_input(Input::Timeout(now));
         }
     }
+}
+
+/// Asks the kernel to stamp each datagram's arrival at the socket (wall clock, ns).
+fn enable_arrival_stamps(socket: &UdpSocket) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket, and an int option of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Room for the `SCM_TIMESTAMPNS` control message, aligned as `cmsghdr` needs.
+#[repr(C, align(8))]
+struct StampControl([u8; 64]);
+
+/// One datagram, its source and the kernel's arrival stamp (wall clock, ns) if it gave one.
+fn recv_stamped(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+) -> io::Result<(usize, SocketAddr, Option<u64>)> {
+    socket.try_io(Interest::READABLE, || {
+        // SAFETY: every pointer in `msg` points at a live local of the size given; the
+        // kernel writes at most those sizes, and the control messages are walked with
+        // the CMSG macros within `msg_controllen`.
+        unsafe {
+            let mut name: libc::sockaddr_storage = std::mem::zeroed();
+            let mut iov = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            };
+            let mut control = StampControl([0; 64]);
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
+            msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.0.as_mut_ptr().cast();
+            msg.msg_controllen = control.0.len() as _;
+            let n = libc::recvmsg(socket.as_raw_fd(), &mut msg, 0);
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut stamp = None;
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET
+                    && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
+                {
+                    let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                    stamp = Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+            let source = match i32::from(name.ss_family) {
+                libc::AF_INET => {
+                    let v4 = &*(&name as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>();
+                    SocketAddr::new(
+                        Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr)).into(),
+                        u16::from_be(v4.sin_port),
+                    )
+                }
+                libc::AF_INET6 => {
+                    let v6 =
+                        &*(&name as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>();
+                    SocketAddr::new(
+                        Ipv6Addr::from(v6.sin6_addr.s6_addr).into(),
+                        u16::from_be(v6.sin6_port),
+                    )
+                }
+                _ => return Err(io::Error::other("a datagram from no IP address")),
+            };
+            Ok((n as usize, source, stamp))
+        }
+    })
 }

@@ -35,6 +35,8 @@ pub(crate) struct Row {
     pub(crate) loss: f64,
     pub(crate) latency_p50_us: u32,
     pub(crate) latency_p99_us: u32,
+    /// p99 to when the generator read the packet: its own queueing included.
+    pub(crate) read_latency_p99_us: u32,
     pub(crate) frame_latency_p50_us: u32,
     pub(crate) frame_latency_p99_us: u32,
     pub(crate) rss_per_viewer: f64,
@@ -234,6 +236,7 @@ pub(crate) async fn measure(
     );
     let (mut received, mut expected) = (0u64, 0u64);
     let mut latencies = Vec::new();
+    let mut read_latencies = Vec::new();
     let mut frame_latencies = Vec::new();
     let mut first_frames: Vec<u32> = Vec::new();
     for stats in &viewers {
@@ -241,6 +244,7 @@ pub(crate) async fn measure(
         received += (s.video.seen.len() + s.audio.seen.len()) as u64;
         expected += s.video.expected().max(video_median) + s.audio.expected().max(audio_median);
         latencies.extend_from_slice(&s.latencies_us);
+        read_latencies.extend_from_slice(&s.read_latencies_us);
         frame_latencies.extend_from_slice(&s.frame_latencies_us);
         first_frames.extend(s.first_keyframe.map(|d| d.as_millis() as u32));
     }
@@ -248,6 +252,7 @@ pub(crate) async fn measure(
         return Err("no packets reached the viewers in the window".into());
     }
     latencies.sort_unstable();
+    read_latencies.sort_unstable();
     frame_latencies.sort_unstable();
     first_frames.sort_unstable();
     Ok(Row {
@@ -263,6 +268,7 @@ pub(crate) async fn measure(
         loss: (expected - received.min(expected)) as f64 * 100.0 / expected.max(1) as f64,
         latency_p50_us: percentile(&latencies, 0.5),
         latency_p99_us: percentile(&latencies, 0.99),
+        read_latency_p99_us: percentile(&read_latencies, 0.99),
         frame_latency_p50_us: percentile(&frame_latencies, 0.5),
         frame_latency_p99_us: percentile(&frame_latencies, 0.99),
         rss_per_viewer: rss.saturating_sub(rss_alone) as f64 / n as f64 / 1024.0,

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use str0m::Event;
 
 use crate::peer::Peer;
-use crate::since_epoch;
 
 #[derive(Clone, Copy, PartialEq)]
 pub(crate) enum Phase {
@@ -50,7 +49,10 @@ pub(crate) struct ViewerStats {
     pub(crate) first_keyframe: Option<Duration>,
     pub(crate) video: SeqCount,
     pub(crate) audio: SeqCount,
+    /// Camera send of a frame's first packet → its arrival at the viewer's socket.
     pub(crate) latencies_us: Vec<u32>,
+    /// The same, to when the generator read it (behind the other viewers it serves).
+    pub(crate) read_latencies_us: Vec<u32>,
     /// Camera send of a frame's first packet → arrival of its last (marker) packet: when
     /// a decoder could have the frame.
     pub(crate) frame_latencies_us: Vec<u32>,
@@ -90,6 +92,7 @@ pub(crate) async fn run_viewer(
     stats: Rc<RefCell<ViewerStats>>,
 ) {
     let mut buf = vec![0u8; 2048];
+    let arrival = peer.arrived.clone();
     let mut on_event = |event: Event| {
         let mut stats = stats.borrow_mut();
         match event {
@@ -112,11 +115,13 @@ pub(crate) async fn run_viewer(
                 }
                 if video {
                     stats.video.add(*p.seq_no);
-                    let arrived = since_epoch(p.timestamp);
+                    let (arrived, read) = arrival.get();
                     if let Some(frame) = start.filter(|f| f.len() >= 13) {
                         let sent = u64::from_be_bytes(frame[5..13].try_into().unwrap());
                         let latency = arrived.saturating_sub(sent) / 1_000;
                         stats.latencies_us.push(latency as u32);
+                        let read_latency = read.saturating_sub(sent) / 1_000;
+                        stats.read_latencies_us.push(read_latency as u32);
                         stats.frame_sent = Some(sent);
                     }
                     if p.header.marker
