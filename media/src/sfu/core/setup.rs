@@ -64,11 +64,11 @@ pub(super) struct NewPeer {
     pub ufrag: String,
 }
 
-/// Sent video packets each viewer keeps for answering NACKs: about 600 ms at 2.5 Mbit/s
-/// (longer at lower rates), past which a lost packet is better repaired by a keyframe.
-/// Janus keeps 500 ms. str0m's default (1,000 packets) held megabytes per viewer; this
-/// keeps the retransmission cache near 200 KiB.
-const VIDEO_RETRANSMIT_PACKETS: usize = 160;
+/// Sent video packets each viewer keeps for answering NACKs: 500 ms at 2.5 Mbit/s (longer
+/// at lower rates), as Janus keeps; past that a lost packet is better repaired by a
+/// keyframe. It is most of a viewer's memory: str0m's default (1,000 packets) held
+/// megabytes per viewer, 160 packets (600 ms) held ~200 KiB, this holds ~170 KiB.
+const VIDEO_RETRANSMIT_PACKETS: usize = 135;
 
 /// Builds the peer's `Rtc`, answers the offer and checks the answer can carry media.
 /// `bwe` gives it a bandwidth estimator (viewers of a simulcast camera).

@@ -699,7 +699,7 @@ fn resent_to(sim: &mut Sim, client: ClientId, since: usize) -> usize {
 /// recent packet is answered.
 #[test]
 fn a_nack_past_the_retransmission_window_finds_nothing_to_resend() {
-    for (frames, lost, resent) in [(150, 0, true), (300, 0, false)] {
+    for (frames, lost, resent) in [(120, 0, true), (300, 0, false)] {
         let mut sim = Sim::new(Duration::from_secs(5));
         let (camera, viewer) = watching(&mut sim);
         let mut number = 1;
