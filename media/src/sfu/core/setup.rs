@@ -7,6 +7,7 @@ use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::Codec;
 use str0m::media::Direction;
 use str0m::net::TcpType;
+use str0m::rtp::{Extension, ExtensionMap};
 use str0m::{Candidate, Rtc};
 
 use super::super::SfuError;
@@ -66,9 +67,28 @@ pub(super) struct NewPeer {
 
 /// Sent video packets each viewer keeps for answering NACKs: 500 ms at 2.5 Mbit/s (longer
 /// at lower rates), as Janus keeps; past that a lost packet is better repaired by a
-/// keyframe. It is most of a viewer's memory: str0m's default (1,000 packets) held
-/// megabytes per viewer, 160 packets (600 ms) held ~200 KiB, this holds ~170 KiB.
+/// keyframe. The payloads are shared with every other viewer's cache; each cached packet
+/// costs a viewer ~430 bytes of its own (str0m's `RtpPacket` and its slot), ~57 KiB here.
 const VIDEO_RETRANSMIT_PACKETS: usize = 135;
+
+/// str0m's standard header extensions without transport-wide sequence numbers. TWCC
+/// feedback only feeds a bandwidth estimator: a viewer without one (of a single-layer
+/// camera) would otherwise keep a 1,000-packet send register, stamp every packet for it,
+/// and send the server a feedback report every ~100 ms for nothing. A camera keeps it:
+/// its own encoder's estimator lives on the feedback the server sends it.
+fn without_transport_cc() -> ExtensionMap {
+    let standard = ExtensionMap::standard();
+    let mut map = ExtensionMap::empty();
+    // Every id str0m maps (1-16; the standard map uses a few of them).
+    for id in 1..=16 {
+        if let Some(ext) = standard.lookup(id)
+            && !matches!(ext, Extension::TransportSequenceNumber)
+        {
+            map.set(id, ext.clone());
+        }
+    }
+    map
+}
 
 /// Builds the peer's `Rtc`, answers the offer and checks the answer can carry media.
 /// `bwe` gives it a bandwidth estimator (viewers of a simulcast camera).
@@ -94,6 +114,8 @@ pub(super) fn build_peer(
     // stream at the estimate, turning a lossy (not congested) link into growing delay.
     if bwe {
         builder = builder.enable_bwe(Some(INITIAL_ESTIMATE));
+    } else if !publisher {
+        builder = builder.set_extension_map(without_transport_cc());
     }
     let mut rtc = builder.build(now);
     for addr in &config.candidates {

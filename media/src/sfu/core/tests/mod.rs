@@ -717,3 +717,39 @@ fn a_nack_past_the_retransmission_window_finds_nothing_to_resend() {
         );
     }
 }
+
+/// Transport-wide sequence numbers are negotiated only where TWCC feedback feeds an
+/// estimator: with a camera (its encoder's) and with viewers of a simulcast camera (the
+/// layer choice); a viewer of a single-layer camera is answered without them, so it keeps
+/// no send register for them and sends no feedback.
+#[test]
+fn transport_cc_is_negotiated_only_where_an_estimator_uses_it() {
+    const TRANSPORT_CC: &str = "transport-wide-cc";
+    let mut sim = Sim::new(Duration::ZERO);
+    sim.publisher("single", "cam", &[]);
+    sim.publisher("layers", "cam2", &["h", "l"]);
+    let answer = |sim: &mut Sim, room: &str, id: &str, publisher: bool| {
+        let mut rtc = str0m::Rtc::builder().build(sim.now);
+        let dir = if publisher {
+            str0m::media::Direction::SendOnly
+        } else {
+            str0m::media::Direction::RecvOnly
+        };
+        let mut change = rtc.sdp_api();
+        change.add_media(MediaKind::Audio, dir, None, None, None);
+        change.add_media(MediaKind::Video, dir, None, None, None);
+        let offer = change.apply().expect("offer").0.to_sdp_string();
+        assert!(offer.contains(TRANSPORT_CC), "the offer asks for it");
+        sim.core
+            .join(sim.now, room, id, owned_by(id), publisher, &offer)
+            .expect("answered")
+    };
+    let single = answer(&mut sim, "single", "viewer", false);
+    assert!(!single.contains(TRANSPORT_CC), "{single}");
+    assert!(
+        single.contains("a=extmap:"),
+        "other extensions stay: {single}"
+    );
+    assert!(answer(&mut sim, "layers", "viewer2", false).contains(TRANSPORT_CC));
+    assert!(answer(&mut sim, "fresh", "cam3", true).contains(TRANSPORT_CC));
+}
