@@ -1,7 +1,7 @@
 //! The camera: a phone's encoder and packetiser, feeding Watchpost over WebRTC or Janus
 //! as plain RTP.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -15,6 +15,8 @@ use crate::peer::{Peer, Published};
 use crate::since_epoch;
 
 pub(crate) const FPS: u32 = 30;
+/// A frame's step on the 90 kHz video clock.
+pub(crate) const FRAME_TICKS: u32 = 90_000 / FPS;
 pub(crate) const KEYFRAME_EVERY: u32 = 60;
 pub(crate) const VIDEO_BITS_PER_SECOND: usize = 2_500_000;
 /// A keyframe is this many times the size of a delta frame.
@@ -52,6 +54,36 @@ pub(crate) struct CameraPacket {
     pub(crate) payload: Vec<u8>,
 }
 
+/// What the camera sent, so loss is counted against it: the packets of each video frame
+/// (by frame index) and the audio packets. A mark is a point in both sequences.
+#[derive(Default)]
+pub(crate) struct SentLog {
+    frame_packets: RefCell<Vec<u16>>,
+    audio_packets: Cell<u32>,
+}
+
+/// (frames sent, audio packets sent) at some moment.
+pub(crate) type Mark = (u32, u32);
+
+impl SentLog {
+    pub(crate) fn mark(&self) -> Mark {
+        (
+            self.frame_packets.borrow().len() as u32,
+            self.audio_packets.get(),
+        )
+    }
+
+    /// The RTP packets of the frames and audio packets sent between two marks.
+    pub(crate) fn packets_between(&self, from: Mark, to: Mark) -> u64 {
+        let frames = self.frame_packets.borrow();
+        let video: u64 = frames[from.0 as usize..to.0 as usize]
+            .iter()
+            .map(|&n| u64::from(n))
+            .sum();
+        video + u64::from(to.1 - from.1)
+    }
+}
+
 /// The camera's encoder and packetiser: frames and audio packets on their clocks, a
 /// keyframe every 2 s and whenever one is asked for, cut into RTP packets once, so the
 /// very same packets can go to either server.
@@ -63,10 +95,11 @@ pub(crate) struct CameraClock {
     pub(crate) audio_seq: u64,
     pub(crate) keyframe_wanted: bool,
     pub(crate) sizes: (usize, usize),
+    pub(crate) log: Rc<SentLog>,
 }
 
 impl CameraClock {
-    pub(crate) fn new(start: Instant) -> Self {
+    pub(crate) fn new(start: Instant, log: Rc<SentLog>) -> Self {
         CameraClock {
             start,
             frames: 0,
@@ -75,6 +108,7 @@ impl CameraClock {
             audio_seq: 1,
             keyframe_wanted: false,
             sizes: frame_sizes(),
+            log,
         }
     }
 
@@ -96,6 +130,7 @@ impl CameraClock {
             });
             self.audio_seq += 1;
             self.audio_packets += 1;
+            self.log.audio_packets.set(self.audio_packets);
         }
         while self.start + Duration::from_secs(1) * self.frames / FPS <= now {
             let keyframe = self.frames.is_multiple_of(KEYFRAME_EVERY)
@@ -115,12 +150,13 @@ impl CameraClock {
                 out.push(CameraPacket {
                     video: true,
                     seq: self.video_seq,
-                    time: self.frames.wrapping_mul(3_000),
+                    time: self.frames.wrapping_mul(FRAME_TICKS),
                     marker: k + 1 == chunks,
                     payload,
                 });
                 self.video_seq += 1;
             }
+            self.log.frame_packets.borrow_mut().push(chunks as u16);
             self.frames += 1;
         }
     }
@@ -136,7 +172,12 @@ pub(crate) fn answer_pt(sdp: &str, codec: &str) -> Option<u8> {
 
 /// The camera publishing to Watchpost over WHIP: its packets go out through str0m in RTP
 /// mode (SRTP, NACK answers), as a phone's encoder output would.
-pub(crate) async fn run_webrtc_camera(mut peer: Peer, media: Published, connected: Rc<Cell<bool>>) {
+pub(crate) async fn run_webrtc_camera(
+    mut peer: Peer,
+    media: Published,
+    connected: Rc<Cell<bool>>,
+    log: Rc<SentLog>,
+) {
     let (vp8, opus) = (media.vp8.into(), media.opus.into());
     let mut buf = vec![0u8; 2048];
     let mut clock: Option<CameraClock> = None;
@@ -151,7 +192,7 @@ pub(crate) async fn run_webrtc_camera(mut peer: Peer, media: Published, connecte
         let now = Instant::now();
         // Media clocks start once connected, so nothing piles up while ICE and DTLS run.
         if connected.get() && clock.is_none() {
-            clock = Some(CameraClock::new(now));
+            clock = Some(CameraClock::new(now, log.clone()));
         }
         if let Some(clock) = clock.as_mut() {
             clock.keyframe_wanted |= keyframe_wanted.replace(false);
@@ -202,8 +243,9 @@ pub(crate) async fn run_plain_camera(
     socket: UdpSocket,
     audio_to: SocketAddr,
     video_to: SocketAddr,
+    log: Rc<SentLog>,
 ) {
-    let mut clock = CameraClock::new(Instant::now());
+    let mut clock = CameraClock::new(Instant::now(), log);
     let mut packets = Vec::new();
     let mut datagram = Vec::with_capacity(1_500);
     loop {

@@ -11,7 +11,9 @@
 //! Figures per N, over a window after warm-up:
 //! - server CPU (utime + stime of its process, from /proc) and CPU µs per RTP packet the
 //!   viewers received (every forwarded packet that arrived, repairs included);
-//! - forwarded RTP packets/s; viewer-side loss (sequence-number gaps, RFC 3550 style);
+//! - forwarded RTP packets/s; viewer-side loss: of the packets the camera sent while the
+//!   window was open (it logs each frame's packet count), those a viewer never heard,
+//!   repairs and stragglers within 500 ms after the window included;
 //! - added latency, camera send → arrival at the viewer's socket of each frame's first
 //!   packet (the kernel's receive stamp, `SO_TIMESTAMPNS`, so the generator's own queueing
 //!   behind other viewers does not count against the server), and to its last packet

@@ -7,13 +7,17 @@ use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 
-use crate::camera::{run_plain_camera, run_webrtc_camera};
+use crate::camera::{SentLog, run_plain_camera, run_webrtc_camera};
 use crate::household;
 use crate::janus::JanusProcess;
 use crate::peer::Peer;
 use crate::procfs;
 use crate::viewer::{Phase, ViewerStats, run_viewer};
 use crate::watchpost::{ServerProcess, server_datagrams_sent, start_server};
+
+/// How long after the window packets of its frames still count as heard: a repair takes
+/// a NACK round trip, and a busy generator reads late.
+const DRAIN: Duration = Duration::from_millis(500);
 
 pub(crate) fn percentile(sorted: &[u32], p: f64) -> u32 {
     if sorted.is_empty() {
@@ -132,6 +136,7 @@ pub(crate) async fn measure(
     warmup: Duration,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> Result<Row, String> {
+    let log = Rc::new(SentLog::default());
     let target = match which {
         Server::Watchpost => {
             let server = start_server(http, server_cpu).await;
@@ -148,6 +153,7 @@ pub(crate) async fn measure(
                 camera,
                 media,
                 camera_connected.clone(),
+                log.clone(),
             )));
             wait_for("the camera connected", Duration::from_secs(10), || {
                 camera_connected.get()
@@ -164,6 +170,7 @@ pub(crate) async fn measure(
                 socket,
                 SocketAddr::new(janus.ip, janus.audio_port),
                 SocketAddr::new(janus.ip, janus.video_port),
+                log.clone(),
             )));
             Target::Janus(janus)
         }
@@ -209,9 +216,11 @@ pub(crate) async fn measure(
         procfs::cpu_seconds("self"),
     );
     let started = Instant::now();
+    let sent_from = log.mark();
     phase.set(Phase::Window);
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    phase.set(Phase::Over);
+    let sent_to = log.mark();
+    phase.set(Phase::Drain);
     let wall = started.elapsed().as_secs_f64();
     let (user, system) = procfs::user_system_seconds(&pid);
     let (user, system) = (user - server_before.0, system - server_before.1);
@@ -222,27 +231,23 @@ pub(crate) async fn measure(
         _ => None,
     };
     let rss = procfs::rss_bytes(&pid);
+    // The window's last packets, and repairs of its losses, may still be on their way.
+    tokio::time::sleep(DRAIN).await;
+    phase.set(Phase::Over);
 
-    // A viewer that stopped hearing anything mid-window still expected what the others
-    // got: each one is held to at least the median's count.
-    let median = |count: fn(&ViewerStats) -> u64| {
-        let mut all: Vec<u64> = viewers.iter().map(|s| count(&s.borrow())).collect();
-        all.sort_unstable();
-        all.get(all.len() / 2).copied().unwrap_or(0)
-    };
-    let (video_median, audio_median) = (
-        median(|s| s.video.expected()),
-        median(|s| s.audio.expected()),
-    );
-    let (mut received, mut expected) = (0u64, 0u64);
+    // Loss against what the camera sent: every viewer expected every packet of the frames
+    // and audio packets sent while the window was open, whenever it heard them.
+    let sent = log.packets_between(sent_from, sent_to);
+    let (mut received, mut heard, mut expected) = (0u64, 0u64, 0u64);
     let mut latencies = Vec::new();
     let mut read_latencies = Vec::new();
     let mut frame_latencies = Vec::new();
     let mut first_frames: Vec<u32> = Vec::new();
     for stats in &viewers {
         let s = stats.borrow();
-        received += (s.video.seen.len() + s.audio.seen.len()) as u64;
-        expected += s.video.expected().max(video_median) + s.audio.expected().max(audio_median);
+        received += s.window_packets;
+        heard += s.heard_between(sent_from, sent_to).min(sent);
+        expected += sent;
         latencies.extend_from_slice(&s.latencies_us);
         read_latencies.extend_from_slice(&s.read_latencies_us);
         frame_latencies.extend_from_slice(&s.frame_latencies_us);
@@ -265,7 +270,7 @@ pub(crate) async fn measure(
         datagrams_per_message: datagrams
             .filter(|&(_, m)| m > 0)
             .map(|(d, m)| d as f64 / m as f64),
-        loss: (expected - received.min(expected)) as f64 * 100.0 / expected.max(1) as f64,
+        loss: (expected - heard) as f64 * 100.0 / expected.max(1) as f64,
         latency_p50_us: percentile(&latencies, 0.5),
         latency_p99_us: percentile(&latencies, 0.99),
         read_latency_p99_us: percentile(&read_latencies, 0.99),

@@ -7,48 +7,31 @@ use std::time::{Duration, Instant};
 
 use str0m::Event;
 
+use crate::camera::{FRAME_TICKS, Mark};
 use crate::peer::Peer;
 
 #[derive(Clone, Copy, PartialEq)]
 pub(crate) enum Phase {
     Warmup,
     Window,
+    /// After the window: packets of the window's frames still count (late or repaired).
+    Drain,
     Over,
-}
-
-/// Distinct extended sequence numbers seen, to tell loss from what arrived.
-#[derive(Default)]
-pub(crate) struct SeqCount {
-    pub(crate) seen: HashSet<u64>,
-    pub(crate) lo: u64,
-    pub(crate) hi: u64,
-}
-
-impl SeqCount {
-    pub(crate) fn add(&mut self, seq: u64) {
-        if self.seen.is_empty() {
-            (self.lo, self.hi) = (seq, seq);
-        }
-        if self.seen.insert(seq) {
-            self.lo = self.lo.min(seq);
-            self.hi = self.hi.max(seq);
-        }
-    }
-    pub(crate) fn expected(&self) -> u64 {
-        if self.seen.is_empty() {
-            0
-        } else {
-            self.hi - self.lo + 1
-        }
-    }
 }
 
 #[derive(Default)]
 pub(crate) struct ViewerStats {
     pub(crate) connected: bool,
     pub(crate) first_keyframe: Option<Duration>,
-    pub(crate) video: SeqCount,
-    pub(crate) audio: SeqCount,
+    /// RTP packets received while the window was open (for CPU per packet and packets/s).
+    pub(crate) window_packets: u64,
+    /// Distinct video packets heard from the window on: (camera frame index, sequence).
+    pub(crate) heard_video: HashSet<(u32, u64)>,
+    /// Distinct audio packets heard from the window on, by the camera's index.
+    pub(crate) heard_audio: HashSet<u32>,
+    /// This viewer's RTP timestamp minus the camera's frame clock (the server may start
+    /// each viewer's line elsewhere): maps every video packet to its camera frame.
+    video_time_offset: Option<u32>,
     /// Camera send of a frame's first packet → its arrival at the viewer's socket.
     pub(crate) latencies_us: Vec<u32>,
     /// The same, to when the generator read it (behind the other viewers it serves).
@@ -58,6 +41,23 @@ pub(crate) struct ViewerStats {
     pub(crate) frame_latencies_us: Vec<u32>,
     /// The send stamp of the frame in flight (from its first packet).
     frame_sent: Option<u64>,
+}
+
+impl ViewerStats {
+    /// The packets heard of the camera's frames and audio packets in [from, to).
+    pub(crate) fn heard_between(&self, from: Mark, to: Mark) -> u64 {
+        let video = self
+            .heard_video
+            .iter()
+            .filter(|(frame, _)| (from.0..to.0).contains(frame))
+            .count();
+        let audio = self
+            .heard_audio
+            .iter()
+            .filter(|index| (from.1..to.1).contains(*index))
+            .count();
+        (video + audio) as u64
+    }
 }
 
 /// The VP8 payload after the payload descriptor (RFC 7741 § 4.2), when this packet starts
@@ -110,11 +110,32 @@ pub(crate) async fn run_viewer(
                 {
                     stats.first_keyframe = Some(p.timestamp.duration_since(posted));
                 }
-                if phase.get() != Phase::Window {
+                if video && let Some(index) = start.and_then(|f| f.get(1..5)) {
+                    let index = u32::from_be_bytes(index.try_into().unwrap());
+                    stats.video_time_offset = Some(
+                        p.header
+                            .timestamp
+                            .wrapping_sub(index.wrapping_mul(FRAME_TICKS)),
+                    );
+                }
+                let window = phase.get() == Phase::Window;
+                if !window && phase.get() != Phase::Drain {
                     return;
                 }
                 if video {
-                    stats.video.add(*p.seq_no);
+                    if let Some(offset) = stats.video_time_offset {
+                        let frame = p.header.timestamp.wrapping_sub(offset) / FRAME_TICKS;
+                        stats.heard_video.insert((frame, *p.seq_no));
+                    }
+                } else if let Some(index) = p.payload.get(1..5) {
+                    let index = u32::from_be_bytes(index.try_into().unwrap());
+                    stats.heard_audio.insert(index);
+                }
+                if !window {
+                    return;
+                }
+                stats.window_packets += 1;
+                if video {
                     let (arrived, read) = arrival.get();
                     if let Some(frame) = start.filter(|f| f.len() >= 13) {
                         let sent = u64::from_be_bytes(frame[5..13].try_into().unwrap());
@@ -130,8 +151,6 @@ pub(crate) async fn run_viewer(
                         let latency = arrived.saturating_sub(sent) / 1_000;
                         stats.frame_latencies_us.push(latency as u32);
                     }
-                } else {
-                    stats.audio.add(*p.seq_no);
                 }
             }
             _ => {}
