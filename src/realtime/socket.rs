@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -142,6 +143,9 @@ impl Drop for PresenceClaim {
     }
 }
 
+/// How long a disconnect waits for its seen-at write before the device shows offline.
+const PRESENCE_WRITE_WAIT: Duration = Duration::from_secs(2);
+
 async fn on_connect(state: AppState, socket: SocketRef) {
     let Some(identity) = socket.extensions.get::<Identity>() else {
         // The middleware always sets it; refuse rather than run unauthenticated.
@@ -162,8 +166,12 @@ async fn on_connect(state: AppState, socket: SocketRef) {
                 let state = disconnect_state.clone();
                 let (device_id, owner_id) = (device_id.clone(), owner_id.clone());
                 async move {
+                    // Seen-at is written before the device shows offline, so whoever sees it
+                    // offline also sees when it was last there; a database that does not
+                    // answer soon does not hold the presence change back.
+                    let _ = tokio::time::timeout(PRESENCE_WRITE_WAIT, touch(&state.db, &device_id))
+                        .await;
                     state.realtime.disconnected(&device_id);
-                    let _ = touch(&state.db, &device_id).await;
                     if !state.realtime.is_online(&device_id) {
                         announce_presence(&state, &owner_id, &device_id, false).await;
                     }
