@@ -7,6 +7,10 @@
 //! so the harness itself stays tested. Environment overrides: `BENCH_DEVICES`,
 //! `BENCH_COMMANDS`, `BENCH_CONCURRENCY`, `DATABASE_URL` (default: SQLite in a temp dir).
 
+// Only its `post` helper is used here.
+#[path = "support/household.rs"]
+#[allow(dead_code)]
+mod household;
 #[path = "../tests/common/sio.rs"]
 mod sio;
 
@@ -14,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::{Mutex, oneshot};
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -74,17 +78,14 @@ async fn main() {
     }));
 
     let http = reqwest::Client::new();
-    let origin = base.clone();
-    let signup: Value = http
-        .post(format!("{base}/api/auth/sign-up/email"))
-        .header("origin", &origin)
-        .json(&json!({"name": "Bench", "email": "bench@example.com", "password": "password-123"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (signup, _) = household::post(
+        &http,
+        &base,
+        "/api/auth/sign-up/email",
+        None,
+        json!({"name": "Bench", "email": "bench@example.com", "password": "password-123"}),
+    )
+    .await;
     let user = signup["token"].as_str().unwrap().to_string();
 
     // Register and link the devices.
@@ -94,27 +95,27 @@ async fn main() {
     for i in 0..pairs {
         let mut ids = Vec::new();
         for role in ["camera", "client"] {
-            let r: Value = http
-                .post(format!("{base}/devices/register"))
-                .bearer_auth(&user)
-                .json(&json!({"name": format!("{role} {i}"), "role": role}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let (r, _) = household::post(
+                &http,
+                &base,
+                "/devices/register",
+                Some(&user),
+                json!({"name": format!("{role} {i}"), "role": role}),
+            )
+            .await;
             ids.push((
                 r["device"]["id"].as_str().unwrap().to_string(),
                 r["deviceToken"].as_str().unwrap().to_string(),
             ));
         }
-        http.post(format!("{base}/device-links"))
-            .bearer_auth(&user)
-            .json(&json!({"cameraDeviceId": ids[0].0, "clientDeviceId": ids[1].0}))
-            .send()
-            .await
-            .unwrap();
+        household::post(
+            &http,
+            &base,
+            "/device-links",
+            Some(&user),
+            json!({"cameraDeviceId": ids[0].0, "clientDeviceId": ids[1].0}),
+        )
+        .await;
         cameras.push(ids[0].clone());
         clients.push(ids[1].clone());
     }
