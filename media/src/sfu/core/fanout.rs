@@ -202,6 +202,7 @@ impl Core {
                 // Audio is not worth repairing: a late Opus packet is a lost one.
                 .nackable(video),
             );
+            peer.unstamped = true;
             if fwd.ends_frame() {
                 self.counters
                     .frames_forwarded

@@ -141,6 +141,11 @@ struct Peer {
     joined_at: Instant,
     /// Already in the work list.
     queued: bool,
+    /// Packets were written to it since its last timeout. str0m releases a written packet
+    /// only once time moves (its timeout stamps the send queue), so [`Core::settle`] gives
+    /// it the time before draining it, rather than through the timer heap and a second
+    /// round: one timeout and one drain per viewer and round, and no round's delay.
+    unstamped: bool,
     next_timeout: Instant,
     /// The deadline a timer-heap entry exists for.
     armed: Option<Instant>,
@@ -396,6 +401,7 @@ impl Core {
 
     /// Polls every touched peer until all are quiet, forwarding media as it appears.
     fn settle(&mut self) {
+        let now = self.now;
         let mut dead = Vec::new();
         loop {
             while let Some(key) = self.work.pop() {
@@ -403,6 +409,12 @@ impl Core {
                     continue;
                 };
                 peer.queued = false;
+                if std::mem::take(&mut peer.unstamped)
+                    && let Err(e) = peer.rtc.handle_input(Input::Timeout(now))
+                {
+                    tracing::debug!(peer = %peer.id, error = %e, "peer failed on timeout");
+                    peer.rtc.disconnect();
+                }
                 drain(
                     &mut self.outputs,
                     &self.counters,

@@ -101,6 +101,7 @@ impl Core {
                 last_heard: now,
                 joined_at: now,
                 queued: false,
+                unstamped: false,
                 next_timeout: now,
                 armed: None,
                 stats: PeerStats::default(),

@@ -475,6 +475,24 @@ impl Sim {
         }
     }
 
+    /// Hands one held datagram to the core as a driver would (the time, then the datagram)
+    /// and returns what the core puts out before it first asks for a wake-up, with that
+    /// wake-up time: no timer is run for it.
+    pub fn forward_one_round(&mut self, held: &HeldDatagram) -> (Vec<Transmit>, Instant) {
+        self.core.handle_timeout(held.at);
+        self.core
+            .handle_datagram(held.at, Protocol::Udp, held.source, &held.data);
+        let mut sent = Vec::new();
+        loop {
+            match self.core.poll_output() {
+                Output::Transmit(t) => sent.push(t),
+                Output::Event(e) => self.events.push(e),
+                Output::Route(r) => self.routes.push(r),
+                Output::Timeout(t) => return (sent, t),
+            }
+        }
+    }
+
     /// Delivers what [`Sim::forward_only`] kept to its clients, so they see no loss (a
     /// viewer that misses packets asks for a keyframe and is paused until one comes).
     pub fn deliver(&mut self, sent: &mut Vec<Transmit>) {

@@ -610,6 +610,42 @@ fn a_keyframe_whose_start_comes_late_does_not_start_a_viewer() {
     assert_eq!(video_frame_numbers(&sim, viewer), [7, 8]);
 }
 
+/// A camera's packet reaches every viewer in the round it arrived in: str0m releases a
+/// written packet only once its clock moves, and the core gives the viewers that time
+/// itself rather than asking its driver for a wake-up and a second round.
+#[test]
+fn a_forwarded_packet_leaves_in_the_round_it_arrived() {
+    let mut sim = Sim::new(Duration::from_secs(5));
+    let camera = sim.publisher("room", "camera", &[]);
+    let viewers: Vec<ClientId> = (0..3)
+        .map(|i| sim.viewer("room", &format!("viewer-{i}")))
+        .collect();
+    sim.send_video(camera, None, &vp8_frame(true, 0, 0, 1_100));
+    sim.run_for(Duration::from_millis(100));
+    let mut number = 1;
+    for _ in 0..5 {
+        let held = sim.held_video(camera, 1, 1_100, &mut number);
+        let (sent, wake_at) = sim.forward_one_round(&held[0]);
+        for &v in &viewers {
+            let addr = sim.clients[v].addr;
+            assert!(
+                sent.iter().any(|t| t.destination == addr),
+                "viewer {v} got the packet in the same round"
+            );
+        }
+        assert!(
+            wake_at > held[0].at,
+            "nothing left that wants the loop woken at once"
+        );
+        let mut sent = sent;
+        sim.deliver(&mut sent);
+        sim.run_for(Duration::from_millis(30));
+    }
+    for &v in &viewers {
+        assert_eq!(video_frame_numbers(&sim, v), [0, 1, 2, 3, 4, 5]);
+    }
+}
+
 /// Forwards `count` one-packet frames from `camera`, drops `viewer`'s copy of the `lost`-th
 /// on the way, delivers the rest and returns the lost frame's number.
 fn forward_losing_one(
