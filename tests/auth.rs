@@ -163,14 +163,11 @@ async fn sign_up_errors(backend: Backend) {
     let r = common::Reply::from(raw("name=a", "text/plain").await.unwrap()).await;
     r.expect_error(415, "UNSUPPORTED_MEDIA_TYPE");
     let huge = format!("{{\"name\":\"{}\"}}", "a".repeat(2 * 1024 * 1024));
-    let r = common::Reply::from(
-        s.http
-            .post(s.url("/api/auth/sign-up/email"))
-            .header("content-type", "application/json")
-            .body(huge)
-            .send()
-            .await
-            .unwrap(),
+    let r = common::post_oversized(
+        s.addr,
+        "/api/auth/sign-up/email",
+        "application/json",
+        huge.into_bytes(),
     )
     .await;
     r.expect_error(413, "PAYLOAD_TOO_LARGE");

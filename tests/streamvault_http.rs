@@ -291,23 +291,19 @@ async fn oversized_bodies_get_a_json_413() {
     let server = TestServer::start(Backend::Sqlite).await;
     let big = format!("{{\"refresh_token\":\"{}\"}}", "x".repeat(1024 * 1024 + 16));
     for path in ["/auth/refresh", "/api/watchtogether/rooms"] {
-        let r = server
-            .http
-            .post(server.url(path))
-            .header("content-type", "application/json")
-            .body(big.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 413, "{path}");
+        let r = common::post_oversized(
+            server.addr,
+            path,
+            "application/json",
+            big.clone().into_bytes(),
+        )
+        .await;
+        assert_eq!(r.status, 413, "{path}");
         assert!(
-            r.headers()["content-type"]
-                .to_str()
-                .unwrap()
-                .starts_with("application/json"),
+            r.header("content-type")
+                .is_some_and(|t| t.starts_with("application/json")),
             "{path}"
         );
-        let body: serde_json::Value = r.json().await.unwrap();
-        assert_eq!(body["error"], "Request body too large", "{path}");
+        assert_eq!(r.json["error"], "Request body too large", "{path}");
     }
 }

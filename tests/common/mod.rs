@@ -454,6 +454,117 @@ impl Reply {
     }
 }
 
+/// POSTs a body larger than the server takes, as a client that reads the reply while it
+/// is still sending: the server answers 413 once the body passes its limit and closes the
+/// connection without reading the rest, so the rest of the write may fail (EPIPE or a
+/// reset). reqwest gives up on the whole request when its body write fails, even though
+/// the 413 is already on its way, which made such tests race; here the write goes on in
+/// its own task, its failure ignored, and the reply is read to the end.
+pub async fn post_oversized(
+    addr: SocketAddr,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> Reply {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let writer = tokio::spawn(async move {
+        if write.write_all(head.as_bytes()).await.is_ok() {
+            let _ = write.write_all(&body).await;
+        }
+        write
+    });
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let read_all = async {
+        // A reset after the reply (the server closed with unread body bytes) ends it too.
+        while let Ok(n) = read.read(&mut chunk).await {
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), read_all)
+        .await
+        .expect("the server answered an oversized body within 20 s");
+    // Not awaited to completion: the write may still be blocked on a full window.
+    writer.abort();
+    parse_http_reply(&raw)
+}
+
+/// An HTTP/1.1 reply as read off the wire (`Content-Length` or chunked body).
+fn parse_http_reply(raw: &[u8]) -> Reply {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| {
+            panic!(
+                "no complete reply head in {:?}",
+                String::from_utf8_lossy(raw)
+            )
+        });
+    let head = std::str::from_utf8(&raw[..end]).expect("ASCII reply head");
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let mut headers = HeaderMap::new();
+    for line in lines {
+        let (name, value) = line.split_once(':').expect("a header line");
+        headers.append(
+            reqwest::header::HeaderName::from_bytes(name.trim().as_bytes()).unwrap(),
+            reqwest::header::HeaderValue::from_str(value.trim()).unwrap(),
+        );
+    }
+    let rest = &raw[end + 4..];
+    let chunked = headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"));
+    let body = if chunked {
+        let mut body = Vec::new();
+        let mut at = rest;
+        loop {
+            let line_end = at
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .expect("chunk size");
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&at[..line_end]).unwrap().trim(), 16)
+                    .expect("hex chunk size");
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&at[line_end + 2..line_end + 2 + size]);
+            at = &at[line_end + 2 + size + 2..];
+        }
+        body
+    } else {
+        let len = headers
+            .get("content-length")
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+            .unwrap_or(rest.len());
+        assert!(rest.len() >= len, "reply body cut short");
+        rest[..len].to_vec()
+    };
+    let text = String::from_utf8(body).expect("UTF-8 reply body");
+    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Reply {
+        status,
+        headers,
+        text,
+        json,
+    }
+}
+
 /// Path of a Node test script under `tests/node/`. Resolved at run time (cargo sets
 /// `CARGO_MANIFEST_DIR` for test runs), so a test binary reused from a shared target
 /// directory never runs another checkout's scripts.
