@@ -625,7 +625,7 @@ fn a_forwarded_packet_leaves_in_the_round_it_arrived() {
     let mut number = 1;
     for _ in 0..5 {
         let held = sim.held_video(camera, 1, 1_100, &mut number);
-        let (sent, wake_at) = sim.forward_one_round(&held[0]);
+        let (mut sent, wake_at) = sim.forward_one_round(&held[0]);
         for &v in &viewers {
             let addr = sim.clients[v].addr;
             assert!(
@@ -637,7 +637,6 @@ fn a_forwarded_packet_leaves_in_the_round_it_arrived() {
             wake_at > held[0].at,
             "nothing left that wants the loop woken at once"
         );
-        let mut sent = sent;
         sim.deliver(&mut sent);
         sim.run_for(Duration::from_millis(30));
     }
