@@ -413,6 +413,11 @@ impl Reply {
         let status = r.status().as_u16();
         let headers = r.headers().clone();
         let text = r.text().await.unwrap();
+        Reply::from_parts(status, headers, text)
+    }
+
+    /// A reply from its parts; `json` is `Null` when the body is not JSON.
+    fn from_parts(status: u16, headers: HeaderMap, text: String) -> Reply {
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
         Reply {
             status,
@@ -555,14 +560,11 @@ fn parse_http_reply(raw: &[u8]) -> Reply {
         assert!(rest.len() >= len, "reply body cut short");
         rest[..len].to_vec()
     };
-    let text = String::from_utf8(body).expect("UTF-8 reply body");
-    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Reply {
+    Reply::from_parts(
         status,
         headers,
-        text,
-        json,
-    }
+        String::from_utf8(body).expect("UTF-8 reply body"),
+    )
 }
 
 /// Path of a Node test script under `tests/node/`. Resolved at run time (cargo sets

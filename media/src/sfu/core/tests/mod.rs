@@ -518,10 +518,9 @@ fn shutdown_closes_every_peer_and_refuses_joins() {
     assert!(matches!(sim.join_error("room", "late"), SfuError::Stopped));
 }
 
-/// The forwarding micro-benchmark's path: a camera's packets held back, handed to the core
-/// with nothing delivered, then delivered: every viewer gets every frame, in order.
-#[test]
-fn held_packets_are_forwarded_to_every_viewer() {
+/// A camera and three viewers in one room, the camera's first keyframe (frame 0) sent and
+/// given 100 ms to arrive.
+fn camera_and_three_viewers_on_a_keyframe() -> (Sim, ClientId, Vec<ClientId>) {
     let mut sim = Sim::new(Duration::from_secs(5));
     let camera = sim.publisher("room", "camera", &[]);
     let viewers: Vec<ClientId> = (0..3)
@@ -529,6 +528,14 @@ fn held_packets_are_forwarded_to_every_viewer() {
         .collect();
     sim.send_video(camera, None, &vp8_frame(true, 0, 0, 1_100));
     sim.run_for(Duration::from_millis(100));
+    (sim, camera, viewers)
+}
+
+/// The forwarding micro-benchmark's path: a camera's packets held back, handed to the core
+/// with nothing delivered, then delivered: every viewer gets every frame, in order.
+#[test]
+fn held_packets_are_forwarded_to_every_viewer() {
+    let (mut sim, camera, viewers) = camera_and_three_viewers_on_a_keyframe();
     for &v in &viewers {
         assert_eq!(
             sim.clients[v].video_frames().len(),
@@ -615,13 +622,7 @@ fn a_keyframe_whose_start_comes_late_does_not_start_a_viewer() {
 /// itself rather than asking its driver for a wake-up and a second round.
 #[test]
 fn a_forwarded_packet_leaves_in_the_round_it_arrived() {
-    let mut sim = Sim::new(Duration::from_secs(5));
-    let camera = sim.publisher("room", "camera", &[]);
-    let viewers: Vec<ClientId> = (0..3)
-        .map(|i| sim.viewer("room", &format!("viewer-{i}")))
-        .collect();
-    sim.send_video(camera, None, &vp8_frame(true, 0, 0, 1_100));
-    sim.run_for(Duration::from_millis(100));
+    let (mut sim, camera, viewers) = camera_and_three_viewers_on_a_keyframe();
     let mut number = 1;
     for _ in 0..5 {
         let held = sim.held_video(camera, 1, 1_100, &mut number);
