@@ -14,6 +14,7 @@ mod core;
 #[doc(hidden)]
 pub use core::sim;
 mod forward;
+mod hold;
 mod net;
 mod packets;
 mod shard;
@@ -238,6 +239,7 @@ impl Sfu {
                 commands,
                 inbound,
                 outgoing: Vec::with_capacity(shard::FLUSH_AT),
+                hold: hold::Hold::default(),
             };
             shard_tasks.push(tokio::spawn(shard.run()));
         }

@@ -11,14 +11,15 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::batch;
 use super::core::{Core, Output, RouteUpdate};
+use super::hold::Hold;
 use super::net::{Datagram, Net, UfragOwners};
 use super::{Command, MediaCounters, MediaEvent};
 
 /// Datagrams waiting in the inbound queue that one round takes in before its outputs go
 /// out: a camera's packets that arrived together leave together, so each viewer gets them
 /// as one run ([`batch`] sends a run as one GSO message) and the loop wakes once for them.
-/// The datagram that woke the loop goes alone first (see [`Shard::run`]). Small, because
-/// each viewer holds a copy of a round's packets until its turn to send comes.
+/// The datagram that woke the loop goes alone first unless it may wait ([`Hold`]). Small,
+/// because each viewer holds a copy of a round's packets until its turn to send comes.
 const ROUND_INPUTS: usize = 8;
 
 /// Outgoing datagrams gathered before a flush mid-round: one `sendmmsg`'s worth. The core
@@ -36,12 +37,18 @@ pub(crate) struct Shard {
     pub inbound: mpsc::Receiver<Datagram>,
     /// UDP datagrams of the current round, sent together ([`batch`]).
     pub outgoing: Vec<Transmit>,
+    /// Whether the outputs of what came in may wait for what is behind it.
+    pub hold: Hold,
 }
 
 impl Shard {
     pub async fn run(mut self) {
         loop {
-            let deadline = self.execute_outputs();
+            let deadline = match self.hold.may_wait(Instant::now()) {
+                // Timers wait with the outputs, by a millisecond at most.
+                Some(until) => until,
+                None => self.execute_outputs(),
+            };
             tokio::select! {
                 cmd = self.commands.recv() => {
                     // Every handle gone counts as a shutdown too.
@@ -54,11 +61,14 @@ impl Shard {
                     }
                 }
                 Some(datagram) = self.inbound.recv() => {
-                    // The first packet of a burst goes out at once, so a frame's start is
-                    // never held back; what queued behind it goes out as one round.
+                    // What must go (a frame's start or end, audio, anything not RTP) goes
+                    // out at once, so a frame's start is never held back; what queued behind
+                    // it goes out as one round. A packet inside a frame waits for the rest.
                     self.datagram(datagram);
-                    self.core.handle_timeout(Instant::now());
-                    self.execute_outputs();
+                    if self.hold.may_wait(Instant::now()).is_none() {
+                        self.core.handle_timeout(Instant::now());
+                        self.execute_outputs();
+                    }
                     for _ in 0..ROUND_INPUTS {
                         match self.inbound.try_recv() {
                             Ok(datagram) => self.datagram(datagram),
@@ -73,12 +83,10 @@ impl Shard {
     }
 
     fn datagram(&mut self, datagram: Datagram) {
-        self.core.handle_datagram(
-            Instant::now(),
-            datagram.proto,
-            datagram.source,
-            &datagram.data,
-        );
+        let now = Instant::now();
+        self.core
+            .handle_datagram(now, datagram.proto, datagram.source, &datagram.data);
+        self.hold.take(now, &datagram.data);
     }
 
     /// Runs one command; true when it stops the loop.
@@ -123,6 +131,7 @@ impl Shard {
 
     /// Does what the core asks until it only has a wake-up time left, and returns that.
     fn execute_outputs(&mut self) -> Instant {
+        self.hold.flushed();
         loop {
             match self.core.poll_output() {
                 Output::Transmit(t) if t.proto == Protocol::Udp => {
