@@ -42,6 +42,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use rustc_hash::FxHashMap;
 use str0m::media::{MediaKind, Mid, Rid};
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Input, Output as RtcOutput, Rtc};
@@ -214,7 +215,8 @@ pub(crate) struct Core {
     /// The latest time given as input; str0m requires it never to go backwards.
     now: Instant,
     next_tick: Instant,
-    peers: HashMap<PeerKey, Peer>,
+    /// Looked up once per viewer and packet: a cheap hash (see `Cargo.toml`).
+    peers: FxHashMap<PeerKey, Peer>,
     rooms: HashMap<Arc<str>, Room>,
     by_addr: HashMap<(Protocol, SocketAddr), PeerKey>,
     by_ufrag: HashMap<String, PeerKey>,
@@ -244,7 +246,7 @@ impl Core {
             counters,
             now,
             next_tick: now + ROOM_TICK,
-            peers: HashMap::new(),
+            peers: FxHashMap::default(),
             rooms: HashMap::new(),
             by_addr: HashMap::new(),
             by_ufrag: HashMap::new(),
