@@ -7,14 +7,17 @@
 //!
 //! Only some packets are worth a message of their own: a frame's first packet (the added
 //! latency is measured to it, and a viewer's jitter buffer starts from it), its last (the
-//! frame is complete, a decoder can start), audio, and everything that is not RTP (ICE, DTLS,
-//! RTCP). A packet inside a frame can wait for the one behind it, which is already on its
-//! way: the frame is complete no later, since its last packet never waits, and the middle of
-//! the frame goes to each viewer as one GSO run. The wait is bounded in time ([`HOLD`], for a
-//! frame whose tail was lost) and in datagrams ([`MAX_HELD`], each viewer holds a copy).
+//! frame is complete, a decoder can start) and audio. A packet inside a frame can wait for
+//! the one behind it, which is already on its way: the frame is complete no later, since its
+//! last packet never waits, and the middle of the frame goes to each viewer as one GSO run.
+//! What is not RTP (ICE, DTLS, the viewers' RTCP) goes at once when nothing waits and joins a
+//! wait under way: it is not latency-critical to the millisecond, and a viewer's receiver
+//! report arriving mid-frame must not cut the frame's run in two. The wait is bounded in time
+//! ([`HOLD`], for a frame whose tail was lost) and in datagrams ([`MAX_HELD`], each viewer
+//! holds a copy).
 //!
 //! The RTP header is read in the clear (SRTP encrypts the payload only), so this costs a few
-//! byte reads per datagram and needs no state but the last packet's stream and time.
+//! byte reads per datagram and needs no state but each stream's last RTP time.
 
 use std::time::{Duration, Instant};
 
@@ -28,11 +31,16 @@ pub(crate) const HOLD: Duration = Duration::from_millis(1);
 /// and cost ~20 KiB of RSS per viewer at 10 viewers.
 pub(crate) const MAX_HELD: usize = 9;
 
+/// Streams whose frame position is remembered, direct-mapped by SSRC: a shard's cameras
+/// rarely share a slot, and one that does only makes a packet go at once.
+const STREAMS: usize = 16;
+
 /// What the datagrams taken in since the last flush allow.
 #[derive(Debug, Default)]
 pub(crate) struct Hold {
-    /// The stream and RTP time of the last datagram, while it was inside a frame.
-    inside: Option<(u32, u32)>,
+    /// Per stream slot: its SSRC and the RTP time of its last packet, while that packet was
+    /// inside a frame (not its last).
+    inside: [Option<(u32, u32)>; STREAMS],
     /// Datagrams taken in since the last flush.
     held: usize,
     /// One of them must go at once.
@@ -45,10 +53,14 @@ impl Hold {
     /// Notes a datagram the core has just taken in.
     pub(crate) fn take(&mut self, now: Instant, data: &[u8]) {
         self.held += 1;
-        let header = rtp_header(data);
-        let continues =
-            matches!(header, Some(h) if !h.marker && self.inside == Some((h.ssrc, h.time)));
-        self.inside = header.filter(|h| !h.marker).map(|h| (h.ssrc, h.time));
+        let Some(h) = rtp_header(data) else {
+            // Control traffic rides along with a wait under way.
+            self.urgent |= self.until.is_none();
+            return;
+        };
+        let slot = &mut self.inside[h.ssrc as usize % STREAMS];
+        let continues = !h.marker && *slot == Some((h.ssrc, h.time));
+        *slot = (!h.marker).then_some((h.ssrc, h.time));
         if continues {
             self.until.get_or_insert(now + HOLD);
         } else {
@@ -145,11 +157,38 @@ mod tests {
     }
 
     #[test]
-    fn audio_other_streams_and_non_rtp_go_at_once() {
+    fn audio_and_other_streams_go_at_once_and_leave_a_frame_whole() {
         let now = Instant::now();
-        let packets: [&[u8]; 5] = [
-            // Opus packets carry the marker bit only on talkspurt starts: each is its own frame.
-            &rtp(9, 3000, false),
+        let mut hold = Hold::default();
+        hold.take(now, &rtp(7, 3000, false));
+        hold.flushed();
+        assert!(take(&mut hold, now, &rtp(7, 3000, false)));
+        // Opus packets carry the marker bit only on talkspurt starts: each is its own frame.
+        assert!(
+            !take(&mut hold, now, &rtp(9, 960, false)),
+            "audio goes at once"
+        );
+        hold.flushed();
+        assert!(
+            !take(&mut hold, now, &rtp(9, 1920, false)),
+            "and the next audio"
+        );
+        hold.flushed();
+        assert!(
+            take(&mut hold, now, &rtp(7, 3000, false)),
+            "the frame in flight still waits after the audio between its packets"
+        );
+        // Another camera in the shard interleaving its frames does not cut this one's run;
+        // a stream sharing the slot (7 + 16) displaces it, and its next packet goes at once.
+        assert!(!take(&mut hold, now, &rtp(23, 500, false)));
+        hold.flushed();
+        assert!(!take(&mut hold, now, &rtp(7, 3000, false)));
+    }
+
+    #[test]
+    fn control_traffic_goes_at_once_or_joins_a_wait() {
+        let now = Instant::now();
+        let packets: [&[u8]; 4] = [
             // RTCP receiver report: packet type 201.
             &[0x81, 201, 0, 7, 0, 0, 0, 7, 0, 0, 0, 9, 0, 0, 0, 0],
             // STUN binding request.
@@ -161,14 +200,20 @@ mod tests {
         ];
         for packet in packets {
             let mut hold = Hold::default();
+            assert!(
+                !take(&mut hold, now, packet),
+                "{packet:?} alone goes at once"
+            );
+            hold.flushed();
             hold.take(now, &rtp(7, 3000, false));
             hold.flushed();
-            assert!(!take(&mut hold, now, packet), "{packet:?} goes at once");
-            hold.flushed();
+            assert!(take(&mut hold, now, &rtp(7, 3000, false)));
+            assert!(take(&mut hold, now, packet), "{packet:?} joins the wait");
             assert!(
-                !take(&mut hold, now, &rtp(7, 3000, false)),
-                "after {packet:?}, video starts a run again"
+                take(&mut hold, now, &rtp(7, 3000, false)),
+                "and leaves the frame's run whole"
             );
+            assert!(!take(&mut hold, now, &rtp(7, 3000, true)));
         }
     }
 
