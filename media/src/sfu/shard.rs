@@ -64,15 +64,17 @@ impl Shard {
                     // What must go (a frame's start or end, audio, anything not RTP) goes
                     // out at once, so a frame's start is never held back; what queued behind
                     // it goes out as one round. A packet inside a frame waits for the rest.
-                    self.datagram(datagram);
-                    if self.hold.may_wait(Instant::now()).is_none() {
+                    if !self.datagram(datagram) {
                         self.core.handle_timeout(Instant::now());
                         self.execute_outputs();
                     }
+                    // The round closes at the first datagram that must go: a frame's start
+                    // taken behind other traffic would otherwise wait for the whole round's
+                    // fan-out (8 packets to every viewer), the benchmark's p99 at 100 viewers.
                     for _ in 0..ROUND_INPUTS {
-                        match self.inbound.try_recv() {
-                            Ok(datagram) => self.datagram(datagram),
-                            Err(_) => break,
+                        let Ok(datagram) = self.inbound.try_recv() else { break };
+                        if !self.datagram(datagram) {
+                            break;
                         }
                     }
                 }
@@ -82,11 +84,13 @@ impl Shard {
         }
     }
 
-    fn datagram(&mut self, datagram: Datagram) {
+    /// Takes a datagram in; true while the round's outputs may wait for what is behind it.
+    fn datagram(&mut self, datagram: Datagram) -> bool {
         let now = Instant::now();
         self.core
             .handle_datagram(now, datagram.proto, datagram.source, &datagram.data);
         self.hold.take(now, &datagram.data);
+        self.hold.may_wait(now).is_some()
     }
 
     /// Runs one command; true when it stops the loop.
