@@ -26,6 +26,10 @@
 //! `cargo bench --bench sfu_load` runs N = 10, 50, 100, 200, 400 for 20 s each (override
 //! with `BENCH_VIEWERS=10,50` and `BENCH_SECONDS`). Without `--bench` (as under
 //! `cargo test --all-targets`) it runs a smoke version: 2 viewers for 2 s.
+//!
+//! A full run keeps idle CPUs polling ([`idle`]; `BENCH_IDLE_POLL=0` lets them halt).
+//! `BENCH_DUMP=<dir>` writes every latency sample, one file per server and N (viewer,
+//! camera frame, send time, latency), for looking into a tail.
 
 #[path = "../support/chart.rs"]
 mod chart;
@@ -35,6 +39,7 @@ mod household;
 mod procfs;
 
 mod camera;
+mod idle;
 mod janus;
 mod peer;
 mod run;
@@ -149,6 +154,15 @@ fn main() {
     } else {
         None
     };
+    // Held to the end of main: the kernel lets idle CPUs halt again when it closes.
+    let idle_poll = if full && std::env::var("BENCH_IDLE_POLL").as_deref() != Ok("0") {
+        idle::IdlePoll::hold()
+            .map_err(|e| eprintln!("idle CPUs may halt: {e}"))
+            .ok()
+    } else {
+        None
+    };
+    let dump = std::env::var_os("BENCH_DUMP").map(std::path::PathBuf::from);
     let mut servers = vec![Server::Watchpost];
     servers.extend(janus_net.as_ref().map(|net| Server::Janus(net.ip)));
 
@@ -161,7 +175,13 @@ fn main() {
     let (delta, keyframe) = frame_sizes();
     println!(
         "SFU load: {seconds} s per run; camera VP8 ~2.5 Mbit/s, 30 frames/s ({delta} B delta, \
-         {keyframe} B keyframe every 2 s) + Opus 50 packets/s; server on CPU {server_cpu:?}"
+         {keyframe} B keyframe every 2 s) + Opus 50 packets/s; server on CPU {server_cpu:?}; \
+         idle CPUs {}",
+        if idle_poll.is_some() {
+            "poll (cpu_dma_latency 0)"
+        } else {
+            "may halt"
+        }
     );
     println!(
         "| server | viewers | server CPU | CPU µs/packet | of it kernel | packets/s | server datagrams/s | per send | loss | \
@@ -183,6 +203,12 @@ fn main() {
             ) {
                 Ok(row) => {
                     print_row(name, &row);
+                    if let Some(dir) = &dump {
+                        let path = dir.join(format!("{name}-{n}.tsv"));
+                        if let Err(e) = row.dump(&path) {
+                            eprintln!("no dump at {}: {e}", path.display());
+                        }
+                    }
                     let points = match series.iter_mut().find(|s| s.name == name) {
                         Some(s) => &mut s.points,
                         None => {

@@ -12,7 +12,7 @@ use crate::household;
 use crate::janus::JanusProcess;
 use crate::peer::Peer;
 use crate::procfs;
-use crate::viewer::{Phase, ViewerStats, run_viewer};
+use crate::viewer::{Phase, Sample, ViewerStats, run_viewer};
 use crate::watchpost::{ServerProcess, server_datagrams_sent, start_server};
 
 /// How long after the window packets of its frames still count as heard: a repair takes
@@ -47,6 +47,28 @@ pub(crate) struct Row {
     pub(crate) first_frame_p50_ms: u32,
     pub(crate) first_frame_max_ms: u32,
     pub(crate) generator_cpu: f64,
+    /// Every frame's first packet at every viewer (by the viewer's index), for a dump.
+    pub(crate) samples: Vec<(usize, Sample)>,
+}
+
+impl Row {
+    /// Writes the latency samples as tab-separated lines, for looking into a tail.
+    pub(crate) fn dump(&self, path: &std::path::Path) -> std::io::Result<()> {
+        use std::io::Write;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+        writeln!(out, "viewer\tframe\tsent_ns\tlatency_us")?;
+        for (viewer, s) in &self.samples {
+            writeln!(
+                out,
+                "{viewer}\t{}\t{}\t{}",
+                s.frame, s.sent_ns, s.latency_us
+            )?;
+        }
+        out.flush()
+    }
 }
 
 /// The server under test, as the generator drives it.
@@ -243,12 +265,14 @@ pub(crate) async fn measure(
     let mut read_latencies = Vec::new();
     let mut frame_latencies = Vec::new();
     let mut first_frames: Vec<u32> = Vec::new();
-    for stats in &viewers {
+    let mut samples = Vec::new();
+    for (viewer, stats) in viewers.iter().enumerate() {
         let s = stats.borrow();
         received += s.window_packets;
         heard += s.heard_between(sent_from, sent_to).min(sent);
         expected += sent;
-        latencies.extend_from_slice(&s.latencies_us);
+        latencies.extend(s.first_packets.iter().map(|p| p.latency_us));
+        samples.extend(s.first_packets.iter().map(|&p| (viewer, p)));
         read_latencies.extend_from_slice(&s.read_latencies_us);
         frame_latencies.extend_from_slice(&s.frame_latencies_us);
         first_frames.extend(s.first_keyframe.map(|d| d.as_millis() as u32));
@@ -280,5 +304,6 @@ pub(crate) async fn measure(
         first_frame_p50_ms: percentile(&first_frames, 0.5),
         first_frame_max_ms: first_frames.last().copied().unwrap_or(0),
         generator_cpu: generator_cpu_seconds / wall * 100.0,
+        samples,
     })
 }

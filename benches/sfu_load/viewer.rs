@@ -33,7 +33,7 @@ pub(crate) struct ViewerStats {
     /// each viewer's line elsewhere): maps every video packet to its camera frame.
     video_time_offset: Option<u32>,
     /// Camera send of a frame's first packet → its arrival at the viewer's socket.
-    pub(crate) latencies_us: Vec<u32>,
+    pub(crate) first_packets: Vec<Sample>,
     /// The same, to when the generator read it (behind the other viewers it serves).
     pub(crate) read_latencies_us: Vec<u32>,
     /// Camera send of a frame's first packet → arrival of its last (marker) packet: when
@@ -41,6 +41,17 @@ pub(crate) struct ViewerStats {
     pub(crate) frame_latencies_us: Vec<u32>,
     /// The send stamp of the frame in flight (from its first packet).
     frame_sent: Option<u64>,
+}
+
+/// One frame's first packet at one viewer.
+#[derive(Clone, Copy)]
+pub(crate) struct Sample {
+    /// The camera's frame index.
+    pub(crate) frame: u32,
+    /// The camera's send time (ns on the generator's clock).
+    pub(crate) sent_ns: u64,
+    /// Send → arrival at the viewer's socket.
+    pub(crate) latency_us: u32,
 }
 
 impl ViewerStats {
@@ -140,7 +151,11 @@ pub(crate) async fn run_viewer(
                     if let Some(frame) = start.filter(|f| f.len() >= 13) {
                         let sent = u64::from_be_bytes(frame[5..13].try_into().unwrap());
                         let latency = arrived.saturating_sub(sent) / 1_000;
-                        stats.latencies_us.push(latency as u32);
+                        stats.first_packets.push(Sample {
+                            frame: u32::from_be_bytes(frame[1..5].try_into().unwrap()),
+                            sent_ns: sent,
+                            latency_us: latency as u32,
+                        });
                         let read_latency = read.saturating_sub(sent) / 1_000;
                         stats.read_latencies_us.push(read_latency as u32);
                         stats.frame_sent = Some(sent);
