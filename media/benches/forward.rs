@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use watchpost_media::MediaLimits;
-use watchpost_media::sfu::sim::{Sim, vp8_frame};
+use watchpost_media::sfu::sim::{ClientId, Sim, vp8_frame};
 
 /// The system allocator, counting allocations (and reallocations, which may move).
 struct Counting;
@@ -55,6 +55,38 @@ static GLOBAL: Counting = Counting;
 const BATCH: u64 = 256;
 const PAYLOAD: usize = 1_100;
 
+/// A room with a camera and `viewers` viewers, each of which has had a keyframe, so every
+/// one is being forwarded to. Returns the world, the camera and its next frame number.
+fn room_with_viewers(viewers: u64) -> (Sim, ClientId, u32) {
+    let mut sim = Sim::with_limits(
+        Duration::from_secs(5),
+        MediaLimits::server_wide(1, viewers as u32 + 1),
+    );
+    let camera = sim.publisher("bench", "camera", &[]);
+    let watchers: Vec<_> = (0..viewers)
+        .map(|i| sim.viewer("bench", &format!("viewer-{i}")))
+        .collect();
+    let mut frame_number = 0u32;
+    for _ in 0..50 {
+        sim.send_video(camera, None, &vp8_frame(true, 0, frame_number, PAYLOAD));
+        frame_number += 1;
+        sim.run_for(Duration::from_millis(33));
+        if watchers
+            .iter()
+            .all(|&v| !sim.clients[v].video_frames().is_empty())
+        {
+            break;
+        }
+    }
+    assert!(
+        watchers
+            .iter()
+            .all(|&v| !sim.clients[v].video_frames().is_empty()),
+        "every viewer has the first keyframe"
+    );
+    (sim, camera, frame_number)
+}
+
 fn forward(c: &mut Criterion) {
     // `cargo test` runs each benchmark once (no `--bench`): a smoke run of the small sizes.
     let quick = !std::env::args().any(|a| a == "--bench");
@@ -64,33 +96,7 @@ fn forward(c: &mut Criterion) {
         .sample_size(if quick { 10 } else { 30 })
         .measurement_time(Duration::from_secs(if quick { 1 } else { 5 }));
     for &viewers in sizes {
-        let mut sim = Sim::with_limits(
-            Duration::from_secs(5),
-            MediaLimits::server_wide(1, viewers as u32 + 1),
-        );
-        let camera = sim.publisher("bench", "camera", &[]);
-        let watchers: Vec<_> = (0..viewers)
-            .map(|i| sim.viewer("bench", &format!("viewer-{i}")))
-            .collect();
-        // Keyframes until every viewer has one, so every viewer is being forwarded to.
-        let mut frame_number = 0u32;
-        for _ in 0..50 {
-            sim.send_video(camera, None, &vp8_frame(true, 0, frame_number, PAYLOAD));
-            frame_number += 1;
-            sim.run_for(Duration::from_millis(33));
-            if watchers
-                .iter()
-                .all(|&v| !sim.clients[v].video_frames().is_empty())
-            {
-                break;
-            }
-        }
-        assert!(
-            watchers
-                .iter()
-                .all(|&v| !sim.clients[v].video_frames().is_empty()),
-            "every viewer has the first keyframe"
-        );
+        let (mut sim, camera, mut frame_number) = room_with_viewers(viewers);
         let mut forwarded = 0u64;
         let mut sent = Vec::with_capacity(BATCH as usize * (viewers as usize + 4));
         let mut published = 0u64;
@@ -152,26 +158,7 @@ fn forward_cold(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(if quick { 1 } else { 3 }));
     let mut evict = vec![0u8; EVICT_BYTES];
     for &viewers in sizes {
-        let mut sim = Sim::with_limits(
-            Duration::from_secs(5),
-            MediaLimits::server_wide(1, viewers as u32 + 1),
-        );
-        let camera = sim.publisher("bench", "camera", &[]);
-        let watchers: Vec<_> = (0..viewers)
-            .map(|i| sim.viewer("bench", &format!("viewer-{i}")))
-            .collect();
-        let mut frame_number = 0u32;
-        for _ in 0..50 {
-            sim.send_video(camera, None, &vp8_frame(true, 0, frame_number, PAYLOAD));
-            frame_number += 1;
-            sim.run_for(Duration::from_millis(33));
-            if watchers
-                .iter()
-                .all(|&v| !sim.clients[v].video_frames().is_empty())
-            {
-                break;
-            }
-        }
+        let (mut sim, camera, mut frame_number) = room_with_viewers(viewers);
         let mut sent = Vec::with_capacity(viewers as usize + 4);
         let (mut published, mut forwarded) = (0u64, 0u64);
         group.throughput(Throughput::Elements(viewers));
