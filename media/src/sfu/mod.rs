@@ -17,6 +17,7 @@ mod forward;
 mod hold;
 mod net;
 mod packets;
+mod recv;
 mod shard;
 
 use std::collections::HashMap;

@@ -11,12 +11,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use str0m::net::Protocol;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
+
+use super::recv::Receiver;
 
 /// One received packet on its way to a shard.
 pub(crate) struct Datagram {
@@ -186,11 +188,6 @@ struct Router {
     last_prune: Instant,
 }
 
-/// Receive buffer: datagrams are split off one large allocation, so handing a packet to a
-/// shard costs a reference count, not an allocation per packet.
-const RECV_CHUNK: usize = 256 * 1024;
-const MAX_DATAGRAM: usize = 2048;
-
 impl Router {
     async fn run(
         mut self,
@@ -198,17 +195,19 @@ impl Router {
         mut tcp: mpsc::Receiver<(SocketAddr, Vec<u8>)>,
         mut stop: watch::Receiver<bool>,
     ) {
-        let mut buf = BytesMut::with_capacity(RECV_CHUNK);
+        let mut receiver = Receiver::new();
         loop {
-            if buf.capacity() < MAX_DATAGRAM {
-                buf = BytesMut::with_capacity(RECV_CHUNK);
-            }
             tokio::select! {
                 _ = stopped(&mut stop) => return,
-                received = udp.recv_buf_from(&mut buf) => {
-                    let Ok((_, source)) = received else { buf.clear(); continue };
-                    let data = buf.split().freeze();
-                    self.route(Datagram { proto: Protocol::Udp, source, data });
+                ready = udp.readable() => {
+                    if ready.is_err() {
+                        continue;
+                    }
+                    // A would-block (readiness was stale) or a socket error (an ICMP
+                    // unreachable reported on the socket, say) only ends this turn.
+                    let _ = receiver.try_recv(&udp, |source, data| {
+                        self.route(Datagram { proto: Protocol::Udp, source, data });
+                    });
                 }
                 Some((source, packet)) = tcp.recv() => {
                     self.route(Datagram { proto: Protocol::Tcp, source, data: packet.into() });
