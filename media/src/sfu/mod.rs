@@ -206,8 +206,13 @@ impl Sfu {
         let candidates: Vec<SocketAddr> = ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
         let shard_count = config.shards.max(1);
         let owners: net::UfragOwners = Arc::new(RwLock::new(HashMap::new()));
-        let (inbound_tx, inbound_rx): (Vec<_>, Vec<_>) =
-            (0..shard_count).map(|_| mpsc::channel(4096)).unzip();
+        let (inbound_tx, inbound_rx): (Vec<_>, Vec<_>) = (0..shard_count)
+            .map(|_| {
+                let (media, media_rx) = mpsc::channel(4096);
+                let (control, control_rx) = mpsc::channel(1024);
+                (net::ShardInbox { media, control }, (media_rx, control_rx))
+            })
+            .unzip();
         let (stop, stop_rx) = watch::channel(false);
         let (net, tcp_ok, io) =
             net::start(socket, tcp_listener, inbound_tx, owners.clone(), stop_rx).await;
@@ -222,7 +227,7 @@ impl Sfu {
         };
         let mut shards = Vec::with_capacity(shard_count);
         let mut shard_tasks = Vec::with_capacity(shard_count);
-        for (index, inbound) in inbound_rx.into_iter().enumerate() {
+        for (index, (inbound, control)) in inbound_rx.into_iter().enumerate() {
             let (tx, commands) = mpsc::channel(256);
             shards.push(tx);
             let shard = shard::Shard {
@@ -239,6 +244,7 @@ impl Sfu {
                 events: events.clone(),
                 commands,
                 inbound,
+                control,
                 outgoing: Vec::with_capacity(shard::FLUSH_AT),
                 hold: hold::Hold::default(),
             };

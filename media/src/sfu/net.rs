@@ -27,6 +27,21 @@ pub(crate) struct Datagram {
     pub data: Bytes,
 }
 
+/// A shard's two queues from the router. Media (RTP and RTCP) can queue up behind a busy
+/// fan-out; control (STUN checks, DTLS handshakes, anything else) has its own lane, which the
+/// shard serves first, so a viewer joining a busy room does not wait behind the media
+/// queued ahead of its handshake.
+#[derive(Clone)]
+pub(crate) struct ShardInbox {
+    pub media: mpsc::Sender<Datagram>,
+    pub control: mpsc::Sender<Datagram>,
+}
+
+/// RTP and RTCP: first byte 128–191 (RFC 7983's demultiplexing). STUN is 0–3, DTLS 20–63.
+pub(crate) fn is_media(packet: &[u8]) -> bool {
+    matches!(packet.first(), Some(128..=191))
+}
+
 /// Open ICE-TCP connections, keyed by the remote address: (connection number, send queue).
 type TcpConnections = Arc<Mutex<HashMap<SocketAddr, (u64, mpsc::Sender<Vec<u8>>)>>>;
 
@@ -143,7 +158,7 @@ pub(crate) async fn bind_udp_and_tcp(
 pub(crate) async fn start(
     udp: UdpSocket,
     tcp_listener: Option<TcpListener>,
-    shards: Vec<mpsc::Sender<Datagram>>,
+    shards: Vec<ShardInbox>,
     owners: UfragOwners,
     stop: watch::Receiver<bool>,
 ) -> (Arc<Net>, bool, Vec<JoinHandle<()>>) {
@@ -181,7 +196,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 struct Router {
-    shards: Vec<mpsc::Sender<Datagram>>,
+    shards: Vec<ShardInbox>,
     owners: UfragOwners,
     /// Remote address → (shard, local ufrag) learned from STUN.
     by_addr: HashMap<(Protocol, SocketAddr), (usize, String)>,
@@ -239,8 +254,14 @@ impl Router {
             None => self.by_addr.get(&key).map(|(shard, _)| *shard),
         };
         if let Some(shard) = shard {
+            let inbox = &self.shards[shard];
+            let lane = if is_media(&datagram.data) {
+                &inbox.media
+            } else {
+                &inbox.control
+            };
             // A full shard queue drops the packet, as a full socket buffer would.
-            let _ = self.shards[shard].try_send(datagram);
+            let _ = lane.try_send(datagram);
         }
         if self.last_prune.elapsed() > Duration::from_secs(10) {
             self.last_prune = Instant::now();
@@ -433,6 +454,41 @@ mod tests {
         assert_eq!(stun_local_ufrag(&[0x80; 40]), None);
         assert_eq!(stun_local_ufrag(&[22; 40]), None);
         assert_eq!(stun_local_ufrag(&packet[..30]), None);
+    }
+
+    #[test]
+    fn handshakes_take_the_control_lane_and_media_its_own() {
+        let (media, mut media_rx) = mpsc::channel(8);
+        let (control, mut control_rx) = mpsc::channel(8);
+        let mut router = Router {
+            shards: vec![ShardInbox { media, control }],
+            owners: Arc::new(RwLock::new(HashMap::from([("srvUfrag".to_string(), 0)]))),
+            by_addr: HashMap::new(),
+            last_prune: Instant::now(),
+        };
+        let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let send = |router: &mut Router, data: &[u8]| {
+            router.route(Datagram {
+                proto: Protocol::Udp,
+                source: peer,
+                data: Bytes::copy_from_slice(data),
+            })
+        };
+        // The ICE check binds the address; then a DTLS ClientHello (22), an RTP packet
+        // (0x80), an RTCP receiver report (0x81, type 201) and a DTLS record again.
+        send(&mut router, &binding_request());
+        send(&mut router, &[22, 0xfe, 0xfd, 0, 0]);
+        send(&mut router, &[0x80, 96, 0, 1]);
+        send(&mut router, &[0x81, 201, 0, 7]);
+        send(&mut router, &[23, 0xfe, 0xfd, 0, 1]);
+        let firsts = |rx: &mut mpsc::Receiver<Datagram>| {
+            std::iter::from_fn(|| rx.try_recv().ok().map(|d| d.data[0])).collect::<Vec<_>>()
+        };
+        assert_eq!(firsts(&mut control_rx), vec![0x00, 22, 23]);
+        assert_eq!(firsts(&mut media_rx), vec![0x80, 0x81]);
+        // The edges of RFC 7983's ranges.
+        assert!(is_media(&[128]) && is_media(&[191]));
+        assert!(!is_media(&[127]) && !is_media(&[192]) && !is_media(&[]));
     }
 
     #[tokio::test]

@@ -26,6 +26,12 @@ const ROUND_INPUTS: usize = 8;
 /// gives each viewer's datagrams together, so only a run at the edge is cut in two.
 pub(crate) const FLUSH_AT: usize = batch::MAX_BATCH;
 
+/// Control datagrams (ICE checks, DTLS handshakes) taken ahead of each media round. A busy
+/// room's media queue holds milliseconds of fan-out, and a joining viewer's handshake needs
+/// several round trips: behind the queue each would wait its turn. Bounded, so a peer
+/// sending a flood of non-media datagrams cannot starve the room's media.
+const CONTROL_PER_ROUND: usize = 8;
+
 pub(crate) struct Shard {
     pub index: usize,
     pub core: Core,
@@ -34,7 +40,10 @@ pub(crate) struct Shard {
     pub counters: Arc<MediaCounters>,
     pub events: broadcast::Sender<MediaEvent>,
     pub commands: mpsc::Receiver<Command>,
+    /// RTP and RTCP from the router.
     pub inbound: mpsc::Receiver<Datagram>,
+    /// STUN, DTLS and the rest: served before queued media (see [`CONTROL_PER_ROUND`]).
+    pub control: mpsc::Receiver<Datagram>,
     /// UDP datagrams of the current round, sent together ([`batch`]).
     pub outgoing: Vec<Transmit>,
     /// Whether the outputs of what came in may wait for what is behind it.
@@ -60,7 +69,20 @@ impl Shard {
                         return;
                     }
                 }
+                // Control traffic goes out when the loop next flushes (at once, unless a
+                // frame's wait is under way, which it joins: see `hold`).
+                Some(datagram) = self.control.recv() => {
+                    self.datagram(datagram);
+                    self.take_control(CONTROL_PER_ROUND - 1);
+                }
                 Some(datagram) = self.inbound.recv() => {
+                    // Control first, its answers before this round's fan-out.
+                    if self.take_control(CONTROL_PER_ROUND)
+                        && self.hold.may_wait(Instant::now()).is_none()
+                    {
+                        self.core.handle_timeout(Instant::now());
+                        self.execute_outputs();
+                    }
                     // What must go (a frame's start or end, audio, anything not RTP) goes
                     // out at once, so a frame's start is never held back; what queued behind
                     // it goes out as one round. A packet inside a frame waits for the rest.
@@ -91,6 +113,19 @@ impl Shard {
             .handle_datagram(now, datagram.proto, datagram.source, &datagram.data);
         self.hold.take(now, &datagram.data);
         self.hold.may_wait(now).is_some()
+    }
+
+    /// Takes up to `max` control datagrams that are waiting; true if there were any.
+    fn take_control(&mut self, max: usize) -> bool {
+        let mut taken = false;
+        for _ in 0..max {
+            let Ok(datagram) = self.control.try_recv() else {
+                break;
+            };
+            self.datagram(datagram);
+            taken = true;
+        }
+        taken
     }
 
     /// Runs one command; true when it stops the loop.
