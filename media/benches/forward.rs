@@ -192,5 +192,30 @@ fn forward_cold(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, forward, forward_cold);
+/// A viewer's join as the media loop does it: its offer parsed and checked, its peer built
+/// (ICE, DTLS identity, codecs) and the answer written. Every other peer in the shard
+/// waits while it runs, so a burst of joins is a burst of delay for the room's media.
+fn join(c: &mut Criterion) {
+    let mut group = c.benchmark_group("join");
+    group.sample_size(30);
+    group.bench_function("offer to answer", |b| {
+        let mut sim = Sim::new(Duration::from_secs(5));
+        let offer = sim.viewer_offer();
+        b.iter_custom(|iters| {
+            let mut timed = Duration::ZERO;
+            for _ in 0..iters {
+                let started = Instant::now();
+                let answer = sim.answer_viewer("bench", "viewer", &offer);
+                timed += started.elapsed();
+                assert!(answer.contains("a=fingerprint"));
+                // Untimed: leaving tears the peer down, which is not the join's cost.
+                sim.leave("bench", "viewer");
+            }
+            timed
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, forward, forward_cold, join);
 criterion_main!(benches);

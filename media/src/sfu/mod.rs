@@ -197,6 +197,8 @@ impl Sfu {
     ) -> std::io::Result<Sfu> {
         // Idempotent; selects the crypto backend compiled in (aws-lc-rs).
         str0m::crypto::from_feature_flags().install_process_default();
+        let dtls_cert = core::dtls::identity()
+            .ok_or_else(|| std::io::Error::other("cannot make the SFU's DTLS certificate"))?;
         let (socket, tcp_listener) = net::bind_udp_and_tcp(config.bind).await?;
         let port = socket.local_addr()?.port();
         let mut ips = config.public_ips.clone();
@@ -224,6 +226,8 @@ impl Sfu {
             candidates: candidates.clone(),
             tcp_candidate: tcp_ok.then_some(candidates[0]),
             grace: config.reconnect_grace,
+            dtls_cert,
+            crypto: core::dtls::crypto_provider(),
         };
         let mut shards = Vec::with_capacity(shard_count);
         let mut shard_tasks = Vec::with_capacity(shard_count);

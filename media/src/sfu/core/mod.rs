@@ -20,6 +20,7 @@
 //! publishers for keyframes, [`steer`] picks viewers' simulcast layers and [`stats`] keeps
 //! the figures.
 
+pub(crate) mod dtls;
 mod fanout;
 mod keyframes;
 mod record;
@@ -43,6 +44,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
+use str0m::config::DtlsCert;
+use str0m::crypto::CryptoProvider;
 use str0m::media::{MediaKind, Mid, Rid};
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Input, Output as RtcOutput, Rtc};
@@ -66,6 +69,10 @@ pub(crate) struct CoreConfig {
     pub tcp_candidate: Option<SocketAddr>,
     /// How long viewers wait for a publisher whose transport was lost.
     pub grace: Duration,
+    /// The DTLS identity every peer's handshake presents ([`dtls::identity`]).
+    pub dtls_cert: DtlsCert,
+    /// The crypto backend, its DTLS endpoints made from one configuration ([`dtls`]).
+    pub crypto: Arc<CryptoProvider>,
 }
 
 /// What the core asks its driver to do.

@@ -105,6 +105,9 @@ pub(super) fn build_peer(
         // Per-second stats feed the NACK and bitrate figures in /metrics.
         .set_stats_interval(Some(Duration::from_secs(1)))
         .set_ice_lite(true)
+        // Made once, not per peer on the media loop (see `dtls`).
+        .set_dtls_cert(config.dtls_cert.clone())
+        .set_crypto_provider(config.crypto.clone())
         .clear_codecs()
         .enable_opus(true, false)
         .enable_vp8(true)

@@ -132,6 +132,8 @@ impl Sim {
                 candidates: vec![SFU_ADDR],
                 tcp_candidate: None,
                 grace,
+                dtls_cert: super::dtls::identity().expect("a DTLS certificate"),
+                crypto: super::dtls::crypto_provider(),
             },
             admission,
             counters.clone(),
@@ -246,6 +248,32 @@ impl Sim {
                 &offer.to_sdp_string(),
             )
             .expect_err("join refused")
+    }
+
+    /// A viewer's offer (audio and video, receive only), from a str0m peer that is then
+    /// dropped: for timing the join alone.
+    pub fn viewer_offer(&self) -> String {
+        let mut rtc = Rtc::builder().build(self.now);
+        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 2, 1)), 4000);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
+        let mut change = rtc.sdp_api();
+        change.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        let (offer, _) = change.apply().expect("an offer");
+        offer.to_sdp_string()
+    }
+
+    /// Joins a viewer from `offer` and returns the core's answer; nothing connects.
+    pub fn answer_viewer(&mut self, room: &str, id: &str, offer: &str) -> String {
+        self.core
+            .join(self.now, room, id, owned_by(id), false, offer)
+            .expect("joined")
+    }
+
+    /// A participant leaves; what the core says about it (routes, events) is dropped.
+    pub fn leave(&mut self, room: &str, id: &str) {
+        self.core.leave(self.now, room, id);
+        while !matches!(self.core.poll_output(), Output::Timeout(_)) {}
     }
 
     pub fn describe(&self, room: &str) -> Vec<ParticipantInfo> {

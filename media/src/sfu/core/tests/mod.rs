@@ -116,6 +116,33 @@ fn publish_reaches_two_subscribers_byte_exact() {
     assert!(described[0].bytes_in > 60 * 200);
 }
 
+/// The DTLS identity is made once, not per peer on the media loop: every answer pins the
+/// same certificate, and peers still connect and get media through it (the test above).
+#[test]
+fn every_answer_presents_the_one_dtls_identity_of_the_server() {
+    let fingerprint = |answer: &str| {
+        answer
+            .lines()
+            .find(|l| l.starts_with("a=fingerprint:sha-256 "))
+            .expect("a SHA-256 fingerprint")
+            .to_string()
+    };
+    let mut sim = Sim::new(Duration::ZERO);
+    let offer = sim.viewer_offer();
+    let first = fingerprint(&sim.answer_viewer("room", "a", &offer));
+    let second = fingerprint(&sim.answer_viewer("room", "b", &offer));
+    sim.leave("room", "a");
+    let third = fingerprint(&sim.answer_viewer("other", "c", &offer));
+    assert_eq!(first, second);
+    assert_eq!(first, third);
+    // Made when the SFU starts, not built in: another server presents its own.
+    let mut other = Sim::new(Duration::ZERO);
+    assert_ne!(
+        first,
+        fingerprint(&other.answer_viewer("room", "a", &offer))
+    );
+}
+
 #[test]
 fn video_starts_on_a_keyframe() {
     let mut sim = Sim::new(Duration::ZERO);
