@@ -20,7 +20,8 @@
 //!   ("whole frame": when a decoder could have it); beside it, the p99 as the generator
 //!   read the packet, which does include that queueing;
 //! - server RSS per viewer (RSS with N viewers minus RSS with the camera alone, over N);
-//! - time from a viewer's WHEP POST to its first keyframe;
+//! - time from a viewer's WHEP POST to its first keyframe, and of it the part spent connecting
+//!   (ICE and DTLS done; the rest is the wait for a keyframe);
 //! - the generator's own CPU, so a saturated generator is seen for what it is.
 //!
 //! `cargo bench --bench sfu_load` runs N = 10, 50, 100, 200, 400 for 20 s each (override
@@ -185,9 +186,9 @@ fn main() {
     );
     println!(
         "| server | viewers | server CPU | CPU µs/packet | of it kernel | packets/s | server datagrams/s | per send | loss | \
-         latency p50 | p99 | p99 read | whole frame p50 | p99 | RSS/viewer | first frame p50 | max | generator CPU |"
+         latency p50 | p99 | p99 read | whole frame p50 | p99 | RSS/viewer | first frame p50 | max | of it connecting p90 | max | generator CPU |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut ratios = Vec::new();
     let mut series: Vec<chart::Series> = Vec::new();
     for &n in &counts {
@@ -264,7 +265,7 @@ fn main() {
 fn print_row(name: &str, row: &Row) {
     println!(
         "| {name} | {} | {:.1}% | {:.2} | {:.0}% | {:.0} | {} | {} | {:.3}% | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | \
-         {:.0} KiB | {} ms | {} ms | {:.1}%{} |",
+         {:.0} KiB | {} ms | {} ms | {} ms | {} ms | {:.1}%{} |",
         row.viewers,
         row.server_cpu,
         row.us_per_packet,
@@ -283,6 +284,8 @@ fn print_row(name: &str, row: &Row) {
         row.rss_per_viewer,
         row.first_frame_p50_ms,
         row.first_frame_max_ms,
+        row.connect_p90_ms,
+        row.connect_max_ms,
         row.generator_cpu,
         if row.generator_cpu > 90.0 {
             " (generator saturated)"

@@ -46,6 +46,10 @@ pub(crate) struct Row {
     pub(crate) rss_per_viewer: f64,
     pub(crate) first_frame_p50_ms: u32,
     pub(crate) first_frame_max_ms: u32,
+    /// Of the first frame's wait, the part spent connecting (WHEP POST → ICE and DTLS
+    /// done); the rest is waiting for a keyframe.
+    pub(crate) connect_p90_ms: u32,
+    pub(crate) connect_max_ms: u32,
     pub(crate) generator_cpu: f64,
     /// Every frame's first packet at every viewer (by the viewer's index), for a dump.
     pub(crate) samples: Vec<(usize, Sample)>,
@@ -265,6 +269,7 @@ pub(crate) async fn measure(
     let mut read_latencies = Vec::new();
     let mut frame_latencies = Vec::new();
     let mut first_frames: Vec<u32> = Vec::new();
+    let mut connects: Vec<u32> = Vec::new();
     let mut samples = Vec::new();
     for (viewer, stats) in viewers.iter().enumerate() {
         let s = stats.borrow();
@@ -276,6 +281,7 @@ pub(crate) async fn measure(
         read_latencies.extend_from_slice(&s.read_latencies_us);
         frame_latencies.extend_from_slice(&s.frame_latencies_us);
         first_frames.extend(s.first_keyframe.map(|d| d.as_millis() as u32));
+        connects.extend(s.connected_after.map(|d| d.as_millis() as u32));
     }
     if received == 0 {
         return Err("no packets reached the viewers in the window".into());
@@ -284,6 +290,7 @@ pub(crate) async fn measure(
     read_latencies.sort_unstable();
     frame_latencies.sort_unstable();
     first_frames.sort_unstable();
+    connects.sort_unstable();
     Ok(Row {
         viewers: n,
         server_cpu: server_cpu_seconds / wall * 100.0,
@@ -303,6 +310,8 @@ pub(crate) async fn measure(
         rss_per_viewer: rss.saturating_sub(rss_alone) as f64 / n as f64 / 1024.0,
         first_frame_p50_ms: percentile(&first_frames, 0.5),
         first_frame_max_ms: first_frames.last().copied().unwrap_or(0),
+        connect_p90_ms: percentile(&connects, 0.9),
+        connect_max_ms: connects.last().copied().unwrap_or(0),
         generator_cpu: generator_cpu_seconds / wall * 100.0,
         samples,
     })

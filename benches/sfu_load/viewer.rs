@@ -22,6 +22,8 @@ pub(crate) enum Phase {
 #[derive(Default)]
 pub(crate) struct ViewerStats {
     pub(crate) connected: bool,
+    /// WHEP POST → ICE and DTLS done: the part of the first frame's wait spent connecting.
+    pub(crate) connected_after: Option<Duration>,
     pub(crate) first_keyframe: Option<Duration>,
     /// RTP packets received while the window was open (for CPU per packet and packets/s).
     pub(crate) window_packets: u64,
@@ -107,7 +109,10 @@ pub(crate) async fn run_viewer(
     let mut on_event = |event: Event| {
         let mut stats = stats.borrow_mut();
         match event {
-            Event::Connected => stats.connected = true,
+            Event::Connected => {
+                stats.connected = true;
+                stats.connected_after = Some(posted.elapsed());
+            }
             Event::RtpPacket(p) => {
                 let video = p.time.denom() == 90_000;
                 let start = if video {
