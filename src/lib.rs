@@ -3,6 +3,7 @@
 //! `watchpost-media` crate) run in this one process.
 
 pub mod admin;
+pub mod allocator;
 pub mod app;
 pub mod auth;
 pub mod cli;

@@ -24,11 +24,17 @@ enum Command {
     AuthMigrate,
 }
 
-/// Allocations this large are mapped on their own and unmapped when freed. Password
-/// hashing (scrypt, as Better Auth does it) takes 32 MiB per sign-up or sign-in; without a
-/// fixed threshold glibc raises its own after the first such free and keeps the blocks in
-/// per-thread arenas, so a burst of 20 sign-ups left the process 330 MiB larger for good.
-const MMAP_THRESHOLD_BYTES: i32 = 4 << 20;
+/// mimalloc, with large blocks left to glibc (see [`watchpost::allocator`]).
+#[global_allocator]
+static ALLOCATOR: watchpost::allocator::Allocator = watchpost::allocator::Allocator;
+
+/// glibc serves the large blocks ([`watchpost::allocator`]) and the C libraries linked in
+/// (SQLite, GStreamer, aws-lc): allocations this large are mapped on their own and
+/// unmapped when freed. Without a fixed threshold glibc raises its own after the first
+/// such free and keeps the blocks in per-thread arenas for good: password hashing (scrypt,
+/// as Better Auth does it) takes 32 MiB per sign-in, and a burst of 20 sign-ups left the
+/// process 330 MiB larger.
+const MMAP_THRESHOLD_BYTES: i32 = watchpost::allocator::LARGE_BLOCK_BYTES as i32;
 
 /// Before any thread starts. An operator's own `MALLOC_MMAP_THRESHOLD_` wins.
 fn return_large_allocations_to_the_os() {
