@@ -225,7 +225,7 @@ fn main() {
                 }
                 // A server past its capacity is a finding in a full run, a failure in the smoke.
                 Err(e) if full => {
-                    println!("| {name} | {n} | did not hold: {e} |||||||||||||");
+                    println!("| {name} | {n} | did not hold: {e} |||||||||||||||");
                     rows.push(None);
                 }
                 Err(e) => panic!("{name} with {n} viewers: {e}"),
