@@ -11,7 +11,7 @@
 //!   `streams`, `videos` (`service`, `model`, ...).
 //! * **infrastructure**: `state`, `db`, `storage` (but its routes), `http`, `realtime` (but
 //!   its socket handlers), `watchtogether` (but its routes), `time`, `error`, `config`,
-//!   `pagination`, `crypto`.
+//!   `pagination`, `crypto`, `allocator`.
 //!
 //! The scan reads `crate::…` paths (grouped `use` trees included), `super::…` paths, names
 //! a `use crate::…` brings into scope when they are modules (`use crate::streams;` then
@@ -55,6 +55,7 @@ const INFRASTRUCTURE: &[&str] = &[
     "watchtogether",
     "upstream",
     "recording_runtime",
+    "allocator",
 ];
 const ADAPTERS: &[&str] = &[
     "media_api",
