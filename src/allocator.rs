@@ -8,6 +8,9 @@
 //! does it) takes 32 MiB a sign-in, and mimalloc keeps a freed block until a later call
 //! gets round to purging it, which after a burst of sign-ups can be never. glibc maps
 //! blocks this large on their own and unmaps them when freed (see `main`'s mallopt).
+//!
+//! mimalloc is built without transparent huge pages (its `no_thp` feature): it would
+//! otherwise ask for them on its regions, and each 2 MiB page touched counts whole in RSS.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 
