@@ -189,7 +189,7 @@ fn new_command(
     let ttl = chrono::Duration::seconds(ttl_secs.unwrap_or(state.config.command_ttl_secs) as i64);
     let online = state.realtime.is_online(target_id);
     Command {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: crate::pagination::new_row_id(),
         user_id,
         source_device_id,
         target_device_id: target_id.to_string(),

@@ -111,7 +111,7 @@ pub async fn register(db: &Db, user_id: &str, new: NewDevice) -> DomainResult<(D
     let token = generate_device_token();
     let now = time::now();
     let device = Device {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: crate::pagination::new_row_id(),
         user_id: user_id.to_string(),
         name,
         role,

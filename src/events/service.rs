@@ -58,7 +58,7 @@ pub async fn start(
         ));
     }
     let event = MotionEvent {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: crate::pagination::new_row_id(),
         user_id: camera.user_id.clone(),
         camera_device_id: camera.id.clone(),
         started_at,

@@ -25,7 +25,7 @@ pub async fn create(
         ));
     }
     let link = Link {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: crate::pagination::new_row_id(),
         camera_device_id: camera.id,
         client_device_id: client.id,
         created_at: time::now(),

@@ -104,7 +104,7 @@ async fn start_for_stream(state: &AppState, stream_id: &str) -> DomainResult<()>
         );
         return Ok(());
     }
-    let recording_id = uuid::Uuid::new_v4().to_string();
+    let recording_id = crate::pagination::new_row_id();
     let dir = state.recordings.dir().join(&recording_id);
     let config = RecorderConfig::new(
         &dir,

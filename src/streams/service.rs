@@ -81,7 +81,7 @@ pub async fn request(
     let camera = commands::service::authorise(&state.db, client, camera_id).await?;
     let now = time::now();
     let session = StreamSession {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: crate::pagination::new_row_id(),
         user_id: client.user_id.clone(),
         camera_device_id: camera.id.clone(),
         requester_device_id: Some(client.id.clone()),
@@ -199,7 +199,7 @@ async fn open_for_user(
 ) -> DomainResult<StreamSession> {
     let now = time::now();
     let session = StreamSession {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: crate::pagination::new_row_id(),
         user_id: camera.user_id.clone(),
         camera_device_id: camera.id.clone(),
         requester_device_id: None,

@@ -161,7 +161,7 @@ pub async fn create_upload(
         ));
     }
     let file_name = sanitize_file_name(&req.file_name);
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = crate::pagination::new_row_id();
     let mut key = user_namespace(&req.user_id);
     if let Some(prefix) = req.prefix.as_deref().and_then(sanitize_prefix) {
         key.push_str(&prefix);
