@@ -171,7 +171,7 @@ impl Core {
         }
         self.stopped = true;
         self.hang_up(|_| true);
-        self.settle();
+        self.settle(super::Settle::Quiet);
         // A peer still alive after its close drained is dropped outright.
         let left: Vec<PeerKey> = self.peers.keys().copied().collect();
         for key in left {

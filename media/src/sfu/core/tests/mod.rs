@@ -8,9 +8,10 @@ use std::time::Duration;
 use str0m::format::Codec;
 use str0m::media::MediaKind;
 
-use super::RouteUpdate;
 use super::sim::{ClientId, Sim, frame_id, owned_by, vp8_frame};
+use super::{Output, RouteUpdate};
 use crate::sfu::{MediaEvent, SfuError};
+use str0m::net::Protocol;
 
 const FRAME: Duration = Duration::from_millis(33);
 const LAYER_L: u8 = b'l';
@@ -670,6 +671,49 @@ fn a_forwarded_packet_leaves_in_the_round_it_arrived() {
     }
     for &v in &viewers {
         assert_eq!(video_frame_numbers(&sim, v), [0, 1, 2, 3, 4, 5]);
+    }
+}
+
+/// A round's datagrams come out viewer by viewer, each before the next viewer is polled,
+/// so the driver can send them in batches while the rest of the round is still being
+/// made; the round as a whole is unchanged.
+#[test]
+fn a_viewers_datagrams_come_out_before_the_next_viewer_is_polled() {
+    let (mut sim, camera, viewers) = camera_and_three_viewers_on_a_keyframe();
+    let addrs: Vec<_> = viewers.iter().map(|&v| sim.clients[v].addr).collect();
+    let mut number = 1;
+    for _ in 0..3 {
+        let held = sim.held_video(camera, 1, 1_100, &mut number);
+        let d = &held[0];
+        sim.core.handle_timeout(d.at);
+        sim.core
+            .handle_datagram(d.at, Protocol::Udp, d.source, &d.data);
+        let mut sent = Vec::new();
+        // For each viewer's copy: how many viewers were still waiting to be polled.
+        let mut waiting = Vec::new();
+        loop {
+            match sim.core.poll_output() {
+                Output::Transmit(t) => {
+                    if addrs.contains(&t.destination) {
+                        waiting.push(sim.core.work.len());
+                    }
+                    sent.push(t);
+                }
+                Output::Timeout(t) if t <= d.at => sim.core.handle_timeout(d.at),
+                Output::Timeout(_) => break,
+                _ => {}
+            }
+        }
+        assert_eq!(
+            waiting,
+            [2, 1, 0],
+            "each copy left before the next viewer was polled"
+        );
+        sim.deliver(&mut sent);
+        sim.run_for(Duration::from_millis(30));
+    }
+    for &v in &viewers {
+        assert_eq!(video_frame_numbers(&sim, v), [0, 1, 2, 3]);
     }
 }
 
