@@ -676,6 +676,42 @@ async fn require_auth_refuses_anonymous_connections() {
     ok.send(create_msg("h", "")).await;
     let created = ok.expect("room_created").await;
     assert_eq!(created["room"]["participants"][0]["nickname"], "Test User");
+    let code = created["room"]["code"].as_str().expect("code").to_string();
+
+    // The REST routes are closed to anonymous callers too: no room created, no host_id
+    // read, no room closed by its code.
+    let body = json!({"media_id": 7, "media_title": "Film", "host_nickname": "Hosty"});
+    let refused = json!({"error": "Watch Together requires a signed-in account"});
+    let r = server
+        .post_json("/api/watchtogether/rooms", body.clone())
+        .await;
+    assert_eq!((r.status, &r.json), (401, &refused));
+    let room_path = format!("/api/watchtogether/rooms/{code}");
+    let r = server.get(&room_path).await;
+    assert_eq!((r.status, &r.json), (401, &refused));
+    let r = server.get_bearer(&room_path, "nope").await;
+    assert_eq!((r.status, &r.json), (401, &refused));
+    let r = server
+        .call(reqwest::Method::DELETE, &room_path, "nope", None)
+        .await;
+    assert_eq!((r.status, &r.json), (401, &refused));
+    // The room is still there for a signed-in caller, who may use every route.
+    let r = server.get_bearer(&room_path, &token).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert!(r.json["host_id"].is_string(), "{}", r.json);
+    let r = server
+        .call(
+            reqwest::Method::POST,
+            "/api/watchtogether/rooms",
+            &token,
+            Some(body),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let r = server
+        .call(reqwest::Method::DELETE, &room_path, &token, None)
+        .await;
+    assert_eq!((r.status, &r.json), (200, &json!({"success": true})));
 }
 
 /// REST create/get/delete, REST rooms' timers, and rooms surviving a restart.

@@ -38,6 +38,22 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(json!({ "error": message }))).into_response()
 }
 
+/// With `WATCH_TOGETHER_REQUIRE_AUTH` the REST routes are closed to anonymous callers as
+/// the WebSocket is: otherwise anyone could still create rooms, read a room's `host_id`
+/// (enough to claim the host slot) or close any room by its code. `None` lets the call on.
+async fn refused_without_account(state: &AppState, headers: &HeaderMap) -> Option<Response> {
+    if !state.watchtogether.config().require_auth {
+        return None;
+    }
+    match account(state, headers, None).await {
+        Ok(Some(_)) => None,
+        Ok(None) | Err(_) => Some(error(
+            StatusCode::UNAUTHORIZED,
+            "Watch Together requires a signed-in account",
+        )),
+    }
+}
+
 #[derive(Deserialize, ToSchema)]
 #[allow(dead_code)]
 pub struct CreateRoomBody {
@@ -78,6 +94,7 @@ fn form_to_json(body: &[u8]) -> Value {
     responses(
         (status = 200, body = CreatedRoom, description = "Created; the host takes the slot by joining with client_id = host_id"),
         (status = 400, description = "`{\"error\":\"media_id, media_title, and host_nickname required\"}`"),
+        (status = 401, description = "`{\"error\":\"Watch Together requires a signed-in account\"}` (only with `WATCH_TOGETHER_REQUIRE_AUTH`)"),
         (status = 429, description = "Too many rooms from this address"),
         (status = 500, description = "`{\"error\":\"Failed to create room\"}` (storage failure)"),
     )
@@ -88,6 +105,9 @@ pub async fn create_room(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    if let Some(refused) = refused_without_account(&state, &headers).await {
+        return refused;
+    }
     // A body over the limit (or cut short) gets the reference's error shape, not text.
     let body = match body {
         Ok(body) => body,
@@ -130,13 +150,18 @@ pub async fn create_room(
     params(("code" = String, Path, description = "Room code (case-insensitive)")),
     responses(
         (status = 200, body = RoomSummary, description = "The room"),
+        (status = 401, description = "`{\"error\":\"Watch Together requires a signed-in account\"}` (only with `WATCH_TOGETHER_REQUIRE_AUTH`)"),
         (status = 404, description = "`{\"error\":\"Room not found\"}`"),
     )
 )]
 pub async fn get_room(
     State(state): State<AppState>,
+    headers: HeaderMap,
     axum::extract::Path(code): axum::extract::Path<String>,
 ) -> Response {
+    if let Some(refused) = refused_without_account(&state, &headers).await {
+        return refused;
+    }
     match state.watchtogether.summary(&code.to_uppercase()).await {
         Some(room) => axum::Json(room).into_response(),
         None => error(StatusCode::NOT_FOUND, "Room not found"),
@@ -148,13 +173,18 @@ pub async fn get_room(
     params(("code" = String, Path, description = "Room code (case-insensitive)")),
     responses(
         (status = 200, description = "`{\"success\":true}`; every socket was closed with 1000 `Room closed`"),
+        (status = 401, description = "`{\"error\":\"Watch Together requires a signed-in account\"}` (only with `WATCH_TOGETHER_REQUIRE_AUTH`)"),
         (status = 404, description = "`{\"error\":\"Room not found\"}`"),
     )
 )]
 pub async fn delete_room(
     State(state): State<AppState>,
+    headers: HeaderMap,
     axum::extract::Path(code): axum::extract::Path<String>,
 ) -> Response {
+    if let Some(refused) = refused_without_account(&state, &headers).await {
+        return refused;
+    }
     if state.watchtogether.close(&code.to_uppercase()).await {
         axum::Json(json!({"success": true})).into_response()
     } else {
