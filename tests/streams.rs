@@ -424,6 +424,91 @@ async fn legacy_mode_relays_signalling(backend: Backend) {
     assert_eq!(reply["code"], "NOT_FOUND");
 }
 
+/// Legacy mode has no transport to close: unlinking a client, or disabling it, ends the
+/// sessions it asked for, so the camera hears `stream:ended` and hangs up, and the relay
+/// stops carrying their signalling.
+async fn legacy_mode_unlinking_or_disabling_a_client_ends_its_calls(backend: Backend) {
+    let s = TestServer::start_with(backend, &[("MEDIA_MODE", "legacy")]).await;
+    let f = family(&s).await;
+    let mut camera = s.socket(&f.cam_token).await;
+    let mut client = s.socket(&f.cli_token).await;
+    let sid = request(&s, &f).await;
+    accept(&s, &f, &sid).await;
+    let tablet_call = ask(&s, &f.cli2_token, &f.cam).await;
+    assert_eq!(tablet_call.status, 201, "{}", tablet_call.text);
+    let tablet_sid = tablet_call.json["id"].as_str().unwrap().to_string();
+    let tablet = tablet_call.json["requesterDeviceId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let links = s.call(Method::GET, "/device-links", &f.token, None).await;
+    let link = links.json["items"]
+        .as_array()
+        .expect("a page of links")
+        .iter()
+        .find(|l| l["clientDeviceId"] == f.cli.as_str())
+        .expect("the phone's link")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = s
+        .call(
+            Method::DELETE,
+            &format!("/device-links/{link}"),
+            &f.token,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let ended = camera.wait_for("stream:ended", WAIT, id_is(&sid)).await;
+    assert_eq!(ended["endReason"], "unlinked", "{ended}");
+    client.wait_for("stream:ended", WAIT, id_is(&sid)).await;
+    let reply = camera
+        .emit_with_ack(
+            "webrtc:signal",
+            json!({"streamSessionId": sid, "data": {"type": "offer", "sdp": "v=0\r\n"}}),
+        )
+        .await;
+    assert_eq!(reply["code"], "STREAM_NOT_ACTIVE", "{reply}");
+    client
+        .expect_none("webrtc:signal", std::time::Duration::from_millis(300))
+        .await;
+    // The tablet's own call was not touched by the phone's unlink.
+    let r = s
+        .call(Method::GET, "/streams/me/list", &f.cam_token, None)
+        .await;
+    let status_of = |id: &str| {
+        r.json["items"]
+            .as_array()
+            .expect("a page of sessions")
+            .iter()
+            .find(|x| x["id"] == id)
+            .map(|x| x["status"].clone())
+    };
+    assert_eq!(
+        status_of(&tablet_sid),
+        Some(json!("requested")),
+        "{}",
+        r.text
+    );
+    assert_eq!(status_of(&sid), Some(json!("ended")), "{}", r.text);
+
+    let r = s
+        .call(
+            Method::PATCH,
+            &format!("/devices/{tablet}"),
+            &f.token,
+            Some(json!({"status": "disabled"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let ended = camera
+        .wait_for("stream:ended", WAIT, id_is(&tablet_sid))
+        .await;
+    assert_eq!(ended["endReason"], "device_disabled", "{ended}");
+}
+
 async fn sfu_mode_refuses_relay(backend: Backend) {
     let s = TestServer::start(backend).await;
     let (_, (cam, cam_token), (_, cli_token)) = household(&s).await;
@@ -616,6 +701,7 @@ both_backends!(
     only_a_linked_client_may_request,
     stream_requests_expire,
     legacy_mode_relays_signalling,
+    legacy_mode_unlinking_or_disabling_a_client_ends_its_calls,
     sfu_mode_refuses_relay,
     a_signed_in_user_watches_their_camera_without_a_device,
     a_user_cannot_reach_another_users_streams,

@@ -646,13 +646,16 @@ async fn active_sessions_of(db: &Db, device_id: &str) -> DomainResult<Vec<Stream
 /// A device lost its access (disabled, or about to be deleted): every media transport it
 /// holds closes now rather than when its token expires, and the streams of a camera end
 /// (with `stream:ended`, `reason` recorded). When `with_requested` is set (deletion, which
-/// takes the device's sessions with it) the streams it requested end too.
+/// takes the device's sessions with it) the streams it requested end too, as they do in
+/// legacy mode, where a session is the requester's own peer-to-peer call and the server
+/// has no transport to close: only `stream:ended` tells the camera to hang up.
 pub async fn revoke_device_media(
     state: &AppState,
     device_id: &str,
     reason: &str,
     with_requested: bool,
 ) -> DomainResult<()> {
+    let with_requested = with_requested || is_legacy(state);
     for mut session in active_sessions_of(&state.db, device_id).await? {
         if session.camera_device_id == device_id || with_requested {
             // Lost a race with another end: nothing left to do for this one.
@@ -668,12 +671,32 @@ pub async fn revoke_device_media(
     Ok(())
 }
 
+fn is_legacy(state: &AppState) -> bool {
+    state.media.mode() == watchpost_media::MediaMode::Legacy
+}
+
 /// A client was unlinked from a camera: it stops watching that camera's live streams now.
+/// Through the SFU its transports close (the session may have other viewers); in legacy
+/// mode the sessions it requested from that camera end (`unlinked`), which also stops the
+/// signalling relay for them.
 pub async fn revoke_viewer_media(
     state: &AppState,
     camera_id: &str,
     client_id: &str,
 ) -> DomainResult<()> {
+    if is_legacy(state) {
+        for mut session in active_sessions_of(&state.db, camera_id).await? {
+            if session.camera_device_id == camera_id
+                && session.requester_device_id.as_deref() == Some(client_id)
+            {
+                match end_session(state, &mut session, "unlinked").await {
+                    Ok(()) | Err(DomainError::Conflict { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        return Ok(());
+    }
     let Some(sfu) = state.media.sfu() else {
         return Ok(());
     };
