@@ -460,13 +460,33 @@ async fn desktop_error_redirects() {
     );
     assert_eq!(r.headers()["x-frame-options"], "DENY");
 
-    // Without GOOGLE_CLIENT_ID.
-    let bare = server_with(Backend::Sqlite, &[]).await;
+    // Without GOOGLE_CLIENT_ID. The token endpoint is a local listener that counts its
+    // connections: a refresh without a client must not reach it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let token_url = format!("http://{}/token", listener.local_addr().unwrap());
+    let reached = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = reached.clone();
+    let accepting = tokio::spawn(async move {
+        while let Ok((_conn, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let bare = server_with(Backend::Sqlite, &[("GOOGLE_TOKEN_URL".into(), token_url)]).await;
     for path in ["/auth/google", "/auth/google/social"] {
         let r = bare.get(path).await;
         assert_eq!(r.status, 500);
         assert_eq!(r.json, json!({"error": "GOOGLE_CLIENT_ID not configured"}));
     }
+    let r = bare
+        .post_json("/auth/refresh", json!({"refresh_token": "good"}))
+        .await;
+    assert_eq!(
+        (r.status, r.json),
+        (500, json!({"error": "GOOGLE_CLIENT_ID not configured"}))
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 0);
+    accepting.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

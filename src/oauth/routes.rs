@@ -273,7 +273,7 @@ fn refresh_token_of(headers: &HeaderMap, body: &[u8]) -> Option<String> {
     responses(
         (status = 200, body = RefreshResponse, description = "New access token (absent keys omitted)"),
         (status = 400, body = StreamVaultError, description = r#"`{"error":"refresh_token required"}` or the provider's error code"#),
-        (status = 500, body = StreamVaultError, description = r#"`{"error":"refresh_failed"}`"#),
+        (status = 500, body = StreamVaultError, description = r#"`{"error":"refresh_failed"}`, or `{"error":"GOOGLE_CLIENT_ID not configured"}` (then nothing is sent upstream)"#),
     )
 )]
 pub async fn refresh(
@@ -300,6 +300,11 @@ pub async fn refresh(
         .token_request(&[("refresh_token", &token), ("grant_type", "refresh_token")])
         .await;
     match answer {
+        // As `/auth/google` answers the same misconfiguration.
+        Err(CallError::NotConfigured) => Err(plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "GOOGLE_CLIENT_ID not configured",
+        )),
         Err(e) => {
             tracing::warn!(error = ?e, "OAuth token refresh failed");
             Err(plain(StatusCode::INTERNAL_SERVER_ERROR, "refresh_failed"))
@@ -530,7 +535,7 @@ pub async fn callback_google(
             tracing::warn!(error = %e, "userinfo request failed");
             None
         }
-        Err(CallError::NotJson) => None,
+        Err(CallError::NotJson | CallError::NotConfigured) => None,
     };
     let Some(profile) = profile else {
         return Ok(fail("email_not_found"));

@@ -15,6 +15,9 @@ pub enum CallError {
     Network(String),
     /// An answer that is not a JSON object.
     NotJson,
+    /// No client id (`GOOGLE_CLIENT_ID`): nothing is sent, since the provider could only
+    /// refuse a request that names no client.
+    NotConfigured,
 }
 
 pub struct OAuthProvider {
@@ -66,11 +69,11 @@ impl OAuthProvider {
         &self,
         params: &[(&str, &str)],
     ) -> Result<Map<String, Value>, CallError> {
+        let Some(client_id) = self.config.client_id.as_deref() else {
+            return Err(CallError::NotConfigured);
+        };
         let mut form: Vec<(&str, &str)> = Vec::with_capacity(params.len() + 2);
-        form.push((
-            "client_id",
-            self.config.client_id.as_deref().unwrap_or_default(),
-        ));
+        form.push(("client_id", client_id));
         form.push((
             "client_secret",
             self.config
