@@ -25,7 +25,7 @@ use watchpost_media::sfu::SfuConfig;
 
 use crate::config::Config;
 use crate::db::Db;
-use crate::error::{ApiError, codes, not_found_fallback};
+use crate::error::{ApiError, method_not_allowed_fallback, not_found_fallback};
 use crate::http::cookies::CookieSettings;
 use crate::http::rate_limit::RateLimiter;
 use crate::http::{csrf, metrics::Metrics};
@@ -530,13 +530,7 @@ pub fn router(state: AppState) -> Router {
     .merge(storage::routes::router())
     .merge(SwaggerUi::new("/docs").url("/docs/openapi.json", openapi))
     .fallback(not_found_fallback)
-    .method_not_allowed_fallback(|| async {
-        ApiError::new(
-            axum::http::StatusCode::METHOD_NOT_ALLOWED,
-            codes::METHOD_NOT_ALLOWED,
-            "Method not allowed on this route",
-        )
-    })
+    .method_not_allowed_fallback(method_not_allowed_fallback)
     .layer(middleware::from_fn_with_state(
         state.clone(),
         admin::routes::basic_auth,

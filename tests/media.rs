@@ -374,6 +374,44 @@ async fn whip_whep_resources_must_exist_and_sdp_errors_hide_parser_internals() {
     assert_eq!(delete(publisher, expired_publish).await.status, 200);
 }
 
+/// A WHIP/WHEP endpoint or resource called with a method it does not serve answers 405
+/// with the JSON error every other route gives, and says in `Allow` what it does serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whip_and_whep_refuse_other_methods_with_a_json_405() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    for kind in ["whip", "whep"] {
+        for (method, path, allowed) in [
+            (Method::GET, format!("/{kind}/some-session"), "POST"),
+            (Method::PUT, format!("/{kind}/some-session"), "POST"),
+            (
+                Method::GET,
+                format!("/{kind}/some-session/some-resource"),
+                "PATCH",
+            ),
+            (
+                Method::POST,
+                format!("/{kind}/some-session/some-resource"),
+                "DELETE",
+            ),
+        ] {
+            let r = s
+                .http
+                .request(method.clone(), s.url(&path))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 405, "{method} {path}");
+            let allow = r.headers()["allow"].to_str().unwrap().to_string();
+            assert!(allow.contains(allowed), "{method} {path}: Allow {allow}");
+            let body: serde_json::Value = r.json().await.expect("a JSON error");
+            assert_eq!(
+                body["code"], "METHOD_NOT_ALLOWED",
+                "{method} {path}: {body}"
+            );
+        }
+    }
+}
+
 /// RFC 9725: `OPTIONS` on a WHIP or WHEP endpoint answers `Accept-Post: application/sdp`,
 /// whether it is a CORS preflight or a plain request, and never carries TURN credentials
 /// (nothing about it is authenticated).

@@ -293,3 +293,13 @@ pub fn is_unique_violation(e: &sqlx::Error) -> bool {
 pub async fn not_found_fallback() -> ApiError {
     ApiError::not_found("No such route")
 }
+
+/// Fallback for a known route called with a method it does not serve (axum keeps the
+/// `Allow` header), so a 405 has the JSON shape too.
+pub async fn method_not_allowed_fallback() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        codes::METHOD_NOT_ALLOWED,
+        "Method not allowed on this route",
+    )
+}

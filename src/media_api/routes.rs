@@ -16,7 +16,7 @@ use watchpost_media::AdmissionError;
 use watchpost_media::sfu::{MAX_OFFER_BYTES, ParticipantInfo, SfuError, check_offer_size};
 
 use crate::devices::extract::DeviceCaller;
-use crate::error::{ApiError, ApiResult, ErrorBody, codes};
+use crate::error::{ApiError, ApiResult, ErrorBody, codes, method_not_allowed_fallback};
 use crate::http::extract::Path;
 use crate::http::json::{Json, bytes_rejection};
 use crate::state::AppState;
@@ -100,9 +100,17 @@ pub fn whip_router(state: AppState) -> axum::Router {
         ])
         .expose_headers([LOCATION, ETAG, LINK, HeaderName::from_static("accept-post")])
         .max_age(Duration::from_secs(600));
+    // Any other method gets the JSON 405 (axum still adds `Allow`); set on each route, under
+    // the CORS layer, so that layer still answers `OPTIONS` itself.
     let endpoints = axum::Router::new()
-        .route("/whip/{stream}", axum::routing::post(whip_post))
-        .route("/whep/{stream}", axum::routing::post(whep_post))
+        .route(
+            "/whip/{stream}",
+            axum::routing::post(whip_post).fallback(method_not_allowed_fallback),
+        )
+        .route(
+            "/whep/{stream}",
+            axum::routing::post(whep_post).fallback(method_not_allowed_fallback),
+        )
         // An offer is refused past its bound without reading the rest (see `sdp_body`).
         .layer(DefaultBodyLimit::max(MAX_OFFER_BYTES))
         .layer(cors.clone())
@@ -111,11 +119,15 @@ pub fn whip_router(state: AppState) -> axum::Router {
     let resources = axum::Router::new()
         .route(
             "/whip/{stream}/{resource}",
-            axum::routing::patch(whip_patch).delete(whip_delete),
+            axum::routing::patch(whip_patch)
+                .delete(whip_delete)
+                .fallback(method_not_allowed_fallback),
         )
         .route(
             "/whep/{stream}/{resource}",
-            axum::routing::patch(whep_patch).delete(whep_delete),
+            axum::routing::patch(whep_patch)
+                .delete(whep_delete)
+                .fallback(method_not_allowed_fallback),
         )
         .layer(cors);
     endpoints.merge(resources).with_state(state)
