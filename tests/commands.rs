@@ -246,6 +246,17 @@ async fn role_and_link_rules(backend: Backend) {
     )
     .await
     .expect_error(400, "VALIDATION_ERROR");
+    // The payload is an object (or null), never a bare value.
+    for payload in [json!([1]), json!("s"), json!(3)] {
+        s.call(
+            Method::POST,
+            "/commands",
+            &cli_token,
+            Some(json!({"targetDeviceId": cam, "type": "x", "payload": payload})),
+        )
+        .await
+        .expect_error(400, "VALIDATION_ERROR");
+    }
     // The checks come before validation, as they always have: an unlinked client learns it
     // is unlinked, not that its type is malformed.
     s.call(

@@ -70,6 +70,20 @@ async fn motion_start_and_end_reach_linked_clients_only(backend: Backend) {
     )
     .await
     .expect_error(400, "VALIDATION_ERROR");
+    // A body must say it is JSON, as on every other route (no body at all is fine).
+    for content_type in [Some("text/plain"), None] {
+        let mut req = s
+            .http
+            .post(s.url("/events/motion/start"))
+            .bearer_auth(&cam_token)
+            .body(r#"{"score":0.7}"#);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        common::Reply::from(req.send().await.unwrap())
+            .await
+            .expect_error(415, "UNSUPPORTED_MEDIA_TYPE");
+    }
 }
 
 /// An empty body is fine; an event left open past the maximum is closed automatically and

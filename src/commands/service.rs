@@ -29,6 +29,11 @@ fn validate(command_type: &str, payload: &Value) -> DomainResult<()> {
             "type must be 1-64 visible characters without spaces",
         ));
     }
+    if !(payload.is_object() || payload.is_null()) {
+        return Err(DomainError::validation(
+            "payload must be a JSON object (or null)",
+        ));
+    }
     if payload.to_string().len() > 16 * 1024 {
         return Err(DomainError::validation(
             "payload must be at most 16 KiB of JSON",

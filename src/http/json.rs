@@ -17,25 +17,33 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let content_type = req
-            .headers()
-            .get(axum::http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        let essence = content_type.split(';').next().unwrap_or("").trim();
-        if essence != "application/json" && !essence.ends_with("+json") {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                codes::UNSUPPORTED_MEDIA_TYPE,
-                "Expected a request body with content-type: application/json",
-            ));
+        if !is_json(req.headers()) {
+            return Err(unsupported_media_type());
         }
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(bytes_rejection)?;
         parse(&bytes).map(Json)
     }
+}
+
+/// `Content-Type: application/json` (or a `+json` type), parameters aside.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    essence == "application/json" || essence.ends_with("+json")
+}
+
+fn unsupported_media_type() -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        codes::UNSUPPORTED_MEDIA_TYPE,
+        "Expected a request body with content-type: application/json",
+    )
 }
 
 /// A body that could not be read, as an API error (413 when over the route's limit).
@@ -93,11 +101,16 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = is_json(req.headers());
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(bytes_rejection)?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(None));
+        }
+        // A body there is must say it is JSON, as on every other route.
+        if !is_json {
+            return Err(unsupported_media_type());
         }
         parse(&bytes).map(|v| OptionalJson(Some(v)))
     }
