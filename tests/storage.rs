@@ -525,6 +525,20 @@ async fn admin_dashboard_requires_credentials(backend: Backend, store: Store) {
     );
     let item = items.iter().find(|o| o["key"] == key.as_str()).unwrap();
     assert_eq!(item["size"], 5);
+    // A page size it cannot serve is refused, as on every other list.
+    for limit in ["0", "1001", "-1", "abc"] {
+        Reply::from(
+            admin(
+                reqwest::Method::GET,
+                &format!("/admin/objects?limit={limit}"),
+            )
+            .send()
+            .await
+            .unwrap(),
+        )
+        .await
+        .expect_error(400, "VALIDATION_ERROR");
+    }
     assert!(item["lastModified"].is_string());
     let fetched = s
         .http

@@ -198,7 +198,10 @@ pub async fn admin_upload_url(
 #[into_params(parameter_in = Query)]
 pub struct ObjectsQuery {
     pub prefix: Option<String>,
+    /// `nextCursor` from the previous page (a key: the listing goes on after it).
     pub cursor: Option<String>,
+    /// Objects per page (1-1000, default 200).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
@@ -227,14 +230,17 @@ pub struct ObjectList {
     responses(
         (status = 200, body = ObjectList, description = "Every object in the bucket"),
         (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
-        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: an invalid query parameter (an unknown cursor is ignored)"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: an invalid query parameter, or a limit outside 1-1000"),
     )
 )]
 pub async fn admin_list_objects(
     State(state): State<AppState>,
     Query(q): Query<ObjectsQuery>,
 ) -> ApiResult<axum::Json<ObjectList>> {
-    let limit = q.limit.unwrap_or(200).clamp(1, 1000);
+    let limit = q.limit.unwrap_or(200);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::validation("limit must be between 1 and 1000"));
+    }
     let page = state
         .storage
         .list(q.prefix.as_deref(), q.cursor.as_deref(), limit)
