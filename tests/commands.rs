@@ -582,3 +582,96 @@ both_backends!(
     a_queued_command_expires,
     a_queued_command_survives_a_restart_and_is_redelivered_until_acked,
 );
+
+/// A camera socket that stopped reading: Socket.IO handshake done, then nothing read, on
+/// a tiny receive window so the server's buffers for it fill quickly.
+async fn stalled_socket(
+    s: &TestServer,
+    token: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let addr: std::net::SocketAddr = s.base.trim_start_matches("http://").parse().unwrap();
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(4096).unwrap();
+    let stream = tcp.connect(addr).await.unwrap();
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    let open = ws.next().await.unwrap().unwrap();
+    assert!(open.to_text().unwrap().starts_with('0'), "{open:?}");
+    ws.send(Message::text(format!("40{}", json!({"token": token}))))
+        .await
+        .unwrap();
+    loop {
+        let packet = ws.next().await.unwrap().unwrap();
+        let text = packet.to_text().unwrap();
+        if text == "2" {
+            ws.send(Message::text("3")).await.unwrap();
+            continue;
+        }
+        assert!(text.starts_with("40"), "{text}");
+        break;
+    }
+    ws
+}
+
+/// A camera with two sockets, one of which stopped reading: commands still reach the
+/// healthy one, each exactly once (the full socket is waited for on its own, not by
+/// sending the event to the whole device again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_socket_does_not_make_the_other_socket_hear_events_twice() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let (_, (cam, cam_token), (_, cli_token)) = household(&s).await;
+    let mut healthy = s.socket(&cam_token).await;
+    let _stalled = stalled_socket(&s, &cam_token).await;
+    // Fill the stalled socket's buffers: large commands until the server has to wait for
+    // it (the request then takes the patience of its device emit, ~5 s).
+    let filler = "x".repeat(15 * 1024);
+    let mut sent = Vec::new();
+    let mut waited = false;
+    for i in 0..600 {
+        let started = std::time::Instant::now();
+        let r = s
+            .call(
+                Method::POST,
+                "/commands",
+                &cli_token,
+                Some(json!({"targetDeviceId": cam, "type": "fill", "payload": {"i": i, "fill": filler}})),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        sent.push(r.json["id"].as_str().unwrap().to_string());
+        if started.elapsed() > Duration::from_secs(3) {
+            waited = true;
+            break;
+        }
+    }
+    assert!(waited, "the stalled socket never filled up");
+    // Every command reached the healthy socket once, none twice.
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while seen.len() < sent.len() || tokio::time::Instant::now() < deadline {
+        let Ok(Some((name, data))) =
+            tokio::time::timeout(Duration::from_millis(500), healthy.recv()).await
+        else {
+            if seen.len() >= sent.len() {
+                break;
+            }
+            continue;
+        };
+        if name == "command:received" {
+            *seen
+                .entry(data["id"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+    }
+    for id in &sent {
+        assert_eq!(
+            seen.get(id),
+            Some(&1),
+            "command {id} reached the healthy socket {:?} times",
+            seen.get(id)
+        );
+    }
+    assert_eq!(seen.len(), sent.len(), "events for commands not sent");
+}

@@ -265,14 +265,15 @@ async fn insert(db: &Db, sql: &'static str, command: &Command) -> DomainResult<u
 /// Hands a just-stored command to its camera if it is online.
 async fn deliver_new(state: &AppState, mut command: Command) -> DomainResult<Command> {
     if command.status == CommandStatus::Dispatched {
+        // As in `dispatch`: the camera's copy goes through the back-pressured device emit,
+        // so a full socket buffer delays the command rather than losing it.
         state
             .realtime
-            .emit(
-                &command.user_id,
-                &[&command.target_device_id],
-                event::COMMAND_RECEIVED,
-                &command,
-            )
+            .emit(&command.user_id, &[], event::COMMAND_RECEIVED, &command)
+            .await;
+        state
+            .realtime
+            .emit_to_device(&command.target_device_id, event::COMMAND_RECEIVED, &command)
             .await;
         announce(state, &command).await;
     } else if state.realtime.is_online(&command.target_device_id) {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use socketioxide::SocketIo;
-use socketioxide::{BroadcastError, SocketError};
+use socketioxide::{SendError, SocketError};
 
 /// How long an emit to a device waits for room in a full socket buffer.
 const DEVICE_EMIT_PATIENCE: Duration = Duration::from_secs(5);
@@ -105,31 +105,35 @@ impl Realtime {
     /// Emits only to one device's sockets (e.g. a command, relayed signalling). A socket
     /// whose send buffer is full (a backlog of queued commands delivered on reconnect
     /// outruns it) is waited for, up to `DEVICE_EMIT_PATIENCE`, rather than skipped: a
-    /// skipped command would only arrive on the device's next reconnect.
+    /// skipped command would only arrive on the device's next reconnect. Each socket is
+    /// sent to on its own, so only the full one is retried: the device's other sockets get
+    /// the event once, never again (a repeated SDP or ICE message breaks a negotiation).
     pub async fn emit_to_device<T: Serialize + ?Sized>(
         &self,
         device_id: &str,
         event: &str,
         payload: &T,
     ) {
+        let Some(root) = self.root() else { return };
+        let mut waiting = root.to(device_room(device_id)).sockets();
         let deadline = tokio::time::Instant::now() + DEVICE_EMIT_PATIENCE;
         loop {
-            let Some(root) = self.root() else { return };
-            match root.to(device_room(device_id)).emit(event, payload).await {
-                Ok(()) => return,
-                Err(BroadcastError::Socket(errors))
-                    if errors
-                        .iter()
-                        .all(|e| matches!(e, SocketError::InternalChannelFull))
-                        && tokio::time::Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
+            waiting.retain(|socket| match socket.emit(event, payload) {
+                Ok(()) => false,
+                Err(SendError::Socket(SocketError::InternalChannelFull)) => true,
                 Err(e) => {
                     tracing::debug!(event, error = %e, "realtime emit failed");
-                    return;
+                    false
                 }
+            });
+            if waiting.is_empty() {
+                return;
             }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::debug!(event, sockets = waiting.len(), "device socket stayed full");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
