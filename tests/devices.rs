@@ -378,12 +378,55 @@ async fn a_device_token_names_its_device(backend: Backend) {
         .expect_error(401, "INVALID_DEVICE_TOKEN");
 }
 
+/// A socket's rights are fixed when it connects: changing the device's role closes its
+/// sockets, and a reconnect works under the new role.
+async fn a_role_change_closes_the_devices_sockets(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (token, _) = s.sign_up(&unique_email("role"), "password-1").await;
+    let (id, device_token) = s.register_device(&token, "Old phone", "camera").await;
+    let mut socket = s.socket(&device_token).await;
+    let r = s
+        .call(
+            Method::PATCH,
+            &format!("/devices/{id}"),
+            &token,
+            Some(json!({"role": "client"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["role"], "client");
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while socket.recv().await.is_some() {}
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the socket stayed open after the role change"
+    );
+    // A rename changes no rights and closes nothing.
+    let mut socket = s.socket(&device_token).await;
+    let r = s
+        .call(
+            Method::PATCH,
+            &format!("/devices/{id}"),
+            &token,
+            Some(json!({"name": "Hall phone", "role": "client"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(500);
+    while let Ok(event) = tokio::time::timeout_at(deadline, socket.recv()).await {
+        assert!(event.is_some(), "the socket closed on a rename");
+    }
+}
+
 both_backends!(
     a_device_token_names_its_device,
     registration_returns_the_device_and_a_token,
     heartbeat_marks_online_only_with_the_devices_own_token,
     update_validates_fields_and_role_change_waits_for_unlinking,
     disabling_revokes_the_token_and_re_enabling_issues_a_new_one,
+    a_role_change_closes_the_devices_sockets,
     control_characters_and_nul_are_refused,
     deleting_a_device_revokes_its_token,
     links_refuse_duplicates_wrong_roles_and_unknown_devices,

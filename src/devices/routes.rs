@@ -214,6 +214,11 @@ pub async fn update_device(
         // A revoked token must not keep a live connection, nor live media.
         state.realtime.disconnect_device(&device.id).await;
         streams::service::revoke_device_media(&state, &device.id, "device_disabled", false).await?;
+    } else if updated.role_changed {
+        // A socket's rights were fixed when it connected: it reconnects under the new role.
+        // A camera's live streams end with its role.
+        state.realtime.disconnect_device(&device.id).await;
+        streams::service::revoke_device_media(&state, &device.id, "role_changed", false).await?;
     }
     Ok(axum::Json(UpdateResponse {
         device: with_presence(device, &state.realtime),

@@ -204,6 +204,8 @@ pub struct DevicePatch {
 pub struct Updated {
     pub device: Device,
     pub new_token: Option<String>,
+    /// The role changed: what the device's open sockets may do changed with it.
+    pub role_changed: bool,
 }
 
 /// Applies only the fields given, each as its own conditional statement, so concurrent
@@ -242,9 +244,11 @@ pub async fn update(
         })
         .transpose()?;
     let now = time::now();
+    let mut role_changed = false;
     if let Some(role) = role
         && role != current.role
     {
+        role_changed = true;
         // Checked and applied in one statement: a link created concurrently cannot slip in.
         let changed = db_execute!(
             db,
@@ -308,7 +312,11 @@ pub async fn update(
         _ => {}
     }
     let device = find_for_user(db, user_id, device_id).await?;
-    Ok(Updated { device, new_token })
+    Ok(Updated {
+        device,
+        new_token,
+        role_changed,
+    })
 }
 
 pub async fn delete(db: &Db, user_id: &str, device_id: &str) -> DomainResult<()> {
