@@ -545,6 +545,55 @@ async fn a_queued_command_survives_a_restart_and_is_redelivered_until_acked(back
         .await;
 }
 
+/// A queued command is delivered only while its sender may still command the camera: one
+/// from a client unlinked since, or disabled since, is not handed over when the camera
+/// comes online.
+async fn a_queued_command_from_a_sender_that_lost_its_rights_is_not_delivered(backend: Backend) {
+    let s = TestServer::start_with(backend, &[("COMMAND_TTL_SECS", "60")]).await;
+    let (token, (cam, cam_token), (_, cli_token)) = household(&s).await;
+    let (unlinked, unlinked_token) = s.register_device(&token, "Old phone", "client").await;
+    let link = s.link(&token, &cam, &unlinked).await;
+    let (disabled, disabled_token) = s.register_device(&token, "Lost phone", "client").await;
+    s.link(&token, &cam, &disabled).await;
+    let mut queued = Vec::new();
+    for sender in [&cli_token, &unlinked_token, &disabled_token] {
+        let r = s
+            .call(
+                Method::POST,
+                "/commands",
+                sender,
+                Some(json!({"targetDeviceId": cam, "type": "take_snapshot"})),
+            )
+            .await;
+        assert_eq!(r.json["status"], "queued", "{}", r.text);
+        queued.push(r.json["id"].as_str().unwrap().to_string());
+    }
+    let r = s
+        .call(
+            Method::DELETE,
+            &format!("/device-links/{link}"),
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    disable(&s, &token, &disabled).await;
+
+    let mut camera = s.socket(&cam_token).await;
+    camera
+        .wait_for("command:received", WAIT, id_is(&queued[0]))
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+    while let Ok(Some((name, data))) = tokio::time::timeout_at(deadline, camera.recv()).await {
+        if name == "command:received" {
+            assert!(
+                data["id"] == queued[0].as_str(),
+                "a command from a sender without rights was delivered: {data}"
+            );
+        }
+    }
+}
+
 /// Found by schemathesis: a command sent without a payload answers `"payload": null`, which
 /// the document said could not happen (`payload` was a required object). It is nullable now.
 async fn a_command_without_payload_has_the_documented_null_payload(backend: Backend) {
@@ -581,6 +630,7 @@ both_backends!(
     a_camera_socket_sets_presence,
     a_queued_command_expires,
     a_queued_command_survives_a_restart_and_is_redelivered_until_acked,
+    a_queued_command_from_a_sender_that_lost_its_rights_is_not_delivered,
 );
 
 /// A camera socket that stopped reading: Socket.IO handshake done, then nothing read, on

@@ -333,13 +333,20 @@ pub async fn announce(state: &AppState, command: &Command) {
         .await;
 }
 
-/// Everything a camera should (still) act on, oldest first.
+/// Everything a camera should (still) act on, oldest first. A command whose sender was
+/// unlinked from the camera or disabled since is not delivered: the sender lost the right
+/// to command it, and the command expires unsent.
 pub async fn pending_for(db: &Db, camera_id: &str) -> DomainResult<Vec<Command>> {
     Ok(db_fetch_all!(
         db,
         Command,
         concat!("SELECT ", command_columns!(), "
          FROM commands WHERE target_device_id = $1 AND status IN ('queued', 'dispatched') AND expires_at > $2
+           AND EXISTS (SELECT 1 FROM device_links l
+                       WHERE l.camera_device_id = commands.target_device_id
+                         AND l.client_device_id = commands.source_device_id)
+           AND EXISTS (SELECT 1 FROM devices d
+                       WHERE d.id = commands.source_device_id AND d.status = 'active')
          ORDER BY created_at, id"),
         [camera_id, time::now()]
     )?)
