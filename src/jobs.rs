@@ -87,6 +87,10 @@ pub fn spawn_janitor(state: AppState, stop: CancellationToken) -> JoinHandle<()>
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = ?e, "session purge failed"),
             }
+            let closed = close_sockets_of_ended_sessions(&state).await;
+            if closed > 0 {
+                tracing::info!(closed, "closed sockets of ended sessions");
+            }
             match recordings::service::purge_expired(&state).await {
                 Ok(n) if n > 0 => tracing::info!(removed = n, "retention: deleted old recordings"),
                 Ok(_) => {}
@@ -103,6 +107,24 @@ pub fn spawn_janitor(state: AppState, stop: CancellationToken) -> JoinHandle<()>
             }
         }
     })
+}
+
+/// A user socket is authenticated once, when it connects; a session that has expired
+/// since (or was removed) must not keep receiving its account's events. Closes those
+/// sockets; returns how many sessions were found ended.
+pub async fn close_sockets_of_ended_sessions(state: &AppState) -> usize {
+    let mut closed = 0;
+    for token in state.realtime.session_tokens() {
+        match auth::service::find_session(&state.db, &token).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                state.realtime.disconnect_session_token(&token);
+                closed += 1;
+            }
+            Err(e) => tracing::warn!(error = ?e, "session check for open sockets failed"),
+        }
+    }
+    closed
 }
 
 /// Ends a stream session when its publisher's transport dies (ICE/DTLS failure or

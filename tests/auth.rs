@@ -426,7 +426,11 @@ async fn sliding_refresh_and_expiry(backend: Backend) {
     );
     assert!(r.header("set-auth-token").is_some());
 
-    // Expired sessions are gone.
+    // Expired sessions are gone, and so are the sockets opened with them; a live
+    // session's socket stays.
+    let mut socket = s.socket(&token).await;
+    let (live_token, _) = s.sign_up(&unique_email("live"), "password-1").await;
+    let mut live = s.socket(&live_token).await;
     let past = watchpost::time::now() - Duration::minutes(1);
     exec(
         "UPDATE session SET updated_at = $1, expires_at = $2 WHERE token = $3",
@@ -434,6 +438,20 @@ async fn sliding_refresh_and_expiry(backend: Backend) {
         past,
     )
     .await;
+    // The janitor's sweep (hourly) finds the socket's session ended and closes it.
+    assert_eq!(
+        watchpost::jobs::close_sockets_of_ended_sessions(&s.state).await,
+        1
+    );
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while socket.recv().await.is_some() {}
+    })
+    .await;
+    assert!(closed.is_ok(), "the expired session's socket stayed open");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(300);
+    while let Ok(event) = tokio::time::timeout_at(deadline, live.recv()).await {
+        assert!(event.is_some(), "a live session's socket was closed");
+    }
     assert_eq!(
         s.get_bearer("/api/auth/get-session", &token).await.text,
         "null"

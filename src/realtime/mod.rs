@@ -151,6 +151,35 @@ impl Realtime {
         }
     }
 
+    /// The session token of every open user socket, each once.
+    pub fn session_tokens(&self) -> Vec<String> {
+        let Some(root) = self.root() else {
+            return Vec::new();
+        };
+        let mut tokens: Vec<String> = root
+            .sockets()
+            .iter()
+            .filter_map(|socket| socket.extensions.get::<SocketSession>().map(|s| s.0))
+            .collect();
+        tokens.sort_unstable();
+        tokens.dedup();
+        tokens
+    }
+
+    /// Closes every user socket opened with `session_token` (a session that has ended).
+    pub fn disconnect_session_token(&self, session_token: &str) {
+        let Some(root) = self.root() else { return };
+        for socket in root.sockets() {
+            if socket
+                .extensions
+                .get::<SocketSession>()
+                .is_some_and(|s| s.0 == session_token)
+            {
+                let _ = socket.disconnect();
+            }
+        }
+    }
+
     pub async fn disconnect_device(&self, device_id: &str) {
         let Some(root) = self.root() else { return };
         if let Err(e) = root.to(device_room(device_id)).disconnect().await {
