@@ -207,6 +207,17 @@ async fn a_user_sends_on_behalf_of_a_client(backend: Backend) {
     )
     .await
     .expect_error(400, "VALIDATION_ERROR");
+    // Not on behalf of a client that was disabled: its own token is refused, and so is
+    // the user naming it.
+    disable(&s, &token, &cli).await;
+    s.call(
+        Method::POST,
+        "/commands",
+        &token,
+        Some(json!({"targetDeviceId": cam, "type": "set_setting", "sourceDeviceId": cli})),
+    )
+    .await
+    .expect_error(409, "DEVICE_DISABLED");
 }
 
 /// Only a client sends, only to a camera it is linked to, and only with a type.

@@ -77,6 +77,7 @@ pub struct CommandsQuery {
     responses(
         (status = 201, body = Command, description = "Queued (and dispatched if the camera is online)"),
         (status = 403, body = ErrorBody, description = "CLIENT_ONLY or DEVICES_NOT_LINKED"),
+        (status = 409, body = ErrorBody, description = "DEVICE_DISABLED: the target camera, or the client sent on behalf of, is disabled"),
         (status = 404, body = ErrorBody, description = "Unknown device"),
         (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
         (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: a malformed or invalid JSON body (INVALID_JSON)"),

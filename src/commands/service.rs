@@ -42,9 +42,23 @@ fn validate(command_type: &str, payload: &Value) -> DomainResult<()> {
     Ok(())
 }
 
+/// A device token is refused once its device is disabled; a user naming a disabled
+/// client as the sender is refused the same way.
+fn require_active_sender(source: &Device) -> DomainResult<()> {
+    if source.status == DeviceStatus::Active {
+        Ok(())
+    } else {
+        Err(DomainError::conflict(
+            codes::DEVICE_DISABLED,
+            "The sending client is disabled",
+        ))
+    }
+}
+
 /// Checks that `source` (a client) may command `target_id` (a linked camera of the same user).
 pub async fn authorise(db: &Db, source: &Device, target_id: &str) -> DomainResult<Device> {
     require_client(source)?;
+    require_active_sender(source)?;
     let target = find_for_user(db, &source.user_id, target_id).await?;
     if !target.is_camera() {
         return Err(DomainError::invalid(
@@ -80,6 +94,7 @@ pub async fn authorise_and_create(
     payload: Value,
 ) -> DomainResult<Command> {
     require_client(source)?;
+    require_active_sender(source)?;
     if validate(&command_type, &payload).is_ok() {
         let command = new_command(
             state,
