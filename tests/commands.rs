@@ -682,9 +682,19 @@ async fn stalled_socket(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_socket_does_not_make_the_other_socket_hear_events_twice() {
     let s = TestServer::start(Backend::Sqlite).await;
-    let (_, (cam, cam_token), (_, cli_token)) = household(&s).await;
+    let (token, (cam, cam_token), (_, cli_token)) = household(&s).await;
+    let mut owner = s.socket(&token).await;
     let mut healthy = s.socket(&cam_token).await;
     let _stalled = stalled_socket(&s, &cam_token).await;
+    // Each connect hands the camera its pending commands (at-least-once, a legitimate
+    // repeat): let both connects finish theirs, announced just before, so that every
+    // repeat counted below is the emit's own.
+    for _ in 0..2 {
+        owner
+            .wait_for("device:presence", WAIT, |v| v["online"] == true)
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
     // Fill the stalled socket's buffers: large commands until the server has to wait for
     // it (the request then takes the patience of its device emit, ~5 s).
     let filler = "x".repeat(15 * 1024);
