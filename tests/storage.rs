@@ -259,6 +259,28 @@ async fn users_only_see_their_own_videos(backend: Backend, store: Store) {
     )
     .await;
     assert_eq!(r.json, json!({"deleted": false}));
+    // Deletes racing for one video: exactly one of them deleted it.
+    let raced = upload(&s, &alice, "raced.mp4", b"raced".to_vec()).await;
+    let answers = futures_util::future::join_all((0..8).map(|_| {
+        authed(
+            &s,
+            reqwest::Method::DELETE,
+            "/videos",
+            &alice,
+            Some(json!({"objectKey": raced})),
+        )
+    }))
+    .await;
+    let deleted = answers
+        .iter()
+        .filter(|r| r.json == json!({"deleted": true}))
+        .count();
+    assert_eq!(
+        deleted,
+        1,
+        "{:?}",
+        answers.iter().map(|r| &r.text).collect::<Vec<_>>()
+    );
     authed(
         &s,
         reqwest::Method::GET,

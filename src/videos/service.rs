@@ -326,8 +326,9 @@ pub async fn delete(db: &Db, store: &ObjectStore, user_id: &str, key: &str) -> D
     match find_by_key(db, user_id, key).await? {
         Some(video) => {
             store.delete(&video.object_key).await?;
-            db_execute!(db, "DELETE FROM videos WHERE id = $1", [&video.id])?;
-            Ok(true)
+            // Of two deletes racing, only the one that removed the row says it deleted.
+            let removed = db_execute!(db, "DELETE FROM videos WHERE id = $1", [&video.id])?;
+            Ok(removed == 1)
         }
         None if key.starts_with(&user_namespace(user_id)) => Ok(false),
         None => Err(DomainError::not_found(codes::NOT_FOUND, "Video not found")),
