@@ -238,6 +238,39 @@ async fn whip_whep_validation_and_authorisation() {
         .await
         .unwrap();
     assert_eq!(patch.status(), 204);
+    // What is trickled is still checked: bytes that are not a fragment, a malformed
+    // candidate, an oversized body, another content type.
+    let trickle = |body: Vec<u8>, content_type: &'static str| {
+        let request = s
+            .http
+            .patch(s.url(&location))
+            .bearer_auth(&st.publish)
+            .header("content-type", content_type)
+            .body(body);
+        async move { Reply::from(request.send().await.unwrap()).await }
+    };
+    let sdpfrag = "application/trickle-ice-sdpfrag";
+    trickle(b"garbage\x00\xff".to_vec(), sdpfrag)
+        .await
+        .expect_error(400, "VALIDATION_ERROR");
+    trickle(b"garbage\xff".to_vec(), sdpfrag)
+        .await
+        .expect_error(400, "VALIDATION_ERROR");
+    trickle(
+        b"a=candidate:1 1 udp 1 999.1.1.1 99999 typ host".to_vec(),
+        sdpfrag,
+    )
+    .await
+    .expect_error(400, "VALIDATION_ERROR");
+    trickle(
+        format!("a=candidate:{}", "x".repeat(100_000)).into_bytes(),
+        sdpfrag,
+    )
+    .await
+    .expect_error(413, "PAYLOAD_TOO_LARGE");
+    trickle(b"a=end-of-candidates".to_vec(), "text/plain")
+        .await
+        .expect_error(415, "UNSUPPORTED_MEDIA_TYPE");
     let del = s
         .http
         .delete(s.url(&location))

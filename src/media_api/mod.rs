@@ -2,5 +2,6 @@
 //! `/streams/{id}/sfu/*` signalling endpoints.
 
 pub mod routes;
+pub mod trickle;
 
 pub use routes::{router, whip_router};

@@ -24,6 +24,8 @@ use crate::streams::media_token::{self, Claims, MediaRole};
 use crate::streams::model::{ParticipantKind, StreamSession};
 use crate::streams::service as streams;
 
+use super::trickle;
+
 impl From<SfuError> for ApiError {
     fn from(e: SfuError) -> Self {
         match e {
@@ -129,6 +131,7 @@ pub fn whip_router(state: AppState) -> axum::Router {
                 .delete(whep_delete)
                 .fallback(method_not_allowed_fallback),
         )
+        .layer(DefaultBodyLimit::max(trickle::MAX_SDPFRAG_BYTES))
         .layer(cors);
     endpoints.merge(resources).with_state(state)
 }
@@ -359,6 +362,7 @@ async fn patch_resource(
     State(state): State<AppState>,
     Path((session_id, resource)): Path<(String, String)>,
     headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
     kind: ParticipantKind,
 ) -> ApiResult<StatusCode> {
     authorise(
@@ -383,6 +387,10 @@ async fn patch_resource(
             "Expected content-type: application/trickle-ice-sdpfrag",
         ));
     }
+    let body = body.map_err(bytes_rejection)?;
+    let fragment = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::validation("The fragment is not UTF-8 text"))?;
+    trickle::check_sdpfrag(fragment).map_err(ApiError::validation)?;
     require_resource(&state, &session_id, &resource, kind).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -589,7 +597,9 @@ pub async fn subscribe_transport(
     responses(
         (status = 204, description = "Accepted (the ICE-lite server learns candidates from checks)"),
         (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
-        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: a path parameter with control characters"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: a path parameter with control characters, or a fragment that is not SDP lines with well-formed candidates"),
+        (status = 413, body = ErrorBody, description = "PAYLOAD_TOO_LARGE: a fragment over 16 KiB"),
+        (status = 415, body = ErrorBody, description = "UNSUPPORTED_MEDIA_TYPE: not application/trickle-ice-sdpfrag"),
         (status = 404, body = ErrorBody, description = "STREAM_NOT_FOUND: no such stream session; or no such live WHIP/WHEP resource"),
         (status = 409, body = ErrorBody, description = "STREAM_NOT_ACTIVE: the session has ended (or SFU_DISABLED)"),
         (status = 403, body = ErrorBody, description = "MEDIA_TOKEN_FORBIDDEN: a media token for another session or role"),
@@ -599,8 +609,9 @@ pub async fn whip_patch(
     state: State<AppState>,
     path: Path<(String, String)>,
     headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<StatusCode> {
-    patch_resource(state, path, headers, ParticipantKind::Publisher).await
+    patch_resource(state, path, headers, body, ParticipantKind::Publisher).await
 }
 
 #[utoipa::path(
@@ -611,7 +622,9 @@ pub async fn whip_patch(
     responses(
         (status = 204, description = "Accepted (the ICE-lite server learns candidates from checks)"),
         (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
-        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: a path parameter with control characters"),
+        (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: a path parameter with control characters, or a fragment that is not SDP lines with well-formed candidates"),
+        (status = 413, body = ErrorBody, description = "PAYLOAD_TOO_LARGE: a fragment over 16 KiB"),
+        (status = 415, body = ErrorBody, description = "UNSUPPORTED_MEDIA_TYPE: not application/trickle-ice-sdpfrag"),
         (status = 404, body = ErrorBody, description = "STREAM_NOT_FOUND: no such stream session; or no such live WHIP/WHEP resource"),
         (status = 409, body = ErrorBody, description = "STREAM_NOT_ACTIVE: the session has ended (or SFU_DISABLED)"),
         (status = 403, body = ErrorBody, description = "MEDIA_TOKEN_FORBIDDEN: a media token for another session or role"),
@@ -621,8 +634,9 @@ pub async fn whep_patch(
     state: State<AppState>,
     path: Path<(String, String)>,
     headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<StatusCode> {
-    patch_resource(state, path, headers, ParticipantKind::Subscriber).await
+    patch_resource(state, path, headers, body, ParticipantKind::Subscriber).await
 }
 
 #[utoipa::path(
@@ -739,12 +753,10 @@ pub async fn sfu_trickle(
 ) -> ApiResult<StatusCode> {
     participant_session(&state, &device, &id).await?;
     require_transport_id(&body.participant_id)?;
+    // Empty: the end of candidates.
     let candidate = body.candidate.trim();
-    let candidate = candidate.strip_prefix("a=").unwrap_or(candidate);
-    if !candidate.is_empty() && !candidate.starts_with("candidate:") {
-        return Err(ApiError::validation(
-            "candidate must be an ICE candidate line (candidate:...) or empty",
-        ));
+    if !candidate.is_empty() {
+        trickle::check_candidate(candidate).map_err(ApiError::validation)?;
     }
     Ok(StatusCode::NO_CONTENT)
 }
