@@ -225,7 +225,8 @@ values = {events}
     // (every other operation must accept whatever its schema allows):
     // - the SDP inside WHIP/WHEP and SFU transport bodies is refused for what its text says
     //   (INVALID_SDP, NO_USABLE_MEDIA, SDP_TOO_LARGE): SDP is not something JSON Schema
-    //   describes;
+    //   describes; so are trickled SDP fragments and candidates (their fields: an
+    //   address, a port, a type), which a pattern only sketches;
     // - Better Auth's rules for accounts (its email syntax, passwords of 8-128 UTF-16 units,
     //   names of at most 256 bytes, an email already taken: 422);
     // - StreamVault's reference routes take "required" to mean truthy (`""`, `0` are missing);
@@ -234,6 +235,8 @@ values = {events}
     // - `GET /api/tmdb` (no path) is always the reference's 400 "Missing TMDB API path".
     for (regex, statuses) in [
         ("^/(whip|whep)/[^/]+$", r#""400", "413", "422""#),
+        ("^/(whip|whep)/[^/]+/[^/]+$", r#""400", "413""#),
+        ("^/streams/[^/]+/sfu/trickle$", r#""400""#),
         (
             "^/streams/[^/]+/sfu/(publish|subscribe)-transport$",
             r#""400", "413", "422""#,

@@ -722,8 +722,8 @@ pub struct SfuTrickle {
     /// The `participantId` from publish-transport or subscribe-transport.
     #[schema(pattern = r"^(pub|sub)-[\x21-\x7E]{0,60}$")]
     pub participant_id: String,
-    /// An ICE candidate (`candidate:...`, as in `RTCIceCandidate.candidate`); an empty
-    /// string marks the end of candidates.
+    /// An ICE candidate (`candidate:...`, as in `RTCIceCandidate.candidate`, its fields
+    /// well formed as RFC 8839 has them); an empty string marks the end of candidates.
     #[schema(
         pattern = r"^[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*(a=)?(candidate:[\s\S]*)?[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$"
     )]
