@@ -140,15 +140,7 @@ impl Realtime {
     /// Closes the sockets opened with a session token that was just signed out.
     pub fn disconnect_session(&self, user_id: &str, session_token: &str) {
         let Some(root) = self.root() else { return };
-        for socket in root.to(user_room(user_id)).sockets() {
-            let matches = socket
-                .extensions
-                .get::<SocketSession>()
-                .is_some_and(|s| s.0 == session_token);
-            if matches {
-                let _ = socket.disconnect();
-            }
-        }
+        close_session_sockets(root.to(user_room(user_id)).sockets(), session_token);
     }
 
     /// The session token of every open user socket, each once.
@@ -169,21 +161,26 @@ impl Realtime {
     /// Closes every user socket opened with `session_token` (a session that has ended).
     pub fn disconnect_session_token(&self, session_token: &str) {
         let Some(root) = self.root() else { return };
-        for socket in root.sockets() {
-            if socket
-                .extensions
-                .get::<SocketSession>()
-                .is_some_and(|s| s.0 == session_token)
-            {
-                let _ = socket.disconnect();
-            }
-        }
+        close_session_sockets(root.sockets(), session_token);
     }
 
     pub async fn disconnect_device(&self, device_id: &str) {
         let Some(root) = self.root() else { return };
         if let Err(e) = root.to(device_room(device_id)).disconnect().await {
             tracing::debug!(error = %e, "disconnecting device sockets failed");
+        }
+    }
+}
+
+/// Closes those of `sockets` that were opened with `session_token`.
+fn close_session_sockets(sockets: Vec<socketioxide::extract::SocketRef>, session_token: &str) {
+    for socket in sockets {
+        if socket
+            .extensions
+            .get::<SocketSession>()
+            .is_some_and(|s| s.0 == session_token)
+        {
+            let _ = socket.disconnect();
         }
     }
 }

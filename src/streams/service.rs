@@ -658,17 +658,25 @@ pub async fn revoke_device_media(
     let with_requested = with_requested || is_legacy(state);
     for mut session in active_sessions_of(&state.db, device_id).await? {
         if session.camera_device_id == device_id || with_requested {
-            // Lost a race with another end: nothing left to do for this one.
-            match end_session(state, &mut session, reason).await {
-                Ok(()) | Err(DomainError::Conflict { .. }) => {}
-                Err(e) => return Err(e),
-            }
+            end_if_active(state, &mut session, reason).await?;
         }
     }
     if let Some(sfu) = state.media.sfu() {
         sfu.close_device(device_id, None).await;
     }
     Ok(())
+}
+
+/// Ends `session` unless another end got there first (nothing left to do then).
+async fn end_if_active(
+    state: &AppState,
+    session: &mut StreamSession,
+    reason: &str,
+) -> DomainResult<()> {
+    match end_session(state, session, reason).await {
+        Ok(()) | Err(DomainError::Conflict { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 fn is_legacy(state: &AppState) -> bool {
@@ -689,10 +697,7 @@ pub async fn revoke_viewer_media(
             if session.camera_device_id == camera_id
                 && session.requester_device_id.as_deref() == Some(client_id)
             {
-                match end_session(state, &mut session, "unlinked").await {
-                    Ok(()) | Err(DomainError::Conflict { .. }) => {}
-                    Err(e) => return Err(e),
-                }
+                end_if_active(state, &mut session, "unlinked").await?;
             }
         }
         return Ok(());
