@@ -420,8 +420,72 @@ async fn a_role_change_closes_the_devices_sockets(backend: Backend) {
     }
 }
 
+/// A link and a role change of one of its devices, sent at once: one of them wins, and the
+/// other is refused. Never both: a link must not join two devices of the wrong roles.
+async fn a_link_and_a_role_change_at_once_never_both_succeed(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (token, _) = s.sign_up(&unique_email("linkrace"), "password-1").await;
+    let (mut links_won, mut role_changes_won) = (0, 0);
+    for round in 0..40 {
+        let (camera, _) = s
+            .register_device(&token, &format!("Cam {round}"), "camera")
+            .await;
+        let (client, _) = s
+            .register_device(&token, &format!("Phone {round}"), "client")
+            .await;
+        let link_body = json!({"cameraDeviceId": camera, "clientDeviceId": client});
+        let role_path = format!("/devices/{camera}");
+        let (link, role) = tokio::join!(
+            s.call(Method::POST, "/device-links", &token, Some(link_body)),
+            s.call(
+                Method::PATCH,
+                &role_path,
+                &token,
+                Some(json!({"role": "client"}))
+            ),
+        );
+        match (link.status, role.status) {
+            (201, 409) => {
+                assert_eq!(role.json["code"], "DEVICE_HAS_LINKS", "{}", role.text);
+                links_won += 1;
+            }
+            (400, 200) => role_changes_won += 1,
+            _ => panic!(
+                "round {round}: link {} {}, role change {} {}",
+                link.status, link.text, role.status, role.text
+            ),
+        }
+        let devices = s
+            .call(Method::GET, "/devices?limit=100", &token, None)
+            .await;
+        let camera_now = devices.json["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["id"] == camera.as_str())
+            .unwrap()
+            .clone();
+        let links = s
+            .call(Method::GET, "/device-links?limit=100", &token, None)
+            .await;
+        let linked = links.json["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["cameraDeviceId"] == camera.as_str());
+        assert_eq!(
+            linked,
+            camera_now["role"] == "camera",
+            "round {round}: linked {linked} with role {}",
+            camera_now["role"]
+        );
+    }
+    eprintln!("links won {links_won}, role changes won {role_changes_won}");
+}
+
 both_backends!(
     a_device_token_names_its_device,
+    a_link_and_a_role_change_at_once_never_both_succeed,
     registration_returns_the_device_and_a_token,
     heartbeat_marks_online_only_with_the_devices_own_token,
     update_validates_fields_and_role_change_waits_for_unlinking,

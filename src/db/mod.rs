@@ -244,6 +244,40 @@ macro_rules! tx_execute {
     };
 }
 
+/// `tx_fetch_optional!(tx, RowType, "SQL", [args...])` → `Result<Option<RowType>, sqlx::Error>`
+#[macro_export]
+macro_rules! tx_fetch_optional {
+    ($tx:expr, $ty:ty, $sql:expr, [$($arg:expr),* $(,)?]) => {
+        match $tx {
+            $crate::db::Tx::Sqlite(tx) => {
+                sqlx::query_as::<_, $ty>($sql)$(.bind($arg))*.fetch_optional(&mut **tx).await
+            }
+            $crate::db::Tx::Postgres(tx) => {
+                sqlx::query_as::<_, $ty>($sql)$(.bind($arg))*.fetch_optional(&mut **tx).await
+            }
+        }
+    };
+}
+
+/// Takes the row lock of each device in `ids`, in one order whatever the caller's, inside
+/// `tx`: a statement run after it sees every change committed by whoever held a lock
+/// before (PostgreSQL reads a fresh snapshot per statement), and two callers locking the
+/// same pair cannot deadlock. SQLite runs one transaction at a time; there it is a no-op
+/// write.
+pub async fn lock_devices(tx: &mut Tx, ids: &[&str]) -> Result<(), sqlx::Error> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    for id in ids {
+        crate::tx_execute!(
+            &mut *tx,
+            "UPDATE devices SET updated_at = updated_at WHERE id = $1",
+            [id]
+        )?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

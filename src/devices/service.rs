@@ -13,7 +13,7 @@ use crate::error::{DomainError, DomainResult, codes};
 use crate::pagination::{Page, PageQuery};
 use crate::realtime::Realtime;
 use crate::time;
-use crate::{db_execute, db_fetch_all, db_fetch_optional, keyset_page};
+use crate::{db_execute, db_fetch_all, db_fetch_optional, keyset_page, tx_execute};
 
 /// A heartbeat within this window counts as online.
 pub const ONLINE_WINDOW: Duration = Duration::seconds(60);
@@ -249,9 +249,12 @@ pub async fn update(
         && role != current.role
     {
         role_changed = true;
-        // Checked and applied in one statement: a link created concurrently cannot slip in.
-        let changed = db_execute!(
-            db,
+        // The device's row is locked before the links are looked for, as creating a link
+        // locks both of its devices first: whichever comes second sees what the first did.
+        let mut tx = db.begin().await?;
+        crate::db::lock_devices(&mut tx, &[&current.id]).await?;
+        let changed = tx_execute!(
+            &mut tx,
             "UPDATE devices SET role = $1, updated_at = $2 WHERE id = $3
                AND NOT EXISTS (SELECT 1 FROM device_links WHERE camera_device_id = $4 OR client_device_id = $5)",
             [role, now, &current.id, &current.id, &current.id]
@@ -262,6 +265,7 @@ pub async fn update(
                 "Remove this device's links before changing its role",
             ));
         }
+        tx.commit().await?;
     }
     if let Some(name) = name {
         db_execute!(

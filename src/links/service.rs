@@ -1,19 +1,25 @@
-use crate::db::Db;
-use crate::devices::service::{IdRow, find_for_user};
+use crate::db::{Db, Tx, lock_devices};
+use crate::devices::model::{Device, device_columns};
+use crate::devices::service::{IdRow, device_not_found};
 use crate::error::{DomainError, DomainResult, codes, is_unique_violation};
 use crate::links::model::Link;
 use crate::pagination::{Page, PageQuery};
 use crate::time;
-use crate::{db_execute, db_fetch_all, db_fetch_optional, keyset_page};
+use crate::{db_fetch_all, db_fetch_optional, keyset_page, tx_execute, tx_fetch_optional};
 
+/// Links a camera to a client. Both devices' rows are locked first, as a role change locks
+/// its device before it looks for links: whichever of the two comes second sees what the
+/// first did, so a link never joins devices whose roles changed under it.
 pub async fn create(
     db: &Db,
     user_id: &str,
     camera_id: &str,
     client_id: &str,
 ) -> DomainResult<Link> {
-    let camera = find_for_user(db, user_id, camera_id).await?;
-    let client = find_for_user(db, user_id, client_id).await?;
+    let mut tx = db.begin().await?;
+    lock_devices(&mut tx, &[camera_id, client_id]).await?;
+    let camera = device_in(&mut tx, user_id, camera_id).await?;
+    let client = device_in(&mut tx, user_id, client_id).await?;
     if !camera.is_camera() {
         return Err(DomainError::validation(
             "cameraDeviceId must be a device with role camera",
@@ -30,8 +36,8 @@ pub async fn create(
         client_device_id: client.id,
         created_at: time::now(),
     };
-    let inserted = db_execute!(
-        db,
+    let inserted = tx_execute!(
+        &mut tx,
         "INSERT INTO device_links (id, user_id, camera_device_id, client_device_id, created_at) VALUES ($1, $2, $3, $4, $5)",
         [
             &link.id,
@@ -42,13 +48,31 @@ pub async fn create(
         ]
     );
     match inserted {
-        Ok(_) => Ok(link),
+        Ok(_) => {
+            tx.commit().await?;
+            Ok(link)
+        }
         Err(e) if is_unique_violation(&e) => Err(DomainError::conflict(
             codes::LINK_EXISTS,
             "These devices are already linked",
         )),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The user's device as `tx` sees it, or 404.
+async fn device_in(tx: &mut Tx, user_id: &str, device_id: &str) -> DomainResult<Device> {
+    tx_fetch_optional!(
+        &mut *tx,
+        Device,
+        concat!(
+            "SELECT ",
+            device_columns!(),
+            " FROM devices WHERE id = $1 AND user_id = $2"
+        ),
+        [device_id, user_id]
+    )?
+    .ok_or_else(device_not_found)
 }
 
 pub async fn list(db: &Db, user_id: &str, page: &PageQuery) -> DomainResult<Page<Link>> {
