@@ -483,8 +483,59 @@ async fn a_link_and_a_role_change_at_once_never_both_succeed(backend: Backend) {
     eprintln!("links won {links_won}, role changes won {role_changes_won}");
 }
 
+/// What a connecting device socket is checked against once it is in its device's room
+/// (a change that landed between the admission check and the join could not close it):
+/// the token it presented, its status and its role must all still hold.
+async fn a_connecting_socket_is_rechecked_against_its_token_status_and_role(backend: Backend) {
+    use watchpost::devices::service::{device_by_token, hash_device_token, touch_if_unchanged};
+    let s = TestServer::start(backend).await;
+    let (token, _) = s.sign_up(&unique_email("recheck"), "password-1").await;
+    let db = &s.state.db;
+    let patch = |id: String, body: serde_json::Value| {
+        let (s, token) = (&s, &token);
+        async move {
+            let r = s
+                .call(Method::PATCH, &format!("/devices/{id}"), token, Some(body))
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            r
+        }
+    };
+    let (id, dtoken) = s.register_device(&token, "Porch", "camera").await;
+    let admitted = device_by_token(db, &dtoken).await.unwrap().unwrap();
+    let hash = hash_device_token(&dtoken);
+    assert!(touch_if_unchanged(db, &admitted, &hash).await.unwrap());
+    // Another role since admission.
+    patch(id.clone(), json!({"role": "client"})).await;
+    assert!(!touch_if_unchanged(db, &admitted, &hash).await.unwrap());
+    patch(id.clone(), json!({"role": "camera"})).await;
+    assert!(touch_if_unchanged(db, &admitted, &hash).await.unwrap());
+    // Disabled, then enabled again: the token it was admitted with is revoked for good.
+    patch(id.clone(), json!({"status": "disabled"})).await;
+    assert!(!touch_if_unchanged(db, &admitted, &hash).await.unwrap());
+    let r = patch(id.clone(), json!({"status": "active"})).await;
+    assert!(!touch_if_unchanged(db, &admitted, &hash).await.unwrap());
+    let fresh = r.json["deviceToken"].as_str().unwrap();
+    assert!(
+        touch_if_unchanged(db, &admitted, &hash_device_token(fresh))
+            .await
+            .unwrap()
+    );
+    // Deleted.
+    let r = s
+        .call(Method::DELETE, &format!("/devices/{id}"), &token, None)
+        .await;
+    assert!(r.status < 300, "{}", r.text);
+    assert!(
+        !touch_if_unchanged(db, &admitted, &hash_device_token(fresh))
+            .await
+            .unwrap()
+    );
+}
+
 both_backends!(
     a_device_token_names_its_device,
+    a_connecting_socket_is_rechecked_against_its_token_status_and_role,
     a_link_and_a_role_change_at_once_never_both_succeed,
     registration_returns_the_device_and_a_token,
     heartbeat_marks_online_only_with_the_devices_own_token,

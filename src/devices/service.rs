@@ -346,6 +346,20 @@ pub async fn touch(db: &Db, device_id: &str) -> DomainResult<crate::time::Timest
     Ok(now)
 }
 
+/// Records that the device was seen, if its token, status and role are still the ones a
+/// socket of it was admitted with. False means the socket must close: the device was
+/// disabled, deleted or given another role (or token) since, possibly before the socket
+/// had joined the room such a change closes.
+pub async fn touch_if_unchanged(db: &Db, device: &Device, token_hash: &str) -> DomainResult<bool> {
+    let changed = db_execute!(
+        db,
+        "UPDATE devices SET last_seen_at = $1
+          WHERE id = $2 AND token_hash = $3 AND status = 'active' AND role = $4",
+        [time::now(), &device.id, token_hash, device.role]
+    )?;
+    Ok(changed == 1)
+}
+
 /// A heartbeat: seen now, and online for the next minute even without a socket.
 pub async fn heartbeat(db: &Db, device_id: &str) -> DomainResult<crate::time::Timestamp> {
     let now = time::now();

@@ -15,7 +15,9 @@ use crate::auth::extract::session_token;
 use crate::auth::service::find_session;
 use crate::commands;
 use crate::devices::model::{DEVICE_TOKEN_PREFIX, Device};
-use crate::devices::service::{device_by_token, require_camera, touch};
+use crate::devices::service::{
+    device_by_token, hash_device_token, require_camera, touch, touch_if_unchanged,
+};
 use crate::error::{ApiError, codes};
 use crate::http::extract::bearer;
 use crate::realtime::{SocketSession, device_room, event, user_room};
@@ -25,7 +27,8 @@ use crate::streams;
 /// Who a socket belongs to; stored in the socket's extensions by the auth middleware.
 #[derive(Clone)]
 enum Identity {
-    Device(Box<Device>),
+    /// A device, with the hash of the token it presented.
+    Device(Box<Device>, String),
     /// A user session, by user id.
     User(String),
 }
@@ -63,7 +66,7 @@ async fn authenticate(
     let identity = match token {
         Some(t) if t.starts_with(DEVICE_TOKEN_PREFIX) => match device_by_token(&state.db, &t).await
         {
-            Ok(Some(device)) => Identity::Device(Box::new(device)),
+            Ok(Some(device)) => Identity::Device(Box::new(device), hash_device_token(&t)),
             Ok(None) => return Err(AuthError("invalid or revoked device token")),
             Err(_) => return Err(AuthError("authentication is temporarily unavailable")),
         },
@@ -108,12 +111,12 @@ async fn authenticate(
     // Presence starts here, before the client's CONNECT is acknowledged: a client that
     // sees itself connected must also be listed online. `on_connect` takes the claim over;
     // if it never runs (the CONNECT could not be sent), dropping the socket releases it.
-    if let Identity::Device(device) = &identity {
+    if let Identity::Device(device, _) = &identity {
         state.realtime.connected(&device.id);
         socket.extensions.insert(Arc::new(PresenceClaim {
             realtime: state.realtime.clone(),
             device_id: device.id.clone(),
-            armed: AtomicBool::new(true),
+            held: AtomicBool::new(true),
         }));
     }
     // Rooms are joined here too, before the CONNECT is acknowledged: an event emitted once
@@ -121,25 +124,33 @@ async fn authenticate(
     // task of its own).
     match &identity {
         Identity::User(user_id) => socket.join(user_room(user_id)),
-        Identity::Device(device) => socket.join(device_room(&device.id)),
+        Identity::Device(device, _) => socket.join(device_room(&device.id)),
     }
     socket.extensions.insert(identity);
     Ok(())
 }
 
-/// A device's presence taken in the middleware, released on drop unless `on_connect`
-/// takes responsibility for it (its disconnect handler releases it then).
+/// A device's presence, taken in the middleware for one socket. It is given back once,
+/// whichever comes first: the socket's disconnect handler, `on_connect` finding the socket
+/// already closed, or the socket being dropped. A socket closing while its connect handler
+/// runs reaches two of those; counting it twice would show another socket's device offline.
 struct PresenceClaim {
     realtime: crate::realtime::Realtime,
     device_id: String,
-    armed: AtomicBool,
+    held: AtomicBool,
+}
+
+impl PresenceClaim {
+    fn release(&self) {
+        if self.held.swap(false, Ordering::SeqCst) {
+            self.realtime.disconnected(&self.device_id);
+        }
+    }
 }
 
 impl Drop for PresenceClaim {
     fn drop(&mut self) {
-        if self.armed.load(Ordering::SeqCst) {
-            self.realtime.disconnected(&self.device_id);
-        }
+        self.release();
     }
 }
 
@@ -154,16 +165,36 @@ async fn on_connect(state: AppState, socket: SocketRef) {
     };
     match identity {
         // Its room was joined in the middleware.
-        Identity::User(_) => {}
-        Identity::Device(device) => {
+        Identity::User(user_id) => {
+            // A sign-out between the middleware's check and its joining the user's room
+            // could not close this socket: look again, now that it is in the room.
+            let session = socket.extensions.get::<SocketSession>();
+            let current = match session {
+                Some(session) => find_session(&state.db, &session.0)
+                    .await
+                    .map(|found| found.is_some_and(|(_, user)| user.id == user_id)),
+                None => Ok(false),
+            };
+            if !matches!(current, Ok(true)) {
+                tracing::debug!(user_id = %user_id, "closing a socket whose session ended while it connected");
+                let _ = socket.disconnect();
+            }
+        }
+        Identity::Device(device, token_hash) => {
             let device = *device;
+            let Some(claim) = socket.extensions.get::<Arc<PresenceClaim>>() else {
+                let _ = socket.disconnect();
+                return;
+            };
             // Handlers are registered before any await: events that arrive while this
             // function is suspended would otherwise be dropped, and a socket closing then
             // would never run its disconnect handler.
             let disconnect_state = state.clone();
+            let disconnect_claim = claim.clone();
             let (device_id, owner_id) = (device.id.clone(), device.user_id.clone());
             socket.on_disconnect(move || {
                 let state = disconnect_state.clone();
+                let claim = disconnect_claim.clone();
                 let (device_id, owner_id) = (device_id.clone(), owner_id.clone());
                 async move {
                     // Seen-at is written before the device shows offline, so whoever sees it
@@ -171,7 +202,7 @@ async fn on_connect(state: AppState, socket: SocketRef) {
                     // answer soon does not hold the presence change back.
                     let _ = tokio::time::timeout(PRESENCE_WRITE_WAIT, touch(&state.db, &device_id))
                         .await;
-                    state.realtime.disconnected(&device_id);
+                    claim.release();
                     if !state.realtime.is_online(&device_id) {
                         announce_presence(&state, &owner_id, &device_id, false).await;
                     }
@@ -228,16 +259,27 @@ async fn on_connect(state: AppState, socket: SocketRef) {
                 },
             );
 
-            // From here the disconnect handler releases the presence taken in the middleware.
-            if let Some(claim) = socket.extensions.remove::<Arc<PresenceClaim>>() {
-                claim.armed.store(false, Ordering::SeqCst);
-            }
             if !socket.connected() {
-                // Closed before we got here; its disconnect handler may already have run.
-                state.realtime.disconnected(&device.id);
+                // Closed before we got here; its disconnect handler may have run too.
+                claim.release();
                 return;
             }
-            let _ = touch(&state.db, &device.id).await;
+            // A disable, deletion or role change between the middleware's check and its
+            // joining the device's room could not close this socket: look again, now that
+            // it is in the room (a change from here on closes it).
+            match touch_if_unchanged(&state.db, &device, &token_hash).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::debug!(device_id = %device.id, "closing a socket whose device changed while it connected");
+                    let _ = socket.disconnect();
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(device_id = %device.id, error = ?e, "could not recheck a connecting device; closing its socket");
+                    let _ = socket.disconnect();
+                    return;
+                }
+            }
             announce_presence(&state, &device.user_id, &device.id, true).await;
             if device.is_camera()
                 && let Err(e) = commands::service::deliver_pending(&state, &device.id).await
@@ -330,4 +372,39 @@ async fn relay_signal(
         )
         .await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A socket that closes while its connect handler runs reaches two release paths (its
+    /// disconnect handler and the handler's own check), then is dropped: the device's
+    /// count goes down once, and its other socket keeps it online.
+    #[test]
+    fn a_presence_claim_is_given_back_once() {
+        let (_layer, io) = SocketIo::new_layer();
+        let realtime = crate::realtime::Realtime::new(io);
+        realtime.connected("cam");
+        realtime.connected("cam");
+        let claim = Arc::new(PresenceClaim {
+            realtime: realtime.clone(),
+            device_id: "cam".into(),
+            held: AtomicBool::new(true),
+        });
+        claim.release();
+        claim.release();
+        drop(claim);
+        assert!(
+            realtime.is_online("cam"),
+            "the other socket's presence was taken"
+        );
+        // Dropped without any release: the claim still gives its presence back.
+        drop(PresenceClaim {
+            realtime: realtime.clone(),
+            device_id: "cam".into(),
+            held: AtomicBool::new(true),
+        });
+        assert!(!realtime.is_online("cam"));
+    }
 }
