@@ -509,6 +509,57 @@ async fn legacy_mode_unlinking_or_disabling_a_client_ends_its_calls(backend: Bac
     assert_eq!(ended["endReason"], "device_disabled", "{ended}");
 }
 
+/// Legacy mode: an unlink ends the calls it finds, but a call requested while it looked
+/// escapes it. The relay checks the link itself: such a call's next signal is refused, and
+/// the call ends. Here the link row is removed behind the server's back, as the unlink that
+/// missed the call leaves it.
+async fn legacy_mode_the_relay_ends_a_call_whose_link_is_gone(backend: Backend) {
+    let s = TestServer::start_with(backend, &[("MEDIA_MODE", "legacy")]).await;
+    let f = family(&s).await;
+    let camera = s.socket(&f.cam_token).await;
+    let mut client = s.socket(&f.cli_token).await;
+    let sid = request(&s, &f).await;
+    accept(&s, &f, &sid).await;
+    let offer = json!({"streamSessionId": sid, "data": {"type": "offer", "sdp": "v=0\r\n"}});
+    let reply = camera.emit_with_ack("webrtc:signal", offer.clone()).await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    client.wait_for("webrtc:signal", WAIT, |_| true).await;
+
+    let sql = "DELETE FROM device_links WHERE camera_device_id = $1 AND client_device_id = $2";
+    let removed = match &s.state.db {
+        watchpost::db::Db::Sqlite(p) => sqlx::query(sql)
+            .bind(&f.cam)
+            .bind(&f.cli)
+            .execute(p)
+            .await
+            .unwrap()
+            .rows_affected(),
+        watchpost::db::Db::Postgres(p) => sqlx::query(sql)
+            .bind(&f.cam)
+            .bind(&f.cli)
+            .execute(p)
+            .await
+            .unwrap()
+            .rows_affected(),
+    };
+    assert_eq!(removed, 1);
+    let reply = camera.emit_with_ack("webrtc:signal", offer).await;
+    assert_eq!(reply["code"], "STREAM_NOT_ACTIVE", "{reply}");
+    client
+        .expect_none("webrtc:signal", std::time::Duration::from_millis(300))
+        .await;
+    let ended = client.wait_for("stream:ended", WAIT, id_is(&sid)).await;
+    assert_eq!(ended["endReason"], "unlinked", "{ended}");
+    // Refused from the other end too, now that the call is over.
+    let reply = client
+        .emit_with_ack(
+            "webrtc:signal",
+            json!({"streamSessionId": sid, "data": {"type": "answer", "sdp": "v=0\r\n"}}),
+        )
+        .await;
+    assert_eq!(reply["code"], "STREAM_NOT_ACTIVE", "{reply}");
+}
+
 async fn sfu_mode_refuses_relay(backend: Backend) {
     let s = TestServer::start(backend).await;
     let (_, (cam, cam_token), (_, cli_token)) = household(&s).await;
@@ -702,6 +753,7 @@ both_backends!(
     stream_requests_expire,
     legacy_mode_relays_signalling,
     legacy_mode_unlinking_or_disabling_a_client_ends_its_calls,
+    legacy_mode_the_relay_ends_a_call_whose_link_is_gone,
     sfu_mode_refuses_relay,
     a_signed_in_user_watches_their_camera_without_a_device,
     a_user_cannot_reach_another_users_streams,

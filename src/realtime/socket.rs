@@ -347,13 +347,14 @@ async fn relay_signal(
             "Signalling relay is only available with MEDIA_MODE=legacy",
         ));
     }
-    let session = streams::service::find(&state.db, &body.stream_session_id)
+    let mut session = streams::service::find(&state.db, &body.stream_session_id)
         .await?
         .filter(|s| {
             s.camera_device_id == device.id || s.requester_device_id.as_deref() == Some(&device.id)
         })
         .ok_or_else(|| ApiError::not_found("Stream session not found"))?;
     streams::service::require_session_active(&session)?;
+    streams::service::require_call_linked(state, &mut session).await?;
     let peer = if session.camera_device_id == device.id {
         // A session the server opened has no device at the other end to relay to.
         session

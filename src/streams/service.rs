@@ -574,6 +574,26 @@ pub fn require_session_active(session: &StreamSession) -> DomainResult<()> {
     require_active(session)
 }
 
+/// Legacy mode: a call lives only while its requester is linked to the camera. An unlink
+/// ends the calls it finds; a call requested while it looked is ended here, at its next
+/// signal, so the relay never carries a call between devices that are no longer linked.
+pub async fn require_call_linked(
+    state: &AppState,
+    session: &mut StreamSession,
+) -> DomainResult<()> {
+    let Some(client) = session.requester_device_id.clone() else {
+        return Ok(());
+    };
+    if links::service::are_linked(&state.db, &session.camera_device_id, &client).await? {
+        return Ok(());
+    }
+    end_if_active(state, session, "unlinked").await?;
+    Err(DomainError::conflict(
+        codes::STREAM_NOT_ACTIVE,
+        "The stream session is not active",
+    ))
+}
+
 fn token_revoked(message: &str) -> DomainError {
     DomainError::forbidden(codes::MEDIA_TOKEN_REVOKED, message)
 }
