@@ -1296,6 +1296,116 @@ async fn old_recordings_are_deleted_after_the_retention_period() {
     s.stop().await;
 }
 
+/// Deleting leaves nothing behind, whenever it happens. A recording deleted while the store
+/// is down and its segments still wait on local disk: their uploads give up (their bytes
+/// leave the backlog, which would otherwise fill and refuse every new recording), and once
+/// the store is back nothing of it is stored. A camera deleted with its recordings: their
+/// objects go with them (the database would drop only the rows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_recording_or_its_camera_leaves_nothing_behind() {
+    let _media = MEDIA_PEERS.lock().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s3 = PrivateS3::start(&tmp.path().join("s3"));
+    let bucket = "deletions";
+    let mut vars = s3.vars(bucket);
+    vars.push(("RECORDING_MODE".into(), "always".into()));
+    vars.push(("RECORDING_SEGMENT_SECONDS".into(), "2".into()));
+    let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let s = TestServer::start_with(Backend::Sqlite, &refs).await;
+
+    let live_one = live(&s).await;
+    let mut publisher = publish(&s, &live_one).await;
+    let recording = the_recording(&s, &live_one, Duration::from_secs(10)).await;
+    let id = recording["id"].as_str().unwrap().to_string();
+    s3.stop();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    publisher.stop_sending().await;
+    end_stream(&s, &live_one).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = s
+            .call(
+                Method::GET,
+                &format!("/recordings/{id}"),
+                &live_one.user_token,
+                None,
+            )
+            .await;
+        let waiting = r.json["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["uploadedAt"].is_null())
+            .count();
+        if r.json["status"] != "recording" && waiting >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no waiting segments: {}", r.text);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        metric(
+            &s.get("/metrics").await.text,
+            "watchpost_recording_backlog_bytes"
+        ) > 0
+    );
+    let r = s
+        .call(
+            Method::DELETE,
+            &format!("/recordings/{id}"),
+            &live_one.user_token,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(
+        &s.get("/metrics").await.text,
+        "watchpost_recording_backlog_bytes",
+    ) > 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the deleted recording's segments stayed in the backlog"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    s3.resume();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let prefix = format!("recordings/{}/{}/{id}", live_one.user_id, live_one.camera);
+    assert!(
+        s3.keys(bucket, &prefix).is_empty(),
+        "{:?}",
+        s3.keys(bucket, &prefix)
+    );
+
+    let live_two = live(&s).await;
+    let mut publisher = publish(&s, &live_two).await;
+    let recording = the_recording(&s, &live_two, Duration::from_secs(10)).await;
+    let id = recording["id"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    publisher.stop_sending().await;
+    end_stream(&s, &live_two).await;
+    settled(&s, &live_two.user_token, &id, Duration::from_secs(30)).await;
+    let prefix = format!("recordings/{}/{}/{id}", live_two.user_id, live_two.camera);
+    assert!(!s3.keys(bucket, &prefix).is_empty());
+    let r = s
+        .call(
+            Method::DELETE,
+            &format!("/devices/{}", live_two.camera),
+            &live_two.user_token,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        s3.keys(bucket, &prefix).is_empty(),
+        "{:?}",
+        s3.keys(bucket, &prefix)
+    );
+    s.stop().await;
+}
+
 /// The local backlog is full (`RECORDING_MAX_LOCAL_BYTES`): a new segment is refused with a
 /// log line and a metric, the recording stops, and the live stream is untouched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,7 +18,7 @@ use crate::http::extract::{Path, Query};
 use crate::http::json::Json;
 use crate::pagination::{Page, PageQuery};
 use crate::state::AppState;
-use crate::streams;
+use crate::{recordings, streams};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -231,7 +231,7 @@ pub async fn update_device(
     params(("deviceId" = String, Path, pattern = r"^[^\x00-\x1F\x7F]+$")),
     security(("bearer" = []), ("cookie" = [])),
     responses(
-        (status = 200, body = OkBody, description = "Deleted with its links, commands, events and sessions"),
+        (status = 200, body = OkBody, description = "Deleted with its links, commands, events, sessions and recordings (objects included)"),
         (status = 404, body = ErrorBody, description = "Not the caller's device"),
         (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
         (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: a path parameter with control characters"),
@@ -247,6 +247,7 @@ pub async fn delete_device(
     service::find_for_user(&state.db, &current.user.id, &device_id).await?;
     // Before the delete takes its sessions with it, so they end announced.
     streams::service::revoke_device_media(&state, &device_id, "device_deleted", true).await?;
+    recordings::service::remove_for_camera(&state, &device_id).await?;
     service::delete(&state.db, &current.user.id, &device_id).await?;
     state.realtime.disconnect_device(&device_id).await;
     Ok(axum::Json(OkBody { ok: true }))

@@ -397,7 +397,15 @@ async fn segment_closed(
         content_type: container.content_type().to_string(),
         uploaded_at: None,
     };
-    add_segment(&state.db, &row).await?;
+    if let Err(e) = add_segment(&state.db, &row).await {
+        // The recording was deleted (its camera with it) while this segment was being
+        // cut: the file is not wanted.
+        if matches!(find(&state.db, &recording.id).await, Ok(None)) {
+            let _ = tokio::fs::remove_file(&segment.path).await;
+            return Ok(());
+        }
+        return Err(e);
+    }
     state
         .recordings
         .counters()
@@ -673,19 +681,43 @@ pub async fn delete(state: &AppState, user_id: &str, id: &str) -> DomainResult<(
     remove(state, &recording).await
 }
 
+/// A camera is being deleted: its recordings go first, objects and all (the database would
+/// drop their rows with the camera and leave the objects behind, counted nowhere).
+pub async fn remove_for_camera(state: &AppState, camera_id: &str) -> DomainResult<()> {
+    let recordings = db_fetch_all!(
+        &state.db,
+        Recording,
+        concat!(
+            "SELECT ",
+            recording_columns!(),
+            " FROM recordings WHERE camera_device_id = $1"
+        ),
+        [camera_id]
+    )?;
+    for recording in recordings {
+        remove(state, &recording).await?;
+    }
+    Ok(())
+}
+
 async fn remove(state: &AppState, recording: &Recording) -> DomainResult<()> {
-    for segment in segments_of(&state.db, &recording.id).await? {
+    let segments = segments_of(&state.db, &recording.id).await?;
+    for segment in &segments {
         if segment.uploaded_at.is_some() {
             state.storage.delete(&segment.object_key).await?;
         }
     }
-    // A segment still waiting for upload is dropped with it: its upload finds no row and
-    // removes what it put.
+    // A segment still waiting for upload is dropped with it: an upload that marks it after
+    // this finds no row and removes what it put, and one that fails gives up.
     db_execute!(
         &state.db,
         "DELETE FROM recordings WHERE id = $1",
         [&recording.id]
     )?;
+    // One that was marked uploaded between the listing and the delete kept its object.
+    for segment in segments.iter().filter(|s| s.uploaded_at.is_none()) {
+        let _ = state.storage.delete(&segment.object_key).await;
+    }
     let dir = state.recordings.dir().join(&recording.id);
     if let Ok(mut entries) = tokio::fs::read_dir(&dir).await {
         while let Ok(Some(entry)) = entries.next_entry().await {

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::db_execute;
+use crate::devices::service::IdRow;
 use crate::state::AppState;
 use crate::time;
+use crate::{db_execute, db_fetch_optional};
 
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 const MAX_RETRY: Duration = Duration::from_secs(15);
@@ -22,6 +23,31 @@ pub(super) struct UploadJob {
     pub path: PathBuf,
 }
 
+/// True only when the database says the segment's row is gone (an error is not proof).
+async fn segment_is_gone(state: &AppState, job: &UploadJob) -> bool {
+    matches!(
+        db_fetch_optional!(
+            &state.db,
+            IdRow,
+            "SELECT recording_id AS id FROM recording_segments WHERE recording_id = $1 AND seq = $2",
+            [&job.recording_id, job.seq]
+        ),
+        Ok(None)
+    )
+}
+
+/// Gives up a segment whose recording was deleted: whatever part of it reached the store or
+/// stayed on disk goes, and its bytes leave the backlog.
+async fn abandon(state: &AppState, job: &UploadJob) {
+    let _ = state.storage.delete(&job.key).await;
+    let _ = tokio::fs::remove_file(&job.path).await;
+    if let Some(dir) = job.path.parent() {
+        let _ = tokio::fs::remove_dir(dir).await;
+    }
+    state.recordings.remove_backlog(job.size);
+    tracing::info!(key = %job.key, "segment upload dropped: its recording was deleted");
+}
+
 pub(super) async fn upload_segment(state: AppState, job: UploadJob) {
     let mut delay = FIRST_RETRY;
     let mut attempts = 0u32;
@@ -29,6 +55,13 @@ pub(super) async fn upload_segment(state: AppState, job: UploadJob) {
         match put_and_verify(&state, &job).await {
             Ok(()) => break,
             Err(e) => {
+                // Deleted meanwhile (its local file with it): nothing is left to upload, and
+                // retrying for ever would hold its bytes in the backlog, which refuses new
+                // recordings once full.
+                if segment_is_gone(&state, &job).await {
+                    abandon(&state, &job).await;
+                    return;
+                }
                 attempts += 1;
                 state
                     .recordings
