@@ -10,7 +10,7 @@ use watchpost_media::sfu::MediaEvent;
 use crate::db::Db;
 use crate::state::AppState;
 use crate::storage::ObjectStore;
-use crate::{auth, commands, events, recordings, streams};
+use crate::{auth, commands, events, recordings, streams, videos};
 
 /// Time-driven state changes: command and stream-request expiry, stale motion events.
 /// Once a second keeps expiry within about a second of its deadline.
@@ -95,6 +95,13 @@ pub fn spawn_janitor(state: AppState, stop: CancellationToken) -> JoinHandle<()>
                 Ok(n) if n > 0 => tracing::info!(removed = n, "retention: deleted old recordings"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = ?e, "recording retention sweep failed"),
+            }
+            match videos::service::sweep_abandoned(&state.db, &state.storage, state.presign_ttl())
+                .await
+            {
+                Ok(n) if n > 0 => tracing::info!(removed = n, "deleted uploads never completed"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = ?e, "sweeping uncompleted uploads failed"),
             }
             // An upload in progress keeps touching its file; one untouched this long was
             // abandoned (a client gone mid-upload, or a crash before the rename).

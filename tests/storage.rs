@@ -758,6 +758,191 @@ async fn uploads_are_held_to_the_storage_quota(backend: Backend, store: Store) {
     assert_eq!(r.status, 200, "{}", r.text);
 }
 
+/// An upload that was put but never completed still takes its bytes from the quota, until
+/// the janitor deletes it (an hour after its URL expired); two completions checked at once
+/// cannot both fit where only one does; and a URL cannot put an object back once its
+/// upload is completed or deleted (the embedded store refuses; on S3 the URL lives on, and
+/// deleting its key again removes what it put).
+async fn open_uploads_hold_their_bytes_and_closed_ones_take_no_more(
+    backend: Backend,
+    store: Store,
+) {
+    let s = TestServer::start_store(
+        backend,
+        store,
+        &[("STORAGE_QUOTA_BYTES_PER_USER", "1000000")],
+    )
+    .await;
+    let (token, _) = s.sign_up(&unique_email("open"), "password-1").await;
+    let dev = device(&s, &token).await;
+    let ask = |size: Option<u64>| {
+        let mut body = json!({"fileName": "clip.mp4", "deviceId": dev, "contentType": "video/mp4"});
+        if let Some(n) = size {
+            body["size"] = json!(n);
+        }
+        upload_url(&s, &token, body)
+    };
+    let complete = |id: String| {
+        let token = token.clone();
+        let s = &s;
+        async move {
+            authed(
+                s,
+                reqwest::Method::POST,
+                &format!("/videos/{id}/complete"),
+                &token,
+                None,
+            )
+            .await
+        }
+    };
+    let opened = |r: Reply| {
+        assert_eq!(r.status, 200, "{}", r.text);
+        (
+            r.json["uploadUrl"].as_str().unwrap().to_string(),
+            r.json["video"]["id"].as_str().unwrap().to_string(),
+            r.json["objectKey"].as_str().unwrap().to_string(),
+        )
+    };
+
+    // Two undeclared uploads, each given the whole quota, each filled to 600,000 bytes:
+    // completed at once, exactly one fits.
+    let (url_a, id_a, key_a) = opened(ask(None).await);
+    let (url_b, id_b, key_b) = opened(ask(None).await);
+    assert_eq!(
+        put_bytes(&s, &url_a, "video/mp4", vec![1; 600_000]).await,
+        200
+    );
+    assert_eq!(
+        put_bytes(&s, &url_b, "video/mp4", vec![2; 600_000]).await,
+        200
+    );
+    // Put but not completed, it counts already.
+    ask(Some(500_000))
+        .await
+        .expect_error(413, "STORAGE_QUOTA_EXCEEDED");
+    let (a, b) = tokio::join!(complete(id_a.clone()), complete(id_b.clone()));
+    let mut statuses = [a.status, b.status];
+    statuses.sort();
+    assert_eq!(statuses, [200, 413], "{} / {}", a.text, b.text);
+    let (kept_url, kept_key, gone_key) = if a.status == 200 {
+        (&url_a, &key_a, &key_b)
+    } else {
+        (&url_b, &key_b, &key_a)
+    };
+    assert!(s.state.storage.head(gone_key).await.unwrap().is_none());
+
+    // The completed upload's URL is still within its lifetime.
+    let again = put_bytes(&s, kept_url, "video/mp4", vec![3; 900_000]).await;
+    match store {
+        Store::Local => assert_eq!(again, 409, "a completed video was overwritten"),
+        Store::S3 => assert_eq!(again, 200),
+    }
+    let r = authed(
+        &s,
+        reqwest::Method::DELETE,
+        "/videos",
+        &token,
+        Some(json!({"objectKey": kept_key})),
+    )
+    .await;
+    assert_eq!(r.json["deleted"], true, "{}", r.text);
+    let again = put_bytes(&s, kept_url, "video/mp4", vec![4; 100]).await;
+    match store {
+        Store::Local => assert_eq!(again, 409, "a deleted video came back"),
+        Store::S3 => {
+            assert_eq!(again, 200);
+            // Deleting the key again removes what the live URL put back.
+            let r = authed(
+                &s,
+                reqwest::Method::DELETE,
+                "/videos",
+                &token,
+                Some(json!({"objectKey": kept_key})),
+            )
+            .await;
+            assert_eq!(r.json["deleted"], false, "{}", r.text);
+        }
+    }
+    assert!(s.state.storage.head(kept_key).await.unwrap().is_none());
+
+    // Put and never completed: an hour after its URL expired, the janitor deletes it.
+    let (url_c, id_c, key_c) = opened(ask(None).await);
+    assert_eq!(
+        put_bytes(&s, &url_c, "video/mp4", vec![5; 700_000]).await,
+        200
+    );
+    ask(Some(400_000))
+        .await
+        .expect_error(413, "STORAGE_QUOTA_EXCEEDED");
+    let ttl = s.state.presign_ttl();
+    let swept = || watchpost::videos::service::sweep_abandoned(&s.state.db, &s.state.storage, ttl);
+    assert_eq!(swept().await.unwrap(), 0, "swept while its URL was valid");
+    let aged = watchpost::time::now() - chrono::Duration::hours(3);
+    let sql = "UPDATE videos SET created_at = $1 WHERE id = $2";
+    match &s.state.db {
+        watchpost::db::Db::Sqlite(p) => {
+            sqlx::query(sql)
+                .bind(aged)
+                .bind(&id_c)
+                .execute(p)
+                .await
+                .unwrap();
+        }
+        watchpost::db::Db::Postgres(p) => {
+            sqlx::query(sql)
+                .bind(aged)
+                .bind(&id_c)
+                .execute(p)
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(swept().await.unwrap(), 1);
+    assert!(s.state.storage.head(&key_c).await.unwrap().is_none());
+    complete(id_c).await.expect_error(404, "NOT_FOUND");
+    assert_eq!(ask(Some(900_000)).await.status, 200);
+}
+
+/// An account has at most `MAX_OPEN_UPLOADS` uploads open; completing or deleting one
+/// makes room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_uploads_are_capped_per_account() {
+    let s = TestServer::start_store(Backend::Sqlite, Store::Local, &[]).await;
+    let (token, _) = s.sign_up(&unique_email("cap"), "password-1").await;
+    let dev = device(&s, &token).await;
+    let body = json!({"fileName": "clip.mp4", "deviceId": dev, "size": 10});
+    let mut first = None;
+    for _ in 0..watchpost::videos::service::MAX_OPEN_UPLOADS {
+        let r = upload_url(&s, &token, body.clone()).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        first.get_or_insert(r.json["objectKey"].as_str().unwrap().to_string());
+    }
+    upload_url(&s, &token, body.clone())
+        .await
+        .expect_error(409, "TOO_MANY_OPEN_UPLOADS");
+    let r = authed(
+        &s,
+        reqwest::Method::DELETE,
+        "/videos",
+        &token,
+        Some(json!({"objectKey": first.unwrap()})),
+    )
+    .await;
+    assert_eq!(r.json["deleted"], true, "{}", r.text);
+    assert_eq!(upload_url(&s, &token, body).await.status, 200);
+    // Another account is not held by this one's.
+    let (other, _) = s.sign_up(&unique_email("cap-other"), "password-1").await;
+    let other_dev = device(&s, &other).await;
+    let r = upload_url(
+        &s,
+        &other,
+        json!({"fileName": "a.mp4", "deviceId": other_dev}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
 /// Keys the embedded store's file tree cannot hold as an object (a folder of objects, a
 /// path through an object, an over-long segment) are "no such object" or an invalid key,
 /// never a 500, on every route that reaches the files.
@@ -846,6 +1031,7 @@ async fn abandoned_upload_files_are_swept() {
 
 all_stores!(
     uploads_are_held_to_the_storage_quota,
+    open_uploads_hold_their_bytes_and_closed_ones_take_no_more,
     upload_download_round_trip,
     users_only_see_their_own_videos,
     hostile_names_are_neutralised,

@@ -19,6 +19,7 @@ use super::{LocalStore, MAX_OBJECT_BYTES, ObjectStore, StorageError};
 use crate::error::{ApiError, ApiResult, codes};
 use crate::http::extract::{Path, Query};
 use crate::state::AppState;
+use crate::videos;
 
 /// Mounted directly (not through the OpenAPI router) because keys contain `/`, which needs
 /// axum's `{*key}` wildcard; the operations are documented via `ApiDoc`'s `paths(...)`.
@@ -194,6 +195,7 @@ fn attachment_for(key: &str) -> HeaderValue {
         (status = 200, description = "Stored"),
         (status = 403, body = crate::error::ErrorBody, description = "Bad signature or expired URL"),
         (status = 413, body = crate::error::ErrorBody, description = "Object too large"),
+        (status = 409, body = crate::error::ErrorBody, description = "UPLOAD_CLOSED: the upload this URL was issued for was completed or deleted"),
         (status = 400, body = crate::error::ErrorBody, description = "VALIDATION_ERROR: a path parameter with control characters, an invalid query parameter"),
     )
 )]
@@ -205,6 +207,12 @@ pub async fn put_object(
 ) -> ApiResult<Response> {
     let store = local(&state)?;
     verify(store, "PUT", &bucket, &key, &q)?;
+    if !videos::service::accepts_put(&state.db, &key).await? {
+        return Err(ApiError::conflict(
+            codes::UPLOAD_CLOSED,
+            "This upload was completed or deleted; ask for a new upload URL",
+        ));
+    }
     let limit = q.max.unwrap_or(MAX_OBJECT_BYTES).min(MAX_OBJECT_BYTES);
     let declared = request
         .headers()

@@ -95,6 +95,7 @@ pub struct DeleteBody {
         (status = 401, body = ErrorBody, description = "Not signed in"),
         (status = 404, body = ErrorBody, description = "Unknown device"),
         (status = 413, body = ErrorBody, description = "STORAGE_QUOTA_EXCEEDED: the upload does not fit in what is left of the account's quota"),
+        (status = 409, body = ErrorBody, description = "TOO_MANY_OPEN_UPLOADS: 256 uploads are open (issued, not completed or deleted)"),
         (status = 403, body = ErrorBody, description = "MISSING_OR_NULL_ORIGIN or INVALID_ORIGIN: a cookie-authenticated request without a trusted Origin"),
         (status = 415, body = ErrorBody, description = "UNSUPPORTED_MEDIA_TYPE: the body is not application/json"),
     )
@@ -233,6 +234,7 @@ pub async fn complete_upload(
             &state.db,
             &state.storage,
             state.config.storage_quota_bytes_per_user,
+            state.presign_ttl(),
             &current.user.id,
             &id,
         )

@@ -6,7 +6,7 @@ use crate::db::Db;
 use crate::error::{DomainError, DomainResult, codes};
 use crate::pagination::{Page, PageQuery};
 use crate::storage::{MAX_OBJECT_BYTES, ObjectStore, Presigned, SizeBound};
-use crate::time::{self, Timestamp};
+use crate::time;
 use crate::videos::model::{Video, VideoStatus, video_columns};
 use crate::{db_execute, db_fetch_all, db_fetch_one, db_fetch_optional, keyset_page};
 
@@ -87,27 +87,69 @@ pub struct UploadRequest {
     pub size: Option<u64>,
 }
 
-/// Bytes an account's uploads take: confirmed ones at their stored size and, when
-/// `pending_since` is given, pending ones whose URL is still valid at their declared size
-/// (a reservation, so parallel uploads cannot each see the whole quota free).
+/// Uploads an account may have open (issued, not yet completed) at once. Each open one
+/// is looked at in the store when the quota is checked, and a client that asks for URLs it
+/// never uses must not grow that, or the table, without end.
+pub const MAX_OPEN_UPLOADS: i64 = 256;
+
+/// How long after its URL expires an upload never completed is deleted, object and row.
+pub const ABANDONED_AFTER: Duration = Duration::from_secs(3600);
+
+/// Quota checks and the writes they allow run one at a time per account (accounts share
+/// these by hash): two completions checked at once could each see the other's bytes as
+/// free.
+static QUOTA_LOCKS: [tokio::sync::Mutex<()>; 32] =
+    [const { tokio::sync::Mutex::const_new(()) }; 32];
+
+fn quota_lock(user_id: &str) -> &'static tokio::sync::Mutex<()> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    user_id.hash(&mut hasher);
+    &QUOTA_LOCKS[(hasher.finish() % QUOTA_LOCKS.len() as u64) as usize]
+}
+
+/// Bytes an account's uploads take, `except` one: completed ones at their stored size; open
+/// ones whose URL is still valid at their declared size (a reservation, so parallel uploads
+/// cannot each see the whole quota free); and every other open one (no size declared, or
+/// its URL expired) at the size of what is stored under its key, since it counts whether
+/// or not the client ever completes it.
 async fn bytes_used(
     db: &Db,
+    store: &ObjectStore,
     user_id: &str,
-    pending_since: Option<Timestamp>,
+    ttl: Duration,
     except_id: &str,
 ) -> DomainResult<u64> {
-    // Far in the future: no pending upload counts.
-    let since = pending_since.unwrap_or_else(|| time::now() + chrono::Duration::days(36_500));
+    let open_since = time::now() - chrono::Duration::from_std(ttl).unwrap_or_default();
     let (used,): (i64,) = db_fetch_one!(
         db,
         (i64,),
         "SELECT CAST(COALESCE(SUM(CASE WHEN status = 'uploaded' THEN COALESCE(size, 0) \
-                                      WHEN created_at > $2 THEN COALESCE(declared_size, 0) \
+                                      WHEN declared_size IS NOT NULL AND created_at > $2 THEN declared_size \
                                       ELSE 0 END), 0) AS BIGINT) \
          FROM videos WHERE user_id = $1 AND id <> $3",
-        [user_id, since, except_id]
+        [user_id, open_since, except_id]
     )?;
-    Ok(used.max(0) as u64)
+    let measured = db_fetch_all!(
+        db,
+        KeyRow,
+        "SELECT object_key FROM videos
+          WHERE user_id = $1 AND status = 'pending' AND id <> $2
+            AND (declared_size IS NULL OR created_at <= $3)",
+        [user_id, except_id, open_since]
+    )?;
+    let mut used = used.max(0) as u64;
+    for row in measured {
+        if let Some(info) = store.head(&row.object_key).await? {
+            used = used.saturating_add(info.size);
+        }
+    }
+    Ok(used)
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    object_key: String,
 }
 
 fn over_quota(needed: Option<u64>, used: u64, quota: u64) -> DomainError {
@@ -142,9 +184,23 @@ pub async fn create_upload(
             "size must be at most {MAX_OBJECT_BYTES} bytes"
         )));
     }
+    let _quota = quota_lock(&req.user_id).lock().await;
+    let (open,): (i64,) = db_fetch_one!(
+        db,
+        (i64,),
+        "SELECT COUNT(*) FROM videos WHERE user_id = $1 AND status = 'pending'",
+        [&req.user_id]
+    )?;
+    if open >= MAX_OPEN_UPLOADS {
+        return Err(DomainError::conflict(
+            codes::TOO_MANY_OPEN_UPLOADS,
+            format!(
+                "{MAX_OPEN_UPLOADS} uploads are open; complete or delete some before asking for more"
+            ),
+        ));
+    }
     let bound = if quota > 0 {
-        let since = time::now() - chrono::Duration::from_std(ttl).unwrap_or_default();
-        let used = bytes_used(db, &req.user_id, Some(since), "").await?;
+        let used = bytes_used(db, store, &req.user_id, ttl, "").await?;
         let left = quota.saturating_sub(used);
         if left == 0 || req.size.is_some_and(|n| n > left) {
             return Err(over_quota(req.size, used, quota));
@@ -286,9 +342,11 @@ pub async fn complete(
     db: &Db,
     store: &ObjectStore,
     quota: u64,
+    ttl: Duration,
     user_id: &str,
     id: &str,
 ) -> DomainResult<Video> {
+    let _quota = quota_lock(user_id).lock().await;
     let mut video = find_by_id(db, user_id, id)
         .await?
         .ok_or_else(|| DomainError::not_found(codes::NOT_FOUND, "Video not found"))?;
@@ -299,7 +357,7 @@ pub async fn complete(
         ));
     };
     if quota > 0 && video.status == VideoStatus::Pending {
-        let used = bytes_used(db, user_id, None, &video.id).await?;
+        let used = bytes_used(db, store, user_id, ttl, &video.id).await?;
         if used.saturating_add(info.size) > quota {
             store.delete(&video.object_key).await?;
             db_execute!(db, "DELETE FROM videos WHERE id = $1", [&video.id])?;
@@ -330,9 +388,57 @@ pub async fn delete(db: &Db, store: &ObjectStore, user_id: &str, key: &str) -> D
             let removed = db_execute!(db, "DELETE FROM videos WHERE id = $1", [&video.id])?;
             Ok(removed == 1)
         }
-        None if key.starts_with(&user_namespace(user_id)) => Ok(false),
+        None if key.starts_with(&user_namespace(user_id)) => {
+            // No video by that key, but an S3 URL still valid may have put an object there
+            // after the video was deleted: it goes too.
+            store.delete(key).await?;
+            Ok(false)
+        }
         None => Err(DomainError::not_found(codes::NOT_FOUND, "Video not found")),
     }
+}
+
+/// Whether the embedded store may take a PUT to `key` under a URL it signed: a user's key
+/// only while its upload is open. A URL stays valid for its whole lifetime, and must not
+/// overwrite a completed video (past what completion checked) or bring back a deleted one.
+pub async fn accepts_put(db: &Db, key: &str) -> DomainResult<bool> {
+    if !key.starts_with("users/") {
+        return Ok(true);
+    }
+    Ok(db_fetch_optional!(
+        db,
+        KeyRow,
+        "SELECT object_key FROM videos WHERE object_key = $1 AND status = 'pending'",
+        [key]
+    )?
+    .is_some())
+}
+
+/// Uploads never completed, a while after their URL expired: what the client put is
+/// deleted with the row (it counted against the quota until now). Returns how many went.
+pub async fn sweep_abandoned(db: &Db, store: &ObjectStore, ttl: Duration) -> DomainResult<usize> {
+    let cutoff =
+        time::now() - chrono::Duration::from_std(ttl + ABANDONED_AFTER).unwrap_or_default();
+    let abandoned = db_fetch_all!(
+        db,
+        Video,
+        concat!(
+            "SELECT ",
+            video_columns!(),
+            " FROM videos WHERE status = 'pending' AND created_at < $1 LIMIT 500"
+        ),
+        [cutoff]
+    )?;
+    let mut removed = 0;
+    for video in abandoned {
+        store.delete(&video.object_key).await?;
+        removed += db_execute!(
+            db,
+            "DELETE FROM videos WHERE id = $1 AND status = 'pending'",
+            [&video.id]
+        )? as usize;
+    }
+    Ok(removed)
 }
 
 /// Deletes any object in the bucket (operator). Returns whether it existed.
