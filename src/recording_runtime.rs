@@ -52,6 +52,9 @@ pub struct MotionWindow {
     pub until: Option<chrono::DateTime<chrono::Utc>>,
     /// The stream session the server opened for this motion, ended after the post-roll.
     pub session_id: Option<String>,
+    /// A stream is being opened for this motion: of two motion starts at once, one opens
+    /// it (the other's session would never be ended, as only one id is kept).
+    pub opening: bool,
 }
 
 impl MotionWindow {

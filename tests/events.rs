@@ -201,8 +201,75 @@ async fn a_null_body_starts_motion_like_no_body(backend: Backend) {
     assert_eq!(r.status(), 400);
 }
 
+/// A camera in motion mode, online but not streaming, reports motion twice at once: the
+/// server asks it for one stream to record, not two (only one would be ended after the
+/// post-roll; the other would run on).
+async fn two_motion_starts_at_once_open_one_recording_stream(backend: Backend) {
+    let s = TestServer::start_with(backend, &[("RECORDING_MODE", "motion")]).await;
+    let (_, (_, cam_token), _) = household(&s).await;
+    let mut camera = s.socket(&cam_token).await;
+    let start = || {
+        s.call(
+            Method::POST,
+            "/events/motion/start",
+            &cam_token,
+            Some(json!({"score": 0.9})),
+        )
+    };
+    let (a, b) = tokio::join!(start(), start());
+    assert_eq!((a.status, b.status), (201, 201), "{} / {}", a.text, b.text);
+    let requested = camera.wait_for("stream:requested", WAIT, |_| true).await;
+    assert_eq!(requested["reason"], "recording", "{requested}");
+    camera
+        .expect_none("stream:requested", Duration::from_millis(500))
+        .await;
+    let r = s
+        .call(Method::GET, "/streams/me/list", &cam_token, None)
+        .await;
+    let active: Vec<&Value> = r.json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["status"] == "requested" || x["status"] == "streaming")
+        .collect();
+    assert_eq!(active.len(), 1, "{}", r.text);
+}
+
+/// A camera whose clock runs ahead stamps `startedAt` a little in the future (accepted up
+/// to five minutes); ending the event at once never gives it an end before its start.
+async fn an_event_stamped_ahead_never_ends_before_it_started(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (_, (_, cam_token), _) = household(&s).await;
+    let ahead = chrono::Utc::now() + chrono::Duration::minutes(2);
+    let r = s
+        .call(
+            Method::POST,
+            "/events/motion/start",
+            &cam_token,
+            Some(json!({"startedAt": ahead.to_rfc3339()})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.json["id"].as_str().unwrap().to_string();
+    let started = r.json["startedAt"].as_str().unwrap().to_string();
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/events/{id}/motion/end"),
+            &cam_token,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).unwrap();
+    let ended = r.json["endedAt"].as_str().unwrap();
+    assert!(parse(ended) >= parse(&started), "{started} .. {ended}");
+}
+
 both_backends!(
     a_null_body_starts_motion_like_no_body,
+    an_event_stamped_ahead_never_ends_before_it_started,
+    two_motion_starts_at_once_open_one_recording_stream,
     motion_start_and_end_reach_linked_clients_only,
     an_open_event_is_closed_after_the_maximum_duration,
     events_are_listed_by_camera_and_time,

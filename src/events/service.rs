@@ -111,10 +111,13 @@ pub async fn end(state: &AppState, camera: &Device, event_id: &str) -> DomainRes
         ));
     }
     let now = time::now();
+    // A camera's clock may run a little ahead of ours (its `startedAt` is taken up to five
+    // minutes in the future): an event never ends before it started.
+    let ended_at = now.max(event.started_at);
     let changed = db_execute!(
         &state.db,
         "UPDATE motion_events SET ended_at = $1, updated_at = $2 WHERE id = $3 AND ended_at IS NULL",
-        [now, now, &event.id]
+        [ended_at, now, &event.id]
     )?;
     if changed == 0 {
         return Err(DomainError::conflict(
@@ -122,7 +125,7 @@ pub async fn end(state: &AppState, camera: &Device, event_id: &str) -> DomainRes
             "This motion event has already ended",
         ));
     }
-    event.ended_at = Some(now);
+    event.ended_at = Some(ended_at);
     event.updated_at = now;
     // The event as `GET /events` shows it: clients replace their copy with this one.
     event.recording_ids = recordings_overlapping(&state.db, &event).await?;

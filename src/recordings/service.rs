@@ -917,25 +917,62 @@ pub async fn on_motion_start(state: &AppState, camera: &Device, event_id: &str, 
         w.open_events.push(event_id.to_string());
         w.until = None;
     });
+    if !state
+        .recordings
+        .with_motion(&camera.id, |w| !std::mem::replace(&mut w.opening, true))
+    {
+        return;
+    }
+    // Released however this ends (a request whose client left is dropped mid-way).
+    let mut opening = MotionOpening {
+        state,
+        camera_id: &camera.id,
+        session_id: None,
+    };
+    opening.session_id = open_motion_stream(state, camera).await;
+}
+
+/// The claim on opening a camera's motion stream; given back on drop, with the session's
+/// id once there is one.
+struct MotionOpening<'a> {
+    state: &'a AppState,
+    camera_id: &'a str,
+    session_id: Option<String>,
+}
+
+impl Drop for MotionOpening<'_> {
+    fn drop(&mut self) {
+        let opened = self.session_id.take();
+        self.state.recordings.with_motion(self.camera_id, |w| {
+            w.opening = false;
+            if opened.is_some() {
+                w.session_id = opened;
+            }
+        });
+    }
+}
+
+/// Asks an online camera that is not streaming for a stream to record its motion; the
+/// session's id when one was opened.
+async fn open_motion_stream(state: &AppState, camera: &Device) -> Option<String> {
     let open = match streams::service::active_for_camera(&state.db, &camera.id).await {
         Ok(open) => open,
         Err(e) => {
             tracing::warn!(camera = %camera.id, error = %e, "motion recording: could not look up the camera's streams");
-            return;
+            return None;
         }
     };
     if open.is_some() || !state.realtime.is_online(&camera.id) {
-        return;
+        return None;
     }
     match streams::service::open_for_recording(state, camera).await {
         Ok(session) => {
             tracing::info!(camera = %camera.id, stream = %session.id, "motion: requested the camera's stream to record it");
-            state
-                .recordings
-                .with_motion(&camera.id, |w| w.session_id = Some(session.id));
+            Some(session.id)
         }
         Err(e) => {
-            tracing::warn!(camera = %camera.id, error = %e, "motion recording: could not open a stream")
+            tracing::warn!(camera = %camera.id, error = %e, "motion recording: could not open a stream");
+            None
         }
     }
 }
