@@ -103,6 +103,13 @@ pub fn spawn_janitor(state: AppState, stop: CancellationToken) -> JoinHandle<()>
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = ?e, "sweeping uncompleted uploads failed"),
             }
+            match videos::service::settle_sizes(&state.db, &state.storage, state.presign_ttl())
+                .await
+            {
+                Ok(n) if n > 0 => tracing::info!(changed = n, "recorded uploads' final sizes"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = ?e, "settling uploads' sizes failed"),
+            }
             // An upload in progress keeps touching its file; one untouched this long was
             // abandoned (a client gone mid-upload, or a crash before the rename).
             if let ObjectStore::Local(store) = &state.storage {

@@ -902,6 +902,62 @@ async fn open_uploads_hold_their_bytes_and_closed_ones_take_no_more(
     assert!(s.state.storage.head(&key_c).await.unwrap().is_none());
     complete(id_c).await.expect_error(404, "NOT_FOUND");
     assert_eq!(ask(Some(900_000)).await.status, 200);
+
+    // Completed small, then written over through its live URL (S3 only: the embedded store
+    // refuses): once the URL has expired, the janitor records the size that is stored.
+    let (url_d, id_d, _) = opened(ask(None).await);
+    assert_eq!(put_bytes(&s, &url_d, "video/mp4", vec![6; 100]).await, 200);
+    let done = complete(id_d.clone()).await;
+    assert_eq!(done.json["size"], 100, "{}", done.text);
+    let over = put_bytes(&s, &url_d, "video/mp4", vec![7; 800_000]).await;
+    assert_eq!(over, if store == Store::S3 { 200 } else { 409 });
+    let settle = || watchpost::videos::service::settle_sizes(&s.state.db, &s.state.storage, ttl);
+    assert_eq!(
+        settle().await.unwrap(),
+        0,
+        "settled while its URL was valid"
+    );
+    let aged = watchpost::time::now() - chrono::Duration::hours(1);
+    match &s.state.db {
+        watchpost::db::Db::Sqlite(p) => {
+            sqlx::query(sql)
+                .bind(aged)
+                .bind(&id_d)
+                .execute(p)
+                .await
+                .unwrap();
+        }
+        watchpost::db::Db::Postgres(p) => {
+            sqlx::query(sql)
+                .bind(aged)
+                .bind(&id_d)
+                .execute(p)
+                .await
+                .unwrap();
+        }
+    }
+    let changed = settle().await.unwrap();
+    let list = authed(&s, reqwest::Method::GET, "/videos", &token, None).await;
+    let size = list.json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["id"] == id_d.as_str())
+        .unwrap()["size"]
+        .clone();
+    match store {
+        Store::S3 => {
+            assert_eq!((changed, size), (1, json!(800_000)));
+            ask(Some(1))
+                .await
+                .expect_error(413, "STORAGE_QUOTA_EXCEEDED");
+        }
+        Store::Local => {
+            assert_eq!((changed, size), (0, json!(100)));
+            assert_eq!(ask(Some(1)).await.status, 200);
+        }
+    }
+    assert_eq!(settle().await.unwrap(), 0, "settled twice");
 }
 
 /// An account has at most `MAX_OPEN_UPLOADS` uploads open; completing or deleting one

@@ -441,6 +441,40 @@ pub async fn sweep_abandoned(db: &Db, store: &ObjectStore, ttl: Duration) -> Dom
     Ok(removed)
 }
 
+/// Completed uploads whose URL has expired since: what is stored now is final (an S3 URL
+/// can put new bytes over a completed video until it expires, past what completion
+/// checked), so its size is looked at once more and recorded. Returns how many changed.
+pub async fn settle_sizes(db: &Db, store: &ObjectStore, ttl: Duration) -> DomainResult<usize> {
+    let cutoff = time::now() - chrono::Duration::from_std(ttl).unwrap_or_default();
+    let open = db_fetch_all!(
+        db,
+        Video,
+        concat!(
+            "SELECT ",
+            video_columns!(),
+            " FROM videos WHERE status = 'uploaded' AND NOT size_settled AND created_at < $1 LIMIT 500"
+        ),
+        [cutoff]
+    )?;
+    let mut changed = 0;
+    for video in open {
+        let size = store
+            .head(&video.object_key)
+            .await?
+            .map(|info| info.size as i64);
+        let size = size.unwrap_or(0);
+        if Some(size) != video.size {
+            changed += 1;
+        }
+        db_execute!(
+            db,
+            "UPDATE videos SET size = $1, size_settled = TRUE WHERE id = $2",
+            [size, &video.id]
+        )?;
+    }
+    Ok(changed)
+}
+
 /// Deletes any object in the bucket (operator). Returns whether it existed.
 pub async fn delete_any_object(db: &Db, store: &ObjectStore, key: &str) -> DomainResult<bool> {
     let existed = store.head(key).await?.is_some();
