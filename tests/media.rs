@@ -392,6 +392,7 @@ async fn whip_whep_resources_must_exist_and_sdp_errors_hide_parser_internals() {
                 sid: st.sid.clone(),
                 role,
                 dev: None,
+                pair: None,
                 exp: chrono::Utc::now().timestamp() - 60,
             },
         )
@@ -580,6 +581,24 @@ async fn revoked_devices_lose_their_media_at_once_and_their_tokens_stop_working(
     post_sdp(&s, &whep, Some(&st.subscribe2), &offer("recvonly", "VP8"))
         .await
         .expect_error(403, "MEDIA_TOKEN_REVOKED");
+    // Enabled again (a new device token): the token it held under the revoked pairing stays
+    // refused; credentials asked for now work.
+    let r = s
+        .call(
+            Method::PATCH,
+            &format!("/devices/{}", st.client2),
+            &st.user_token,
+            Some(json!({"status": "active"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let tablet_token = r.json["deviceToken"].as_str().unwrap().to_string();
+    post_sdp(&s, &whep, Some(&st.subscribe2), &offer("recvonly", "VP8"))
+        .await
+        .expect_error(403, "MEDIA_TOKEN_REVOKED");
+    let fresh = credentials(&s, &st.sid, &tablet_token, "subscribe").await;
+    let tablet = resource_of(&post_sdp(&s, &whep, Some(&fresh), &offer("recvonly", "VP8")).await);
+    assert!(participants(&s, &st.sid).await.contains(&tablet));
 
     // Deleting the laptop.
     let r = s

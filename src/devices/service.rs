@@ -33,6 +33,24 @@ pub fn hash_device_token(token: &str) -> String {
     crate::crypto::hex(&Sha256::digest(token.as_bytes()))
 }
 
+/// A fingerprint of the device's current pairing (its token): it changes when the device
+/// is disabled and again when it is re-enabled with a new token, so a credential tied to
+/// it ends with the pairing it was issued under. `None` for a device that is gone.
+pub async fn pairing(db: &Db, device_id: &str) -> DomainResult<Option<String>> {
+    let row: Option<(String,)> = db_fetch_optional!(
+        db,
+        (String,),
+        "SELECT token_hash FROM devices WHERE id = $1",
+        [device_id]
+    )?;
+    Ok(row.map(|(hash,)| {
+        let mut digest = Sha256::new();
+        digest.update(b"watchpost-device-pairing:");
+        digest.update(hash.as_bytes());
+        crate::crypto::hex(&digest.finalize()[..12])
+    }))
+}
+
 pub async fn device_by_token(db: &Db, token: &str) -> DomainResult<Option<Device>> {
     if !token.starts_with(DEVICE_TOKEN_PREFIX) {
         return Ok(None);

@@ -30,6 +30,10 @@ pub struct Claims {
     /// The device the token was issued to (none for playback tokens given to a user).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dev: Option<String>,
+    /// That device's pairing when the token was issued (`devices::service::pairing`): a
+    /// device disabled since, even if enabled again, no longer matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pair: Option<String>,
     /// Expiry, Unix seconds.
     pub exp: i64,
 }
@@ -147,7 +151,7 @@ mod tests {
             proptest::prop_assert!(decode(secret, &junk, 0).is_err());
             let prefixed = format!("{PREFIX}{junk}");
             proptest::prop_assert!(decode(secret, &prefixed, 0).is_err());
-            let claims = Claims { sid: "s1".into(), role: MediaRole::Subscribe, dev: None, exp: 2_000_000_000 };
+            let claims = Claims { sid: "s1".into(), role: MediaRole::Subscribe, dev: None, pair: None, exp: 2_000_000_000 };
             let token = issue(secret, &claims);
             let mut bytes = token.clone().into_bytes();
             let i = at % bytes.len();
@@ -167,6 +171,7 @@ mod tests {
             sid: "s1".into(),
             role,
             dev: Some("d1".into()),
+            pair: Some("p1".into()),
             exp,
         }
     }

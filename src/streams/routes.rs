@@ -190,7 +190,8 @@ pub async fn playback_token(
         MediaRole::Playback,
         device_id,
         PLAYBACK_TOKEN_TTL_SECS,
-    );
+    )
+    .await?;
     Ok(axum::Json(PlaybackToken {
         stream_session_id: session.id,
         token,

@@ -449,13 +449,21 @@ fn mode_name(state: &AppState) -> String {
     .to_string()
 }
 
-pub fn issue_token(
+pub async fn issue_token(
     state: &AppState,
     session_id: &str,
     role: MediaRole,
     device: Option<&str>,
     ttl_secs: i64,
-) -> (String, Timestamp) {
+) -> DomainResult<(String, Timestamp)> {
+    let pair = match device {
+        Some(id) => Some(
+            crate::devices::service::pairing(&state.db, id)
+                .await?
+                .ok_or_else(crate::devices::service::device_not_found)?,
+        ),
+        None => None,
+    };
     let expires_at = time::now() + chrono::Duration::seconds(ttl_secs);
     let token = media_token::issue(
         &state.auth.secret,
@@ -463,10 +471,11 @@ pub fn issue_token(
             sid: session_id.to_string(),
             role,
             dev: device.map(str::to_string),
+            pair,
             exp: expires_at.timestamp(),
         },
     );
-    (token, expires_at)
+    Ok((token, expires_at))
 }
 
 /// May this device watch the session? Any client currently linked to the camera
@@ -510,7 +519,7 @@ pub async fn credentials(
             "This device may not join this stream in that role",
         ));
     }
-    issue_credentials(state, session, role, Some(&device.id))
+    issue_credentials(state, session, role, Some(&device.id)).await
 }
 
 /// View credentials for the signed-in owner of the session's camera (the web app). The
@@ -521,10 +530,10 @@ pub async fn credentials_for_user(
     id: &str,
 ) -> DomainResult<MediaCredentials> {
     let session = find_for_user(&state.db, user_id, id).await?;
-    issue_credentials(state, session, MediaRole::Subscribe, None)
+    issue_credentials(state, session, MediaRole::Subscribe, None).await
 }
 
-fn issue_credentials(
+async fn issue_credentials(
     state: &AppState,
     session: StreamSession,
     role: MediaRole,
@@ -532,7 +541,7 @@ fn issue_credentials(
 ) -> DomainResult<MediaCredentials> {
     require_active(&session)?;
     let (token, expires_at) =
-        issue_token(state, &session.id, role, device_id, MEDIA_TOKEN_TTL_SECS);
+        issue_token(state, &session.id, role, device_id, MEDIA_TOKEN_TTL_SECS).await?;
     let endpoint = media_endpoint(state, role, &session.id);
     Ok(MediaCredentials {
         mode: mode_name(state),
@@ -623,6 +632,14 @@ pub async fn recheck_media_token(
     if device.status != DeviceStatus::Active {
         return Err(token_revoked(
             "The device this media token was issued to is disabled",
+        ));
+    }
+    // Disabled and enabled again since: the token belongs to the pairing that was revoked.
+    if claims.pair.is_none()
+        || crate::devices::service::pairing(db, device_id).await? != claims.pair
+    {
+        return Err(token_revoked(
+            "The device this media token was issued to has been re-paired since",
         ));
     }
     let allowed = match claims.role {
