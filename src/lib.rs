@@ -17,6 +17,7 @@ pub mod events;
 pub mod health;
 pub mod http;
 pub mod jobs;
+pub mod keyed_lock;
 pub mod links;
 pub mod media_api;
 pub mod oauth;

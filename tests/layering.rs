@@ -56,6 +56,7 @@ const INFRASTRUCTURE: &[&str] = &[
     "upstream",
     "recording_runtime",
     "allocator",
+    "keyed_lock",
 ];
 const ADAPTERS: &[&str] = &[
     "media_api",

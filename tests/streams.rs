@@ -572,6 +572,30 @@ async fn sfu_mode_refuses_relay(backend: Backend) {
     assert_eq!(reply["code"], "NOT_LEGACY_MODE");
 }
 
+/// Two tabs (or a double click) ask for an idle camera's stream at the same moment: one
+/// session is opened and the other request joins it; the camera is asked once.
+async fn two_user_requests_at_once_open_one_session(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let f = family(&s).await;
+    let mut camera = s.socket(&f.cam_token).await;
+    for _ in 0..5 {
+        let (a, b) = tokio::join!(ask(&s, &f.token, &f.cam), ask(&s, &f.token, &f.cam));
+        let mut statuses = [a.status, b.status];
+        statuses.sort();
+        assert_eq!(statuses, [200, 201], "{} / {}", a.text, b.text);
+        assert_eq!(a.json["id"], b.json["id"]);
+        let sid = a.json["id"].as_str().unwrap().to_string();
+        camera.wait_for("stream:requested", WAIT, id_is(&sid)).await;
+        camera
+            .expect_none("stream:requested", std::time::Duration::from_millis(200))
+            .await;
+        let r = s
+            .call(Method::POST, &format!("/streams/{sid}/end"), &f.token, None)
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+}
+
 /// The web app's flow: a signed-in user watches their own camera with no device of their
 /// own. The camera hears `stream:requested` with no requesting device, a second request
 /// joins the same session, the user gets view credentials and ends it.
@@ -754,6 +778,7 @@ both_backends!(
     legacy_mode_relays_signalling,
     legacy_mode_unlinking_or_disabling_a_client_ends_its_calls,
     legacy_mode_the_relay_ends_a_call_whose_link_is_gone,
+    two_user_requests_at_once_open_one_session,
     sfu_mode_refuses_relay,
     a_signed_in_user_watches_their_camera_without_a_device,
     a_user_cannot_reach_another_users_streams,

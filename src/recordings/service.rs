@@ -955,18 +955,9 @@ impl Drop for MotionOpening<'_> {
 /// Asks an online camera that is not streaming for a stream to record its motion; the
 /// session's id when one was opened.
 async fn open_motion_stream(state: &AppState, camera: &Device) -> Option<String> {
-    let open = match streams::service::active_for_camera(&state.db, &camera.id).await {
-        Ok(open) => open,
-        Err(e) => {
-            tracing::warn!(camera = %camera.id, error = %e, "motion recording: could not look up the camera's streams");
-            return None;
-        }
-    };
-    if open.is_some() || !state.realtime.is_online(&camera.id) {
-        return None;
-    }
-    match streams::service::open_for_recording(state, camera).await {
-        Ok(session) => {
+    match streams::service::open_for_recording_if_idle(state, camera).await {
+        Ok(None) => None,
+        Ok(Some(session)) => {
             tracing::info!(camera = %camera.id, stream = %session.id, "motion: requested the camera's stream to record it");
             Some(session.id)
         }

@@ -5,6 +5,7 @@ use crate::db::Db;
 use crate::devices::model::{Device, DeviceStatus};
 use crate::devices::service::{require_camera, require_client};
 use crate::error::{DomainError, DomainResult, codes};
+use crate::keyed_lock::KeyedLock;
 use crate::links;
 use crate::pagination::{Page, PageQuery};
 use crate::realtime::event;
@@ -122,12 +123,6 @@ pub async fn request(
     Ok(session)
 }
 
-/// The server opens a session itself (motion recording): the camera's owner is the
-/// requester, and the camera hears `stream:requested` like any request.
-pub async fn open_for_recording(state: &AppState, camera: &Device) -> DomainResult<StreamSession> {
-    open_for_user(state, camera, SessionReason::Recording).await
-}
-
 /// A signed-in user asks to watch one of their own cameras (the web app: no device token).
 /// The camera must be connected, since it hears of the request only over its socket
 /// (`stream:requested` with no requesting device). A camera that is already streaming is
@@ -151,6 +146,8 @@ pub async fn request_by_user(
             "The camera is disabled",
         ));
     }
+    // Two requests at once (two tabs, a double click, motion) ask the camera once.
+    let _opening = OPENING.lock(&camera.id).await;
     if let Some(mut session) = active_for_camera(&state.db, &camera.id).await? {
         if !publisher_lost(state, &session).await {
             return Ok((session, false));
@@ -171,6 +168,29 @@ pub async fn request_by_user(
         open_for_user(state, &camera, SessionReason::View).await?,
         true,
     ))
+}
+
+/// Opening a session for a camera the owner or the server asked for is checked against the
+/// camera's active session and done one at a time per camera.
+static OPENING: KeyedLock = KeyedLock::new();
+
+/// The server records motion: a session is opened unless the camera already has one (it
+/// is recorded then) or is offline (it could not hear the request). The camera's owner
+/// is the requester, and the camera hears `stream:requested` like any request. The
+/// session, if opened.
+pub async fn open_for_recording_if_idle(
+    state: &AppState,
+    camera: &Device,
+) -> DomainResult<Option<StreamSession>> {
+    let _opening = OPENING.lock(&camera.id).await;
+    if active_for_camera(&state.db, &camera.id).await?.is_some()
+        || !state.realtime.is_online(&camera.id)
+    {
+        return Ok(None);
+    }
+    open_for_user(state, camera, SessionReason::Recording)
+        .await
+        .map(Some)
 }
 
 /// A streaming session whose camera has had time to publish but has no publisher in the

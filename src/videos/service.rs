@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::db::Db;
 use crate::error::{DomainError, DomainResult, codes};
+use crate::keyed_lock::KeyedLock;
 use crate::pagination::{Page, PageQuery};
 use crate::storage::{MAX_OBJECT_BYTES, ObjectStore, Presigned, SizeBound};
 use crate::time;
@@ -95,18 +96,9 @@ pub const MAX_OPEN_UPLOADS: i64 = 256;
 /// How long after its URL expires an upload never completed is deleted, object and row.
 pub const ABANDONED_AFTER: Duration = Duration::from_secs(3600);
 
-/// Quota checks and the writes they allow run one at a time per account (accounts share
-/// these by hash): two completions checked at once could each see the other's bytes as
-/// free.
-static QUOTA_LOCKS: [tokio::sync::Mutex<()>; 32] =
-    [const { tokio::sync::Mutex::const_new(()) }; 32];
-
-fn quota_lock(user_id: &str) -> &'static tokio::sync::Mutex<()> {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    user_id.hash(&mut hasher);
-    &QUOTA_LOCKS[(hasher.finish() % QUOTA_LOCKS.len() as u64) as usize]
-}
+/// Quota checks and the writes they allow run one at a time per account: two completions
+/// checked at once could each see the other's bytes as free.
+static QUOTA: KeyedLock = KeyedLock::new();
 
 /// Bytes an account's uploads take, `except` one: completed ones at their stored size; open
 /// ones whose URL is still valid at their declared size (a reservation, so parallel uploads
@@ -184,7 +176,7 @@ pub async fn create_upload(
             "size must be at most {MAX_OBJECT_BYTES} bytes"
         )));
     }
-    let _quota = quota_lock(&req.user_id).lock().await;
+    let _quota = QUOTA.lock(&req.user_id).await;
     let (open,): (i64,) = db_fetch_one!(
         db,
         (i64,),
@@ -346,7 +338,7 @@ pub async fn complete(
     user_id: &str,
     id: &str,
 ) -> DomainResult<Video> {
-    let _quota = quota_lock(user_id).lock().await;
+    let _quota = QUOTA.lock(user_id).await;
     let mut video = find_by_id(db, user_id, id)
         .await?
         .ok_or_else(|| DomainError::not_found(codes::NOT_FOUND, "Video not found"))?;
