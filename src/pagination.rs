@@ -112,6 +112,10 @@ fn decode(raw: &str) -> Option<Cursor> {
     let bytes = URL_SAFE_NO_PAD.decode(raw).ok()?;
     let text = String::from_utf8(bytes).ok()?;
     let (millis, id) = text.split_once('|')?;
+    // Ids never hold control characters, and PostgreSQL refuses a NUL in text outright.
+    if id.chars().any(char::is_control) {
+        return None;
+    }
     let at = DateTime::<Utc>::from_timestamp_millis(millis.parse().ok()?)?;
     if !crate::time::in_supported_range(&at) {
         return None;

@@ -19,6 +19,9 @@ use crate::upstream::oauth::OAuthProvider;
 use crate::upstream::tmdb::TmdbUpstream;
 use crate::watchtogether::service::WatchTogether;
 
+/// The longest callback URL a sign-in accepts.
+pub const MAX_CALLBACK_URL: usize = 2048;
+
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
@@ -68,14 +71,17 @@ impl AuthSettings {
     /// A callback URL stays on this server or a trusted origin (no open redirects).
     pub fn is_safe_callback_url(&self, url: &str) -> bool {
         // Browsers drop tabs/newlines from URLs ("/\t/evil" becomes "//evil"), so any
-        // whitespace or control character disqualifies a relative URL.
-        let clean = !url.chars().any(|c| c.is_control() || c.is_whitespace());
-        let relative =
-            clean && url.starts_with('/') && !url.starts_with("//") && !url.contains('\\');
-        relative
-            || self
-                .origin_of(url)
-                .is_some_and(|o| self.is_trusted_origin(&o))
+        // whitespace or control character disqualifies a URL; it would not make a
+        // `Location` header either. A URL longer than any browser keeps is refused too (it
+        // is stored with the sign-in's state).
+        let clean = url.len() <= MAX_CALLBACK_URL
+            && !url.chars().any(|c| c.is_control() || c.is_whitespace());
+        let relative = url.starts_with('/') && !url.starts_with("//") && !url.contains('\\');
+        clean
+            && (relative
+                || self
+                    .origin_of(url)
+                    .is_some_and(|o| self.is_trusted_origin(&o)))
     }
 
     /// `scheme://host[:port]` of an absolute URL.

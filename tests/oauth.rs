@@ -358,6 +358,7 @@ async fn desktop_flow_end_to_end() {
     for url in [
         "/auth/callback?code=code-99&state=forged-state",
         "/auth/callback?code=code-99",
+        "/auth/callback?code=code-99&state=%00",
     ] {
         let (_, l, _) = get(&s, &s.url(url)).await;
         assert_eq!(l, format!("{cb}?error=invalid_state"), "{url}");
@@ -367,6 +368,9 @@ async fn desktop_flow_end_to_end() {
     let back = desktop_to_provider(&s, "").await;
     let (_, l, _) = get(&s, &back).await;
     assert!(l.ends_with("&state=default"), "{l}");
+    // One with a control character is refused before anything is stored.
+    let (status, _, _) = get(&s, &s.url("/auth/google?state=a%00b")).await;
+    assert_eq!(status, 400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -787,6 +791,17 @@ async fn better_auth_social(backend: Backend) {
     for (body, status, code) in [
         (
             json!({"provider": "google", "callbackURL": "https://evil.example/x"}),
+            403,
+            "INVALID_CALLBACK_URL",
+        ),
+        // A trusted origin, but no `Location` header could carry it.
+        (
+            json!({"provider": "google", "callbackURL": format!("{origin}/\u{1}")}),
+            403,
+            "INVALID_CALLBACK_URL",
+        ),
+        (
+            json!({"provider": "google", "errorCallbackURL": format!("/{}", "a".repeat(3000))}),
             403,
             "INVALID_CALLBACK_URL",
         ),

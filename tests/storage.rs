@@ -239,6 +239,16 @@ async fn users_only_see_their_own_videos(backend: Backend, store: Store) {
     authed(&s, reqwest::Method::GET, "/videos?cursor=!!!", &alice, None)
         .await
         .expect_error(400, "INVALID_CURSOR");
+    // Well-formed base64 of "123|\0": a NUL in the id (PostgreSQL refuses it in text).
+    authed(
+        &s,
+        reqwest::Method::GET,
+        "/videos?cursor=MTIzfAA",
+        &alice,
+        None,
+    )
+    .await
+    .expect_error(400, "INVALID_CURSOR");
 
     // Alice's object survived Bob's attempts; deleting is idempotent.
     let r = authed(

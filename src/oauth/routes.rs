@@ -76,7 +76,14 @@ fn desktop_redirect_uri(state: &AppState, headers: &HeaderMap) -> String {
     format!("{proto}://{host}/auth/callback")
 }
 
+/// A query parameter, decoded. One holding a control character once decoded counts as
+/// absent: no state, code or error this server or Google issues has one (and PostgreSQL
+/// refuses a NUL in text).
 fn query_param(uri: &Uri, name: &str) -> Option<String> {
+    raw_query_param(uri, name).filter(|v| !v.chars().any(char::is_control))
+}
+
+fn raw_query_param(uri: &Uri, name: &str) -> Option<String> {
     url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
@@ -94,11 +101,17 @@ async fn start_desktop(
             "GOOGLE_CLIENT_ID not configured",
         ));
     };
-    let client_state = query_param(&uri, "state")
+    let client_state = raw_query_param(&uri, "state")
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "default".to_string());
     if client_state.len() > 2048 {
         return Err(plain(StatusCode::BAD_REQUEST, "state too long"));
+    }
+    if client_state.chars().any(char::is_control) {
+        return Err(plain(
+            StatusCode::BAD_REQUEST,
+            "state must not contain control characters",
+        ));
     }
     let redirect_uri = desktop_redirect_uri(&state, &headers);
     let issued = service::issue_state(
