@@ -642,6 +642,26 @@ async fn put_outcome(_s: &TestServer, url: &str, len: usize) -> Option<u16> {
         .map(|r| r.status().as_u16())
 }
 
+/// Asks for an upload URL for a video clip, of `size` bytes if given.
+async fn ask_upload(s: &TestServer, token: &str, device: &str, size: Option<u64>) -> Reply {
+    let mut body = json!({"fileName": "clip.mp4", "deviceId": device, "contentType": "video/mp4"});
+    if let Some(n) = size {
+        body["size"] = json!(n);
+    }
+    upload_url(s, token, body).await
+}
+
+async fn complete_upload(s: &TestServer, token: &str, id: String) -> Reply {
+    authed(
+        s,
+        reqwest::Method::POST,
+        &format!("/videos/{id}/complete"),
+        token,
+        None,
+    )
+    .await
+}
+
 /// `STORAGE_QUOTA_BYTES_PER_USER`: a declared size is bound into the URL and reserved;
 /// an undeclared upload gets what is left (the embedded store refuses more, S3 is checked
 /// when the upload is confirmed); nobody else's quota is touched.
@@ -654,27 +674,8 @@ async fn uploads_are_held_to_the_storage_quota(backend: Backend, store: Store) {
     .await;
     let (token, _) = s.sign_up(&unique_email("quota"), "password-1").await;
     let dev = device(&s, &token).await;
-    let ask = |size: Option<u64>| {
-        let mut body = json!({"fileName": "clip.mp4", "deviceId": dev, "contentType": "video/mp4"});
-        if let Some(n) = size {
-            body["size"] = json!(n);
-        }
-        upload_url(&s, &token, body)
-    };
-    let complete = |id: String| {
-        let token = token.clone();
-        let s = &s;
-        async move {
-            authed(
-                s,
-                reqwest::Method::POST,
-                &format!("/videos/{id}/complete"),
-                &token,
-                None,
-            )
-            .await
-        }
-    };
+    let ask = |size: Option<u64>| ask_upload(&s, &token, &dev, size);
+    let complete = |id: String| complete_upload(&s, &token, id);
     let bytes = |n: usize| vec![7u8; n];
 
     ask(Some(2_000_000))
@@ -785,27 +786,8 @@ async fn open_uploads_hold_their_bytes_and_closed_ones_take_no_more(
     .await;
     let (token, _) = s.sign_up(&unique_email("open"), "password-1").await;
     let dev = device(&s, &token).await;
-    let ask = |size: Option<u64>| {
-        let mut body = json!({"fileName": "clip.mp4", "deviceId": dev, "contentType": "video/mp4"});
-        if let Some(n) = size {
-            body["size"] = json!(n);
-        }
-        upload_url(&s, &token, body)
-    };
-    let complete = |id: String| {
-        let token = token.clone();
-        let s = &s;
-        async move {
-            authed(
-                s,
-                reqwest::Method::POST,
-                &format!("/videos/{id}/complete"),
-                &token,
-                None,
-            )
-            .await
-        }
-    };
+    let ask = |size: Option<u64>| ask_upload(&s, &token, &dev, size);
+    let complete = |id: String| complete_upload(&s, &token, id);
     let opened = |r: Reply| {
         assert_eq!(r.status, 200, "{}", r.text);
         (

@@ -104,7 +104,7 @@ async fn start_desktop(
     let client_state = raw_query_param(&uri, "state")
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "default".to_string());
-    if client_state.len() > 2048 {
+    if client_state.chars().count() > 2048 {
         return Err(plain(StatusCode::BAD_REQUEST, "state too long"));
     }
     if client_state.chars().any(char::is_control) {
@@ -142,9 +142,10 @@ async fn start_desktop(
 
 #[utoipa::path(
     get, path = "/auth/google", tag = "streamvault",
-    params(("state" = Option<String>, Query, description = "The client's state; returned to the loopback callback")),
+    params(("state" = Option<String>, Query, max_length = 2048, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$", description = "The client's state; returned to the loopback callback")),
     responses(
         (status = 302, description = "To the provider with Drive scopes, a server-issued state and a PKCE challenge"),
+        (status = 400, body = StreamVaultError, description = "A state over 2048 characters or with control characters"),
         (status = 500, body = StreamVaultError, description = r#"`{"error":"GOOGLE_CLIENT_ID not configured"}`"#),
     )
 )]
@@ -158,9 +159,10 @@ pub async fn google_drive(
 
 #[utoipa::path(
     get, path = "/auth/google/social", tag = "streamvault",
-    params(("state" = Option<String>, Query, description = "The client's state; returned to the loopback callback")),
+    params(("state" = Option<String>, Query, max_length = 2048, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$", description = "The client's state; returned to the loopback callback")),
     responses(
         (status = 302, description = "To the provider with profile scopes, a server-issued state and a PKCE challenge"),
+        (status = 400, body = StreamVaultError, description = "A state over 2048 characters or with control characters"),
         (status = 500, body = StreamVaultError, description = r#"`{"error":"GOOGLE_CLIENT_ID not configured"}`"#),
     )
 )]
