@@ -662,6 +662,26 @@ async fn complete_upload(s: &TestServer, token: &str, id: String) -> Reply {
     .await
 }
 
+/// Moves a video's upload back in time to `at`, as if its URL had been issued then.
+async fn issued_at(s: &TestServer, id: &str, at: chrono::DateTime<chrono::Utc>) {
+    let sql = "UPDATE videos SET created_at = $1 WHERE id = $2";
+    let updated = match &s.state.db {
+        watchpost::db::Db::Sqlite(p) => sqlx::query(sql)
+            .bind(at)
+            .bind(id)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()),
+        watchpost::db::Db::Postgres(p) => sqlx::query(sql)
+            .bind(at)
+            .bind(id)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()),
+    };
+    assert_eq!(updated.unwrap(), 1);
+}
+
 /// `STORAGE_QUOTA_BYTES_PER_USER`: a declared size is bound into the URL and reserved;
 /// an undeclared upload gets what is left (the embedded store refuses more, S3 is checked
 /// when the upload is confirmed); nobody else's quota is touched.
@@ -871,25 +891,7 @@ async fn open_uploads_hold_their_bytes_and_closed_ones_take_no_more(
     let swept = || watchpost::videos::service::sweep_abandoned(&s.state.db, &s.state.storage, ttl);
     assert_eq!(swept().await.unwrap(), 0, "swept while its URL was valid");
     let aged = watchpost::time::now() - chrono::Duration::hours(3);
-    let sql = "UPDATE videos SET created_at = $1 WHERE id = $2";
-    match &s.state.db {
-        watchpost::db::Db::Sqlite(p) => {
-            sqlx::query(sql)
-                .bind(aged)
-                .bind(&id_c)
-                .execute(p)
-                .await
-                .unwrap();
-        }
-        watchpost::db::Db::Postgres(p) => {
-            sqlx::query(sql)
-                .bind(aged)
-                .bind(&id_c)
-                .execute(p)
-                .await
-                .unwrap();
-        }
-    }
+    issued_at(&s, &id_c, aged).await;
     assert_eq!(swept().await.unwrap(), 1);
     assert!(s.state.storage.head(&key_c).await.unwrap().is_none());
     complete(id_c).await.expect_error(404, "NOT_FOUND");
@@ -910,24 +912,7 @@ async fn open_uploads_hold_their_bytes_and_closed_ones_take_no_more(
         "settled while its URL was valid"
     );
     let aged = watchpost::time::now() - chrono::Duration::hours(1);
-    match &s.state.db {
-        watchpost::db::Db::Sqlite(p) => {
-            sqlx::query(sql)
-                .bind(aged)
-                .bind(&id_d)
-                .execute(p)
-                .await
-                .unwrap();
-        }
-        watchpost::db::Db::Postgres(p) => {
-            sqlx::query(sql)
-                .bind(aged)
-                .bind(&id_d)
-                .execute(p)
-                .await
-                .unwrap();
-        }
-    }
+    issued_at(&s, &id_d, aged).await;
     let changed = settle().await.unwrap();
     let list = authed(&s, reqwest::Method::GET, "/videos", &token, None).await;
     let size = list.json["items"]
