@@ -644,6 +644,99 @@ async fn revoked_devices_lose_their_media_at_once_and_their_tokens_stop_working(
         .expect_error(403, "MEDIA_TOKEN_REVOKED");
 }
 
+/// A join that raced a revocation leaves no transport behind. The interleaving the race
+/// produces, run in order: the join is authorised, the revocation commits and closes the
+/// device's transports (none yet), then the join reaches the media loop. The join checks
+/// again once its transport exists, and leaves. Both revocations (unlink, disable) and
+/// both ways in (a WHEP media token, a device token on `subscribe-transport`); an
+/// unrevoked device's join stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_that_raced_a_revocation_leaves_no_transport_behind() {
+    use watchpost::media_api::join::{Access, join_checked};
+    use watchpost::streams::media_token::{self, MediaRole};
+    let s = TestServer::start(Backend::Sqlite).await;
+    let st = live_stream(&s).await;
+    let sfu = s.state.media.sfu().expect("an SFU");
+    let session = watchpost::streams::service::find(&s.state.db, &st.sid)
+        .await
+        .unwrap()
+        .unwrap();
+    for (round, by_device_token) in [(0, false), (1, false), (2, true), (3, true), (4, false)] {
+        let (viewer, viewer_token) = s
+            .register_device(&st.user_token, &format!("Viewer {round}"), "client")
+            .await;
+        let link = s.link(&st.user_token, &st.camera, &viewer).await;
+        let media = credentials(&s, &st.sid, &viewer_token, "subscribe").await;
+        // Authorised, as the route does before it joins.
+        let claims = media_token::verify(
+            &s.state.auth.secret,
+            &media,
+            &st.sid,
+            &[MediaRole::Subscribe],
+            chrono::Utc::now().timestamp(),
+        )
+        .unwrap();
+        watchpost::streams::service::recheck_media_token(&s.state.db, &claims, &session)
+            .await
+            .unwrap();
+        // The revocation lands in between (the last round revokes nothing).
+        let r = match round {
+            0 | 2 => {
+                s.call(
+                    Method::DELETE,
+                    &format!("/device-links/{link}"),
+                    &st.user_token,
+                    None,
+                )
+                .await
+            }
+            1 | 3 => {
+                s.call(
+                    Method::PATCH,
+                    &format!("/devices/{viewer}"),
+                    &st.user_token,
+                    Some(json!({"status": "disabled"})),
+                )
+                .await
+            }
+            _ => s.call(Method::GET, "/devices", &st.user_token, None).await,
+        };
+        assert_eq!(r.status, 200, "{}", r.text);
+        let participant = format!("sub_raced{round}");
+        let access = if by_device_token {
+            Access::DeviceToken {
+                token: &viewer_token,
+                device_id: &viewer,
+            }
+        } else {
+            Access::MediaToken(&claims)
+        };
+        let joined = join_checked(
+            sfu,
+            &s.state.db,
+            &session,
+            &participant,
+            false,
+            offer("recvonly", "VP8"),
+            access,
+        )
+        .await;
+        let present = participants(&s, &st.sid).await.contains(&participant);
+        if round == 4 {
+            assert!(joined.is_ok(), "an unrevoked viewer is refused");
+            assert!(present, "an unrevoked viewer's transport is gone");
+        } else {
+            let e = joined.expect_err(&format!("round {round}: a revoked viewer joined"));
+            assert_eq!(e.status, 403, "round {round}");
+            assert_eq!(e.code, "MEDIA_TOKEN_REVOKED", "round {round}");
+            assert!(
+                !present,
+                "round {round}: the revoked viewer's transport stayed"
+            );
+        }
+    }
+}
+
 /// Fair share: one account's cameras and viewers are capped (`MEDIA_MAX_*_PER_USER`) so
 /// another account still gets in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,6 +24,7 @@ use crate::streams::media_token::{self, Claims, MediaRole};
 use crate::streams::model::{ParticipantKind, StreamSession};
 use crate::streams::service as streams;
 
+use super::join::{Access, join_checked};
 use super::trickle;
 
 impl From<SfuError> for ApiError {
@@ -296,10 +297,16 @@ pub async fn whip_post(
     let (claims, session) = authorise(&state, &headers, &session_id, &[MediaRole::Publish]).await?;
     let offer = sdp_body(&headers, body)?;
     let resource = ParticipantKind::Publisher.new_id();
-    let owner = streams::media_owner(&session, claims.dev.as_deref());
-    let answer = sfu(&state)?
-        .publish(&session_id, &resource, owner, offer)
-        .await?;
+    let answer = join_checked(
+        sfu(&state)?,
+        &state.db,
+        &session,
+        &resource,
+        true,
+        offer,
+        Access::MediaToken(&claims),
+    )
+    .await?;
     Ok(created(
         &state,
         &claims,
@@ -341,10 +348,16 @@ pub async fn whep_post(
     .await?;
     let offer = sdp_body(&headers, body)?;
     let resource = ParticipantKind::Subscriber.new_id();
-    let owner = streams::media_owner(&session, claims.dev.as_deref());
-    let answer = sfu(&state)?
-        .subscribe(&session_id, &resource, owner, offer)
-        .await?;
+    let answer = join_checked(
+        sfu(&state)?,
+        &state.db,
+        &session,
+        &resource,
+        false,
+        offer,
+        Access::MediaToken(&claims),
+    )
+    .await?;
     Ok(created(
         &state,
         &claims,
@@ -524,6 +537,7 @@ pub async fn publish_transport(
     State(state): State<AppState>,
     DeviceCaller(device): DeviceCaller,
     Path(id): Path<String>,
+    headers: HeaderMap,
     Json(body): Json<TransportOffer>,
 ) -> ApiResult<axum::Json<TransportAnswer>> {
     let session = streams::find_for_user(&state.db, &device.user_id, &id).await?;
@@ -535,10 +549,22 @@ pub async fn publish_transport(
     }
     streams::require_session_active(&session)?;
     let participant = ParticipantKind::Publisher.new_id();
-    let owner = streams::media_owner(&session, Some(&device.id));
-    let answer = sfu(&state)?
-        .publish(&session.id, &participant, owner, offer_sdp(body)?)
-        .await?;
+    let token = crate::http::extract::bearer(&headers).unwrap_or_default();
+    let access = Access::DeviceToken {
+        token,
+        device_id: &device.id,
+    };
+    let offer = offer_sdp(body)?;
+    let answer = join_checked(
+        sfu(&state)?,
+        &state.db,
+        &session,
+        &participant,
+        true,
+        offer,
+        access,
+    )
+    .await?;
     Ok(axum::Json(TransportAnswer {
         kind: "answer".into(),
         sdp: answer,
@@ -567,6 +593,7 @@ pub async fn subscribe_transport(
     State(state): State<AppState>,
     DeviceCaller(device): DeviceCaller,
     Path(id): Path<String>,
+    headers: HeaderMap,
     Json(body): Json<TransportOffer>,
 ) -> ApiResult<axum::Json<TransportAnswer>> {
     let session = streams::find_for_user(&state.db, &device.user_id, &id).await?;
@@ -578,10 +605,22 @@ pub async fn subscribe_transport(
     }
     streams::require_session_active(&session)?;
     let participant = ParticipantKind::Subscriber.new_id();
-    let owner = streams::media_owner(&session, Some(&device.id));
-    let answer = sfu(&state)?
-        .subscribe(&session.id, &participant, owner, offer_sdp(body)?)
-        .await?;
+    let token = crate::http::extract::bearer(&headers).unwrap_or_default();
+    let access = Access::DeviceToken {
+        token,
+        device_id: &device.id,
+    };
+    let offer = offer_sdp(body)?;
+    let answer = join_checked(
+        sfu(&state)?,
+        &state.db,
+        &session,
+        &participant,
+        false,
+        offer,
+        access,
+    )
+    .await?;
     Ok(axum::Json(TransportAnswer {
         kind: "answer".into(),
         sdp: answer,

@@ -674,6 +674,37 @@ pub async fn recheck_media_token(
     Ok(())
 }
 
+/// A device's transport may stay once it exists only while the device's token (as
+/// presented again now) still names it, active, and it is still the session's camera (to
+/// publish) or linked to it (to view): the check a join ran before it began, run again.
+pub async fn recheck_device_transport(
+    db: &Db,
+    token: &str,
+    device_id: &str,
+    session: &StreamSession,
+    publisher: bool,
+) -> DomainResult<()> {
+    let Some(device) = crate::devices::service::device_by_token(db, token)
+        .await?
+        .filter(|d| d.id == device_id)
+    else {
+        return Err(token_revoked(
+            "This device was disabled, deleted or re-paired while it joined",
+        ));
+    };
+    let allowed = if publisher {
+        device.id == session.camera_device_id
+    } else {
+        may_view(db, &device, session).await?
+    };
+    if !allowed {
+        return Err(token_revoked(
+            "This device was unlinked from the camera while it joined",
+        ));
+    }
+    Ok(())
+}
+
 /// Who a media transport belongs to, as the SFU is told at join: the session's account
 /// (whose fair share it counts against) and the device holding it (closed on revocation).
 pub fn media_owner(session: &StreamSession, device: Option<&str>) -> watchpost_media::sfu::Owner {
