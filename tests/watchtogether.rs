@@ -644,6 +644,26 @@ async fn slot_takeover_needs_the_same_address_or_account() {
 }
 
 /// `WATCH_TOGETHER_REQUIRE_AUTH=true` refuses anonymous and bad tokens.
+/// Without `WATCH_TOGETHER_REQUIRE_AUTH` the socket needs no authentication: a token this
+/// server does not know (a StreamVault client's Google access token, say) leaves it
+/// anonymous instead of refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_token_leaves_a_socket_anonymous_when_auth_is_off() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    for (path, bearer) in [
+        ("/ws/watchtogether?token=nope", None),
+        ("/ws/watchtogether", Some("ya29.a0-google-access-token")),
+        ("/ws/watchtogether", Some("wpd_not-a-device")),
+    ] {
+        let mut client = connect_with(server.addr, path, [127, 0, 0, 1], bearer)
+            .await
+            .unwrap_or_else(|e| panic!("{path} {bearer:?}: refused: {e}"));
+        client.send(create_msg("h", "")).await;
+        let created = client.expect("room_created").await;
+        assert_eq!(created["room"]["participants"][0]["nickname"], "Host");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn require_auth_refuses_anonymous_connections() {
     let server =
@@ -767,6 +787,25 @@ async fn rest_routes_and_restart(backend: Backend) {
     host.send(json!({"type": "sync", "command": {"action": "play", "position": 50}}))
         .await;
     guest.expect("state_update").await;
+    // Codes that cannot name a room are a 404 in the reference's shape, and leave the
+    // room's snapshots alone (a NUL once reached PostgreSQL in the writer's batch).
+    for bad in ["%00", "%FF", "A%00B"] {
+        for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+            let r = server
+                .call(
+                    method.clone(),
+                    &format!("/api/watchtogether/rooms/{bad}"),
+                    "",
+                    None,
+                )
+                .await;
+            assert_eq!(
+                (r.status, &r.json),
+                (404, &json!({"error": "Room not found"})),
+                "{method} {bad}"
+            );
+        }
+    }
     guest
         .expect_within("ping", Duration::from_millis(2600))
         .await;

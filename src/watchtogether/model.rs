@@ -114,9 +114,51 @@ pub fn js_string(v: &Value) -> String {
     }
 }
 
-/// A JSON number for `f`; non-finite values become `null`, as `JSON.stringify` writes them.
+/// A JSON number for `f` as `JSON.stringify` writes it: a whole number without a
+/// fraction (`115`, not `115.0`: clients read some of these into integers), and non-finite
+/// values as `null`.
 pub fn num(f: f64) -> Value {
+    /// Beyond 2^53 an f64 holds no fraction and JavaScript still prints every digit; i64
+    /// covers the range clients meet (positions, RTTs, milliseconds).
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    if f.is_finite() && f.fract() == 0.0 && f.abs() <= EXACT {
+        return Value::from(f as i64);
+    }
     serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+}
+
+/// A position as `start`, `sync` and `state_report` read it: JS-number coercion, at least
+/// 0. A non-finite value (`"Infinity"`, `1e999`) counts as not a number, as it would
+/// otherwise be sent on as `null` and stored as a position no snapshot can hold.
+pub fn js_position(v: &Value) -> Option<f64> {
+    js_number(v).filter(|p| p.is_finite()).map(|p| p.max(0.0))
+}
+
+/// The longest `client_id` a room keeps (UUIDs are 36).
+pub const MAX_CLIENT_ID_CHARS: usize = 128;
+/// The largest `media_id`, `media_title` or `media_match_key` a room keeps, as JSON.
+pub const MAX_MEDIA_FIELD_BYTES: usize = 2048;
+/// The largest string a room stores for a client's position, duration or RTT.
+pub const MAX_STORED_STRING_BYTES: usize = 64;
+
+/// Values a room stores as sent and hands back to every participant (a heartbeat's
+/// position, a duration, an RTT) are kept only when they are a number, a boolean, `null`
+/// or a short string: anything else would be stored, persisted and re-sent to every
+/// participant twice a second.
+pub fn storable_scalar(v: &Value) -> bool {
+    match v {
+        Value::Null | Value::Bool(_) | Value::Number(_) => true,
+        Value::String(s) => s.len() <= MAX_STORED_STRING_BYTES,
+        Value::Array(_) | Value::Object(_) => false,
+    }
+}
+
+/// Whether a create's media fields fit [`MAX_MEDIA_FIELD_BYTES`] each.
+pub fn media_fields_fit(msg: &Value) -> bool {
+    ["media_id", "media_title", "media_match_key"]
+        .iter()
+        .filter_map(|k| msg.get(k))
+        .all(|v| v.to_string().len() <= MAX_MEDIA_FIELD_BYTES)
 }
 
 /// The tokens of a `|`-separated media match key: trimmed, lowercased, empties dropped.

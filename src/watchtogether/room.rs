@@ -12,8 +12,9 @@ use serde_json::{Map, Value, json};
 
 use crate::config::{SyncMode, WatchTogetherConfig};
 use crate::watchtogether::model::{
-    ParticipantSummary, PlayState, RoomSummary, js_number, js_string, loose_string, match_tokens,
-    num, truthy,
+    MAX_CLIENT_ID_CHARS, MAX_MEDIA_FIELD_BYTES, ParticipantSummary, PlayState, RoomSummary,
+    js_number, js_position, js_string, loose_string, match_tokens, media_fields_fit, num,
+    storable_scalar, truthy,
 };
 
 pub type ConnId = u64;
@@ -172,6 +173,17 @@ pub struct Room {
 pub enum RestCreateError {
     MissingFields,
     NicknameTooLong(usize),
+    MediaFieldTooLong,
+}
+
+fn client_id_too_long() -> String {
+    format!("client_id too long (limit: {MAX_CLIENT_ID_CHARS} characters)")
+}
+
+pub fn media_field_too_long() -> String {
+    format!(
+        "media_id, media_title and media_match_key are limited to {MAX_MEDIA_FIELD_BYTES} bytes each"
+    )
 }
 
 fn nickname_too_long(limit: usize) -> String {
@@ -228,11 +240,17 @@ impl Room {
         if nickname.chars().count() > cfg.max_nickname_chars {
             return Err(nickname_too_long(cfg.max_nickname_chars));
         }
+        if !media_fields_fit(msg) {
+            return Err(media_field_too_long());
+        }
         let host_id = if truthy(&msg["client_id"]) {
             js_string(&msg["client_id"])
         } else {
             uuid::Uuid::new_v4().to_string()
         };
+        if host_id.chars().count() > MAX_CLIENT_ID_CHARS {
+            return Err(client_id_too_long());
+        }
         let mut host = Participant::new(host_id, nickname, msg["media_id"].clone(), now);
         host.conn = Some(conn.clone());
         let mut room = Room::new(code, msg, host, now, cfg.sync_mode, "media_match_key");
@@ -271,6 +289,9 @@ impl Room {
         let nickname = js_string(&body["host_nickname"]);
         if nickname.chars().count() > cfg.max_nickname_chars {
             return Err(RestCreateError::NicknameTooLong(cfg.max_nickname_chars));
+        }
+        if !media_fields_fit(body) {
+            return Err(RestCreateError::MediaFieldTooLong);
         }
         let host = Participant::new(host_id, nickname, body["media_id"].clone(), now);
         Ok(Room::new(
@@ -367,7 +388,9 @@ impl Room {
             }
             "pong_report" => {
                 if let Some(i) = self.sender(conn.id)
-                    && let Some(rtt) = msg.get("rtt").filter(|r| !r.is_null())
+                    && let Some(rtt) = msg
+                        .get("rtt")
+                        .filter(|r| !r.is_null() && storable_scalar(r))
                 {
                     let p = &mut self.participants[i];
                     p.rtt = rtt.clone();
@@ -383,7 +406,7 @@ impl Room {
             }
             "heartbeat" => {
                 if let Some(i) = self.sender(conn.id)
-                    && let Some(position) = msg.get("position")
+                    && let Some(position) = msg.get("position").filter(|v| storable_scalar(v))
                 {
                     self.participants[i].last_position = position.clone();
                 }
@@ -450,10 +473,23 @@ impl Room {
         if nickname.chars().count() > cfg.max_nickname_chars {
             return fx.error(conn.id, &nickname_too_long(cfg.max_nickname_chars));
         }
+        let client_id = js_string(&msg["client_id"]);
+        if client_id.chars().count() > MAX_CLIENT_ID_CHARS {
+            return fx.error(conn.id, &client_id_too_long());
+        }
+        if !media_fields_fit(msg) {
+            return fx.error(conn.id, &media_field_too_long());
+        }
         if let Some(text) = self.media_mismatch(msg) {
             return fx.error(conn.id, &text);
         }
-        let client_id = js_string(&msg["client_id"]);
+        // A socket is one participant: joining as another leaves the slot it held to its
+        // grace period, as if that socket had closed (so no socket gets a room's messages
+        // once per slot it ever joined as).
+        if let Some(previous) = self.bindings.get(&conn.id).filter(|id| **id != client_id) {
+            let previous = previous.clone();
+            self.detach(&previous, conn.id, now, fx);
+        }
         match self.participants.iter().position(|p| p.id == client_id) {
             Some(i) => {
                 if let Some(old) = &self.participants[i].conn
@@ -518,7 +554,11 @@ impl Room {
 
     fn ready(&mut self, conn: ConnId, msg: &Value, now: i64, fx: &mut Effects) {
         let Some(i) = self.sender(conn) else { return };
-        let duration = msg.get("duration").cloned().unwrap_or(Value::Null);
+        let duration = msg
+            .get("duration")
+            .filter(|d| storable_scalar(d))
+            .cloned()
+            .unwrap_or(Value::Null);
         let p = &mut self.participants[i];
         p.is_ready = true;
         if !duration.is_null() {
@@ -552,11 +592,7 @@ impl Room {
         if self.participants.iter().any(|p| !p.is_ready) {
             return fx.error(conn, NOT_ALL_READY);
         }
-        let position = msg
-            .get("position")
-            .and_then(js_number)
-            .unwrap_or(0.0)
-            .max(0.0);
+        let position = msg.get("position").and_then(js_position).unwrap_or(0.0);
         self.state = PlayState::Playing;
         self.is_paused = false;
         self.current_position = position;
@@ -590,8 +626,7 @@ impl Room {
         };
         let position = command
             .get("position")
-            .and_then(js_number)
-            .map(|p| p.max(0.0))
+            .and_then(js_position)
             .unwrap_or_else(|| self.authoritative_position(now));
         self.current_position = position;
         self.position_updated_at = now;
@@ -634,8 +669,8 @@ impl Room {
     fn state_report(&mut self, conn: ConnId, msg: &Value, now: i64, fx: &mut Effects) {
         let Some(i) = self.sender(conn) else { return };
         let p = &mut self.participants[i];
-        if let Some(position) = msg.get("position").and_then(js_number) {
-            p.last_position = num(position.max(0.0));
+        if let Some(position) = msg.get("position").and_then(js_position) {
+            p.last_position = num(position);
         }
         if let Some(paused) = msg.get("paused") {
             p.last_paused = truthy(paused);
@@ -700,6 +735,22 @@ impl Room {
                 "room": self.summary_value(now)}),
         );
         fx
+    }
+
+    /// Participant `id` loses socket `conn` (which now joins as someone else) and enters
+    /// its grace period.
+    fn detach(&mut self, id: &str, conn: ConnId, now: i64, fx: &mut Effects) {
+        self.bindings.remove(&conn);
+        if let Some(p) = self
+            .participants
+            .iter_mut()
+            .find(|p| p.id == id && p.conn.as_ref().is_some_and(|c| c.id == conn))
+        {
+            p.conn = None;
+            p.disconnected_at = Some(now);
+            p.in_grace = true;
+            fx.persist = true;
+        }
     }
 
     /// A socket closed: the participants it held enter the reconnect grace period.
@@ -1121,5 +1172,225 @@ mod tests {
         assert_eq!(back.participants.len(), 2);
         assert!(back.participants.iter().all(|p| p.conn.is_none()));
         assert_eq!(back.host_id, "h");
+    }
+
+    /// Whole numbers go out as JavaScript writes them (`115`, not `115.0`): clients read
+    /// RTTs and positions into integer types too.
+    #[test]
+    fn whole_numbers_go_out_without_a_fraction() {
+        let c = cfg();
+        let mut room = room_with_guest();
+        for rtt in [30, 200] {
+            room.handle(
+                &conn(2, [127, 0, 0, 1]),
+                &json!({"type": "pong_report", "rtt": rtt}),
+                0,
+                &c,
+            );
+        }
+        room.participants[1].rtt_avg = 115.0;
+        room.participants.iter_mut().for_each(|p| p.is_ready = true);
+        let fx = room.handle(
+            &conn(1, [127, 0, 0, 1]),
+            &json!({"type": "start", "position": 10}),
+            1_000,
+            &c,
+        );
+        let Out::Send(_, started) = &fx.out[0] else {
+            panic!("no playback_started")
+        };
+        assert!(started.contains(r#""position":10,"#), "{started}");
+        let fx = room.tick_state(1_000);
+        let text = fx
+            .out
+            .iter()
+            .find_map(|o| match o {
+                Out::Send(2, text) => Some(text.to_string()),
+                _ => None,
+            })
+            .unwrap();
+        assert!(text.contains(r#""your_rtt":115,"#), "{text}");
+        assert!(text.contains(r#""rtt":115}"#), "{text}");
+        let fx = room.handle(
+            &conn(2, [127, 0, 0, 1]),
+            &json!({"type": "ping"}),
+            1_000,
+            &c,
+        );
+        let Out::Send(_, pong) = &fx.out[0] else {
+            panic!("no pong")
+        };
+        assert!(pong.contains(r#""your_rtt":115"#), "{pong}");
+        assert_eq!(num(0.5).to_string(), "0.5");
+        assert_eq!(num(-0.0).to_string(), "0");
+        assert_eq!(num(f64::INFINITY), Value::Null);
+    }
+
+    /// `"Infinity"` or `1e999` is not a position: it would go out as `null` and be stored
+    /// as a position no snapshot can hold (the room would be lost at the next start).
+    #[test]
+    fn non_finite_positions_count_as_not_a_number() {
+        let c = cfg();
+        let mut room = room_with_guest();
+        room.handle(
+            &conn(1, [127, 0, 0, 1]),
+            &json!({"type": "sync", "command": {"action": "pause", "position": 42}}),
+            1_000,
+            &c,
+        );
+        room.handle(
+            &conn(2, [127, 0, 0, 1]),
+            &json!({"type": "state_report", "position": 42, "paused": true}),
+            1_000,
+            &c,
+        );
+        for position in [json!("Infinity"), json!("-Infinity"), json!("1e999")] {
+            let fx = room.handle(
+                &conn(2, [127, 0, 0, 1]),
+                &json!({"type": "sync", "command": {"action": "seek", "position": position}}),
+                2_000,
+                &c,
+            );
+            assert_eq!(to(&fx, 1)[0]["command"]["position"], 42, "{position}");
+            room.handle(
+                &conn(2, [127, 0, 0, 1]),
+                &json!({"type": "state_report", "position": position, "paused": true}),
+                2_000,
+                &c,
+            );
+        }
+        assert_eq!(room.current_position, 42.0);
+        assert_eq!(room.participants[1].last_position, json!(42));
+        let back = Room::restore(&room.snapshot(3_000)).unwrap();
+        assert_eq!(back.current_position, 42.0);
+    }
+
+    /// What a room keeps from a client is bounded: long ids and media fields are refused,
+    /// and positions, durations and RTTs that are not small scalars are not stored (they
+    /// would be re-sent to every participant twice a second).
+    #[test]
+    fn what_a_room_stores_from_clients_is_bounded() {
+        let c = cfg();
+        let long = "x".repeat(MAX_CLIENT_ID_CHARS + 1);
+        let err = Room::create(
+            "ABCDEF".into(),
+            &json!({"media_id": 1, "media_title": "Film", "nickname": "H", "client_id": long}),
+            &conn(1, [127, 0, 0, 1]),
+            0,
+            &c,
+        )
+        .unwrap_err();
+        assert_eq!(err, "client_id too long (limit: 128 characters)");
+        let big = "y".repeat(MAX_MEDIA_FIELD_BYTES);
+        for field in ["media_id", "media_title", "media_match_key"] {
+            let mut msg = json!({"media_id": 1, "media_title": "Film", "nickname": "H"});
+            msg[field] = json!(big);
+            let err =
+                Room::create("ABCDEF".into(), &msg, &conn(1, [127, 0, 0, 1]), 0, &c).unwrap_err();
+            assert_eq!(err, media_field_too_long(), "{field}");
+            let mut body = json!({"media_id": 1, "media_title": "Film", "host_nickname": "H"});
+            body[field] = json!(big);
+            assert_eq!(
+                Room::create_rest("ABCDEF".into(), &body, "h".into(), 0, &c).unwrap_err(),
+                RestCreateError::MediaFieldTooLong
+            );
+        }
+        let mut room = room_with_guest();
+        let fx = room.handle(
+            &conn(3, [127, 0, 0, 1]),
+            &json!({"type": "join", "client_id": "z".repeat(MAX_CLIENT_ID_CHARS + 1), "nickname": "Z"}),
+            0,
+            &c,
+        );
+        assert_eq!(to(&fx, 3)[0]["message"], client_id_too_long());
+        let fx = room.handle(
+            &conn(3, [127, 0, 0, 1]),
+            &json!({"type": "join", "client_id": "z", "nickname": "Z", "media_title": big}),
+            0,
+            &c,
+        );
+        assert_eq!(to(&fx, 3)[0]["message"], media_field_too_long());
+        assert_eq!(room.participants.len(), 2);
+        let nested = json!({"a": [[[[{"b": 1}]]]]});
+        let long_string = json!("p".repeat(65));
+        for (kind, value) in [("heartbeat", &nested), ("heartbeat", &long_string)] {
+            room.handle(
+                &conn(2, [127, 0, 0, 1]),
+                &json!({"type": kind, "position": value}),
+                0,
+                &c,
+            );
+            assert_eq!(room.participants[1].last_position, json!(0));
+        }
+        room.handle(
+            &conn(2, [127, 0, 0, 1]),
+            &json!({"type": "heartbeat", "position": "12.5s"}),
+            0,
+            &c,
+        );
+        assert_eq!(room.participants[1].last_position, json!("12.5s"));
+        room.handle(
+            &conn(2, [127, 0, 0, 1]),
+            &json!({"type": "pong_report", "rtt": nested}),
+            0,
+            &c,
+        );
+        assert_eq!(room.participants[1].rtt, json!(0));
+        let fx = room.handle(
+            &conn(2, [127, 0, 0, 1]),
+            &json!({"type": "ready", "duration": long_string}),
+            0,
+            &c,
+        );
+        assert_eq!(to(&fx, 1)[0]["duration"], 0);
+        assert_eq!(room.participants[1].duration, Value::Null);
+    }
+
+    /// A socket is one participant: joining as someone else leaves the slot it held to its
+    /// grace period, so no socket gets every message once per slot it joined as.
+    #[test]
+    fn a_socket_that_joins_as_another_participant_leaves_its_slot() {
+        let c = cfg();
+        let mut room = room_with_guest();
+        for id in ["g2", "g3", "g4"] {
+            room.handle(
+                &conn(2, [127, 0, 0, 1]),
+                &json!({"type": "join", "client_id": id, "nickname": id}),
+                5_000,
+                &c,
+            );
+        }
+        let held: Vec<&str> = room
+            .participants
+            .iter()
+            .filter(|p| p.conn.as_ref().is_some_and(|c| c.id == 2))
+            .map(|p| p.id.as_str())
+            .collect();
+        assert_eq!(held, ["g4"]);
+        let graced: Vec<&str> = room
+            .participants
+            .iter()
+            .filter(|p| p.in_grace)
+            .map(|p| p.id.as_str())
+            .collect();
+        assert_eq!(graced, ["g", "g2", "g3"]);
+        room.state = PlayState::Paused;
+        let fx = room.tick_state(6_000);
+        assert_eq!(to(&fx, 2).len(), 1, "one state_update for the socket");
+        // Back to its first slot within the grace period: restored, the other in grace.
+        room.handle(
+            &conn(2, [127, 0, 0, 1]),
+            &json!({"type": "join", "client_id": "g", "nickname": "Guest"}),
+            7_000,
+            &c,
+        );
+        assert!(room.participants[1].conn.is_some() && !room.participants[1].in_grace);
+        let fx = room.expire_graces(5_000 + c.reconnect_grace_ms as i64, c.reconnect_grace_ms);
+        assert_eq!(
+            room.participants.len(),
+            3,
+            "g2 and g3 left: {:?}",
+            types(&to(&fx, 1))
+        );
     }
 }

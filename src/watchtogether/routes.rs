@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
@@ -157,11 +158,15 @@ pub async fn create_room(
 pub async fn get_room(
     State(state): State<AppState>,
     headers: HeaderMap,
-    axum::extract::Path(code): axum::extract::Path<String>,
+    code: Result<axum::extract::Path<String>, PathRejection>,
 ) -> Response {
     if let Some(refused) = refused_without_account(&state, &headers).await {
         return refused;
     }
+    // A code that does not decode (`%FF`) names no room.
+    let Ok(axum::extract::Path(code)) = code else {
+        return error(StatusCode::NOT_FOUND, "Room not found");
+    };
     match state.watchtogether.summary(&code.to_uppercase()).await {
         Some(room) => axum::Json(room).into_response(),
         None => error(StatusCode::NOT_FOUND, "Room not found"),
@@ -180,11 +185,15 @@ pub async fn get_room(
 pub async fn delete_room(
     State(state): State<AppState>,
     headers: HeaderMap,
-    axum::extract::Path(code): axum::extract::Path<String>,
+    code: Result<axum::extract::Path<String>, PathRejection>,
 ) -> Response {
     if let Some(refused) = refused_without_account(&state, &headers).await {
         return refused;
     }
+    // A code that does not decode (`%FF`) names no room.
+    let Ok(axum::extract::Path(code)) = code else {
+        return error(StatusCode::NOT_FOUND, "Room not found");
+    };
     if state.watchtogether.close(&code.to_uppercase()).await {
         axum::Json(json!({"success": true})).into_response()
     } else {
@@ -193,7 +202,7 @@ pub async fn delete_room(
 }
 
 /// The account a connection's token (`?token=`, `Authorization` or the session cookie)
-/// names: `(user id, name)`. A token that names nobody is refused.
+/// names: `(user id, name)`. A token that names nobody is a 401.
 async fn account(
     state: &AppState,
     headers: &HeaderMap,
@@ -229,12 +238,16 @@ pub async fn upgrade(
     uri: Uri,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let account = match account(&state, &headers, query.get("token").map(String::as_str)).await {
-        Ok(a) => a,
-        Err(e) => return e.into_response(),
-    };
     let wt = state.watchtogether.clone();
     let cfg = wt.config();
+    let account = match account(&state, &headers, query.get("token").map(String::as_str)).await {
+        Ok(a) => a,
+        // Without WATCH_TOGETHER_REQUIRE_AUTH the socket needs no authentication (as the
+        // reference's): a token that names no account here (a Google access token, say)
+        // leaves it anonymous rather than refused.
+        Err(e) if !cfg.require_auth && e.status == StatusCode::UNAUTHORIZED => None,
+        Err(e) => return e.into_response(),
+    };
     if cfg.require_auth && account.is_none() {
         return ApiError::new(
             StatusCode::UNAUTHORIZED,

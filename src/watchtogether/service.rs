@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -46,16 +46,40 @@ pub struct Conn {
     pub tx: mpsc::Sender<Outbound>,
     /// Cancelled when the socket must go (its queue overflowed).
     pub kill: CancellationToken,
+    /// Bytes queued for the writer and not written yet.
+    pub queued_bytes: AtomicUsize,
 }
 
 /// Messages a socket may queue before it counts as too slow and is closed.
 pub const OUTBOUND_QUEUE: usize = 1024;
+/// Bytes a socket may have queued before it counts as too slow and is closed: a count of
+/// messages alone would let a reader that stopped reading pin a thousand rosters.
+pub const OUTBOUND_QUEUE_BYTES: usize = 4 << 20;
 
 impl Conn {
+    pub fn new(meta: ConnMeta, tx: mpsc::Sender<Outbound>, kill: CancellationToken) -> Conn {
+        Conn {
+            meta,
+            tx,
+            kill,
+            queued_bytes: AtomicUsize::new(0),
+        }
+    }
+
     fn deliver(&self, out: Outbound) {
-        if self.tx.try_send(out).is_err() {
+        let len = match &out {
+            Outbound::Text(text) => text.len(),
+            Outbound::Close(..) => 0,
+        };
+        let queued = self.queued_bytes.fetch_add(len, Ordering::Relaxed) + len;
+        if queued > OUTBOUND_QUEUE_BYTES || self.tx.try_send(out).is_err() {
             self.kill.cancel();
         }
+    }
+
+    /// The writer sent `len` queued bytes.
+    pub fn written(&self, len: usize) {
+        self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
     }
 
     pub fn error(&self, message: &str) {
@@ -159,6 +183,9 @@ impl CreateError {
             }
             CreateError::Invalid(RestCreateError::NicknameTooLong(n)) => {
                 format!("Nickname too long (limit: {n} characters)")
+            }
+            CreateError::Invalid(RestCreateError::MediaFieldTooLong) => {
+                crate::watchtogether::room::media_field_too_long()
             }
         }
     }
@@ -306,10 +333,12 @@ impl WatchTogether {
         rx.await.ok()
     }
 
-    /// REST `DELETE`: `false` when there was no such room.
+    /// REST `DELETE`: `false` when there was no such room. (The reference also deletes a
+    /// missing room from its store; here every stored room is live in memory from start-up
+    /// until its own delete is queued, so a miss has nothing stored to delete, and queueing
+    /// one per request would let any caller grow the writer's queue.)
     pub async fn close(&self, code: &str) -> bool {
         let Some(handle) = self.lookup(code) else {
-            let _ = self.inner.persist.send(PersistOp::Delete(code.to_string()));
             return false;
         };
         let (tx, rx) = oneshot::channel();
@@ -612,5 +641,51 @@ async fn write_snapshots(db: Db, mut rx: mpsc::UnboundedReceiver<PersistOp>) {
         for reply in flushes {
             let _ = reply.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(queue: usize) -> (Conn, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(queue);
+        let meta = ConnMeta {
+            id: 1,
+            ip: IpAddr::from([127, 0, 0, 1]),
+            account_id: None,
+            account_name: None,
+        };
+        (Conn::new(meta, tx, CancellationToken::new()), rx)
+    }
+
+    /// A reader that stops reading is cut off by what it has queued in bytes, not only in
+    /// messages: a few large rosters are enough; what the writer sends is given back.
+    #[test]
+    fn a_socket_that_stops_reading_is_cut_off_by_queued_bytes() {
+        let (c, mut rx) = conn(OUTBOUND_QUEUE);
+        let roster = Utf8Bytes::from("r".repeat(1 << 20));
+        for _ in 0..4 {
+            c.deliver(Outbound::Text(roster.clone()));
+        }
+        assert!(!c.kill.is_cancelled(), "4 MiB queued is within the limit");
+        // The writer sends one; the next one fits again.
+        let Some(Outbound::Text(sent)) = rx.try_recv().ok() else {
+            panic!("nothing queued")
+        };
+        c.written(sent.len());
+        c.deliver(Outbound::Text(roster.clone()));
+        assert!(!c.kill.is_cancelled());
+        c.deliver(Outbound::Text(Utf8Bytes::from("one byte too many")));
+        assert!(c.kill.is_cancelled(), "over 4 MiB queued: the socket goes");
+
+        // Small messages still count: the message limit holds as before.
+        let (c, _rx) = conn(4);
+        for _ in 0..4 {
+            c.deliver(Outbound::Text(Utf8Bytes::from("{}")));
+        }
+        assert!(!c.kill.is_cancelled());
+        c.deliver(Outbound::Text(Utf8Bytes::from("{}")));
+        assert!(c.kill.is_cancelled());
     }
 }

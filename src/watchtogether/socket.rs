@@ -133,15 +133,23 @@ impl Session {
     }
 }
 
+/// How long one frame may take to leave: a peer that stops reading would otherwise hold
+/// the writer (and everything queued behind it) for good.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends one frame; false when the socket failed or the peer did not take it in time.
+async fn send(socket: &mut WebSocket, message: Message) -> bool {
+    matches!(
+        tokio::time::timeout(SEND_TIMEOUT, socket.send(message)).await,
+        Ok(Ok(()))
+    )
+}
+
 /// Serves one upgraded socket until it closes.
 pub async fn serve(wt: WatchTogether, mut socket: WebSocket, meta: ConnMeta, code: Option<String>) {
     let (tx, mut rx) = mpsc::channel(OUTBOUND_QUEUE);
     let kill = CancellationToken::new();
-    let conn = Arc::new(Conn {
-        meta,
-        tx,
-        kill: kill.clone(),
-    });
+    let conn = Arc::new(Conn::new(meta, tx, kill.clone()));
     let ping_every = Duration::from_millis(wt.config().ws_ping_ms);
     let mut session = Session {
         wt,
@@ -176,27 +184,30 @@ pub async fn serve(wt: WatchTogether, mut socket: WebSocket, meta: ConnMeta, cod
             }
             out = rx.recv() => match out {
                 Some(Outbound::Text(text)) => {
-                    if socket.send(Message::Text(text)).await.is_err() {
+                    let len = text.len();
+                    let sent = send(&mut socket, Message::Text(text)).await;
+                    session.conn.written(len);
+                    if !sent {
                         break;
                     }
                 }
                 Some(Outbound::Close(code, reason)) => {
-                    let _ = socket.send(close(code, reason)).await;
+                    send(&mut socket, close(code, reason)).await;
                     break;
                 }
                 None => break,
             },
             _ = ping.tick() => {
                 if last_seen.elapsed() > ping_every * 2 {
-                    let _ = socket.send(close(1001, "No answer to pings")).await;
+                    send(&mut socket, close(1001, "No answer to pings")).await;
                     break;
                 }
-                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                if !send(&mut socket, Message::Ping(Default::default())).await {
                     break;
                 }
             }
             _ = kill.cancelled() => {
-                let _ = socket.send(close(1008, "Too many queued messages")).await;
+                send(&mut socket, close(1008, "Too many queued messages")).await;
                 break;
             }
         }
