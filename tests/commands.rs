@@ -87,6 +87,23 @@ async fn command_round_trip_over_sockets(backend: Backend) {
         .await;
     assert_eq!(status["status"], "dispatched");
 
+    // A NUL over the socket is a 4xx answer on either database (PostgreSQL text cannot
+    // hold one), and the command is untouched.
+    let nul_id = camera
+        .emit_with_ack(
+            "command:ack",
+            json!({"commandId": format!("{cmd_id}\u{0}"), "status": "acknowledged"}),
+        )
+        .await;
+    assert_eq!(nul_id["code"], "COMMAND_NOT_FOUND", "{nul_id}");
+    let nul_reason = camera
+        .emit_with_ack(
+            "command:ack",
+            json!({"commandId": cmd_id, "status": "rejected", "reason": "a\u{0}b"}),
+        )
+        .await;
+    assert_eq!(nul_reason["code"], "VALIDATION_ERROR", "{nul_reason}");
+
     let reply = camera
         .emit_with_ack(
             "command:ack",

@@ -422,6 +422,14 @@ async fn legacy_mode_relays_signalling(backend: Backend) {
         )
         .await;
     assert_eq!(reply["code"], "NOT_FOUND");
+    // A NUL in the id is not found on either database (PostgreSQL refuses it as text).
+    let reply = camera
+        .emit_with_ack(
+            "webrtc:signal",
+            json!({"streamSessionId": format!("{sid}\u{0}"), "data": {}}),
+        )
+        .await;
+    assert_eq!(reply["code"], "NOT_FOUND", "{reply}");
 }
 
 /// Legacy mode has no transport to close: unlinking a client, or disabling it, ends the

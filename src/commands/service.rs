@@ -413,6 +413,16 @@ pub async fn acknowledge(
             "reason must be at most 500 characters",
         ));
     }
+    // Socket.IO payloads reach here without the HTTP body's NUL check; PostgreSQL text
+    // cannot hold a NUL, and no command id has one.
+    if reason.as_deref().is_some_and(|r| r.contains('\0')) {
+        return Err(DomainError::validation(
+            "reason must not contain NUL characters",
+        ));
+    }
+    if command_id.contains('\0') {
+        return Err(command_not_found());
+    }
     // The usual case in one round trip: a live command of this camera takes the answer.
     let now = time::now();
     if let Some(command) = db_fetch_optional!(

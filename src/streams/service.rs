@@ -25,6 +25,11 @@ fn session_not_found() -> DomainError {
 }
 
 pub async fn find(db: &Db, id: &str) -> DomainResult<Option<StreamSession>> {
+    // No session id holds a NUL, and PostgreSQL refuses one in a text parameter (a
+    // Socket.IO payload reaches here without the HTTP extractors' checks).
+    if id.contains('\0') {
+        return Ok(None);
+    }
     Ok(db_fetch_optional!(
         db,
         StreamSession,
