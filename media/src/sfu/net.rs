@@ -6,7 +6,7 @@
 //! (every remote address must pass an ICE check before it may send media, so the router
 //! learns each address from its first binding request) and then by source address.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
+use super::core::MAX_BOUND_ADDRS;
 use super::recv::Receiver;
 
 /// One received packet on its way to a shard.
@@ -184,6 +185,7 @@ pub(crate) async fn start(
         shards,
         owners,
         by_addr: HashMap::new(),
+        bound: HashMap::new(),
         last_prune: Instant::now(),
     };
     tasks.push(tokio::spawn(router.run(udp.clone(), tcp_rx, stop)));
@@ -200,6 +202,9 @@ struct Router {
     owners: UfragOwners,
     /// Remote address → (shard, local ufrag) learned from STUN.
     by_addr: HashMap<(Protocol, SocketAddr), (usize, String)>,
+    /// Local ufrag → the remote addresses routed to it, least recently checked first (at
+    /// most [`MAX_BOUND_ADDRS`], as in the shard's own table).
+    bound: HashMap<String, VecDeque<(Protocol, SocketAddr)>>,
     last_prune: Instant,
 }
 
@@ -241,13 +246,8 @@ impl Router {
                     .unwrap_or_else(|p| p.into_inner())
                     .get(ufrag)
                     .copied();
-                if let Some(shard) = owner
-                    && self
-                        .by_addr
-                        .get(&key)
-                        .is_none_or(|(s, u)| *s != shard || u != ufrag)
-                {
-                    self.by_addr.insert(key, (shard, ufrag.to_string()));
+                if let Some(shard) = owner {
+                    self.bind(key, shard, ufrag);
                 }
                 owner
             }
@@ -268,6 +268,39 @@ impl Router {
             let owners = self.owners.read().unwrap_or_else(|p| p.into_inner());
             self.by_addr
                 .retain(|_, (_, ufrag)| owners.contains_key(ufrag));
+            self.bound.retain(|ufrag, _| owners.contains_key(ufrag));
+        }
+    }
+
+    /// Routes `addr` to `ufrag`'s transport on `shard` on an ICE check naming it, as its
+    /// most recently checked address; beyond [`MAX_BOUND_ADDRS`] the transport's least
+    /// recently checked address stops being routed.
+    fn bind(&mut self, addr: (Protocol, SocketAddr), shard: usize, ufrag: &str) {
+        match self.by_addr.get(&addr) {
+            Some((s, u)) if *s == shard && u == ufrag => {
+                if let Some(list) = self.bound.get_mut(ufrag)
+                    && let Some(i) = list.iter().position(|a| *a == addr)
+                {
+                    list.remove(i);
+                    list.push_back(addr);
+                }
+                return;
+            }
+            Some((_, other)) => {
+                if let Some(list) = self.bound.get_mut(other) {
+                    list.retain(|a| *a != addr);
+                }
+            }
+            None => {}
+        }
+        self.by_addr.insert(addr, (shard, ufrag.to_string()));
+        let list = self.bound.entry(ufrag.to_string()).or_default();
+        list.push_back(addr);
+        if list.len() > MAX_BOUND_ADDRS
+            && let Some(oldest) = list.pop_front()
+            && self.by_addr.get(&oldest).is_some_and(|(_, u)| u == ufrag)
+        {
+            self.by_addr.remove(&oldest);
         }
     }
 }
@@ -464,6 +497,7 @@ mod tests {
             shards: vec![ShardInbox { media, control }],
             owners: Arc::new(RwLock::new(HashMap::from([("srvUfrag".to_string(), 0)]))),
             by_addr: HashMap::new(),
+            bound: HashMap::new(),
             last_prune: Instant::now(),
         };
         let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
@@ -489,6 +523,57 @@ mod tests {
         // The edges of RFC 7983's ranges.
         assert!(is_media(&[128]) && is_media(&[191]));
         assert!(!is_media(&[127]) && !is_media(&[192]) && !is_media(&[]));
+    }
+
+    /// A transport keeps its most recently checked addresses routed and no more: checks
+    /// naming it from ever more source addresses (spoofed, say) do not grow the table.
+    #[test]
+    fn checks_from_ever_more_addresses_keep_the_newest_routed() {
+        let (media, _media_rx) = mpsc::channel(1024);
+        let (control, _control_rx) = mpsc::channel(1024);
+        let mut router = Router {
+            shards: vec![ShardInbox { media, control }],
+            owners: Arc::new(RwLock::new(HashMap::from([
+                ("srvUfrag".to_string(), 0),
+                ("othUfrag".to_string(), 0),
+            ]))),
+            by_addr: HashMap::new(),
+            bound: HashMap::new(),
+            last_prune: Instant::now(),
+        };
+        let addr = |n: u16| -> SocketAddr { SocketAddr::from(([127, 0, 0, 1], 10_000 + n)) };
+        let check = |router: &mut Router, n: u16, packet: &[u8]| {
+            router.route(Datagram {
+                proto: Protocol::Udp,
+                source: addr(n),
+                data: Bytes::copy_from_slice(packet),
+            })
+        };
+        let ours = binding_request();
+        let mut other = ours.clone();
+        let at = other.windows(8).position(|w| w == b"srvUfrag").unwrap();
+        other[at..at + 8].copy_from_slice(b"othUfrag");
+        check(&mut router, 0, &ours);
+        for n in 1..200 {
+            check(&mut router, n, &ours);
+            // The first address keeps checking: it stays routed throughout.
+            check(&mut router, 0, &ours);
+        }
+        assert_eq!(router.by_addr.len(), MAX_BOUND_ADDRS);
+        assert_eq!(router.bound["srvUfrag"].len(), MAX_BOUND_ADDRS);
+        assert!(router.by_addr.contains_key(&(Protocol::Udp, addr(0))));
+        assert!(router.by_addr.contains_key(&(Protocol::Udp, addr(199))));
+        assert!(!router.by_addr.contains_key(&(Protocol::Udp, addr(150))));
+        // An address that moves to another transport leaves the first one's list.
+        check(&mut router, 199, &other);
+        assert_eq!(router.bound["srvUfrag"].len(), MAX_BOUND_ADDRS - 1);
+        assert_eq!(router.by_addr[&(Protocol::Udp, addr(199))].1, "othUfrag");
+        // A transport that ended is pruned from both tables.
+        router.owners.write().unwrap().remove("srvUfrag");
+        router.last_prune = Instant::now() - Duration::from_secs(11);
+        check(&mut router, 300, &other);
+        assert_eq!(router.by_addr.len(), 2);
+        assert!(!router.bound.contains_key("srvUfrag"));
     }
 
     #[tokio::test]

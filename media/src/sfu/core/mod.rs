@@ -158,7 +158,16 @@ struct Peer {
     /// The deadline a timer-heap entry exists for.
     armed: Option<Instant>,
     stats: stats::PeerStats,
+    /// The remote addresses routed to this transport, least recently checked first (at
+    /// most [`MAX_BOUND_ADDRS`]).
+    bound: VecDeque<(Protocol, SocketAddr)>,
 }
+
+/// Remote addresses one transport keeps routed to it. A client checks from a handful
+/// (host, reflexive and relayed candidates, IPv4 and IPv6); without a bound, checks from
+/// ever more source addresses (its own, or spoofed) would grow the routing table for as
+/// long as the transport lives.
+pub(crate) const MAX_BOUND_ADDRS: usize = 16;
 
 impl Peer {
     fn is_publisher(&self) -> bool {
@@ -313,7 +322,7 @@ impl Core {
                 let Some(&key) = self.by_ufrag.get(ufrag) else {
                     return;
                 };
-                self.by_addr.insert(addr, key);
+                self.bind(addr, key);
                 key
             }
             None => match self.by_addr.get(&addr) {
@@ -351,6 +360,32 @@ impl Core {
             );
         }
         self.enqueue(key);
+    }
+
+    /// Routes `addr` to transport `key` on an ICE check naming it, as its most recently
+    /// checked address; the transport's least recently checked address beyond
+    /// [`MAX_BOUND_ADDRS`] stops being routed.
+    fn bind(&mut self, addr: (Protocol, SocketAddr), key: PeerKey) {
+        let previous = self.by_addr.insert(addr, key);
+        if let Some(old) = previous
+            && old != key
+            && let Some(peer) = self.peers.get_mut(&old)
+        {
+            peer.bound.retain(|a| *a != addr);
+        }
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if previous == Some(key) {
+            peer.bound.retain(|a| *a != addr);
+        }
+        peer.bound.push_back(addr);
+        if peer.bound.len() > MAX_BOUND_ADDRS
+            && let Some(oldest) = peer.bound.pop_front()
+            && self.by_addr.get(&oldest) == Some(&key)
+        {
+            self.by_addr.remove(&oldest);
+        }
     }
 
     /// Time passed: fires the peers' due timers and, once a second, the room tick.

@@ -2,6 +2,7 @@
 //! hang-ups, closing rooms, reaping dead transports, and the reconnect grace that keeps
 //! viewers connected while a lost camera comes back.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -105,6 +106,7 @@ impl Core {
                 next_timeout: now,
                 armed: None,
                 stats: PeerStats::default(),
+                bound: VecDeque::new(),
             },
         );
         let room = self.rooms.entry(room_id.clone()).or_default();
@@ -259,7 +261,11 @@ impl Core {
         peer.rtc.disconnect();
         self.outputs
             .push_back(Output::Route(RouteUpdate::Release(peer.ufrag.clone())));
-        self.by_addr.retain(|_, k| *k != key);
+        for addr in &peer.bound {
+            if self.by_addr.get(addr) == Some(&key) {
+                self.by_addr.remove(addr);
+            }
+        }
         if self.by_ufrag.get(&peer.ufrag) == Some(&key) {
             self.by_ufrag.remove(&peer.ufrag);
         }

@@ -860,3 +860,52 @@ fn transport_cc_is_negotiated_only_where_an_estimator_uses_it() {
     assert!(answer(&mut sim, "layers", "viewer2", false).contains(TRANSPORT_CC));
     assert!(answer(&mut sim, "fresh", "cam3", true).contains(TRANSPORT_CC));
 }
+
+/// A STUN binding request whose USERNAME names the server's `ufrag`, well formed but with
+/// a MESSAGE-INTEGRITY nobody computed: the routing reads the USERNAME before str0m
+/// checks integrity.
+fn check_naming(ufrag: &str) -> Vec<u8> {
+    let username = format!("{ufrag}:remote");
+    let padded = username.len().div_ceil(4) * 4;
+    let body = 8 + 4 + padded + 24;
+    let mut packet = vec![0x00, 0x01, 0x00, body as u8, 0x21, 0x12, 0xa4, 0x42];
+    packet.extend_from_slice(&[9; 12]);
+    packet.extend_from_slice(&[0x00, 0x24, 0x00, 0x04, 1, 2, 3, 4]);
+    packet.extend_from_slice(&[0x00, 0x06, 0x00, username.len() as u8]);
+    packet.extend_from_slice(username.as_bytes());
+    packet.resize(20 + 8 + 4 + padded, 0);
+    packet.extend_from_slice(&[0x00, 0x08, 0x00, 20]);
+    packet.extend_from_slice(&[0xab; 20]);
+    packet
+}
+
+/// Checks naming one transport from ever more source addresses (spoofed, say) keep only
+/// its most recently checked addresses routed; the transport still gets its media, and
+/// leaving takes all of its routes with it.
+#[test]
+fn checks_from_ever_more_addresses_keep_the_newest_routed() {
+    let mut sim = Sim::new(Duration::ZERO);
+    let camera = sim.publisher("room", "cam", &[]);
+    let viewer = sim.viewer("room", "v");
+    let (&key, peer) = sim
+        .core
+        .peers
+        .iter()
+        .find(|(_, p)| p.id == "v")
+        .expect("the viewer's transport");
+    let check = check_naming(&peer.ufrag.clone());
+    let routes_before = sim.core.by_addr.len();
+    for n in 0..500u16 {
+        let source = std::net::SocketAddr::from(([10, 9, (n >> 8) as u8, n as u8], 5000));
+        let now = sim.now;
+        sim.core.handle_datagram(now, Protocol::Udp, source, &check);
+    }
+    let viewer_routes = sim.core.by_addr.values().filter(|k| **k == key).count();
+    assert_eq!(viewer_routes, super::MAX_BOUND_ADDRS);
+    assert!(sim.core.by_addr.len() <= routes_before + super::MAX_BOUND_ADDRS);
+    // Its own address checks again (consent) and keeps receiving.
+    let sent = stream(&mut sim, camera, 0, 150, true);
+    assert_eq!(received_video(&sim, viewer).last(), sent.last());
+    sim.leave("room", "v");
+    assert!(sim.core.by_addr.values().all(|k| *k != key));
+}
