@@ -7,7 +7,7 @@
 //! learns each address from its first binding request) and then by source address.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -73,6 +73,18 @@ impl Default for TcpLimits {
             per_ip: 8,
             first_check: Duration::from_secs(5),
         }
+    }
+}
+
+/// The network a client's connections are counted under: its IPv4 address, or its IPv6
+/// /64 (a subscriber gets a whole /64, and any host in it may use any address there).
+fn client_network(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+        v4 => v4,
     }
 }
 
@@ -371,7 +383,11 @@ async fn accept_tcp(
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(TCP_SEND_QUEUE);
         {
             let mut open = conns.lock().unwrap_or_else(|p| p.into_inner());
-            let from_ip = open.keys().filter(|a| a.ip() == remote.ip()).count();
+            let network = client_network(remote.ip());
+            let from_ip = open
+                .keys()
+                .filter(|a| client_network(a.ip()) == network)
+                .count();
             if open.len() >= MAX_TCP_CONNECTIONS || from_ip >= limits.per_ip {
                 continue; // dropping the stream closes it
             }
@@ -523,6 +539,15 @@ mod tests {
         // The edges of RFC 7983's ranges.
         assert!(is_media(&[128]) && is_media(&[191]));
         assert!(!is_media(&[127]) && !is_media(&[192]) && !is_media(&[]));
+    }
+
+    #[test]
+    fn tcp_connections_are_counted_per_ipv4_address_or_ipv6_64() {
+        let net = |s: &str| client_network(s.parse().unwrap());
+        assert_eq!(net("2001:db8:1:2::1"), net("2001:db8:1:2:ffff::9"));
+        assert_ne!(net("2001:db8:1:2::1"), net("2001:db8:1:3::1"));
+        assert_eq!(net("::ffff:192.0.2.7"), net("192.0.2.7"));
+        assert_ne!(net("192.0.2.7"), net("192.0.2.8"));
     }
 
     /// A transport keeps its most recently checked addresses routed and no more: checks
