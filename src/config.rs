@@ -782,8 +782,9 @@ fn watch_together_config(v: &Vars) -> Result<WatchTogetherConfig, ConfigError> {
         }
         Ok(value)
     };
-    let sync_mode = match v.get("WT_SYNC_MODE").map(str::to_ascii_lowercase) {
-        Some(m) if m == "host_only" => SyncMode::HostOnly,
+    // Exactly `host_only`, as the reference reads it: anything else is collaborative.
+    let sync_mode = match v.get("WT_SYNC_MODE") {
+        Some("host_only") => SyncMode::HostOnly,
         _ => SyncMode::Collaborative,
     };
     Ok(WatchTogetherConfig {
@@ -1226,13 +1227,16 @@ mod tests {
         assert_eq!(c.reconnect_grace_ms, 20_000);
         assert_eq!((c.room_idle_ms, c.expiry_sweep_ms), (3_600_000, 300_000));
         let c = Config::from_vars(&vars(&[
-            ("WT_SYNC_MODE", "HOST_ONLY"),
+            ("WT_SYNC_MODE", "host_only"),
             ("WATCH_TOGETHER_REQUIRE_AUTH", "true"),
         ]))
         .unwrap()
         .watch_together;
         assert_eq!(c.sync_mode, SyncMode::HostOnly);
         assert!(c.require_auth);
+        // Any other value, another letter case included, is collaborative.
+        let c = Config::from_vars(&vars(&[("WT_SYNC_MODE", "HOST_ONLY")])).unwrap();
+        assert_eq!(c.watch_together.sync_mode, SyncMode::Collaborative);
         let c = Config::from_vars(&vars(&[("WT_SYNC_MODE", "anything")])).unwrap();
         assert_eq!(c.watch_together.sync_mode, SyncMode::Collaborative);
         let e = Config::from_vars(&vars(&[("WT_MAX_PARTICIPANTS", "0")])).unwrap_err();

@@ -506,6 +506,16 @@ async fn malformed_oversized_and_excess_messages_get_errors() {
         .await;
     lone.expect_error("media_id, media_title, and nickname required")
         .await;
+    // A socket with no room: a join's room_code that is not a string (even `false`) is
+    // an invalid message; absent or null it is just no room.
+    for code in [json!(false), json!(0), json!({"a": 1})] {
+        lone.send(json!({"type": "join", "room_code": code, "client_id": "c", "nickname": "n"}))
+            .await;
+        lone.expect_error("Invalid message format").await;
+    }
+    lone.send(json!({"type": "join", "room_code": null, "client_id": "c", "nickname": "n"}))
+        .await;
+    lone.expect_error("Room not found").await;
 
     let (mut host, mut guest, code) = room_of_two(&server).await;
     host.send_raw("{not json".into()).await;

@@ -465,7 +465,8 @@ impl Room {
         cfg: &WatchTogetherConfig,
         fx: &mut Effects,
     ) {
-        let sent_nickname = loose_string(msg.get("nickname"));
+        // Stored trimmed, as the reference does on join (a create stores it as sent).
+        let sent_nickname = loose_string(msg.get("nickname")).trim().to_string();
         let nickname = conn.account_name.clone().unwrap_or(sent_nickname);
         if !truthy(&msg["client_id"]) || nickname.trim().is_empty() {
             return fx.error(conn.id, JOIN_REQUIRED);
@@ -599,6 +600,11 @@ impl Room {
         self.position_updated_at = now;
         self.last_sync_from = Some(self.participants[i].id.clone());
         self.last_sync_at = now;
+        // The host's own state is the one it just started.
+        let host = &mut self.participants[i];
+        host.last_position = num(position);
+        host.last_paused = false;
+        host.last_state_report = Some(now);
         fx.send_many(
             self.all(),
             &json!({"type": "playback_started", "position": num(position), "timestamp": now}),
@@ -632,14 +638,19 @@ impl Room {
         self.position_updated_at = now;
         self.last_sync_from = Some(sender_id.clone());
         self.last_sync_at = now;
+        let sender = &mut self.participants[i];
+        sender.last_position = num(position);
+        sender.last_state_report = Some(now);
         match action {
             "play" => {
                 self.state = PlayState::Playing;
                 self.is_paused = false;
+                sender.last_paused = false;
             }
             "pause" => {
                 self.state = PlayState::Paused;
                 self.is_paused = true;
+                sender.last_paused = true;
             }
             _ => {}
         }
@@ -656,13 +667,17 @@ impl Room {
         fx.persist = true;
     }
 
+    /// Whose state reports correct the room: the host's, or in collaborative mode the
+    /// latest `sync` sender's for 12 s after it synced. With no sync source (it left), the
+    /// host's, as in the reference.
     fn may_drive(&self, sender_id: &str, now: i64) -> bool {
-        match self.sync_mode {
-            SyncMode::HostOnly => sender_id == self.host_id,
-            SyncMode::Collaborative if now - self.last_sync_at <= SYNC_AUTHORITY_MS => {
-                self.last_sync_from.as_deref() == Some(sender_id)
+        match (self.sync_mode, &self.last_sync_from) {
+            (SyncMode::Collaborative, Some(from))
+                if self.last_sync_at != 0 && now - self.last_sync_at <= SYNC_AUTHORITY_MS =>
+            {
+                from == sender_id
             }
-            SyncMode::Collaborative => sender_id == self.host_id,
+            _ => sender_id == self.host_id,
         }
     }
 
@@ -1392,5 +1407,65 @@ mod tests {
             "g2 and g3 left: {:?}",
             types(&to(&fx, 1))
         );
+    }
+
+    /// Where the reference does more than the spec's text: a joining nickname is stored
+    /// trimmed; `start` and `sync` set the sender's own reported state; with no sync source
+    /// (it left) the host's state reports correct the room at once.
+    #[test]
+    fn follows_the_reference_where_the_spec_is_silent() {
+        let c = cfg();
+        let mut room = room_with_guest();
+        room.handle(
+            &conn(3, [127, 0, 0, 1]),
+            &json!({"type": "join", "client_id": "t", "nickname": "  Third  ", "media_id": 1}),
+            1_000,
+            &c,
+        );
+        assert_eq!(room.participants[2].nickname, "Third");
+        room.participants.iter_mut().for_each(|p| p.is_ready = true);
+        room.handle(
+            &conn(1, [127, 0, 0, 1]),
+            &json!({"type": "start", "position": 5}),
+            2_000,
+            &c,
+        );
+        let host = &room.participants[0];
+        assert_eq!((&host.last_position, host.last_paused), (&json!(5), false));
+        assert_eq!(host.last_state_report, Some(2_000));
+        room.handle(
+            &conn(2, [127, 0, 0, 1]),
+            &json!({"type": "sync", "command": {"action": "pause", "position": 30}}),
+            3_000,
+            &c,
+        );
+        let guest = &room.participants[1];
+        assert_eq!(
+            (&guest.last_position, guest.last_paused),
+            (&json!(30), true)
+        );
+        // The guest (the sync source) leaves: the host drives again at once.
+        room.handle(
+            &conn(2, [127, 0, 0, 1]),
+            &json!({"type": "leave"}),
+            4_000,
+            &c,
+        );
+        assert_eq!(room.last_sync_from, None);
+        room.handle(
+            &conn(1, [127, 0, 0, 1]),
+            &json!({"type": "state_report", "position": 12, "paused": false}),
+            4_500,
+            &c,
+        );
+        assert_eq!((room.current_position, room.is_paused), (12.0, false));
+        // A non-host cannot.
+        room.handle(
+            &conn(3, [127, 0, 0, 1]),
+            &json!({"type": "state_report", "position": 99, "paused": true}),
+            4_600,
+            &c,
+        );
+        assert!(!room.is_paused);
     }
 }

@@ -77,7 +77,9 @@ impl Session {
         // 3. A join's room_code, which becomes the connection's code.
         if msg.get("type").and_then(Value::as_str) == Some("join") {
             match msg.get("room_code") {
-                None | Some(Value::Null) | Some(Value::Bool(false)) => {}
+                // As `room_code?.toUpperCase()`: absent or null is no code, and anything
+                // but a string (even `false`) is an invalid message.
+                None | Some(Value::Null) => {}
                 Some(Value::String(s)) if s.is_empty() => {}
                 Some(Value::String(s)) => {
                     let code = s.to_uppercase();
