@@ -230,6 +230,86 @@ async fn cors_follows_the_configured_list_and_never_rejects() {
         Some("http://app.example")
     );
     assert_eq!(header(&preflight, "access-control-max-age"), None);
+    // Any OPTIONS from an allowed origin is a preflight, with or without the method asked.
+    let bare = send(
+        &server,
+        reqwest::Method::OPTIONS,
+        "/health",
+        &[("origin", "tauri://localhost")],
+    )
+    .await;
+    assert_eq!(bare.status(), 204);
+    assert_eq!(
+        header(&bare, "access-control-allow-origin"),
+        Some("tauri://localhost")
+    );
+
+    // A disallowed preflight falls through to the framework's own OPTIONS answer: 200 with
+    // the route's methods in Allow, and no CORS headers at all.
+    for (path, methods) in [
+        ("/health", "GET,HEAD"),
+        ("/auth/refresh", "POST"),
+        ("/api/watchtogether/rooms/ABCDEF", "GET,HEAD,DELETE"),
+    ] {
+        let r = send(
+            &server,
+            reqwest::Method::OPTIONS,
+            path,
+            &[
+                ("origin", "http://evil.example"),
+                ("access-control-request-method", "POST"),
+            ],
+        )
+        .await;
+        assert_eq!(r.status(), 200, "{path}");
+        let mut allow: Vec<String> = header(&r, "allow")
+            .unwrap_or_else(|| panic!("{path}: no Allow"))
+            .split(',')
+            .map(|m| m.trim().to_string())
+            .collect();
+        allow.sort();
+        let mut expected: Vec<&str> = methods.split(',').collect();
+        expected.sort();
+        assert_eq!(allow, expected, "{path}");
+        let cors: Vec<&str> = r
+            .headers()
+            .keys()
+            .map(|k| k.as_str())
+            .filter(|k| k.starts_with("access-control-") || *k == "vary")
+            .collect();
+        assert!(cors.is_empty(), "{path}: {cors:?}");
+    }
+    // Requests carrying a cookie from a foreign origin are still served (no StreamVault
+    // route reads a cookie unless Watch Together requires an account).
+    let client = reqwest::Client::new();
+    let refresh = client
+        .post(server.api.url("/auth/refresh"))
+        .header("origin", "http://evil.example")
+        .header("cookie", "watchpost.session_token=x")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refresh.status(), 400);
+    let body: Value = refresh.json().await.unwrap();
+    assert_eq!(body, serde_json::json!({"error": "refresh_token required"}));
+    let room = client
+        .post(server.api.url("/api/watchtogether/rooms"))
+        .header("origin", "http://evil.example")
+        .header("cookie", "watchpost.session_token=x")
+        .json(&serde_json::json!({"media_id": 1, "media_title": "Film", "host_nickname": "H"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(room.status(), 200);
+    // An allowed origin's answers vary on Origin only.
+    let vary: Vec<&str> = allowed
+        .headers()
+        .get_all("vary")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(vary, ["Origin"]);
     server.stop().await;
 
     // No list: every origin is allowed.

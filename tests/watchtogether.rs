@@ -725,6 +725,19 @@ async fn require_auth_refuses_anonymous_connections() {
         .call(reqwest::Method::DELETE, &room_path, "nope", None)
         .await;
     assert_eq!((r.status, &r.json), (401, &refused));
+    // Here a session cookie does sign in, so a cookie from a foreign origin is refused, in
+    // the StreamVault routes' own error shape.
+    let forged = server
+        .http
+        .delete(server.url(&room_path))
+        .header("origin", "http://evil.example")
+        .header("cookie", "watchpost.session_token=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    let answer: Value = forged.json().await.unwrap();
+    assert_eq!(answer, json!({"error": "Invalid origin"}));
     // The room is still there for a signed-in caller, who may use every route.
     let r = server.get_bearer(&room_path, &token).await;
     assert_eq!(r.status, 200, "{}", r.json);

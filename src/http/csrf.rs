@@ -46,6 +46,14 @@ pub fn check(
     if EXEMPT_PREFIXES.iter().any(|p| path.starts_with(p)) {
         return Ok(());
     }
+    // StreamVault's routes never refuse an origin (the reference serves any; desktop apps
+    // send their own). None of them reads a cookie, except the Watch Together rooms when
+    // they require an account: only those keep the check, answered in their own shape.
+    let cookie_authenticated =
+        path.starts_with("/api/watchtogether/") && state.watchtogether.config().require_auth;
+    if crate::http::streamvault::is_streamvault_route(path) && !cookie_authenticated {
+        return Ok(());
+    }
     let has_cookie = headers.contains_key(COOKIE);
     let has_basic = header(headers, AUTHORIZATION)
         .is_some_and(|v| v.len() > 6 && v[..6].eq_ignore_ascii_case("basic "));
@@ -92,6 +100,9 @@ pub async fn origin_check(State(state): State<AppState>, request: Request, next:
         request.headers(),
     ) {
         Ok(()) => next.run(request).await,
+        Err(e) if crate::http::streamvault::is_streamvault_route(request.uri().path()) => {
+            ApiError::plain(e.status, e.message).into_response()
+        }
         Err(e) => e.into_response(),
     }
 }

@@ -8,9 +8,9 @@ use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::header::{
     ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
-    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_REQUEST_HEADERS,
-    ACCESS_CONTROL_REQUEST_METHOD, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_NONE_MATCH, ORIGIN,
-    UPGRADE, VARY,
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE,
+    ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUEST_METHOD, ALLOW, CONTENT_LENGTH,
+    CONTENT_TYPE, ETAG, IF_NONE_MATCH, ORIGIN, UPGRADE, VARY,
 };
 use axum::http::uri::PathAndQuery;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
@@ -141,11 +141,15 @@ pub async fn front(
         .map(str::to_string);
     // A disallowed origin is not rejected: served normally, just without CORS headers.
     let allowed = http && origin_allowed(&allowed, origin.as_deref());
-    let preflight = allowed
-        && request.method() == Method::OPTIONS
-        && request
-            .headers()
-            .contains_key(ACCESS_CONTROL_REQUEST_METHOD);
+    // Every OPTIONS from an allowed origin is a preflight (as the reference's `cors` answers
+    // it); from a disallowed one it is the framework's own OPTIONS answer: 200 with `Allow`.
+    let options = http && request.method() == Method::OPTIONS;
+    let preflight = allowed && options;
+    let automatic_options = options && !preflight;
+    if automatic_options {
+        // Not a preflight to the API's CORS layer either: the router answers it.
+        request.headers_mut().remove(ACCESS_CONTROL_REQUEST_METHOD);
+    }
     let conditional = (http && matches!(*request.method(), Method::GET | Method::HEAD))
         .then(|| request.headers().clone());
     let mut response = if preflight {
@@ -168,6 +172,9 @@ pub async fn front(
         let mut r = next.run(request).await;
         if http {
             strip_cors(r.headers_mut());
+        }
+        if automatic_options {
+            r = allow_answer(r);
         }
         r
     };
@@ -220,14 +227,39 @@ async fn with_etag(request: &HeaderMap, response: Response) -> Response {
 }
 
 /// Drops what the API's own CORS layer added, so a StreamVault route shows one policy.
+/// (No StreamVault route sets a `Vary` of its own; the one it gets is added afterwards.)
 fn strip_cors(headers: &mut HeaderMap) {
     for name in [
         ACCESS_CONTROL_ALLOW_ORIGIN,
         ACCESS_CONTROL_ALLOW_CREDENTIALS,
         ACCESS_CONTROL_EXPOSE_HEADERS,
+        ACCESS_CONTROL_ALLOW_METHODS,
+        ACCESS_CONTROL_ALLOW_HEADERS,
+        ACCESS_CONTROL_MAX_AGE,
+        VARY,
     ] {
         headers.remove(name);
     }
+}
+
+/// Express's automatic `OPTIONS` answer for a route without an `OPTIONS` handler: 200,
+/// the route's methods in `Allow` and as the body. The router said which methods (its 405
+/// carries `Allow`); anything else (a 404, say) stands.
+fn allow_answer(response: Response) -> Response {
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    let Some(allow) = response.headers().get(ALLOW).cloned() else {
+        return response;
+    };
+    let mut answer = (StatusCode::OK, Bytes::copy_from_slice(allow.as_bytes())).into_response();
+    let h = answer.headers_mut();
+    h.insert(ALLOW, allow);
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    answer
 }
 
 #[cfg(test)]
