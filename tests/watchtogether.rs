@@ -529,6 +529,29 @@ async fn malformed_oversized_and_excess_messages_get_errors() {
     .await;
     host.expect_error("Message too large (limit: 65536 bytes)")
         .await;
+    // Past the transport's cap (1 MiB here) the socket closes with 1009, not a dropped
+    // connection.
+    // (The frame is written from its own task: the server stops reading at its header.)
+    let big = connect(&server).await;
+    let (mut sink, mut frames) = big.ws.split();
+    let pad = "x".repeat(2 * 1024 * 1024);
+    let writer = tokio::spawn(async move {
+        let _ = sink
+            .send(Message::Text(
+                format!(r#"{{"type":"heartbeat","pad":"{pad}"}}"#).into(),
+            ))
+            .await;
+        sink
+    });
+    let close = loop {
+        match tokio::time::timeout(WAIT, frames.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame,
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    assert_eq!(close.map(|f| u16::from(f.code)), Some(1009));
+    drop(writer);
     host.send(json!({"type": "no_such_type"})).await;
     // The guest saw none of it and still gets the host's sync.
     host.send(json!({"type": "sync", "command": {"action": "seek", "position": 9}}))

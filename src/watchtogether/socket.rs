@@ -147,6 +147,16 @@ async fn send(socket: &mut WebSocket, message: Message) -> bool {
     )
 }
 
+/// How long a socket closed for an oversized frame stays open, so its close frame is read
+/// before the connection is reset.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// Whether a read failed on the size cap (tungstenite's capacity error, which axum
+/// passes on only as an opaque error).
+fn is_too_big(e: &axum::Error) -> bool {
+    e.to_string().contains("Space limit exceeded")
+}
+
 /// Serves one upgraded socket until it closes.
 pub async fn serve(wt: WatchTogether, mut socket: WebSocket, meta: ConnMeta, code: Option<String>) {
     let (tx, mut rx) = mpsc::channel(OUTBOUND_QUEUE);
@@ -181,7 +191,18 @@ pub async fn serve(wt: WatchTogether, mut socket: WebSocket, meta: ConnMeta, cod
                         Err(_) => session.error(INVALID_FORMAT),
                     },
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                    Some(Err(e)) => {
+                        // A frame over the transport's cap closes with 1009, as the
+                        // reference's does past its own; other read errors just end.
+                        if is_too_big(&e) {
+                            send(&mut socket, close(1009, "Message too big")).await;
+                            // Closing with the rest of the frame unread would reset the
+                            // connection, and the peer could lose the close frame with it.
+                            tokio::time::sleep(CLOSE_LINGER).await;
+                        }
+                        break;
+                    }
+                    Some(Ok(Message::Close(_))) | None => break,
                 }
             }
             out = rx.recv() => match out {
