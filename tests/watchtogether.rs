@@ -437,6 +437,25 @@ async fn reconnect_within_grace_keeps_the_slot() {
     host.send(json!({"type": "sync", "command": {"action": "seek", "position": 3}}))
         .await;
     assert_eq!(again.expect("sync").await["from"], "host-1");
+    // As in the reference: the upgrade path is exact (another letter case is not it), and
+    // a trailing slash leaves an empty last segment, so no room is bound.
+    let other_case = connect_with(server.addr, "/WS/WatchTogether", [127, 0, 0, 1], None).await;
+    match other_case {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 404),
+        other => panic!("/WS/WatchTogether upgraded: {:?}", other.is_ok()),
+    }
+    let mut slash = connect_with(
+        server.addr,
+        &format!("/ws/watchtogether/{code}/"),
+        [127, 0, 0, 1],
+        None,
+    )
+    .await
+    .unwrap();
+    slash
+        .send(json!({"type": "join", "client_id": "g3", "nickname": "G3", "media_id": 424242}))
+        .await;
+    slash.expect_error("Room not found").await;
 }
 
 use tokio::io::AsyncWriteExt;

@@ -52,9 +52,11 @@ const ROUTES: &[&str] = &[
     "/auth/refresh",
     "/api/tmdb",
     "/api/watchtogether/rooms",
-    "/ws/watchtogether",
+    WEBSOCKET_ROUTE,
     "/health",
 ];
+
+const WEBSOCKET_ROUTE: &str = "/ws/watchtogether";
 
 /// The length of the StreamVault prefix `path` starts with (ASCII case-insensitively), if any.
 /// A prefix only counts at a segment boundary.
@@ -71,6 +73,11 @@ fn streamvault_prefix(path: &str) -> Option<usize> {
 /// path is not a StreamVault route or is already in that form.
 pub fn normalize_path(path: &str) -> Option<String> {
     let len = streamvault_prefix(path)?;
+    // The WebSocket upgrade is not an Express route: its path is matched exactly, and a
+    // trailing slash leaves an empty last segment (no room code).
+    if is_websocket(path) || path[..len].eq_ignore_ascii_case(WEBSOCKET_ROUTE) {
+        return None;
+    }
     let mut out = String::with_capacity(path.len());
     out.push_str(&path[..len].to_ascii_lowercase());
     out.push_str(&path[len..]);
@@ -285,6 +292,9 @@ mod tests {
             Some("/api/watchtogether/rooms/AbC123".into())
         );
         assert_eq!(normalize_path("/devices/"), None);
+        // The upgrade path is exact: no case folding, the trailing slash kept.
+        assert_eq!(normalize_path("/WS/WatchTogether"), None);
+        assert_eq!(normalize_path("/ws/watchtogether/abc/"), None);
     }
 
     #[test]
