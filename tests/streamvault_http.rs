@@ -351,6 +351,19 @@ async fn successful_bodies_get_weak_etags_and_304() {
     )
     .await;
     assert_eq!(other.status(), 200);
+    // HEAD gets the GET body's ETag (and its 304), with no body.
+    let head = send(&server, reqwest::Method::HEAD, "/", &[]).await;
+    assert_eq!(head.status(), 200);
+    assert_eq!(header(&head, "etag"), Some(etag.as_str()));
+    assert!(head.bytes().await.unwrap().is_empty());
+    let head = send(
+        &server,
+        reqwest::Method::HEAD,
+        "/",
+        &[("if-none-match", &etag)],
+    )
+    .await;
+    assert_eq!(head.status(), 304);
     // Errors never get an ETag.
     let missing = send(
         &server,
