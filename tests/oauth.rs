@@ -395,6 +395,9 @@ async fn desktop_error_redirects() {
     assert_eq!(l, format!("{cb}?error=access_denied&state=s1"));
     let (_, l, _) = get(&s, &s.url("/auth/callback")).await;
     assert_eq!(l, format!("{cb}?error=no_code"));
+    // An empty error is no error: without a code that is still no_code.
+    let (_, l, _) = get(&s, &s.url("/auth/callback?error=")).await;
+    assert_eq!(l, format!("{cb}?error=no_code"));
 
     // Token endpoint errors: the description (encoded), else the code; non-JSON → fixed text.
     for (code, expected) in [

@@ -200,7 +200,8 @@ pub async fn callback(State(state): State<AppState>, uri: Uri) -> ApiResult<Resp
             encode_component(error)
         ))
     };
-    if let Some(error) = query_param(&uri, "error") {
+    // An empty `error` is no error (the reference tests it for truthiness).
+    if let Some(error) = query_param(&uri, "error").filter(|e| !e.is_empty()) {
         return Ok(fail(&error));
     }
     let Some(code) = query_param(&uri, "code").filter(|c| !c.is_empty()) else {
