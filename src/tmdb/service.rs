@@ -102,14 +102,22 @@ pub fn forwarded_query(raw: Option<&str>) -> Vec<(String, String)> {
 pub fn retry_after(value: Option<&str>, now: SystemTime) -> Option<Duration> {
     let value = value?.trim();
     if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0)
-            .then(|| Duration::from_millis(((secs * 1000.0) as u64).max(1000)));
+        return (secs.is_finite() && secs >= 0.0).then(|| {
+            Duration::from_millis(((secs * 1000.0) as u64).max(1000)).min(MAX_RETRY_AFTER)
+        });
     }
     let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
     let at =
         SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(at.timestamp_millis()).ok()?);
-    at.duration_since(now).ok().filter(|d| !d.is_zero())
+    at.duration_since(now)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .map(|d| d.min(MAX_RETRY_AFTER))
 }
+
+/// The longest a credential rests on TMDB's word: a `Retry-After` of centuries (or one
+/// past what a clock can add) would otherwise bench it for good.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// How long a response may be cached: `s-maxage`, else `max-age`, unless `no-store`,
 /// `no-cache` or `private` is present.
@@ -303,6 +311,11 @@ mod tests {
         assert_eq!(retry_after(Some("7"), now), Some(Duration::from_secs(7)));
         assert_eq!(retry_after(Some("0"), now), Some(Duration::from_secs(1)));
         assert_eq!(retry_after(Some("junk"), now), None);
+        assert_eq!(retry_after(Some("1e300"), now), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            retry_after(Some("Fri, 31 Dec 9999 23:59:59 GMT"), now),
+            Some(MAX_RETRY_AFTER)
+        );
         assert_eq!(retry_after(None, now), None);
         // 1_700_000_030 = Tue, 14 Nov 2023 22:13:50 GMT
         assert_eq!(

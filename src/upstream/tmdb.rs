@@ -169,7 +169,7 @@ impl CredentialPool {
         key.inflight = key.inflight.saturating_sub(1);
         match outcome {
             Some(Outcome::Answered) => key.cooldown_until = None,
-            Some(Outcome::CoolDown(d)) => key.cooldown_until = Some(now + d),
+            Some(Outcome::CoolDown(d)) => key.cooldown_until = now.checked_add(d),
             None => {}
         }
     }
