@@ -456,6 +456,12 @@ async fn reconnect_within_grace_keeps_the_slot() {
         .send(json!({"type": "join", "client_id": "g3", "nickname": "G3", "media_id": 424242}))
         .await;
     slash.expect_error("Room not found").await;
+    let mut bare = connect_with(server.addr, "/ws/watchtogether/", [127, 0, 0, 1], None)
+        .await
+        .expect("/ws/watchtogether/ upgrades");
+    bare.send(json!({"type": "join", "room_code": code, "client_id": "g4", "nickname": "G4", "media_id": 424242}))
+        .await;
+    bare.expect("room_joined").await;
 }
 
 use tokio::io::AsyncWriteExt;

@@ -10,7 +10,7 @@
 use watchpost_media::sfu::Sfu;
 
 use crate::db::Db;
-use crate::error::ApiResult;
+use crate::error::{ApiResult, DomainError};
 use crate::streams::media_token::Claims;
 use crate::streams::model::StreamSession;
 use crate::streams::service as streams;
@@ -56,9 +56,18 @@ pub async fn join_checked(
             streams::recheck_device_transport(db, token, device_id, session, publisher).await
         }
     };
-    if let Err(e) = recheck {
-        sfu.leave(&session.id, participant).await;
-        return Err(e.into());
+    match recheck {
+        Ok(()) => Ok(answer),
+        // Revoked (or gone) meanwhile: the transport leaves.
+        Err(e @ (DomainError::Forbidden { .. } | DomainError::NotFound { .. })) => {
+            sfu.leave(&session.id, participant).await;
+            Err(e.into())
+        }
+        // The check itself failed (the database did not answer): the join stands, as it
+        // would have before the check; a revocation still closes it when it commits.
+        Err(e) => {
+            tracing::warn!(error = %e, session = %session.id, "could not recheck a join's access; keeping it");
+            Ok(answer)
+        }
     }
-    Ok(answer)
 }

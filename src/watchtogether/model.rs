@@ -211,8 +211,14 @@ pub struct RoomSummary {
     #[schema(value_type = String)]
     pub state: PlayState,
     pub is_playing: bool,
+    #[serde(serialize_with = "js_number_field")]
     pub current_position: f64,
     pub participants: Vec<ParticipantSummary>,
+}
+
+/// Serializes an `f64` field as [`num`] writes it (`42`, not `42.0`).
+fn js_number_field<S: serde::Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&num(*value), serializer)
 }
 
 /// `POST /api/watchtogether/rooms` answers this.

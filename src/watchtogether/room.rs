@@ -484,6 +484,28 @@ impl Room {
         if let Some(text) = self.media_mismatch(msg) {
             return fx.error(conn.id, &text);
         }
+        let existing = self.participants.iter().position(|p| p.id == client_id);
+        // Refusals first: a join that fails leaves the socket where it was.
+        match existing {
+            Some(i) => {
+                if let Some(old) = &self.participants[i].conn
+                    && old.id != conn.id
+                    && !conn.same_client_as(old)
+                {
+                    return fx.error(conn.id, SLOT_TAKEN);
+                }
+            }
+            None if self.participants.len() >= cfg.max_participants => {
+                return fx.error(
+                    conn.id,
+                    &format!(
+                        "Room is full (limit: {} participants)",
+                        cfg.max_participants
+                    ),
+                );
+            }
+            None => {}
+        }
         // A socket is one participant: joining as another leaves the slot it held to its
         // grace period, as if that socket had closed (so no socket gets a room's messages
         // once per slot it ever joined as).
@@ -491,14 +513,11 @@ impl Room {
             let previous = previous.clone();
             self.detach(&previous, conn.id, now, fx);
         }
-        match self.participants.iter().position(|p| p.id == client_id) {
+        match existing {
             Some(i) => {
                 if let Some(old) = &self.participants[i].conn
                     && old.id != conn.id
                 {
-                    if !conn.same_client_as(old) {
-                        return fx.error(conn.id, SLOT_TAKEN);
-                    }
                     fx.out
                         .push(Out::Close(old.id, 1000, "Replaced by a new connection"));
                     self.bindings.remove(&old.id);
@@ -514,15 +533,6 @@ impl Room {
                 fx.send_many(self.all(), &state);
             }
             None => {
-                if self.participants.len() >= cfg.max_participants {
-                    return fx.error(
-                        conn.id,
-                        &format!(
-                            "Room is full (limit: {} participants)",
-                            cfg.max_participants
-                        ),
-                    );
-                }
                 let mut p = Participant::new(
                     client_id.clone(),
                     nickname,
@@ -691,7 +701,8 @@ impl Room {
             p.last_paused = truthy(paused);
         }
         p.last_state_report = Some(now);
-        let (reported, paused, id) = (js_number(&p.last_position), p.last_paused, p.id.clone());
+        // What a heartbeat stored raw counts only if it is a finite number too.
+        let (reported, paused, id) = (js_position(&p.last_position), p.last_paused, p.id.clone());
         if !matches!(self.state, PlayState::Playing | PlayState::Paused)
             || !self.may_drive(&id, now)
         {
@@ -1276,6 +1287,22 @@ mod tests {
         }
         assert_eq!(room.current_position, 42.0);
         assert_eq!(room.participants[1].last_position, json!(42));
+        // Nor does one a heartbeat stored raw, once a state report reads it back.
+        for position in ["1e999", "Infinity"] {
+            room.handle(
+                &conn(2, [127, 0, 0, 1]),
+                &json!({"type": "heartbeat", "position": position}),
+                2_500,
+                &c,
+            );
+            room.handle(
+                &conn(2, [127, 0, 0, 1]),
+                &json!({"type": "state_report", "paused": false}),
+                2_500,
+                &c,
+            );
+            assert!(room.current_position.is_finite(), "{position}");
+        }
         let back = Room::restore(&room.snapshot(3_000)).unwrap();
         assert_eq!(back.current_position, 42.0);
     }
@@ -1407,6 +1434,37 @@ mod tests {
             "g2 and g3 left: {:?}",
             types(&to(&fx, 1))
         );
+        // A join that is refused (a slot held from another address, a full room) leaves
+        // the socket in the slot it has.
+        room.handle(
+            &conn(7, [127, 0, 0, 7]),
+            &json!({"type": "join", "client_id": "far", "nickname": "Far"}),
+            8_000,
+            &c,
+        );
+        let fx = room.handle(
+            &conn(2, [127, 0, 0, 1]),
+            &json!({"type": "join", "client_id": "far", "nickname": "Guest"}),
+            8_000,
+            &c,
+        );
+        assert_eq!(to(&fx, 2)[0]["message"], SLOT_TAKEN);
+        let mut full = c.clone();
+        full.max_participants = room.participants.len();
+        let fx = room.handle(
+            &conn(2, [127, 0, 0, 1]),
+            &json!({"type": "join", "client_id": "new", "nickname": "Guest"}),
+            8_000,
+            &full,
+        );
+        assert!(
+            to(&fx, 2)[0]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("Room is full")
+        );
+        let guest = room.participants.iter().find(|p| p.id == "g").unwrap();
+        assert!(guest.conn.as_ref().is_some_and(|c| c.id == 2) && !guest.in_grace);
     }
 
     /// Where the reference does more than the spec's text: a joining nickname is stored

@@ -31,6 +31,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create_room))
         .routes(routes!(get_room, delete_room))
         .route("/ws/watchtogether", get(upgrade))
+        // `/ws/watchtogether/` too: the reference accepts it, with no room code.
+        .route("/ws/watchtogether/", get(upgrade))
         .route("/ws/watchtogether/{*rest}", get(upgrade))
 }
 
