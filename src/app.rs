@@ -206,6 +206,10 @@ impl Server {
                 config.rate_limit.max,
                 Duration::from_secs(config.rate_limit.window_secs),
             ),
+            oauth_starts: RateLimiter::new(
+                config.rate_limit.oauth_per_minute,
+                Duration::from_secs(60),
+            ),
             admin_failures: RateLimiter::new(
                 config.admin_max_failures,
                 Duration::from_secs(15 * 60),

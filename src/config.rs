@@ -163,6 +163,8 @@ pub struct RateLimitConfig {
     /// Attempts allowed per window on sign-in/sign-up, per client and path.
     pub max: u32,
     pub window_secs: u64,
+    /// Google sign-ins started per minute per client (each stores a state for 10 minutes).
+    pub oauth_per_minute: u32,
 }
 
 /// Who may drive a Watch Together room with `sync` (`WT_SYNC_MODE`).
@@ -451,6 +453,11 @@ impl Config {
         let rate_limit = RateLimitConfig {
             max: v.parse("AUTH_RATE_LIMIT_MAX", 3u32, "a whole number of attempts")?,
             window_secs: v.parse("AUTH_RATE_LIMIT_WINDOW_SECS", 10u64, "a number of seconds")?,
+            oauth_per_minute: v.parse(
+                "OAUTH_RATE_LIMIT_MAX",
+                30u32,
+                "a whole number of sign-ins per minute",
+            )?,
         };
         if rate_limit.window_secs == 0 {
             return Err(err("AUTH_RATE_LIMIT_WINDOW_SECS", "0", "at least 1 second"));

@@ -63,6 +63,9 @@ pub struct AuthSettings {
     pub trusted_origins: Vec<String>,
     pub cookies: CookieSettings,
     pub rate_limiter: RateLimiter,
+    /// Google sign-ins started per client: each one stores a state row until it is used or
+    /// expires, so an unbounded caller would grow the table.
+    pub oauth_starts: RateLimiter,
     /// Failed `/admin` Basic-auth attempts per client.
     pub admin_failures: RateLimiter,
 }

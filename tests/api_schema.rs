@@ -317,6 +317,7 @@ async fn schemathesis_finds_no_failures() {
             ("ADMIN_PASSWORD", ADMIN_PASSWORD),
             // Every generated sign-in and sign-up is an attempt; 429s would hide the rest.
             ("AUTH_RATE_LIMIT_MAX", "1000000"),
+            ("OAUTH_RATE_LIMIT_MAX", "1000000"),
             (
                 "GOOGLE_CLIENT_ID",
                 "schemathesis.apps.googleusercontent.com",

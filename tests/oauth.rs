@@ -496,6 +496,63 @@ async fn desktop_error_redirects() {
     accepting.abort();
 }
 
+/// Starting a Google sign-in stores a state for 10 minutes, so it is limited per client
+/// (`OAUTH_RATE_LIMIT_MAX` a minute), the web and desktop ways in one bucket; each answers
+/// 429 in its own shape, and another client is not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starting_google_sign_ins_is_limited_per_client() {
+    let (_provider, p) = Provider::start().await;
+    let (_, cb) = loopback().await;
+    let mut vars = provider_vars(&p, &cb);
+    vars.push(("OAUTH_RATE_LIMIT_MAX".into(), "3".into()));
+    let s = server_with(Backend::Sqlite, &vars).await;
+    for path in ["/auth/google", "/auth/google/social"] {
+        let (status, _, _) = get(&s, &s.url(path)).await;
+        assert_eq!(status, 302, "{path}");
+    }
+    let web = |client: reqwest::Client| {
+        let url = s.url("/api/auth/sign-in/social");
+        let origin = s.base.clone();
+        async move {
+            client
+                .post(url)
+                .header("origin", origin)
+                .json(&json!({"provider": "google", "callbackURL": "/"}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(web(s.http.clone()).await.status(), 200);
+    // The fourth start from this client, either way.
+    let refused = web(s.http.clone()).await;
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("x-retry-after"));
+    assert_eq!(
+        refused.json::<Value>().await.unwrap()["code"],
+        "TOO_MANY_REQUESTS"
+    );
+    let refused = s.http.get(s.url("/auth/google")).send().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let retry: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let body: Value = refused.json().await.unwrap();
+    assert!(body["error"].is_string(), "{body}");
+    // Another client address starts its own.
+    let other = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let r = other.get(s.url("/auth/google")).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(web(other).await.status(), 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn desktop_refresh() {
     let (provider, p) = Provider::start().await;

@@ -115,29 +115,40 @@ pub async fn auth_rate_limit(
     request: Request,
     next: Next,
 ) -> Response {
-    let bucket = match request.uri().path() {
-        "/api/auth/sign-in/email" => "/sign-in/email",
-        "/api/auth/sign-up/email" => "/sign-up/email",
+    let (limiter, bucket, streamvault) = match (request.method(), request.uri().path()) {
+        (&Method::POST, "/api/auth/sign-in/email") => {
+            (&state.auth.rate_limiter, "/sign-in/email", false)
+        }
+        (&Method::POST, "/api/auth/sign-up/email") => {
+            (&state.auth.rate_limiter, "/sign-up/email", false)
+        }
+        // Starting a Google sign-in stores a state: one bucket for the web and desktop ways.
+        (&Method::POST, "/api/auth/sign-in/social") => {
+            (&state.auth.oauth_starts, "/oauth/start", false)
+        }
+        (&Method::GET | &Method::HEAD, "/auth/google" | "/auth/google/social") => {
+            (&state.auth.oauth_starts, "/oauth/start", true)
+        }
         _ => return next.run(request).await,
     };
-    if request.method() != Method::POST {
-        return next.run(request).await;
-    }
-    match state.auth.rate_limiter.check(ip.0, bucket) {
-        Ok(()) => next.run(request).await,
-        Err(retry) => ApiError::new(
+    let retry = match limiter.check(ip.0, bucket) {
+        Ok(()) => return next.run(request).await,
+        Err(retry) => retry.0.to_string(),
+    };
+    let retry = retry.parse().expect("digits are a valid header value");
+    if streamvault {
+        return ApiError::plain(
             StatusCode::TOO_MANY_REQUESTS,
-            codes::TOO_MANY_REQUESTS,
-            "Too many requests. Please try again later.",
+            "Too many sign-in attempts. Please try again later.",
         )
-        .with_header(
-            axum::http::HeaderName::from_static("x-retry-after"),
-            retry
-                .0
-                .to_string()
-                .parse()
-                .expect("digits are a valid header value"),
-        )
-        .into_response(),
+        .with_header(axum::http::header::RETRY_AFTER, retry)
+        .into_response();
     }
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        codes::TOO_MANY_REQUESTS,
+        "Too many requests. Please try again later.",
+    )
+    .with_header(axum::http::HeaderName::from_static("x-retry-after"), retry)
+    .into_response()
 }

@@ -146,6 +146,7 @@ async fn start_desktop(
     responses(
         (status = 302, description = "To the provider with Drive scopes, a server-issued state and a PKCE challenge"),
         (status = 400, body = StreamVaultError, description = "A state over 2048 characters or with control characters"),
+        (status = 429, body = StreamVaultError, description = "More Google sign-ins started from this client than `OAUTH_RATE_LIMIT_MAX` a minute; `Retry-After` says when to try again"),
         (status = 500, body = StreamVaultError, description = r#"`{"error":"GOOGLE_CLIENT_ID not configured"}`"#),
     )
 )]
@@ -163,6 +164,7 @@ pub async fn google_drive(
     responses(
         (status = 302, description = "To the provider with profile scopes, a server-issued state and a PKCE challenge"),
         (status = 400, body = StreamVaultError, description = "A state over 2048 characters or with control characters"),
+        (status = 429, body = StreamVaultError, description = "More Google sign-ins started from this client than `OAUTH_RATE_LIMIT_MAX` a minute; `Retry-After` says when to try again"),
         (status = 500, body = StreamVaultError, description = r#"`{"error":"GOOGLE_CLIENT_ID not configured"}`"#),
     )
 )]
@@ -397,6 +399,7 @@ fn cookie_attributes(state: &AppState) -> &'static str {
         (status = 404, body = ErrorBody, description = "PROVIDER_NOT_FOUND (only `google`, and only when configured)"),
         (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: a malformed or invalid JSON body (INVALID_JSON)"),
         (status = 415, body = ErrorBody, description = "UNSUPPORTED_MEDIA_TYPE: the body is not application/json"),
+        (status = 429, body = ErrorBody, description = "TOO_MANY_REQUESTS: more Google sign-ins started from this client than `OAUTH_RATE_LIMIT_MAX` a minute (`X-Retry-After`)"),
     )
 )]
 pub async fn sign_in_social(
