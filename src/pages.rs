@@ -1,8 +1,8 @@
 //! Browser pages shipped inside the binary (no build step, no files needed at run time).
 
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -57,14 +57,20 @@ pub fn wants_html(headers: &HeaderMap) -> bool {
     )
 )]
 pub async fn root(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if wants_html(&headers) {
-        return app_page(&state);
-    }
-    axum::Json(ServiceBanner {
-        service: "StreamVault Auth Server".into(),
-        version: "1.2.0".into(),
-    })
-    .into_response()
+    let mut response = if wants_html(&headers) {
+        app_page(&state)
+    } else {
+        axum::Json(ServiceBanner {
+            service: "StreamVault Auth Server".into(),
+            version: "1.2.0".into(),
+        })
+        .into_response()
+    };
+    // The body depends on Accept: a cache must not hand the banner to a browser.
+    response
+        .headers_mut()
+        .append(axum::http::header::VARY, HeaderValue::from_static("Accept"));
+    response
 }
 
 /// The web app's page with its Content-Security-Policy: scripts and styles only from this

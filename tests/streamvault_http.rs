@@ -95,6 +95,22 @@ async fn the_root_serves_the_web_app_to_browsers_and_the_banner_to_clients() {
         &[("accept", "application/json")],
     )
     .await;
+    // Both answers vary on Accept, so no cache hands one to the other.
+    assert!(
+        root.headers()
+            .get_all("vary")
+            .iter()
+            .any(|v| v.to_str().unwrap().contains("Accept")),
+        "{:?}",
+        root.headers()
+    );
+    let page = send(&server, reqwest::Method::GET, "/", &browser_accept).await;
+    assert!(
+        page.headers()
+            .get_all("vary")
+            .iter()
+            .any(|v| v.to_str().unwrap().contains("Accept"))
+    );
     let body: Value = root.json().await.unwrap();
     assert_eq!(body["service"], "StreamVault Auth Server");
     let list = send(

@@ -238,8 +238,9 @@ async fn with_etag(request: &HeaderMap, response: Response) -> Response {
     Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
-/// Drops what the API's own CORS layer added, so a StreamVault route shows one policy.
-/// (No StreamVault route sets a `Vary` of its own; the one it gets is added afterwards.)
+/// Drops what the API's own CORS layer added, so a StreamVault route shows one policy:
+/// its allow-* headers and its `Vary` on the origin and preflight headers (a route's own
+/// `Vary`, such as the root's on `Accept`, stays).
 fn strip_cors(headers: &mut HeaderMap) {
     for name in [
         ACCESS_CONTROL_ALLOW_ORIGIN,
@@ -248,9 +249,21 @@ fn strip_cors(headers: &mut HeaderMap) {
         ACCESS_CONTROL_ALLOW_METHODS,
         ACCESS_CONTROL_ALLOW_HEADERS,
         ACCESS_CONTROL_MAX_AGE,
-        VARY,
     ] {
         headers.remove(name);
+    }
+    let own: Vec<HeaderValue> = headers
+        .get_all(VARY)
+        .iter()
+        .filter(|v| {
+            let v = v.to_str().unwrap_or_default().to_ascii_lowercase();
+            !(v.contains("origin") || v.contains("access-control-"))
+        })
+        .cloned()
+        .collect();
+    headers.remove(VARY);
+    for v in own {
+        headers.append(VARY, v);
     }
 }
 
