@@ -351,20 +351,12 @@ impl Server {
             crate::http::streamvault::front,
         );
         let app = tower::Layer::layer(&front, router);
-        // Real-time answers (Socket.IO, Watch Together, WHIP) are small writes that must
-        // not wait for the peer's delayed ACK behind Nagle's algorithm.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let serve = axum::serve(
-            listener,
-            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
-                SocketAddr,
-            >(app),
-        )
-        .with_graceful_shutdown(signalled.clone().cancelled_owned());
-        let result = tokio::select! {
-            result = serve => result,
+        // Outermost: an oversized request is refused before anything reads it.
+        let limits = axum::middleware::from_fn(crate::http::serve::request_limits);
+        let app = tower::Layer::layer(&limits, app);
+        let serve = crate::http::serve::serve(listener, app, signalled.clone());
+        let result: std::io::Result<()> = tokio::select! {
+            () = serve => Ok(()),
             // A client that never finishes its request must not hold the process.
             () = async {
                 signalled.cancelled().await;

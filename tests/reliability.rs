@@ -720,3 +720,50 @@ async fn generated_malformed_input_gets_4xx_never_5xx() {
     assert_eq!(s.get("/healthz").await.status, 200);
     eprintln!("malformed input: {cases} generated cases, no 5xx");
 }
+
+/// A request over the server's size limits (a long target, too many or too large header
+/// fields) gets a JSON 414 or 431 like any other bad input, not hyper's empty answer; the
+/// connection's next requests, and everyone else's, are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_request_heads_get_a_json_414_or_431() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let check = |status: u16, expected: u16, code: &str, body: &str| {
+        assert_eq!(status, expected, "{body}");
+        let v: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body:?}"));
+        assert_eq!(v["code"], code, "{body}");
+        assert!(v["message"].is_string(), "{body}");
+    };
+    let long = format!("/devices?cursor={}", "a".repeat(20 * 1024));
+    let r = s.http.get(s.url(&long)).send().await.unwrap();
+    let status = r.status().as_u16();
+    check(status, 414, "URI_TOO_LONG", &r.text().await.unwrap());
+
+    let mut many = s.http.get(s.url("/health"));
+    for i in 0..120 {
+        many = many.header(format!("x-extra-{i}"), "1");
+    }
+    let r = many.send().await.unwrap();
+    let status = r.status().as_u16();
+    check(status, 431, "HEADERS_TOO_LARGE", &r.text().await.unwrap());
+
+    let r = s
+        .http
+        .get(s.url("/health"))
+        .header("cookie", "a".repeat(80 * 1024))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    check(status, 431, "HEADERS_TOO_LARGE", &r.text().await.unwrap());
+
+    // Within the limits everything is as before.
+    let r = s
+        .http
+        .get(s.url(&format!("/health?x={}", "a".repeat(8 * 1024))))
+        .header("cookie", "a".repeat(16 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

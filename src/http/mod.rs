@@ -8,4 +8,5 @@ pub mod extract;
 pub mod json;
 pub mod metrics;
 pub mod rate_limit;
+pub mod serve;
 pub mod streamvault;
