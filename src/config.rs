@@ -459,6 +459,13 @@ impl Config {
                 "a whole number of sign-ins per minute",
             )?,
         };
+        if rate_limit.oauth_per_minute == 0 {
+            return Err(err(
+                "OAUTH_RATE_LIMIT_MAX",
+                "0",
+                "at least 1 sign-in a minute",
+            ));
+        }
         if rate_limit.window_secs == 0 {
             return Err(err("AUTH_RATE_LIMIT_WINDOW_SECS", "0", "at least 1 second"));
         }
@@ -1248,6 +1255,17 @@ mod tests {
         assert_eq!(c.watch_together.sync_mode, SyncMode::Collaborative);
         let e = Config::from_vars(&vars(&[("WT_MAX_PARTICIPANTS", "0")])).unwrap_err();
         assert_eq!(e.var, "WT_MAX_PARTICIPANTS");
+    }
+
+    #[test]
+    fn google_sign_in_starts_are_limited_per_minute() {
+        let c = Config::from_vars(&vars(&[])).unwrap();
+        assert_eq!(c.rate_limit.oauth_per_minute, 30);
+        let c = Config::from_vars(&vars(&[("OAUTH_RATE_LIMIT_MAX", "5")])).unwrap();
+        assert_eq!(c.rate_limit.oauth_per_minute, 5);
+        // 0 would refuse every sign-in: a mistake, said at start-up.
+        let e = Config::from_vars(&vars(&[("OAUTH_RATE_LIMIT_MAX", "0")])).unwrap_err();
+        assert_eq!(e.var, "OAUTH_RATE_LIMIT_MAX");
     }
 
     #[test]

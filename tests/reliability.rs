@@ -734,7 +734,7 @@ async fn oversized_request_heads_get_a_json_414_or_431() {
         assert_eq!(v["code"], code, "{body}");
         assert!(v["message"].is_string(), "{body}");
     };
-    let long = format!("/devices?cursor={}", "a".repeat(20 * 1024));
+    let long = format!("/devices?cursor={}", "a".repeat(40 * 1024));
     let r = s.http.get(s.url(&long)).send().await.unwrap();
     let status = r.status().as_u16();
     check(status, 414, "URI_TOO_LONG", &r.text().await.unwrap());
@@ -760,7 +760,7 @@ async fn oversized_request_heads_get_a_json_414_or_431() {
     // Within the limits everything is as before.
     let r = s
         .http
-        .get(s.url(&format!("/health?x={}", "a".repeat(8 * 1024))))
+        .get(s.url(&format!("/health?x={}", "a".repeat(24 * 1024))))
         .header("cookie", "a".repeat(16 * 1024))
         .send()
         .await

@@ -1,5 +1,5 @@
-//! The HTTP/1.1 server loop (what `axum::serve` does, plus the request-size limits it does
-//! not expose). hyper answers a request over its own limits itself, with an empty body;
+//! The HTTP server loop (what `axum::serve` does: HTTP/1.1, and HTTP/2 without TLS for a
+//! proxy that speaks it; plus the request-size limits it does not expose). hyper answers a request over its own limits itself, with an empty body;
 //! here its limits sit well above the server's own, so oversized requests reach
 //! [`request_limits`] and get a JSON 414 or 431 like any other bad input.
 
@@ -13,7 +13,8 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -23,16 +24,17 @@ use tower::{Service, ServiceExt};
 use crate::error::ApiError;
 
 /// The longest request target (path and query) the server reads.
-pub const MAX_URI_BYTES: usize = 16 * 1024;
+/// (32 KiB: a desktop sign-in's 2,048-character state, percent-encoded, fits.)
+pub const MAX_URI_BYTES: usize = 32 * 1024;
 /// Header fields one request may carry.
 pub const MAX_HEADERS: usize = 100;
 /// The bytes of one request's header fields, names and values.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
-/// hyper's own bounds, past ours: within them a request is parsed and refused here with a
-/// JSON body; only beyond them does hyper refuse it with an empty one.
-const HYPER_MAX_HEADERS: usize = 4 * MAX_HEADERS;
-const HYPER_MAX_BUF: usize = 1024 * 1024;
+/// hyper's own bound on header fields, past ours: within it a request is parsed and
+/// refused here with a JSON body; only beyond it does hyper refuse it with an empty one.
+/// (Its buffer, ~408 KiB by default, is already past [`MAX_HEADER_BYTES`].)
+const HYPER_MAX_HEADERS: usize = 128;
 
 /// Serves `app` on `listener` until `stop`, then stops accepting, lets each connection
 /// finish its request in flight, and returns once they are all closed.
@@ -46,10 +48,18 @@ where
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
+                // A connection that went away before it was accepted.
+                Err(e) if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionRefused
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::ConnectionReset
+                ) => continue,
                 Err(e) => {
-                    // Out of file descriptors and the like: back off rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    // Out of file descriptors and the like: back off rather than spin (as
+                    // hyper's and axum's servers do).
+                    tracing::error!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
             },
@@ -67,15 +77,10 @@ where
         let stop = stop.clone();
         let closed_rx = closed_rx.clone();
         tokio::spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .max_headers(HYPER_MAX_HEADERS)
-                .max_buf_size(HYPER_MAX_BUF);
-            let mut connection = pin!(
-                builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades()
-            );
+            let mut builder = Builder::new(TokioExecutor::new());
+            builder.http1().max_headers(HYPER_MAX_HEADERS);
+            let mut connection =
+                pin!(builder.serve_connection_with_upgrades(TokioIo::new(stream), service));
             let mut stopping = pin!(stop.cancelled());
             let mut told = false;
             loop {

@@ -15,6 +15,9 @@ use crate::streams::media_token::Claims;
 use crate::streams::model::StreamSession;
 use crate::streams::service as streams;
 
+/// How long a recheck the database could not answer waits before its second try.
+const RECHECK_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// What let the caller in, checked again after the join.
 pub enum Access<'a> {
     /// A WHIP/WHEP media token.
@@ -50,24 +53,24 @@ pub async fn join_checked(
         sfu.subscribe(&session.id, participant, owner, offer)
             .await?
     };
-    let recheck = match access {
-        Access::MediaToken(claims) => streams::recheck_media_token(db, claims, session).await,
-        Access::DeviceToken { token, device_id } => {
-            streams::recheck_device_transport(db, token, device_id, session, publisher).await
+    let recheck = || async {
+        match &access {
+            Access::MediaToken(claims) => streams::recheck_media_token(db, claims, session).await,
+            Access::DeviceToken { token, device_id } => {
+                streams::recheck_device_transport(db, token, device_id, session, publisher).await
+            }
         }
     };
-    match recheck {
-        Ok(()) => Ok(answer),
-        // Revoked (or gone) meanwhile: the transport leaves.
-        Err(e @ (DomainError::Forbidden { .. } | DomainError::NotFound { .. })) => {
-            sfu.leave(&session.id, participant).await;
-            Err(e.into())
-        }
-        // The check itself failed (the database did not answer): the join stands, as it
-        // would have before the check; a revocation still closes it when it commits.
-        Err(e) => {
-            tracing::warn!(error = %e, session = %session.id, "could not recheck a join's access; keeping it");
-            Ok(answer)
-        }
+    let mut outcome = recheck().await;
+    // A database hiccup gets one more try: failing closed ends a publisher's stream.
+    if matches!(outcome, Err(DomainError::Database(_))) {
+        tokio::time::sleep(RECHECK_RETRY).await;
+        outcome = recheck().await;
     }
+    if let Err(e) = outcome {
+        // Revoked meanwhile, or access that cannot be confirmed: the transport leaves.
+        sfu.leave(&session.id, participant).await;
+        return Err(e.into());
+    }
+    Ok(answer)
 }
