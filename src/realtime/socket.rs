@@ -260,7 +260,11 @@ async fn on_connect(state: AppState, socket: SocketRef) {
             );
 
             if !socket.connected() {
-                // Closed before we got here; its disconnect handler may have run too.
+                // Closed before we got here: its disconnect handler may never run (it was
+                // registered after the close), so this does its part. Seen-at is written
+                // before the device shows offline, as a disconnect does.
+                let _ =
+                    tokio::time::timeout(PRESENCE_WRITE_WAIT, touch(&state.db, &device.id)).await;
                 claim.release();
                 return;
             }
