@@ -509,6 +509,44 @@ pub async fn sfu_session(
     }))
 }
 
+/// A device's transport on `/streams/{id}/sfu/*`, once the route has checked its role: the
+/// join, rechecked against the device token it came with.
+async fn device_transport(
+    state: &AppState,
+    headers: &HeaderMap,
+    device: &crate::devices::model::Device,
+    session: &StreamSession,
+    publisher: bool,
+    body: TransportOffer,
+) -> ApiResult<axum::Json<TransportAnswer>> {
+    let kind = if publisher {
+        ParticipantKind::Publisher
+    } else {
+        ParticipantKind::Subscriber
+    };
+    let participant = kind.new_id();
+    let access = Access::DeviceToken {
+        token: crate::http::extract::bearer(headers).unwrap_or_default(),
+        device_id: &device.id,
+    };
+    let offer = offer_sdp(body)?;
+    let answer = join_checked(
+        sfu(state)?,
+        &state.db,
+        session,
+        &participant,
+        publisher,
+        offer,
+        access,
+    )
+    .await?;
+    Ok(axum::Json(TransportAnswer {
+        kind: "answer".into(),
+        sdp: answer,
+        participant_id: participant,
+    }))
+}
+
 fn offer_sdp(body: TransportOffer) -> ApiResult<String> {
     if body.kind != "offer" {
         return Err(ApiError::validation("type must be \"offer\""));
@@ -548,28 +586,7 @@ pub async fn publish_transport(
         ));
     }
     streams::require_session_active(&session)?;
-    let participant = ParticipantKind::Publisher.new_id();
-    let token = crate::http::extract::bearer(&headers).unwrap_or_default();
-    let access = Access::DeviceToken {
-        token,
-        device_id: &device.id,
-    };
-    let offer = offer_sdp(body)?;
-    let answer = join_checked(
-        sfu(&state)?,
-        &state.db,
-        &session,
-        &participant,
-        true,
-        offer,
-        access,
-    )
-    .await?;
-    Ok(axum::Json(TransportAnswer {
-        kind: "answer".into(),
-        sdp: answer,
-        participant_id: participant,
-    }))
+    device_transport(&state, &headers, &device, &session, true, body).await
 }
 
 #[utoipa::path(
@@ -604,28 +621,7 @@ pub async fn subscribe_transport(
         ));
     }
     streams::require_session_active(&session)?;
-    let participant = ParticipantKind::Subscriber.new_id();
-    let token = crate::http::extract::bearer(&headers).unwrap_or_default();
-    let access = Access::DeviceToken {
-        token,
-        device_id: &device.id,
-    };
-    let offer = offer_sdp(body)?;
-    let answer = join_checked(
-        sfu(&state)?,
-        &state.db,
-        &session,
-        &participant,
-        false,
-        offer,
-        access,
-    )
-    .await?;
-    Ok(axum::Json(TransportAnswer {
-        kind: "answer".into(),
-        sdp: answer,
-        participant_id: participant,
-    }))
+    device_transport(&state, &headers, &device, &session, false, body).await
 }
 
 #[utoipa::path(
