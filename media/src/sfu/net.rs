@@ -43,6 +43,14 @@ pub(crate) fn is_media(packet: &[u8]) -> bool {
     matches!(packet.first(), Some(128..=191))
 }
 
+/// What travels in a shard's media lane: RTP and RTCP, and DTLS alerts (content type 21).
+/// An alert ends a transport (a `close_notify` when a camera hangs up): taken ahead of the
+/// media queued before it, it would close the transport before its last packets were
+/// forwarded, and a viewer would lose the end of the stream.
+pub(crate) fn in_media_lane(packet: &[u8]) -> bool {
+    is_media(packet) || packet.first() == Some(&21)
+}
+
 /// Open ICE-TCP connections, keyed by the remote address: (connection number, send queue).
 type TcpConnections = Arc<Mutex<HashMap<SocketAddr, (u64, mpsc::Sender<Vec<u8>>)>>>;
 
@@ -267,7 +275,7 @@ impl Router {
         };
         if let Some(shard) = shard {
             let inbox = &self.shards[shard];
-            let lane = if is_media(&datagram.data) {
+            let lane = if in_media_lane(&datagram.data) {
                 &inbox.media
             } else {
                 &inbox.control
@@ -525,17 +533,19 @@ mod tests {
             })
         };
         // The ICE check binds the address; then a DTLS ClientHello (22), an RTP packet
-        // (0x80), an RTCP receiver report (0x81, type 201) and a DTLS record again.
+        // (0x80), an RTCP receiver report (0x81, type 201), a DTLS record again and a
+        // DTLS alert (21, a close_notify): the alert stays behind the media before it.
         send(&mut router, &binding_request());
         send(&mut router, &[22, 0xfe, 0xfd, 0, 0]);
         send(&mut router, &[0x80, 96, 0, 1]);
         send(&mut router, &[0x81, 201, 0, 7]);
         send(&mut router, &[23, 0xfe, 0xfd, 0, 1]);
+        send(&mut router, &[21, 0xfe, 0xfd, 0, 1]);
         let firsts = |rx: &mut mpsc::Receiver<Datagram>| {
             std::iter::from_fn(|| rx.try_recv().ok().map(|d| d.data[0])).collect::<Vec<_>>()
         };
         assert_eq!(firsts(&mut control_rx), vec![0x00, 22, 23]);
-        assert_eq!(firsts(&mut media_rx), vec![0x80, 0x81]);
+        assert_eq!(firsts(&mut media_rx), vec![0x80, 0x81, 21]);
         // The edges of RFC 7983's ranges.
         assert!(is_media(&[128]) && is_media(&[191]));
         assert!(!is_media(&[127]) && !is_media(&[192]) && !is_media(&[]));
