@@ -465,6 +465,24 @@ async fn records_a_live_stream(backend: Backend, store: Store) {
     let listed: Value = admin(true).send().await.unwrap().json().await.unwrap();
     assert_eq!(listed["items"][0]["id"], id.as_str());
     assert_eq!(listed["backlogBytes"], 0);
+    // A segment goes with its recording: the operator's raw object delete refuses it
+    // rather than leave a segment row whose object is gone.
+    let segment_key = segments[0]["objectKey"].as_str().unwrap();
+    let refused = s
+        .http
+        .delete(s.url("/admin/object"))
+        .basic_auth("root", Some("s3cret-pass"))
+        .json(&json!({ "objectKey": segment_key }))
+        .send()
+        .await
+        .unwrap();
+    common::Reply::from(refused)
+        .await
+        .expect_error(409, "RECORDING_SEGMENT");
+    assert!(
+        s.state.storage.head(segment_key).await.unwrap().is_some(),
+        "the refused delete kept the segment"
+    );
 
     if store == Store::Local {
         // The recordings page plays it in Chromium across the first cut without a pause.

@@ -1033,6 +1033,165 @@ async fn keys_that_are_no_object_file_are_never_a_server_error() {
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
 }
 
+/// Downloads from the embedded store answer ranges as RFC 9110 asks: one satisfiable range
+/// is a 206, a well-formed range past the end a 416 naming the size, and what is not
+/// understood (another unit, bad syntax, several ranges) is ignored for the whole object.
+/// Each answer carries the object's validators, and a resumed download whose `If-Range`
+/// names an older version gets the whole new version rather than a splice of the two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_answer_ranges_and_carry_validators() {
+    use watchpost::storage::SizeBound;
+    let s = TestServer::start_store(Backend::Sqlite, Store::Local, &[]).await;
+    let ttl = Duration::from_secs(60);
+    let store = &s.state.storage;
+    let key = "house/clips/range.mp4";
+    let put = store
+        .presign_put(key, None, SizeBound::Any, ttl)
+        .await
+        .unwrap();
+    let first: Vec<u8> = (0..100u8).collect();
+    let stored = s
+        .http
+        .put(&put.url)
+        .body(first.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stored.status(), 200);
+    let put_etag = stored.headers()["etag"].to_str().unwrap().to_string();
+    let get = store.presign_get(key, ttl).await.unwrap();
+    let fetch = |range: Option<&str>, if_range: Option<&str>| {
+        let mut req = s.http.get(&get.url);
+        if let Some(r) = range {
+            req = req.header("range", r);
+        }
+        if let Some(c) = if_range {
+            req = req.header("if-range", c);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let header = |n: &str| r.headers().get(n).map(|v| v.to_str().unwrap().to_string());
+            let (etag, modified, content_range) = (
+                header("etag"),
+                header("last-modified"),
+                header("content-range"),
+            );
+            (
+                status,
+                etag,
+                modified,
+                content_range,
+                r.bytes().await.unwrap().to_vec(),
+            )
+        }
+    };
+
+    let (status, etag, modified, _, body) = fetch(None, None).await;
+    assert_eq!((status, body), (200, first.clone()));
+    let etag = etag.expect("an ETag");
+    let modified = modified.expect("a Last-Modified");
+    assert_eq!(etag, put_etag, "the PUT's ETag is the one a GET carries");
+    assert!(etag.starts_with('"') && !etag.starts_with("W/"), "{etag}");
+
+    let (status, _, _, content_range, body) = fetch(Some("bytes=10-19"), None).await;
+    assert_eq!((status, body), (206, first[10..20].to_vec()));
+    assert_eq!(content_range.as_deref(), Some("bytes 10-19/100"));
+    let (status, _, _, content_range, body) =
+        fetch(Some("bytes=90-99999999999999999999999"), None).await;
+    assert_eq!((status, body), (206, first[90..].to_vec()));
+    assert_eq!(content_range.as_deref(), Some("bytes 90-99/100"));
+    for unsatisfiable in ["bytes=100-", "bytes=-0"] {
+        let (status, _, _, content_range, _) = fetch(Some(unsatisfiable), None).await;
+        assert_eq!(status, 416, "{unsatisfiable}");
+        assert_eq!(content_range.as_deref(), Some("bytes */100"));
+    }
+    for ignored in [
+        "items=0-5",
+        "bytes=abc",
+        "bytes=5-1",
+        "bytes=0-0,-1",
+        "bytes=-",
+    ] {
+        let (status, _, _, content_range, body) = fetch(Some(ignored), None).await;
+        assert_eq!((status, body.len()), (200, 100), "{ignored}");
+        assert_eq!(content_range, None, "{ignored}");
+    }
+    // If-Range naming this version keeps the range: by its ETag at once, by its date once
+    // that date's second has passed (two versions within one second share it).
+    let (status, ..) = fetch(Some("bytes=0-0"), Some(&etag)).await;
+    assert_eq!(status, 206);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, ..) = fetch(Some("bytes=0-0"), Some(&modified)).await;
+    assert_eq!(status, 206);
+
+    // A new version under the same key: a resume that names the old one gets it all.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let put = store
+        .presign_put(key, None, SizeBound::Any, ttl)
+        .await
+        .unwrap();
+    let second: Vec<u8> = (0..100u8).rev().collect();
+    assert_eq!(
+        put_bytes(&s, &put.url, "video/mp4", second.clone()).await,
+        200
+    );
+    let (status, new_etag, _, content_range, body) = fetch(Some("bytes=50-"), Some(&etag)).await;
+    assert_eq!((status, body), (200, second.clone()));
+    assert_eq!(content_range, None);
+    assert_ne!(new_etag.as_deref(), Some(etag.as_str()));
+    let (status, _, _, _, body) = fetch(Some("bytes=50-"), new_etag.as_deref()).await;
+    assert_eq!((status, body), (206, second[50..].to_vec()));
+}
+
+/// An upload deleted while its PUT's body is still streaming in: the PUT is refused when
+/// it ends (409 `UPLOAD_CLOSED`) and nothing is stored, so no object outlives its row
+/// (where the quota and the sweep would never see it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_deleted_mid_put_stores_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start_store(Backend::Sqlite, Store::Local, &[]).await;
+    let (token, _) = s.sign_up(&unique_email("mid-put"), "password-1").await;
+    let dev = device(&s, &token).await;
+    let r = upload_url(
+        &s,
+        &token,
+        json!({"fileName": "clip.mp4", "deviceId": dev, "contentType": "video/mp4"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let key = r.json["objectKey"].as_str().unwrap().to_string();
+    let url = url::Url::parse(r.json["uploadUrl"].as_str().unwrap()).unwrap();
+    let target = format!("{}?{}", url.path(), url.query().unwrap());
+
+    let mut put = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let head = format!(
+        "PUT {target} HTTP/1.1\r\nHost: {}\r\nContent-Type: video/mp4\r\n\
+         Content-Length: 2000\r\nConnection: close\r\n\r\n",
+        s.addr
+    );
+    put.write_all(head.as_bytes()).await.unwrap();
+    put.write_all(&[7u8; 1000]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deleted = authed(
+        &s,
+        reqwest::Method::DELETE,
+        "/videos",
+        &token,
+        Some(json!({"objectKey": key})),
+    )
+    .await;
+    assert_eq!(deleted.json, json!({"deleted": true}));
+    put.write_all(&[7u8; 1000]).await.unwrap();
+    let mut answer = String::new();
+    put.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 409"), "{answer}");
+    assert!(answer.contains("UPLOAD_CLOSED"), "{answer}");
+    assert!(s.state.storage.head(&key).await.unwrap().is_none());
+    let tmp = s.dir.path().join("data").join("objects").join(".tmp");
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+}
+
 /// Temporary upload files nobody has written to for an hour (a crash, a client gone
 /// mid-upload) are removed; fresh ones are left alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

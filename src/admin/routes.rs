@@ -279,6 +279,7 @@ pub struct AdminDeleteBody {
     security(("basic" = [])),
     responses(
         (status = 200, body = DeleteResponse, description = "Deleted"),
+        (status = 409, body = ErrorBody, description = "RECORDING_SEGMENT: the object is a recording's segment; delete the recording"),
         (status = 401, body = ErrorBody, description = "Missing, invalid or the wrong kind of credentials"),
         (status = 400, body = ErrorBody, description = "VALIDATION_ERROR: a malformed or invalid JSON body (INVALID_JSON)"),
         (status = 415, body = ErrorBody, description = "UNSUPPORTED_MEDIA_TYPE: the body is not application/json"),

@@ -132,10 +132,24 @@ impl LocalStore {
     pub async fn commit_temp(&self, temp: &Path, key: &str) -> Result<(), StorageError> {
         let dest = self.path_for(key)?;
         let placed = async {
-            if let Some(parent) = dest.parent() {
-                tokio::fs::create_dir_all(parent).await?;
+            // A delete of the folder's last object tidies the folder away: if that lands
+            // between making the folder and the rename, make it again.
+            let mut attempts = 0;
+            loop {
+                if let Some(parent) = dest.parent() {
+                    tokio::fs::create_dir_all(parent).await?;
+                }
+                match tokio::fs::rename(temp, &dest).await {
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::NotFound
+                            && attempts < 3
+                            && temp_exists(temp).await =>
+                    {
+                        attempts += 1;
+                    }
+                    done => break done,
+                }
             }
-            tokio::fs::rename(temp, &dest).await
         };
         match placed.await {
             Ok(()) => Ok(()),
@@ -264,6 +278,10 @@ impl LocalStore {
     }
 }
 
+async fn temp_exists(temp: &Path) -> bool {
+    tokio::fs::try_exists(temp).await.unwrap_or(false)
+}
+
 fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectInfo>) -> std::io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -272,7 +290,12 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectInfo>) -> std::io::Result<(
     };
     for entry in entries {
         let entry = entry?;
-        let meta = entry.metadata()?;
+        // An object deleted while the listing walks past it is simply not listed.
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         let path = entry.path();
         if meta.is_dir() {
             walk(root, &path, out)?;
@@ -319,5 +342,49 @@ mod tests {
             let raised = max.map_or(Some(1), |m| if m == u64::MAX { None } else { Some(m + 1) });
             proptest::prop_assert!(store.verify("PUT", "b", "k/clip.mp4", exp, raised, &sig).is_err());
         }
+    }
+
+    /// An upload into a folder whose last object is being deleted (which tidies the folder
+    /// away) still lands, and a listing that walks past a deleted object leaves it out
+    /// rather than failing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn uploads_and_listings_race_deletes_in_the_same_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path().into(), "b".into(), "http://x".into(), b"s");
+        let rounds = 300;
+        let deleter = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..rounds {
+                    let key = format!("f{i}/other");
+                    let temp = store.new_temp_path().await.unwrap();
+                    tokio::fs::write(&temp, b"x").await.unwrap();
+                    store.commit_temp(&temp, &key).await.unwrap();
+                    store.delete(&key).await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        let lister = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for _ in 0..rounds {
+                    store.list(None, None, 10_000).await.unwrap();
+                }
+            })
+        };
+        for i in 0..rounds {
+            let temp = store.new_temp_path().await.unwrap();
+            tokio::fs::write(&temp, b"kept").await.unwrap();
+            store
+                .commit_temp(&temp, &format!("f{i}/kept"))
+                .await
+                .unwrap();
+        }
+        deleter.await.unwrap();
+        lister.await.unwrap();
+        let page = store.list(None, None, 10_000).await.unwrap();
+        assert_eq!(page.objects.len(), rounds);
+        assert!(page.objects.iter().all(|o| o.key.ends_with("/kept")));
     }
 }

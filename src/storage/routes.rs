@@ -4,8 +4,8 @@
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header::{
-    ACCEPT_RANGES, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, RANGE,
-    X_CONTENT_TYPE_OPTIONS,
+    ACCEPT_RANGES, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG,
+    IF_RANGE, LAST_MODIFIED, RANGE, X_CONTENT_TYPE_OPTIONS,
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -81,22 +81,101 @@ fn content_type_for(key: &str) -> &'static str {
     }
 }
 
-/// `bytes=a-b`, `bytes=a-` or `bytes=-n` → inclusive range within `size`.
-fn parse_range(header: &str, size: u64) -> Option<(u64, u64)> {
-    let spec = header.strip_prefix("bytes=")?;
-    if spec.contains(',') || size == 0 {
+/// What a `Range` header asks of an object of `size` bytes (RFC 9110 §14).
+#[derive(Debug, PartialEq, Eq)]
+enum RangeAnswer {
+    /// Serve the whole object (200): no range, a unit other than bytes, a header that does
+    /// not parse, or several ranges (which this store does not cut into a multipart body).
+    Whole,
+    /// This inclusive byte range (206).
+    Part(u64, u64),
+    /// A well-formed range of which no byte exists (416).
+    Unsatisfiable,
+}
+
+/// A `1*DIGIT` position: `None` when it is not one; saturates when it overflows (a last
+/// position past any file means its end, a first position past it is past the end).
+fn position(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let (start, end) = spec.split_once('-')?;
-    let (start, end) = match (start.trim(), end.trim()) {
-        ("", n) => {
-            let n: u64 = n.parse().ok()?;
-            (size.saturating_sub(n), size - 1)
-        }
-        (a, "") => (a.parse().ok()?, size - 1),
-        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.min(size - 1)),
+    Some(text.parse().unwrap_or(u64::MAX))
+}
+
+fn parse_range(header: &str, size: u64) -> RangeAnswer {
+    let Some((unit, spec)) = header.trim().split_once('=') else {
+        return RangeAnswer::Whole;
     };
-    (start <= end && start < size).then_some((start, end))
+    if !unit.eq_ignore_ascii_case("bytes") || spec.contains(',') {
+        return RangeAnswer::Whole;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return RangeAnswer::Whole;
+    };
+    match (first, last) {
+        ("", suffix) => match position(suffix) {
+            None => RangeAnswer::Whole,
+            Some(0) => RangeAnswer::Unsatisfiable,
+            Some(_) if size == 0 => RangeAnswer::Unsatisfiable,
+            Some(n) => RangeAnswer::Part(size.saturating_sub(n), size - 1),
+        },
+        (first, last) => {
+            let Some(first) = position(first) else {
+                return RangeAnswer::Whole;
+            };
+            let last = if last.is_empty() {
+                u64::MAX
+            } else {
+                match position(last) {
+                    Some(last) if last >= first => last,
+                    // `5-1`, `0-x`: invalid, so ignored.
+                    _ => return RangeAnswer::Whole,
+                }
+            };
+            if first >= size {
+                RangeAnswer::Unsatisfiable
+            } else {
+                RangeAnswer::Part(first, last.min(size - 1))
+            }
+        }
+    }
+}
+
+/// The object's validators: a strong ETag from its size and modification time (a rename
+/// over it changes both or the latter), and its `Last-Modified`.
+fn validators(meta: &std::fs::Metadata) -> (String, Option<String>) {
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+    let nanos = modified.map_or(0, |d| d.as_nanos());
+    let etag = format!("\"{:x}-{nanos:x}\"", meta.len());
+    let last_modified = modified
+        .and_then(|d| chrono::DateTime::from_timestamp(d.as_secs() as i64, 0))
+        .map(|t| t.format("%a, %d %b %Y %H:%M:%S GMT").to_string());
+    (etag, last_modified)
+}
+
+/// A `Last-Modified` date tells versions apart only once its second has passed: two
+/// writes within one second share it (RFC 9110 §8.8.2.2).
+fn date_is_strong(meta: &std::fs::Metadata) -> bool {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age >= std::time::Duration::from_secs(1))
+}
+
+/// `If-Range` holds when it names the object as it is now: its strong ETag, or exactly
+/// its `Last-Modified` date (`last_modified` is given only when that date is strong).
+/// Otherwise the whole object is sent: a resumed download must not join the bytes of two
+/// versions.
+fn if_range_holds(if_range: &str, etag: &str, last_modified: Option<&str>) -> bool {
+    let if_range = if_range.trim();
+    if if_range.starts_with('"') {
+        if_range == etag
+    } else {
+        last_modified == Some(if_range)
+    }
 }
 
 #[utoipa::path(
@@ -130,17 +209,35 @@ pub async fn get_object(
         return Err(StorageError::NotFound.into());
     }
     let size = meta.len();
-    let range = headers
-        .get(RANGE)
-        .and_then(|v| v.to_str().ok())
-        .map(|r| parse_range(r, size));
+    let (etag, last_modified) = validators(&meta);
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let range = match (header(RANGE), header(IF_RANGE)) {
+        (None, _) => RangeAnswer::Whole,
+        (Some(_), Some(cond))
+            if !if_range_holds(
+                cond,
+                &etag,
+                last_modified.as_deref().filter(|_| date_is_strong(&meta)),
+            ) =>
+        {
+            RangeAnswer::Whole
+        }
+        (Some(range), _) => parse_range(range, size),
+    };
     let (status, start, len) = match range {
-        None => (StatusCode::OK, 0, size),
-        Some(Some((start, end))) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
-        Some(None) => {
+        RangeAnswer::Whole => (StatusCode::OK, 0, size),
+        RangeAnswer::Part(start, end) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        RangeAnswer::Unsatisfiable => {
             return Ok((
                 StatusCode::RANGE_NOT_SATISFIABLE,
-                [(CONTENT_RANGE, format!("bytes */{size}"))],
+                [
+                    (CONTENT_RANGE, format!("bytes */{size}")),
+                    (ACCEPT_RANGES, "bytes".to_string()),
+                ],
             )
                 .into_response());
         }
@@ -164,6 +261,12 @@ pub async fn get_object(
     // page of this origin (sniffed HTML, an SVG with script), only save them.
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(CONTENT_DISPOSITION, attachment_for(&key));
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        h.insert(ETAG, value);
+    }
+    if let Some(value) = last_modified.and_then(|d| HeaderValue::from_str(&d).ok()) {
+        h.insert(LAST_MODIFIED, value);
+    }
     if status == StatusCode::PARTIAL_CONTENT {
         let value = format!("bytes {start}-{}/{size}", start + len - 1);
         h.insert(CONTENT_RANGE, HeaderValue::from_str(&value).expect("ASCII"));
@@ -208,10 +311,7 @@ pub async fn put_object(
     let store = local(&state)?;
     verify(store, "PUT", &bucket, &key, &q)?;
     if !videos::service::accepts_put(&state.db, &key).await? {
-        return Err(ApiError::conflict(
-            codes::UPLOAD_CLOSED,
-            "This upload was completed or deleted; ask for a new upload URL",
-        ));
+        return Err(upload_closed());
     }
     let limit = q.max.unwrap_or(MAX_OBJECT_BYTES).min(MAX_OBJECT_BYTES);
     let declared = request
@@ -231,12 +331,32 @@ pub async fn put_object(
             return Err(e);
         }
     };
-    if let Err(e) = store.commit_temp(&temp, &key).await {
+    // The upload may have been completed or deleted while its body streamed in.
+    let committed =
+        videos::service::commit_put(&state.db, &key, store.commit_temp(&temp, &key)).await;
+    let outcome = match committed {
+        Ok(Ok(true)) => Ok(()),
+        Ok(Ok(false)) => Err(upload_closed()),
+        Ok(Err(e)) => Err(ApiError::from(e)),
+        Err(e) => Err(ApiError::from(e)),
+    };
+    if let Err(e) = outcome {
         let _ = tokio::fs::remove_file(&temp).await;
-        return Err(e.into());
+        return Err(e);
     }
-    let etag = format!("\"{written:x}-{}\"", chrono::Utc::now().timestamp_millis());
+    // The ETag a GET of this version will carry.
+    let etag = match tokio::fs::metadata(store.path_for(&key)?).await {
+        Ok(meta) => validators(&meta).0,
+        Err(_) => format!("\"{written:x}\""),
+    };
     Ok((StatusCode::OK, [(ETAG, etag)]).into_response())
+}
+
+fn upload_closed() -> ApiError {
+    ApiError::conflict(
+        codes::UPLOAD_CLOSED,
+        "This upload was completed or deleted; ask for a new upload URL",
+    )
 }
 
 fn too_large(limit: u64) -> ApiError {
@@ -284,17 +404,64 @@ async fn write_body(path: &std::path::Path, body: Body, limit: u64) -> ApiResult
 
 #[cfg(test)]
 mod tests {
-    use super::parse_range;
+    use super::{RangeAnswer, if_range_holds, parse_range};
 
     #[test]
     fn ranges() {
-        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 9)));
-        assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));
-        assert_eq!(parse_range("bytes=-10", 100), Some((90, 99)));
-        assert_eq!(parse_range("bytes=50-500", 100), Some((50, 99)));
-        assert_eq!(parse_range("bytes=100-", 100), None);
-        assert_eq!(parse_range("bytes=5-1", 100), None);
-        assert_eq!(parse_range("bytes=0-1,3-4", 100), None);
-        assert_eq!(parse_range("items=0-1", 100), None);
+        use RangeAnswer::*;
+        assert_eq!(parse_range("bytes=0-9", 100), Part(0, 9));
+        assert_eq!(parse_range("bytes=90-", 100), Part(90, 99));
+        assert_eq!(parse_range("bytes=-10", 100), Part(90, 99));
+        assert_eq!(parse_range("bytes=-1000", 100), Part(0, 99));
+        assert_eq!(parse_range("bytes=50-500", 100), Part(50, 99));
+        assert_eq!(parse_range("Bytes=1-1", 100), Part(1, 1));
+        // A last position too long for any number means the end.
+        assert_eq!(
+            parse_range("bytes=0-99999999999999999999", 100),
+            Part(0, 99)
+        );
+        // Well formed, but no byte of it exists: 416.
+        assert_eq!(parse_range("bytes=100-", 100), Unsatisfiable);
+        assert_eq!(
+            parse_range("bytes=99999999999999999999-", 100),
+            Unsatisfiable
+        );
+        assert_eq!(parse_range("bytes=-0", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-", 0), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-5", 0), Unsatisfiable);
+        // Not understood, invalid or several: ignored, the whole object is sent.
+        for ignored in [
+            "bytes=5-1",
+            "bytes=0-1,3-4",
+            "bytes=0-0,-1",
+            "items=0-1",
+            "bytes=abc",
+            "bytes=-",
+            "bytes=0-1-2",
+            "bytes=+1-2",
+            "bytes=1-+2",
+            "bytes",
+            "",
+            "bytes=--1",
+        ] {
+            assert_eq!(parse_range(ignored, 100), Whole, "{ignored}");
+        }
+    }
+
+    #[test]
+    fn if_range_names_this_version_or_nothing() {
+        let etag = "\"64-1\"";
+        let date = "Tue, 01 Dec 2026 10:00:00 GMT";
+        assert!(if_range_holds(etag, etag, Some(date)));
+        assert!(if_range_holds(date, etag, Some(date)));
+        assert!(!if_range_holds("\"64-2\"", etag, Some(date)));
+        assert!(!if_range_holds("W/\"64-1\"", etag, Some(date)));
+        assert!(!if_range_holds(
+            "Tue, 01 Dec 2026 10:00:01 GMT",
+            etag,
+            Some(date)
+        ));
+        assert!(!if_range_holds(date, etag, None));
+        assert!(!if_range_holds("anything", etag, Some(date)));
     }
 }

@@ -373,6 +373,9 @@ pub async fn complete(
 /// Deletes the user's object and its row. Deleting again is fine; a key outside the
 /// user's namespace (someone else's) is "not found".
 pub async fn delete(db: &Db, store: &ObjectStore, user_id: &str, key: &str) -> DomainResult<bool> {
+    // One at a time with a PUT's commit, a completion and the sweep of this account: a
+    // PUT that was accepted cannot land after the delete and leave an object with no row.
+    let _quota = QUOTA.lock(user_id).await;
     match find_by_key(db, user_id, key).await? {
         Some(video) => {
             store.delete(&video.object_key).await?;
@@ -388,6 +391,29 @@ pub async fn delete(db: &Db, store: &ObjectStore, user_id: &str, key: &str) -> D
         }
         None => Err(DomainError::not_found(codes::NOT_FOUND, "Video not found")),
     }
+}
+
+/// The account whose namespace a key is in (`users/<id>/…`).
+fn key_owner(key: &str) -> Option<&str> {
+    key.strip_prefix("users/")?.split('/').next()
+}
+
+/// Puts an uploaded object in place with `commit` if its upload is still open, as one step
+/// against a delete, a completion or the sweep of the same account (which hold the same
+/// lock): the check at the PUT's start was made before its body streamed in, and the
+/// upload may have been completed or deleted since. `false` (nothing committed) if not.
+pub async fn commit_put<F, E>(db: &Db, key: &str, commit: F) -> DomainResult<Result<bool, E>>
+where
+    F: std::future::Future<Output = Result<(), E>>,
+{
+    let _quota = match key_owner(key) {
+        Some(owner) => Some(QUOTA.lock(owner).await),
+        None => None,
+    };
+    if !accepts_put(db, key).await? {
+        return Ok(Ok(false));
+    }
+    Ok(commit.await.map(|()| true))
 }
 
 /// Whether the embedded store may take a PUT to `key` under a URL it signed: a user's key
@@ -423,14 +449,35 @@ pub async fn sweep_abandoned(db: &Db, store: &ObjectStore, ttl: Duration) -> Dom
     )?;
     let mut removed = 0;
     for video in abandoned {
-        store.delete(&video.object_key).await?;
-        removed += db_execute!(
-            db,
-            "DELETE FROM videos WHERE id = $1 AND status = 'pending'",
-            [&video.id]
-        )? as usize;
+        match sweep_one(db, store, &video).await {
+            Ok(gone) => removed += gone as usize,
+            // One upload the store will not delete now must not hold up the rest.
+            Err(e) => {
+                tracing::warn!(key = %video.object_key, error = %e, "could not sweep an abandoned upload")
+            }
+        }
     }
     Ok(removed)
+}
+
+/// Removes one abandoned upload, unless it was completed (or deleted) since it was listed:
+/// under its account's lock, so a late completion or a PUT's commit is either before (and
+/// the upload is kept) or after (and finds it closed).
+async fn sweep_one(db: &Db, store: &ObjectStore, video: &Video) -> DomainResult<bool> {
+    let _quota = match key_owner(&video.object_key) {
+        Some(owner) => Some(QUOTA.lock(owner).await),
+        None => None,
+    };
+    if !accepts_put(db, &video.object_key).await? {
+        return Ok(false);
+    }
+    store.delete(&video.object_key).await?;
+    let removed = db_execute!(
+        db,
+        "DELETE FROM videos WHERE id = $1 AND status = 'pending'",
+        [&video.id]
+    )?;
+    Ok(removed == 1)
 }
 
 /// Completed uploads whose URL has expired since: what is stored now is final (an S3 URL
@@ -469,6 +516,22 @@ pub async fn settle_sizes(db: &Db, store: &ObjectStore, ttl: Duration) -> Domain
 
 /// Deletes any object in the bucket (operator). Returns whether it existed.
 pub async fn delete_any_object(db: &Db, store: &ObjectStore, key: &str) -> DomainResult<bool> {
+    // A recording's segment goes with its recording (its row, its totals, the playlist):
+    // deleting the object alone would leave a segment that plays as a 404.
+    let segment: Option<(String,)> = db_fetch_optional!(
+        db,
+        (String,),
+        "SELECT recording_id FROM recording_segments WHERE object_key = $1 LIMIT 1",
+        [key]
+    )?;
+    if let Some((recording,)) = segment {
+        return Err(DomainError::conflict(
+            codes::RECORDING_SEGMENT,
+            format!(
+                "This object is a segment of recording {recording}; delete the recording instead"
+            ),
+        ));
+    }
     let existed = store.head(key).await?.is_some();
     store.delete(key).await?;
     // A user's video row must not outlive its object.
