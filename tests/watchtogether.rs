@@ -805,6 +805,123 @@ async fn require_auth_refuses_anonymous_connections() {
     assert_eq!((r.status, &r.json), (200, &json!({"success": true})));
 }
 
+/// With `WATCH_TOGETHER_REQUIRE_AUTH` a room and its slots belong to accounts: another
+/// signed-in user who reads a room's `host_id` cannot claim the host slot its creator has
+/// not taken yet, nor a guest's slot while it waits out its reconnect grace, nor close the
+/// room; its creator (or the host it hands over to) can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_auth_keeps_rooms_and_slots_to_their_accounts() {
+    let server = TestServer::start_with(
+        Backend::Sqlite,
+        &[
+            ("WATCH_TOGETHER_REQUIRE_AUTH", "true"),
+            ("WT_RECONNECT_GRACE_MS", "20000"),
+        ],
+    )
+    .await;
+    let (alice, _) = server
+        .sign_up(&common::unique_email("wt-alice"), "password-123")
+        .await;
+    let (mallory, _) = server
+        .sign_up(&common::unique_email("wt-mallory"), "password-123")
+        .await;
+    let (bob, _) = server
+        .sign_up(&common::unique_email("wt-bob"), "password-123")
+        .await;
+    let body = json!({"media_id": 7, "media_title": "Film", "host_nickname": "Alice"});
+    let created = server
+        .call(
+            reqwest::Method::POST,
+            "/api/watchtogether/rooms",
+            &alice,
+            Some(body),
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.json);
+    let code = created.json["code"].as_str().unwrap().to_string();
+    let host_id = created.json["host_id"].as_str().unwrap().to_string();
+    let room_path = format!("/api/watchtogether/rooms/{code}");
+    // Anyone signed in may read the room (and so its host_id)...
+    let read = server.get_bearer(&room_path, &mallory).await;
+    assert_eq!(read.json["host_id"], host_id.as_str());
+
+    // ...but not claim the waiting host slot (from the creator's own address, even).
+    let join_as = |id: &str| json!({"type": "join", "room_code": code, "client_id": id, "nickname": "x", "media_id": 7});
+    let mut thief = connect_with(
+        server.addr,
+        "/ws/watchtogether",
+        [127, 0, 0, 1],
+        Some(&mallory),
+    )
+    .await
+    .unwrap();
+    thief.send(join_as(&host_id)).await;
+    thief
+        .expect_error("This client_id belongs to another account")
+        .await;
+    // Nor close the room.
+    let r = server
+        .call(reqwest::Method::DELETE, &room_path, &mallory, None)
+        .await;
+    assert_eq!(
+        (r.status, &r.json),
+        (
+            403,
+            &json!({"error": "Only the room's creator or host can close it"})
+        )
+    );
+
+    // The creator takes the host slot; a guest joins, then drops.
+    let mut host = connect_with(
+        server.addr,
+        "/ws/watchtogether",
+        [127, 0, 0, 2],
+        Some(&alice),
+    )
+    .await
+    .unwrap();
+    host.send(join_as(&host_id)).await;
+    host.expect("room_joined").await;
+    let mut guest = connect_with(server.addr, "/ws/watchtogether", [127, 0, 0, 3], Some(&bob))
+        .await
+        .unwrap();
+    guest.send(join_as("bob-1")).await;
+    guest.expect("room_joined").await;
+    drop(guest);
+    // The server sees the socket go (no message marks it: the slot waits silently).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // In its grace, the guest's slot is Bob's alone: not Mallory's (not even from Bob's
+    // address), Bob's from anywhere.
+    let mut thief = connect_with(
+        server.addr,
+        "/ws/watchtogether",
+        [127, 0, 0, 3],
+        Some(&mallory),
+    )
+    .await
+    .unwrap();
+    thief.send(join_as("bob-1")).await;
+    thief
+        .expect_error("This client_id belongs to another account")
+        .await;
+    let mut back = connect_with(server.addr, "/ws/watchtogether", [127, 0, 0, 4], Some(&bob))
+        .await
+        .unwrap();
+    back.send(join_as("bob-1")).await;
+    back.expect("room_joined").await;
+
+    // A guest may not close the room; the creator may.
+    let r = server
+        .call(reqwest::Method::DELETE, &room_path, &bob, None)
+        .await;
+    assert_eq!(r.status, 403, "{}", r.json);
+    let r = server
+        .call(reqwest::Method::DELETE, &room_path, &alice, None)
+        .await;
+    assert_eq!((r.status, &r.json), (200, &json!({"success": true})));
+    assert_eq!(host.expect_close().await, (1000, "Room closed".to_string()));
+}
+
 /// REST create/get/delete, REST rooms' timers, and rooms surviving a restart.
 async fn rest_routes_and_restart(backend: Backend) {
     let server = TestServer::start(backend).await;

@@ -85,6 +85,7 @@ const CREATE_REQUIRED: &str = "media_id, media_title, and nickname required";
 const JOIN_REQUIRED: &str = "client_id and nickname are required to join";
 const ONLY_HOST_STARTS: &str = "Only the host can start playback";
 const NOT_ALL_READY: &str = "Cannot start until all participants are ready";
+const SLOT_OWNED: &str = "This client_id belongs to another account";
 const SLOT_TAKEN: &str = "This client_id is connected from another client; only the same address or account can take its place";
 /// Within this long after a `sync`, only its sender's state reports correct the room.
 const SYNC_AUTHORITY_MS: i64 = 12_000;
@@ -107,6 +108,10 @@ pub struct Participant {
     pub last_paused: bool,
     pub last_state_report: Option<i64>,
     pub disconnected_at: Option<i64>,
+    /// The account that holds this slot (the one that created or last took it). With
+    /// `WATCH_TOGETHER_REQUIRE_AUTH` only that account may take the slot again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     #[serde(skip)]
     pub conn: Option<ConnMeta>,
     /// Disconnected with a reconnect grace period running (recovered and REST-created
@@ -131,8 +136,19 @@ impl Participant {
             last_paused: true,
             last_state_report: None,
             disconnected_at: None,
+            account: None,
             conn: None,
             in_grace: false,
+        }
+    }
+
+    /// With accounts required, a slot an account holds is that account's alone: a host
+    /// slot waiting for its creator, or a participant's during its reconnect grace, cannot
+    /// be claimed by whoever read its id from the room's summary.
+    fn may_be_taken_by(&self, conn: &ConnMeta) -> bool {
+        match &self.account {
+            Some(owner) => conn.account_id.as_deref() == Some(owner.as_str()),
+            None => true,
         }
     }
 
@@ -163,6 +179,10 @@ pub struct Room {
     pub last_activity: i64,
     pub last_sync_from: Option<String>,
     pub last_sync_at: i64,
+    /// The account that created the room, when it was created signed in. With
+    /// `WATCH_TOGETHER_REQUIRE_AUTH` only it (or the current host's account) may close it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creator_account: Option<String>,
     /// Which participant each socket last joined or created as.
     #[serde(skip)]
     bindings: HashMap<ConnId, String>,
@@ -201,6 +221,7 @@ impl Room {
     ) -> Room {
         let mut host = host;
         host.is_host = true;
+        let creator_account = host.account.clone();
         Room {
             code,
             media_id: msg["media_id"].clone(),
@@ -217,6 +238,7 @@ impl Room {
             created_at: now,
             last_activity: now,
             last_sync_at: now,
+            creator_account,
             bindings: HashMap::new(),
         }
     }
@@ -252,6 +274,7 @@ impl Room {
             return Err(client_id_too_long());
         }
         let mut host = Participant::new(host_id, nickname, msg["media_id"].clone(), now);
+        host.account = conn.account_id.clone();
         host.conn = Some(conn.clone());
         let mut room = Room::new(code, msg, host, now, cfg.sync_mode, "media_match_key");
         room.bindings.insert(conn.id, room.host_id.clone());
@@ -277,6 +300,7 @@ impl Room {
         code: String,
         body: &Value,
         host_id: String,
+        creator_account: Option<String>,
         now: i64,
         cfg: &WatchTogetherConfig,
     ) -> Result<Room, RestCreateError> {
@@ -293,7 +317,8 @@ impl Room {
         if !media_fields_fit(body) {
             return Err(RestCreateError::MediaFieldTooLong);
         }
-        let host = Participant::new(host_id, nickname, body["media_id"].clone(), now);
+        let mut host = Participant::new(host_id, nickname, body["media_id"].clone(), now);
+        host.account = creator_account;
         Ok(Room::new(
             code,
             body,
@@ -302,6 +327,24 @@ impl Room {
             cfg.sync_mode,
             "media_match_key",
         ))
+    }
+
+    /// May this account close the room (REST `DELETE`)? Anyone may, as in the reference,
+    /// unless accounts are required: then the account that created it, or the current
+    /// host's, may (a room created before accounts were recorded stays open to all).
+    pub fn may_close(&self, account: Option<&str>, cfg: &WatchTogetherConfig) -> bool {
+        if !cfg.require_auth {
+            return true;
+        }
+        let Some(creator) = &self.creator_account else {
+            return true;
+        };
+        let host = self
+            .participants
+            .iter()
+            .find(|p| p.id == self.host_id)
+            .and_then(|p| p.account.as_deref());
+        account.is_some_and(|a| a == creator || Some(a) == host)
     }
 
     pub fn authoritative_position(&self, now: i64) -> f64 {
@@ -487,6 +530,9 @@ impl Room {
         let existing = self.participants.iter().position(|p| p.id == client_id);
         // Refusals first: a join that fails leaves the socket where it was.
         match existing {
+            Some(i) if cfg.require_auth && !self.participants[i].may_be_taken_by(conn) => {
+                return fx.error(conn.id, SLOT_OWNED);
+            }
             Some(i) => {
                 if let Some(old) = &self.participants[i].conn
                     && old.id != conn.id
@@ -524,6 +570,7 @@ impl Room {
                 }
                 let p = &mut self.participants[i];
                 p.conn = Some(conn.clone());
+                p.account = conn.account_id.clone();
                 p.disconnected_at = None;
                 p.in_grace = false;
                 p.nickname = nickname;
@@ -539,6 +586,7 @@ impl Room {
                     msg.get("media_id").cloned().unwrap_or(Value::Null),
                     now,
                 );
+                p.account = conn.account_id.clone();
                 p.conn = Some(conn.clone());
                 let summary = p.summary();
                 self.participants.push(p);
@@ -1333,7 +1381,7 @@ mod tests {
             let mut body = json!({"media_id": 1, "media_title": "Film", "host_nickname": "H"});
             body[field] = json!(big);
             assert_eq!(
-                Room::create_rest("ABCDEF".into(), &body, "h".into(), 0, &c).unwrap_err(),
+                Room::create_rest("ABCDEF".into(), &body, "h".into(), None, 0, &c).unwrap_err(),
                 RestCreateError::MediaFieldTooLong
             );
         }

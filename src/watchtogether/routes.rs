@@ -23,7 +23,7 @@ use crate::http::extract::{ClientIp, bearer};
 use crate::state::AppState;
 use crate::watchtogether::model::{CreatedRoom, RoomSummary, code_from_path};
 use crate::watchtogether::room::ConnMeta;
-use crate::watchtogether::service::CreateError;
+use crate::watchtogether::service::{CloseOutcome, CreateError};
 use crate::watchtogether::socket;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -42,15 +42,19 @@ fn error(status: StatusCode, message: &str) -> Response {
 }
 
 /// With `WATCH_TOGETHER_REQUIRE_AUTH` the REST routes are closed to anonymous callers as
-/// the WebSocket is: otherwise anyone could still create rooms, read a room's `host_id`
-/// (enough to claim the host slot) or close any room by its code. `None` lets the call on.
-async fn refused_without_account(state: &AppState, headers: &HeaderMap) -> Option<Response> {
+/// the WebSocket is: otherwise anyone could still create rooms or close any room by its
+/// code. `Ok` lets the call on, with the caller's account id when accounts are required
+/// (rooms then belong to accounts: see [`crate::watchtogether::room::Room::may_close`]).
+async fn required_account(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<String>, Response> {
     if !state.watchtogether.config().require_auth {
-        return None;
+        return Ok(None);
     }
     match account(state, headers, None).await {
-        Ok(Some(_)) => None,
-        Ok(None) | Err(_) => Some(error(
+        Ok(Some((id, _))) => Ok(Some(id)),
+        Ok(None) | Err(_) => Err(error(
             StatusCode::UNAUTHORIZED,
             "Watch Together requires a signed-in account",
         )),
@@ -108,9 +112,10 @@ pub async fn create_room(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    if let Some(refused) = refused_without_account(&state, &headers).await {
-        return refused;
-    }
+    let account = match required_account(&state, &headers).await {
+        Ok(account) => account,
+        Err(refused) => return refused,
+    };
     // A body over the limit (or cut short) gets the reference's error shape, not text.
     let body = match body {
         Ok(body) => body,
@@ -140,7 +145,7 @@ pub async fn create_room(
             "media_id, media_title, and host_nickname required",
         );
     }
-    match state.watchtogether.create_rest(ip, &body) {
+    match state.watchtogether.create_rest(ip, account, &body) {
         Ok(room) => axum::Json(room).into_response(),
         Err(e @ CreateError::Invalid(_)) => error(StatusCode::BAD_REQUEST, &e.text()),
         Err(e @ CreateError::TooManyRooms(_)) => error(StatusCode::TOO_MANY_REQUESTS, &e.text()),
@@ -162,7 +167,7 @@ pub async fn get_room(
     headers: HeaderMap,
     code: Result<axum::extract::Path<String>, PathRejection>,
 ) -> Response {
-    if let Some(refused) = refused_without_account(&state, &headers).await {
+    if let Err(refused) = required_account(&state, &headers).await {
         return refused;
     }
     // A code that does not decode (`%FF`) names no room.
@@ -181,6 +186,7 @@ pub async fn get_room(
     responses(
         (status = 200, description = "`{\"success\":true}`; every socket was closed with 1000 `Room closed`"),
         (status = 401, description = "`{\"error\":\"Watch Together requires a signed-in account\"}` (only with `WATCH_TOGETHER_REQUIRE_AUTH`)"),
+        (status = 403, description = "`{\"error\":\"Only the room's creator or host can close it\"}` (only with `WATCH_TOGETHER_REQUIRE_AUTH`)"),
         (status = 404, description = "`{\"error\":\"Room not found\"}`"),
     )
 )]
@@ -189,17 +195,25 @@ pub async fn delete_room(
     headers: HeaderMap,
     code: Result<axum::extract::Path<String>, PathRejection>,
 ) -> Response {
-    if let Some(refused) = refused_without_account(&state, &headers).await {
-        return refused;
-    }
+    let account = match required_account(&state, &headers).await {
+        Ok(account) => account,
+        Err(refused) => return refused,
+    };
     // A code that does not decode (`%FF`) names no room.
     let Ok(axum::extract::Path(code)) = code else {
         return error(StatusCode::NOT_FOUND, "Room not found");
     };
-    if state.watchtogether.close(&code.to_uppercase()).await {
-        axum::Json(json!({"success": true})).into_response()
-    } else {
-        error(StatusCode::NOT_FOUND, "Room not found")
+    match state
+        .watchtogether
+        .close(&code.to_uppercase(), account)
+        .await
+    {
+        CloseOutcome::Closed => axum::Json(json!({"success": true})).into_response(),
+        CloseOutcome::NotFound => error(StatusCode::NOT_FOUND, "Room not found"),
+        CloseOutcome::NotAllowed => error(
+            StatusCode::FORBIDDEN,
+            "Only the room's creator or host can close it",
+        ),
     }
 }
 

@@ -96,10 +96,23 @@ pub enum RoomCmd {
     },
     Closed(ConnId),
     Summary(oneshot::Sender<RoomSummary>),
-    /// REST `DELETE`: close every socket with `Room closed`.
-    Close(oneshot::Sender<()>),
+    /// REST `DELETE` by this account (if signed in): close every socket with `Room
+    /// closed`, when the account may ([`Room::may_close`]). Answers whether it was closed.
+    Close {
+        account: Option<String>,
+        reply: oneshot::Sender<bool>,
+    },
     /// Server shutdown: persist, close the sockets, stop (the room stays stored).
     Shutdown(oneshot::Sender<()>),
+}
+
+/// What a REST `DELETE` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseOutcome {
+    Closed,
+    NotFound,
+    /// Accounts are required and this one neither created the room nor hosts it.
+    NotAllowed,
 }
 
 /// A room actor's mailbox.
@@ -306,12 +319,17 @@ impl WatchTogether {
     }
 
     /// `POST /api/watchtogether/rooms`.
-    pub fn create_rest(&self, creator: IpAddr, body: &Value) -> Result<CreatedRoom, CreateError> {
+    pub fn create_rest(
+        &self,
+        creator: IpAddr,
+        account: Option<String>,
+        body: &Value,
+    ) -> Result<CreatedRoom, CreateError> {
         let cfg = &self.inner.cfg;
         let mut created = None;
         self.create_with(creator, None, |code| {
             let host_id = uuid::Uuid::new_v4().to_string();
-            let room = Room::create_rest(code, body, host_id, now_ms(), cfg)
+            let room = Room::create_rest(code, body, host_id, account, now_ms(), cfg)
                 .map_err(CreateError::Invalid)?;
             let s = room.summary(now_ms());
             created = Some(CreatedRoom {
@@ -337,12 +355,19 @@ impl WatchTogether {
     /// missing room from its store; here every stored room is live in memory from start-up
     /// until its own delete is queued, so a miss has nothing stored to delete, and queueing
     /// one per request would let any caller grow the writer's queue.)
-    pub async fn close(&self, code: &str) -> bool {
+    pub async fn close(&self, code: &str, account: Option<String>) -> CloseOutcome {
         let Some(handle) = self.lookup(code) else {
-            return false;
+            return CloseOutcome::NotFound;
         };
-        let (tx, rx) = oneshot::channel();
-        handle.send(RoomCmd::Close(tx)).await && rx.await.is_ok()
+        let (reply, rx) = oneshot::channel();
+        if !handle.send(RoomCmd::Close { account, reply }).await {
+            return CloseOutcome::NotFound;
+        }
+        match rx.await {
+            Ok(true) => CloseOutcome::Closed,
+            Ok(false) => CloseOutcome::NotAllowed,
+            Err(_) => CloseOutcome::NotFound,
+        }
     }
 
     /// Persists every room, closes their sockets and waits until the database has it all.
@@ -481,10 +506,14 @@ impl Actor {
                         let _ = reply.send(self.room.summary(now_ms()));
                         continue;
                     }
-                    Some(RoomCmd::Close(reply)) => {
+                    Some(RoomCmd::Close { account, reply }) => {
+                        if !self.room.may_close(account.as_deref(), &self.wt.inner.cfg) {
+                            let _ = reply.send(false);
+                            continue;
+                        }
                         let fx = self.room.close_all("Room closed");
                         self.deliver(&fx);
-                        let _ = reply.send(());
+                        let _ = reply.send(true);
                         fx
                     }
                     Some(RoomCmd::Shutdown(reply)) => {
@@ -538,7 +567,9 @@ impl Actor {
                 while let Ok(cmd) = rx.try_recv() {
                     match cmd {
                         RoomCmd::Msg { conn, .. } => conn.error(ROOM_NOT_FOUND),
-                        RoomCmd::Close(reply) | RoomCmd::Shutdown(reply) => {
+                        // Gone already: a close finds nothing to close (a 404).
+                        RoomCmd::Close { .. } => {}
+                        RoomCmd::Shutdown(reply) => {
                             let _ = reply.send(());
                         }
                         RoomCmd::Closed(_) | RoomCmd::Summary(_) => {}
