@@ -652,7 +652,13 @@ async fn better_auth_social(backend: Backend) {
 
     // An existing email/password user; Google says the same email is verified: linked.
     let email = unique_email("linked");
-    let (_, existing) = s.sign_up(&email, "password123").await;
+    let (old_session, existing) = s.sign_up(&email, "password123").await;
+    assert_eq!(
+        s.get_bearer("/api/auth/get-session", &old_session)
+            .await
+            .json["user"]["id"],
+        existing["id"]
+    );
     provider.sign_in_as(json!({"sub": "g-1", "email": email.to_uppercase(), "email_verified": true, "name": "G One"}));
     let after = format!("{origin}/after-sign-in");
     let out = run_node(
@@ -676,6 +682,22 @@ async fn better_auth_social(backend: Backend) {
         ("g-1", existing["id"].as_str().unwrap())
     );
     assert_eq!(user_count(&s).await, 1);
+    // Nobody had verified that email, so whoever set its password may not be its owner
+    // (an account made ahead of them, to share theirs): the password and the sessions it
+    // opened end; the Google identity is the account's way in now.
+    assert_eq!(
+        s.get_bearer("/api/auth/get-session", &old_session)
+            .await
+            .json,
+        Value::Null
+    );
+    let r = s
+        .post_json(
+            "/api/auth/sign-in/email",
+            json!({"email": email, "password": "password123"}),
+        )
+        .await;
+    assert_eq!(r.status, 401, "{}", r.text);
     // The authorize request carried PKCE and the Better Auth redirect URI.
     let authorize = provider
         .authorize_calls

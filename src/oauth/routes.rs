@@ -559,7 +559,11 @@ pub async fn callback_google(
     let Some(profile) = profile else {
         return Ok(fail("email_not_found"));
     };
-    let (user, created) = match service::find_or_create_user(&state.db, &profile).await {
+    let service::SocialUser {
+        user,
+        created,
+        ended_sessions,
+    } = match service::find_or_create_user(&state.db, &profile).await {
         Ok(found) => found,
         Err(e @ crate::error::DomainError::Forbidden { .. }) => {
             tracing::info!(reason = %e, "social sign-in refused");
@@ -567,6 +571,9 @@ pub async fn callback_google(
         }
         Err(e) => return Err(e.into()),
     };
+    for token in &ended_sessions {
+        state.realtime.disconnect_session_token(token);
+    }
     let client = ClientInfo {
         ip_address: Some(ip.0.to_string()),
         user_agent: headers

@@ -15,7 +15,7 @@ use crate::auth::tokens;
 use crate::db::Db;
 use crate::error::{DomainError, DomainResult, is_unique_violation};
 use crate::time::{self, Timestamp};
-use crate::{db_execute, db_fetch_optional, tx_execute};
+use crate::{db_execute, db_fetch_all, db_fetch_optional, tx_execute};
 
 /// How long an issued state (and its PKCE verifier) can be redeemed.
 pub const STATE_TTL: Duration = Duration::minutes(10);
@@ -237,10 +237,29 @@ struct LinkedUser {
     user_id: String,
 }
 
+/// Who a provider sign-in is.
+pub struct SocialUser {
+    pub user: User,
+    /// A new user was created for it.
+    pub created: bool,
+    /// Session tokens ended because linking took over an account nobody had verified.
+    pub ended_sessions: Vec<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct SessionToken {
+    token: String,
+}
+
 /// The user behind `profile`: the one already linked to this provider identity, else the
 /// user with the same email (linked now, only when the provider verified the email), else
-/// a new user. Returns whether the user was created.
-pub async fn find_or_create_user(db: &Db, profile: &Profile) -> DomainResult<(User, bool)> {
+/// a new user.
+///
+/// Linking to an account whose email was never verified ends its password and its
+/// sessions: whoever made that account never showed they own the address (it may have
+/// been made ahead of its owner, to be shared with them once they sign in with the
+/// provider); the provider's verified sign-in is the first proof.
+pub async fn find_or_create_user(db: &Db, profile: &Profile) -> DomainResult<SocialUser> {
     let email = normalize_email(&profile.email)?;
     for _ in 0..2 {
         if let Some(linked) = db_fetch_optional!(
@@ -250,13 +269,30 @@ pub async fn find_or_create_user(db: &Db, profile: &Profile) -> DomainResult<(Us
             [PROVIDER_ID, &profile.subject]
         )? && let Some(user) = find_user(db, &linked.user_id).await?
         {
-            return Ok((user, false));
+            return Ok(SocialUser {
+                user,
+                created: false,
+                ended_sessions: Vec::new(),
+            });
         }
         let now = time::now();
         if let Some(mut user) = find_user_by_email(db, &email).await? {
             if !profile.email_verified {
                 return Err(account_not_linked());
             }
+            let ended_sessions = if user.email_verified {
+                Vec::new()
+            } else {
+                db_fetch_all!(
+                    db,
+                    SessionToken,
+                    "SELECT token FROM session WHERE user_id = $1",
+                    [&user.id]
+                )?
+                .into_iter()
+                .map(|s| s.token)
+                .collect()
+            };
             let mut tx = db.begin().await?;
             match tx_execute!(
                 &mut tx,
@@ -272,6 +308,16 @@ pub async fn find_or_create_user(db: &Db, profile: &Profile) -> DomainResult<(Us
             if !user.email_verified {
                 tx_execute!(
                     &mut tx,
+                    "DELETE FROM account WHERE user_id = $1 AND provider_id = 'credential'",
+                    [&user.id]
+                )?;
+                tx_execute!(
+                    &mut tx,
+                    "DELETE FROM session WHERE user_id = $1",
+                    [&user.id]
+                )?;
+                tx_execute!(
+                    &mut tx,
                     r#"UPDATE "user" SET email_verified = $1, updated_at = $2 WHERE id = $3"#,
                     [true, now, &user.id]
                 )?;
@@ -279,7 +325,11 @@ pub async fn find_or_create_user(db: &Db, profile: &Profile) -> DomainResult<(Us
                 user.updated_at = now;
             }
             tx.commit().await?;
-            return Ok((user, false));
+            return Ok(SocialUser {
+                user,
+                created: false,
+                ended_sessions,
+            });
         }
         let name = profile
             .name
@@ -324,7 +374,11 @@ pub async fn find_or_create_user(db: &Db, profile: &Profile) -> DomainResult<(Us
             Err(e) => return Err(e.into()),
         }
         tx.commit().await?;
-        return Ok((user, true));
+        return Ok(SocialUser {
+            user,
+            created: true,
+            ended_sessions: Vec::new(),
+        });
     }
     Err(DomainError::conflict(
         "ACCOUNT_CONFLICT",
