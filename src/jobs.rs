@@ -91,6 +91,13 @@ pub fn spawn_janitor(state: AppState, stop: CancellationToken) -> JoinHandle<()>
             if closed > 0 {
                 tracing::info!(closed, "closed sockets of ended sessions");
             }
+            match recordings::service::close_orphaned(&state).await {
+                Ok(n) if n > 0 => {
+                    tracing::info!(closed = n, "closed recordings no recorder drives")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = ?e, "closing orphaned recordings failed"),
+            }
             match recordings::service::purge_expired(&state).await {
                 Ok(n) if n > 0 => tracing::info!(removed = n, "retention: deleted old recordings"),
                 Ok(_) => {}

@@ -1261,11 +1261,53 @@ async fn old_recordings_are_deleted_after_the_retention_period() {
     let mut publisher = publish(&s, &live).await;
     let recording = the_recording(&s, &live, Duration::from_secs(10)).await;
     let id = recording["id"].as_str().unwrap().to_string();
+    // The janitor closes recordings no recorder drives; this one is being recorded.
+    assert_eq!(
+        watchpost::recordings::service::close_orphaned(&s.state)
+            .await
+            .unwrap(),
+        0
+    );
     tokio::time::sleep(Duration::from_secs(5)).await;
     publisher.stop_sending().await;
     end_stream(&s, &live).await;
     settled(&s, &live.user_token, &id, Duration::from_secs(30)).await;
     let prefix = format!("recordings/{}/{}/{id}/", live.user_id, live.camera);
+    let watchpost::db::Db::Sqlite(pool) = &s.state.db else {
+        unreachable!()
+    };
+    // An end the database did not take leaves the row `recording` (undeletable, out of
+    // retention's reach): the janitor closes it, its recorder being gone.
+    sqlx::query("UPDATE recordings SET status = 'recording', ended_at = NULL WHERE id = $1")
+        .bind(&id)
+        .execute(pool)
+        .await
+        .unwrap();
+    let r = s
+        .call(
+            Method::DELETE,
+            &format!("/recordings/{id}"),
+            &live.user_token,
+            None,
+        )
+        .await;
+    r.expect_error(409, "RECORDING_IN_PROGRESS");
+    assert_eq!(
+        watchpost::recordings::service::close_orphaned(&s.state)
+            .await
+            .unwrap(),
+        1
+    );
+    let r = s
+        .call(
+            Method::GET,
+            &format!("/recordings/{id}"),
+            &live.user_token,
+            None,
+        )
+        .await;
+    assert_eq!(r.json["status"], "complete", "{}", r.text);
+    assert!(r.json["endedAt"].is_string(), "{}", r.text);
     assert!(
         !s.state
             .storage
@@ -1276,9 +1318,6 @@ async fn old_recordings_are_deleted_after_the_retention_period() {
             .is_empty()
     );
     // Two days old now.
-    let watchpost::db::Db::Sqlite(pool) = &s.state.db else {
-        unreachable!()
-    };
     sqlx::query("UPDATE recordings SET started_at = $1 WHERE id = $2")
         .bind(chrono::Utc::now() - chrono::Duration::days(2))
         .bind(&id)

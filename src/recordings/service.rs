@@ -464,15 +464,30 @@ fn spawn_upload(state: &AppState, row: &Segment, path: PathBuf) {
 }
 
 async fn finish(state: &AppState, context: &Context, status: RecordingStatus, error: Option<&str>) {
-    let now = time::now();
-    let updated = db_execute!(
-        &state.db,
-        "UPDATE recordings SET status = $1, error = $2, ended_at = $3, updated_at = $4 WHERE id = $5 AND status = 'recording'",
-        [status, error, now, now, &context.recording_id]
-    );
-    if let Err(e) = updated {
-        tracing::warn!(recording = %context.recording_id, error = %e, "could not close recording");
-        return;
+    // A database that fails for a moment gets a few tries over ~8 s; past that the hourly
+    // janitor closes the row ([`close_orphaned`]).
+    let mut delay = std::time::Duration::from_millis(500);
+    let mut attempt = 1;
+    loop {
+        let now = time::now();
+        let updated = db_execute!(
+            &state.db,
+            "UPDATE recordings SET status = $1, error = $2, ended_at = $3, updated_at = $4 WHERE id = $5 AND status = 'recording'",
+            [status, error, now, now, &context.recording_id]
+        );
+        match updated {
+            Ok(_) => break,
+            Err(e) if attempt < 5 => {
+                tracing::warn!(recording = %context.recording_id, attempt, error = %e, "could not close recording; will retry");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            Err(e) => {
+                tracing::warn!(recording = %context.recording_id, error = %e, "could not close recording; the janitor will");
+                return;
+            }
+        }
     }
     if let Ok(Some(row)) = find(&state.db, &context.recording_id).await {
         announce(state, &row, RECORDING_COMPLETED).await;
@@ -776,8 +791,21 @@ pub async fn recover(state: &AppState) -> DomainResult<()> {
         if !path.is_dir() {
             continue;
         }
-        match find(&state.db, name).await? {
-            Some(recording) => recover_recording(state, &recording, &path).await?,
+        // One directory that cannot be recovered now must not keep the rest (and the
+        // closing of interrupted recordings below) from being done.
+        let found = match find(&state.db, name).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(dir = %path.display(), error = %e, "could not look up a recording's directory");
+                continue;
+            }
+        };
+        match found {
+            Some(recording) => {
+                if let Err(e) = recover_recording(state, &recording, &path).await {
+                    tracing::warn!(recording = %recording.id, error = %e, "could not recover a recording's files");
+                }
+            }
             None if uuid::Uuid::parse_str(name).is_ok() => {
                 // A motion recording that never kept a segment (its row is written with
                 // the first one): what it held back was never wanted.
@@ -789,6 +817,16 @@ pub async fn recover(state: &AppState) -> DomainResult<()> {
         }
     }
     // Whatever was still recording when the process stopped has ended.
+    close_orphaned(state).await?;
+    Ok(())
+}
+
+/// Closes recordings left `recording` that no recorder drives any more: at boot, those the
+/// process was recording when it stopped; hourly, any whose end the database did not take
+/// (see [`finish`]), so none stays undeletable and out of retention's reach. Returns how
+/// many it closed.
+pub async fn close_orphaned(state: &AppState) -> DomainResult<usize> {
+    // Rows first, then the recorders: one that ends in between has closed its own row.
     let open = db_fetch_all!(
         &state.db,
         Recording,
@@ -800,16 +838,17 @@ pub async fn recover(state: &AppState) -> DomainResult<()> {
         []
     )?;
     let active = state.recordings.active_recording_ids();
+    let mut closed = 0;
     for recording in open.into_iter().filter(|r| !active.contains(&r.id)) {
         let ended_at = recording.started_at + chrono::Duration::milliseconds(recording.duration_ms);
-        db_execute!(
+        closed += db_execute!(
             &state.db,
             "UPDATE recordings SET status = 'complete', ended_at = $1, updated_at = $2 WHERE id = $3 AND status = 'recording'",
             [ended_at, time::now(), &recording.id]
-        )?;
-        tracing::info!(recording = %recording.id, "closed a recording interrupted by a restart");
+        )? as usize;
+        tracing::info!(recording = %recording.id, "closed a recording its recorder no longer drives");
     }
-    Ok(())
+    Ok(closed)
 }
 
 async fn recover_recording(
