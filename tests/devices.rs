@@ -547,3 +547,90 @@ both_backends!(
     links_refuse_duplicates_wrong_roles_and_unknown_devices,
     links_are_listed_newest_first_paged_and_deleted_once,
 );
+
+/// A device socket whose client stopped reading (its send buffer full, so the socket
+/// library refuses to queue the close) is still closed when the device is disabled: it
+/// leaves its rooms at once and the close lands as soon as there is room for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_device_is_closed_even_while_its_socket_is_not_reading() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let (token, _) = s.sign_up(&unique_email("stalled"), "password-1").await;
+    let (id, dtoken) = s.register_device(&token, "Porch", "camera").await;
+    // Engine.IO over long-polling: the client decides when to read.
+    let poll = s.url("/socket.io/?EIO=4&transport=polling");
+    let open = s
+        .http
+        .get(&poll)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let handshake: serde_json::Value =
+        serde_json::from_str(open.strip_prefix('0').unwrap()).unwrap();
+    let session = format!("{poll}&sid={}", handshake["sid"].as_str().unwrap());
+    let post = |body: String| {
+        let (http, url) = (s.http.clone(), session.clone());
+        async move {
+            let r = http.post(url).body(body).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    };
+    post(format!("40{}", json!({ "token": dtoken }))).await;
+    // Until the namespace's connect answer, answering the server's pings.
+    loop {
+        let body = s
+            .http
+            .get(&session)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let packets: Vec<&str> = body.split('\u{1e}').collect();
+        if packets.contains(&"2") {
+            post("3".to_string()).await;
+        }
+        if packets.iter().any(|p| p.starts_with("40")) {
+            break;
+        }
+        assert!(packets.iter().all(|p| *p == "2"), "{body}");
+    }
+    // More acknowledged heartbeats than the socket's buffer holds, none of them read.
+    let flood: Vec<String> = (1..=160)
+        .map(|n| format!("42{n}[\"heartbeat\",{{}}]"))
+        .collect();
+    post(flood.join("\u{1e}")).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let r = s
+        .call(
+            Method::PATCH,
+            &format!("/devices/{id}"),
+            &token,
+            Some(json!({"status": "disabled"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // The client reads again: the buffered answers, then the close.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the disabled device's socket was not closed"
+        );
+        let r = s.http.get(&session).send().await.unwrap();
+        if r.status() != 200 {
+            break; // The session is gone.
+        }
+        let body = r.text().await.unwrap();
+        if body
+            .split('\u{1e}')
+            .any(|packet| packet == "41" || packet == "1")
+        {
+            break;
+        }
+    }
+}

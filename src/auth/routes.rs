@@ -233,10 +233,13 @@ pub async fn sign_in_email(
 )]
 pub async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     if let Some(token) = session_token(&headers, &state.auth.secret, state.auth.cookies.secure) {
-        if let Some((_, user)) = service::find_session(&state.db, &token).await? {
+        // Deleted first: a socket connecting meanwhile either sees the session gone (its
+        // connect check) or is in the room when its sockets are closed.
+        let found = service::find_session(&state.db, &token).await?;
+        service::delete_session(&state.db, &token).await?;
+        if let Some((_, user)) = found {
             state.realtime.disconnect_session(&user.id, &token);
         }
-        service::delete_session(&state.db, &token).await?;
     }
     let mut response = axum::Json(SuccessResponse { success: true }).into_response();
     for cookie in state.auth.cookies.expired_cookies() {

@@ -562,7 +562,7 @@ pub async fn callback_google(
     let service::SocialUser {
         user,
         created,
-        ended_sessions,
+        sessions_ended,
     } = match service::find_or_create_user(&state.db, &profile).await {
         Ok(found) => found,
         Err(e @ crate::error::DomainError::Forbidden { .. }) => {
@@ -571,8 +571,8 @@ pub async fn callback_google(
         }
         Err(e) => return Err(e.into()),
     };
-    for token in &ended_sessions {
-        state.realtime.disconnect_session_token(token);
+    if sessions_ended {
+        state.realtime.disconnect_user(&user.id);
     }
     let client = ClientInfo {
         ip_address: Some(ip.0.to_string()),

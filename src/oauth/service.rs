@@ -15,7 +15,7 @@ use crate::auth::tokens;
 use crate::db::Db;
 use crate::error::{DomainError, DomainResult, is_unique_violation};
 use crate::time::{self, Timestamp};
-use crate::{db_execute, db_fetch_all, db_fetch_optional, tx_execute};
+use crate::{db_execute, db_fetch_optional, tx_execute};
 
 /// How long an issued state (and its PKCE verifier) can be redeemed.
 pub const STATE_TTL: Duration = Duration::minutes(10);
@@ -242,13 +242,9 @@ pub struct SocialUser {
     pub user: User,
     /// A new user was created for it.
     pub created: bool,
-    /// Session tokens ended because linking took over an account nobody had verified.
-    pub ended_sessions: Vec<String>,
-}
-
-#[derive(sqlx::FromRow)]
-struct SessionToken {
-    token: String,
+    /// Every session of the user was ended: linking took over an account nobody had
+    /// verified (their sockets are to be closed).
+    pub sessions_ended: bool,
 }
 
 /// The user behind `profile`: the one already linked to this provider identity, else the
@@ -272,7 +268,7 @@ pub async fn find_or_create_user(db: &Db, profile: &Profile) -> DomainResult<Soc
             return Ok(SocialUser {
                 user,
                 created: false,
-                ended_sessions: Vec::new(),
+                sessions_ended: false,
             });
         }
         let now = time::now();
@@ -280,19 +276,7 @@ pub async fn find_or_create_user(db: &Db, profile: &Profile) -> DomainResult<Soc
             if !profile.email_verified {
                 return Err(account_not_linked());
             }
-            let ended_sessions = if user.email_verified {
-                Vec::new()
-            } else {
-                db_fetch_all!(
-                    db,
-                    SessionToken,
-                    "SELECT token FROM session WHERE user_id = $1",
-                    [&user.id]
-                )?
-                .into_iter()
-                .map(|s| s.token)
-                .collect()
-            };
+            let sessions_ended = !user.email_verified;
             let mut tx = db.begin().await?;
             match tx_execute!(
                 &mut tx,
@@ -328,7 +312,7 @@ pub async fn find_or_create_user(db: &Db, profile: &Profile) -> DomainResult<Soc
             return Ok(SocialUser {
                 user,
                 created: false,
-                ended_sessions,
+                sessions_ended,
             });
         }
         let name = profile
@@ -377,7 +361,7 @@ pub async fn find_or_create_user(db: &Db, profile: &Profile) -> DomainResult<Soc
         return Ok(SocialUser {
             user,
             created: true,
-            ended_sessions: Vec::new(),
+            sessions_ended: false,
         });
     }
     Err(DomainError::conflict(

@@ -32,6 +32,39 @@ pub fn user_room(user_id: &str) -> String {
 #[derive(Clone)]
 pub(crate) struct SocketSession(pub(crate) String);
 
+/// Marks a socket whose close is pending (see [`close_socket`]): its events are refused.
+#[derive(Clone)]
+pub(crate) struct Revoked;
+
+/// How long a pending close keeps trying before the Engine.IO heartbeat is left to end it.
+const CLOSE_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Closes a socket whose right to be open has ended. socketioxide refuses to close one whose
+/// send buffer is full (a client that stopped reading), leaving it open: such a socket
+/// leaves every room at once, so nothing more reaches it, is marked [`Revoked`], so its
+/// events are refused, and the close is tried again until it lands.
+pub(crate) fn close_socket(socket: socketioxide::extract::SocketRef) {
+    if socket.clone().disconnect().is_ok() {
+        return;
+    }
+    socket.leave_all();
+    socket.extensions.insert(Revoked);
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + CLOSE_PATIENCE;
+        while socket.connected() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if socket.clone().disconnect().is_ok() {
+                return;
+            }
+        }
+    });
+}
+
+/// Whether a socket's close is pending ([`close_socket`]).
+pub(crate) fn is_revoked(socket: &socketioxide::extract::SocketRef) -> bool {
+    socket.extensions.get::<Revoked>().is_some()
+}
+
 #[derive(Clone)]
 pub struct Realtime {
     io: SocketIo,
@@ -143,6 +176,14 @@ impl Realtime {
         close_session_sockets(root.to(user_room(user_id)).sockets(), session_token);
     }
 
+    /// Closes every socket of the user's sessions (all of them just ended).
+    pub fn disconnect_user(&self, user_id: &str) {
+        let Some(root) = self.root() else { return };
+        for socket in root.to(user_room(user_id)).sockets() {
+            close_socket(socket);
+        }
+    }
+
     /// The session token of every open user socket, each once.
     pub fn session_tokens(&self) -> Vec<String> {
         let Some(root) = self.root() else {
@@ -166,8 +207,8 @@ impl Realtime {
 
     pub async fn disconnect_device(&self, device_id: &str) {
         let Some(root) = self.root() else { return };
-        if let Err(e) = root.to(device_room(device_id)).disconnect().await {
-            tracing::debug!(error = %e, "disconnecting device sockets failed");
+        for socket in root.to(device_room(device_id)).sockets() {
+            close_socket(socket);
         }
     }
 }
@@ -180,7 +221,7 @@ fn close_session_sockets(sockets: Vec<socketioxide::extract::SocketRef>, session
             .get::<SocketSession>()
             .is_some_and(|s| s.0 == session_token)
         {
-            let _ = socket.disconnect();
+            close_socket(socket);
         }
     }
 }

@@ -20,7 +20,7 @@ use crate::devices::service::{
 };
 use crate::error::{ApiError, codes};
 use crate::http::extract::bearer;
-use crate::realtime::{SocketSession, device_room, event, user_room};
+use crate::realtime::{SocketSession, close_socket, device_room, event, is_revoked, user_room};
 use crate::state::AppState;
 use crate::streams;
 
@@ -160,7 +160,7 @@ const PRESENCE_WRITE_WAIT: Duration = Duration::from_secs(2);
 async fn on_connect(state: AppState, socket: SocketRef) {
     let Some(identity) = socket.extensions.get::<Identity>() else {
         // The middleware always sets it; refuse rather than run unauthenticated.
-        let _ = socket.disconnect();
+        close_socket(socket.clone());
         return;
     };
     match identity {
@@ -177,13 +177,13 @@ async fn on_connect(state: AppState, socket: SocketRef) {
             };
             if !matches!(current, Ok(true)) {
                 tracing::debug!(user_id = %user_id, "closing a socket whose session ended while it connected");
-                let _ = socket.disconnect();
+                close_socket(socket.clone());
             }
         }
         Identity::Device(device, token_hash) => {
             let device = *device;
             let Some(claim) = socket.extensions.get::<Arc<PresenceClaim>>() else {
-                let _ = socket.disconnect();
+                close_socket(socket.clone());
                 return;
             };
             // Handlers are registered before any await: events that arrive while this
@@ -213,11 +213,12 @@ async fn on_connect(state: AppState, socket: SocketRef) {
             let ack_device = device.clone();
             socket.on(
                 event::COMMAND_ACK,
-                move |TryData(body): TryData<AckEvent>, ack: AckSender| {
+                move |socket: SocketRef, TryData(body): TryData<AckEvent>, ack: AckSender| {
                     let state = ack_state.clone();
                     let device = ack_device.clone();
                     async move {
                         let reply = match body {
+                            _ if is_revoked(&socket) => error_reply(&revoked()),
                             Err(e) => error_reply(&ApiError::validation(format!(
                                 "Invalid command:ack payload: {e}"
                             ))),
@@ -232,11 +233,12 @@ async fn on_connect(state: AppState, socket: SocketRef) {
             let signal_device = device.clone();
             socket.on(
                 event::WEBRTC_SIGNAL,
-                move |TryData(body): TryData<SignalEvent>, ack: AckSender| {
+                move |socket: SocketRef, TryData(body): TryData<SignalEvent>, ack: AckSender| {
                     let state = signal_state.clone();
                     let device = signal_device.clone();
                     async move {
                         let reply = match body {
+                            _ if is_revoked(&socket) => error_reply(&revoked()),
                             Err(e) => error_reply(&ApiError::validation(format!(
                                 "Invalid webrtc:signal payload: {e}"
                             ))),
@@ -272,19 +274,25 @@ async fn on_connect(state: AppState, socket: SocketRef) {
             // joining the device's room could not close this socket: look again, now that
             // it is in the room (a change from here on closes it).
             match touch_if_unchanged(&state.db, &device, &token_hash).await {
+                // Closed while the database answered: its disconnect handler has said (or
+                // will say) it went, and an "online" now would come after that.
+                Ok(true) if !socket.connected() => return,
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::debug!(device_id = %device.id, "closing a socket whose device changed while it connected");
-                    let _ = socket.disconnect();
+                    close_socket(socket.clone());
                     return;
                 }
                 Err(e) => {
                     tracing::warn!(device_id = %device.id, error = ?e, "could not recheck a connecting device; closing its socket");
-                    let _ = socket.disconnect();
+                    close_socket(socket.clone());
                     return;
                 }
             }
-            announce_presence(&state, &device.user_id, &device.id, true).await;
+            // What presence is now, in case the socket closed since the check above (its
+            // handler then announces "offline" after this).
+            let online = state.realtime.is_online(&device.id);
+            announce_presence(&state, &device.user_id, &device.id, online).await;
             if device.is_camera()
                 && let Err(e) = commands::service::deliver_pending(&state, &device.id).await
             {
@@ -306,6 +314,14 @@ async fn announce_presence(state: &AppState, owner_id: &str, device_id: &str, on
         .realtime
         .emit(owner_id, &[], event::DEVICE_PRESENCE, &payload)
         .await;
+}
+
+/// The answer to an event from a socket whose close is pending.
+fn revoked() -> ApiError {
+    ApiError::forbidden(
+        codes::DEVICE_DISABLED,
+        "This socket's device or session is no longer allowed; it is being closed",
+    )
 }
 
 fn error_reply(e: &ApiError) -> Value {
