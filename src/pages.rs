@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::http::page::standalone_headers;
 use crate::state::AppState;
 
 const MOBILE_SIM: &str = include_str!("../static/mobile-sim.html");
@@ -156,13 +157,7 @@ pub async fn qr_encoder() -> impl IntoResponse {
     responses((status = 200, content_type = "text/html", body = String, description = "A standalone WHEP viewer"))
 )]
 pub async fn watch_page() -> impl IntoResponse {
-    (
-        [
-            (CONTENT_TYPE, "text/html; charset=utf-8"),
-            (CACHE_CONTROL, "no-cache"),
-        ],
-        WATCH,
-    )
+    (standalone_headers("no-cache"), WATCH)
 }
 
 #[utoipa::path(
@@ -170,13 +165,7 @@ pub async fn watch_page() -> impl IntoResponse {
     responses((status = 200, content_type = "text/html", body = String, description = "The web mobile simulator"))
 )]
 pub async fn mobile_sim() -> impl IntoResponse {
-    (
-        [
-            (CONTENT_TYPE, "text/html; charset=utf-8"),
-            (CACHE_CONTROL, "no-cache"),
-        ],
-        MOBILE_SIM,
-    )
+    (standalone_headers("no-cache"), MOBILE_SIM)
 }
 
 #[utoipa::path(

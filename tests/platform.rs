@@ -582,3 +582,49 @@ async fn healthz_neither_writes_on_every_call_nor_shows_backend_errors() {
         "{error}"
     );
 }
+
+/// The standalone pages (`/sim`, `/watch/{id}`, `/admin`) run inline scripts, so they do
+/// not get the web app's script policy, but no other site may frame them (a framed admin
+/// page is one click from a delete), and their URLs never leave in a `Referer`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_pages_cannot_be_framed() {
+    let s = TestServer::start_with(
+        Backend::Sqlite,
+        &[
+            ("ADMIN_USERNAME", "root"),
+            ("ADMIN_PASSWORD", "s3cret-pass"),
+        ],
+    )
+    .await;
+    for path in ["/sim/mobile-sim.html", "/watch/some-session", "/admin"] {
+        let r = s
+            .http
+            .get(s.url(path))
+            .basic_auth("root", Some("s3cret-pass"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let header = |name: &str| {
+            r.headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default()
+        };
+        assert!(header("content-type").starts_with("text/html"), "{path}");
+        let csp = header("content-security-policy");
+        for directive in [
+            "frame-ancestors 'none'",
+            "base-uri 'none'",
+            "object-src 'none'",
+        ] {
+            assert!(
+                csp.contains(directive),
+                "{path}: {directive} missing from {csp:?}"
+            );
+        }
+        assert_eq!(header("x-frame-options"), "DENY", "{path}");
+        assert_eq!(header("referrer-policy"), "no-referrer", "{path}");
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+    }
+}

@@ -1,9 +1,7 @@
 use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::header::{
-    AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
-};
+use axum::http::header::{AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -136,10 +134,7 @@ pub async fn basic_auth(
 )]
 pub async fn admin_page() -> impl IntoResponse {
     (
-        [
-            (CONTENT_TYPE, "text/html; charset=utf-8"),
-            (CACHE_CONTROL, "no-store"),
-        ],
+        crate::http::page::standalone_headers("no-store"),
         ADMIN_PAGE,
     )
 }

@@ -7,6 +7,7 @@ pub mod csrf;
 pub mod extract;
 pub mod json;
 pub mod metrics;
+pub mod page;
 pub mod rate_limit;
 pub mod serve;
 pub mod streamvault;

@@ -214,8 +214,15 @@ await step("A: the camera tile is offline before pairing", async () => {
 });
 
 await step("B: /sim pairs as that camera with the shown token; the tile turns online within 2 s", async () => {
-  sim = await open("B", "/sim/mobile-sim.html");
-  await sim.getByLabel("Pairing token (from the web app)").fill(token);
+  // Opened as the QR code's link: it fills in the token and names the device, and leaves
+  // the address bar clean, but the tab becomes that camera only when its user says so.
+  sim = await open("B", `/sim/mobile-sim.html#pair=${encodeURIComponent(token)}`);
+  await expectText(sim.locator("#status"), new RegExp(`the camera \u201c${CAMERA}\u201d`), "pairing link");
+  const prefilled = await sim.getByLabel("Pairing token (from the web app)").inputValue();
+  if (prefilled !== token) throw new Error(`the link filled in ${JSON.stringify(prefilled)}`);
+  if (sim.url().includes("pair=")) throw new Error(`the token stayed in the address bar: ${sim.url()}`);
+  const early = await sim.textContent("#socketState");
+  if (early === "connected") throw new Error("the link paired the tab without a click");
   await sim.getByRole("button", { name: "Pair with token" }).click();
   await sim.waitForFunction(() => document.getElementById("socketState").textContent === "connected", null, { timeout: STEP });
   const connectedAt = Date.now();
