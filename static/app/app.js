@@ -248,10 +248,21 @@ async function boot() {
   else showSignIn(session.status === "rejected" ? session.reason.message : oauthError());
 }
 
-// Google sign-in comes back with ?error=… when it fails.
+// Google sign-in comes back with ?error=… when it fails. Only the codes the server and
+// Google send are worded; anything else in a link (text someone wrote to be shown here)
+// is not repeated.
+const OAUTH_ERRORS = {
+  access_denied: "Google sign-in was cancelled.",
+  account_not_linked: "Google sign-in failed: an account with this email exists, and Google has not verified the email, so it was not linked.",
+  email_not_found: "Google sign-in failed: Google did not share an email address.",
+  invalid_state: "Google sign-in failed: the sign-in expired or was started elsewhere. Try again.",
+  no_code: "Google sign-in failed: Google sent no authorisation code. Try again.",
+  token_exchange_failed: "Google sign-in failed: the server could not complete it with Google. Try again.",
+};
 function oauthError() {
   const error = new URLSearchParams(location.search).get("error");
-  return error ? `Google sign-in failed: ${error.replaceAll("_", " ")}` : "";
+  if (!error) return "";
+  return Object.hasOwn(OAUTH_ERRORS, error) ? OAUTH_ERRORS[error] : "Google sign-in failed.";
 }
 
 // A 401 from the API: the session may have ended. Confirm before dropping the user out.

@@ -1,7 +1,8 @@
 // The web app's "Continue with Google" on a server where Google sign-in is configured: the
 // button is there, and pressing it takes the browser to the provider's authorization page
 // (GOOGLE_AUTHORIZE_URL, a loopback address the test intercepts: nothing leaves the
-// machine) with the server's client id, a state and PKCE.
+// machine) with the server's client id, a state and PKCE. A failed sign-in's ?error= shows
+// only the wording of the codes the server and Google send.
 // Usage: node web-app-google.mjs <baseURL> <authorizeURL>   Prints the provider URL.
 import { launchChromium } from "./chromium.mjs";
 
@@ -16,6 +17,17 @@ try {
     reached = route.request().url();
     return route.fulfill({ contentType: "text/html", body: "<title>provider</title>" });
   });
+  // A failed sign-in comes back with ?error=: known codes are worded, and text someone
+  // put in a link is not shown.
+  const alertFor = async (query) => {
+    await page.goto(base + "/" + query);
+    await page.getByRole("button", { name: "Continue with Google" }).waitFor({ timeout: 15_000 });
+    return (await page.getByRole("alert").first().textContent()).trim();
+  };
+  const notLinked = await alertFor("?error=account_not_linked");
+  if (!/has not verified the email/.test(notLinked)) throw new Error(`account_not_linked shows ${JSON.stringify(notLinked)}`);
+  const forged = await alertFor("?error=Your_account_is_locked_call_0800_123");
+  if (forged !== "Google sign-in failed.") throw new Error(`a forged error shows ${JSON.stringify(forged)}`);
   await page.goto(base + "/");
   const button = page.getByRole("button", { name: "Continue with Google" });
   await button.waitFor({ timeout: 15_000 });
