@@ -922,6 +922,68 @@ async fn require_auth_keeps_rooms_and_slots_to_their_accounts() {
     assert_eq!(host.expect_close().await, (1000, "Room closed".to_string()));
 }
 
+/// The session cookie signs a Watch Together socket in only from a page of a trusted
+/// origin, as on the Socket.IO endpoint: another site's page (a cross-site WebSocket)
+/// does not get the account, so with accounts required it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_cookie_signs_a_socket_in_only_from_a_trusted_page() {
+    let server = TestServer::start_with(
+        Backend::Sqlite,
+        &[
+            ("WATCH_TOGETHER_REQUIRE_AUTH", "true"),
+            ("BETTER_AUTH_TRUSTED_ORIGINS", "http://trusted.example"),
+        ],
+    )
+    .await;
+    let signed_up = server
+        .post_json(
+            "/api/auth/sign-up/email",
+            json!({"name": "Cookie User", "email": common::unique_email("wt-cookie"), "password": "password-123"}),
+        )
+        .await;
+    let cookie = signed_up
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.contains("session_token="))
+        .expect("a session cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let open = |origin: &'static str| {
+        let cookie = cookie.clone();
+        let addr = server.addr;
+        async move {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let mut request = format!("ws://127.0.0.1:{}/ws/watchtogether", addr.port())
+                .into_client_request()
+                .unwrap();
+            request
+                .headers_mut()
+                .insert("cookie", cookie.parse().unwrap());
+            request
+                .headers_mut()
+                .insert("origin", origin.parse().unwrap());
+            tokio_tungstenite::client_async(request, stream).await
+        }
+    };
+    match open("http://evil.example").await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        Err(e) => panic!("unexpected {e}"),
+        Ok(_) => panic!("a foreign page signed in with the cookie"),
+    }
+    let (ws, _) = open("http://trusted.example")
+        .await
+        .expect("a trusted page connects");
+    let mut client = Client { ws, closed: None };
+    client.send(create_msg("h", "")).await;
+    let created = client.expect("room_created").await;
+    assert_eq!(
+        created["room"]["participants"][0]["nickname"],
+        "Cookie User"
+    );
+}
+
 /// REST create/get/delete, REST rooms' timers, and rooms surviving a restart.
 async fn rest_routes_and_restart(backend: Backend) {
     let server = TestServer::start(backend).await;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Query, State, WebSocketUpgrade};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, ORIGIN};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -239,6 +239,15 @@ async fn account(
             with_bearer.insert(AUTHORIZATION, value);
             let found = resolve_user(state, &with_bearer).await?;
             Some(found.ok_or_else(ApiError::unauthorized)?.user)
+        }
+        // The session cookie is an ambient credential: a page of another origin (a
+        // cross-site WebSocket) does not sign in with it, as on the Socket.IO endpoint.
+        None if headers
+            .get(ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|o| !state.auth.is_trusted_origin(o)) =>
+        {
+            None
         }
         None => resolve_user(state, headers).await?.map(|u| u.user),
     };
