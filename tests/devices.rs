@@ -159,13 +159,29 @@ async fn disabling_revokes_the_token_and_re_enabling_issues_a_new_one(backend: B
     let s = TestServer::start(backend).await;
     let (token, _) = s.sign_up(&unique_email("dev"), "password-1").await;
     let (id, dtoken) = s.register_device(&token, "Porch", "camera").await;
-    s.call(
-        Method::PATCH,
-        &format!("/devices/{id}"),
-        &token,
-        Some(json!({"status": "disabled"})),
-    )
-    .await;
+    // Online by its heartbeat until disabled; a disabled device is never online.
+    let beat = s
+        .call(
+            Method::POST,
+            &format!("/devices/{id}/heartbeat"),
+            &dtoken,
+            None,
+        )
+        .await;
+    assert_eq!(beat.status, 200, "{}", beat.text);
+    let listed = s.call(Method::GET, "/devices", &token, None).await;
+    assert_eq!(listed.json["items"][0]["online"], true, "{}", listed.text);
+    let disabled = s
+        .call(
+            Method::PATCH,
+            &format!("/devices/{id}"),
+            &token,
+            Some(json!({"status": "disabled"})),
+        )
+        .await;
+    assert_eq!(disabled.json["online"], false, "{}", disabled.text);
+    let listed = s.call(Method::GET, "/devices", &token, None).await;
+    assert_eq!(listed.json["items"][0]["online"], false, "{}", listed.text);
     s.call(
         Method::POST,
         &format!("/devices/{id}/heartbeat"),

@@ -96,12 +96,14 @@ pub fn parse_role(role: &str) -> DomainResult<Role> {
         .ok_or_else(|| DomainError::validation("role must be \"camera\" or \"client\""))
 }
 
-/// Fills in `online` from live sockets and recent heartbeats.
+/// Fills in `online` from live sockets and recent heartbeats. A disabled device is never
+/// online: its token no longer works, whatever its last heartbeat said.
 pub fn with_presence(mut device: Device, realtime: &Realtime) -> Device {
     let recent = device
         .last_heartbeat_at
         .is_some_and(|t| time::now() - t <= ONLINE_WINDOW);
-    device.online = realtime.is_online(&device.id) || recent;
+    device.online =
+        device.status != DeviceStatus::Disabled && (realtime.is_online(&device.id) || recent);
     device
 }
 
