@@ -136,10 +136,15 @@ impl LocalStore {
             // between making the folder and the rename, make it again.
             let mut attempts = 0;
             loop {
-                if let Some(parent) = dest.parent() {
-                    tokio::fs::create_dir_all(parent).await?;
-                }
-                match tokio::fs::rename(temp, &dest).await {
+                let placed = match dest.parent() {
+                    Some(parent) => tokio::fs::create_dir_all(parent).await,
+                    None => Ok(()),
+                };
+                let placed = match placed {
+                    Ok(()) => tokio::fs::rename(temp, &dest).await,
+                    Err(e) => Err(e),
+                };
+                match placed {
                     Err(e)
                         if e.kind() == std::io::ErrorKind::NotFound
                             && attempts < 3

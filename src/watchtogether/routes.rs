@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Query, State, WebSocketUpgrade};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, ORIGIN};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, ORIGIN};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -240,15 +240,6 @@ async fn account(
             let found = resolve_user(state, &with_bearer).await?;
             Some(found.ok_or_else(ApiError::unauthorized)?.user)
         }
-        // The session cookie is an ambient credential: a page of another origin (a
-        // cross-site WebSocket) does not sign in with it, as on the Socket.IO endpoint.
-        None if headers
-            .get(ORIGIN)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|o| !state.auth.is_trusted_origin(o)) =>
-        {
-            None
-        }
         None => resolve_user(state, headers).await?.map(|u| u.user),
     };
     Ok(user.map(|u| (u.id, u.name)))
@@ -265,7 +256,19 @@ pub async fn upgrade(
 ) -> Response {
     let wt = state.watchtogether.clone();
     let cfg = wt.config();
-    let account = match account(&state, &headers, query.get("token").map(String::as_str)).await {
+    // The session cookie is an ambient credential: another site's page (a cross-site
+    // WebSocket) does not sign in with it, as on the Socket.IO endpoint. (The REST routes
+    // have the API's own origin check.)
+    let foreign_page = headers
+        .get(ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|o| !state.auth.is_trusted_origin(o));
+    let mut credentials = headers.clone();
+    if foreign_page {
+        credentials.remove(COOKIE);
+    }
+    let account = match account(&state, &credentials, query.get("token").map(String::as_str)).await
+    {
         Ok(a) => a,
         // Without WATCH_TOGETHER_REQUIRE_AUTH the socket needs no authentication (as the
         // reference's): a token that names no account here (a Google access token, say)

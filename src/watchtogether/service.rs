@@ -567,8 +567,10 @@ impl Actor {
                 while let Ok(cmd) = rx.try_recv() {
                     match cmd {
                         RoomCmd::Msg { conn, .. } => conn.error(ROOM_NOT_FOUND),
-                        // Gone already: a close finds nothing to close (a 404).
-                        RoomCmd::Close { .. } => {}
+                        // Queued behind what ended the room: it is closed, as asked.
+                        RoomCmd::Close { reply, .. } => {
+                            let _ = reply.send(true);
+                        }
                         RoomCmd::Shutdown(reply) => {
                             let _ = reply.send(());
                         }
